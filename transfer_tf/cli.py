@@ -34,14 +34,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 
 from transfer_tf.config import ConfigError, ExperimentConfig, load_config, save_config  # noqa: E402
+from transfer_tf.errors import UsageError  # noqa: E402,F401  (re-exported for binaries)
 
 FLAGS = flags.FLAGS
 
 USAGE_EXIT_CODE = 2
-
-
-class UsageError(Exception):
-    """A user mistake (bad flag, missing input, invalid data): reported in one line, exit 2."""
 
 
 def define_config_flags(default_config: str | None = None) -> None:

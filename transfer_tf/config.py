@@ -81,6 +81,11 @@ class DataConfig:
     # `grpc://HOST:PORT` of a tf.data service dispatcher; empty = preprocess in-process.
     tf_data_service: str = ""
 
+    @property
+    def task(self) -> str:
+        """`single_label` (softmax) for the classification schema, `multilabel` (sigmoid) for COCO."""
+        return "multilabel" if self.schema == "coco" else "single_label"
+
 
 @dataclass
 class ModelConfig:
@@ -153,7 +158,6 @@ class PhaseConfig:
 class TransferConfig:
     """Fine-tuning: task type, head, and the freeze/unfreeze schedule."""
 
-    task: str = "multilabel"  # multilabel | single_label
     # A named preset (linear_probe | lp_ft | gradual_unfreeze) used when `phases` is empty.
     preset: str = ""
     phases: list[PhaseConfig] = field(default_factory=list)
@@ -199,7 +203,6 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "train.lr_schedule": ("cosine", "step", "constant"),
     "train.mixed_precision": ("bfloat16", "float16", "none"),
     "train.strategy": ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu"),
-    "transfer.task": ("multilabel", "single_label"),
     "transfer.preset": ("", "linear_probe", "lp_ft", "gradual_unfreeze"),
     "transfer.optimizer": ("sgd", "adamw"),
     "export.output_activation": ("auto", "softmax", "sigmoid"),

@@ -1,0 +1,8 @@
+"""Errors the library raises for user mistakes; binaries report them in one line and exit 2."""
+
+
+class UsageError(Exception):
+    """A user mistake (bad flag, missing input, invalid data, missing hardware).
+
+    The message must say in one line what is wrong and name the file/flag/key involved.
+    """

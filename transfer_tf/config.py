@@ -103,6 +103,9 @@ class ModelConfig:
     # Per-channel normalisation applied inside the model (inputs are uint8-range images).
     mean_rgb: tuple[float, float, float] = (123.675, 116.28, 103.53)
     stddev_rgb: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    # `standardize`: (rgb - mean_rgb) / stddev_rgb. `caffe`: RGB->BGR minus the ImageNet BGR mean,
+    # unscaled: what the standard Keras ImageNet ResNet weights expect (use it with init_weights).
+    input_preprocessing: str = "standardize"
 
 
 @dataclass
@@ -158,8 +161,13 @@ class PhaseConfig:
 class TransferConfig:
     """Fine-tuning: task type, head, and the freeze/unfreeze schedule."""
 
-    # A named preset (linear_probe | lp_ft | gradual_unfreeze) used when `phases` is empty.
+    # A named preset (linear_probe | lp_ft | gradual_unfreeze) used when `phases` is empty. Its
+    # budget is train.train_steps (or train.epochs); see transfer_tf/transfer/schedule.py.
     preset: str = ""
+    # Presets: learning rate of the head-only phase; later (unfrozen) phases use it times
+    # `finetune_lr_factor`.
+    learning_rate: float = 0.1
+    finetune_lr_factor: float = 0.1
     phases: list[PhaseConfig] = field(default_factory=list)
     optimizer: str = "sgd"  # sgd | adamw
     momentum: float = 0.9
@@ -199,6 +207,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "data.schema": ("classification", "coco"),
     "data.augment_policy": ("none", "randaugment", "autoaugment"),
     "model.name": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
+    "model.input_preprocessing": ("standardize", "caffe"),
     "train.optimizer": ("sgd", "lars", "adamw"),
     "train.lr_schedule": ("cosine", "step", "constant"),
     "train.mixed_precision": ("bfloat16", "float16", "none"),

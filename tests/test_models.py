@@ -1,0 +1,98 @@
+"""Models: stages, dtypes, BN options, and loading the standard Keras ResNet-50 weights file layout."""
+
+import dataclasses
+
+import h5py
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras.src.legacy.saving import legacy_h5_format
+
+from transfer_tf.config import ModelConfig
+from transfer_tf.errors import UsageError
+from transfer_tf.models import resnet
+from transfer_tf.models.weights import load_backbone_weights
+
+
+def _cfg(**kw) -> ModelConfig:
+    return dataclasses.replace(ModelConfig(name="resnet18"), **kw)
+
+
+def test_resnet18_stages_and_logits():
+    model = resnet.build_classifier(_cfg(dropout=0.1), num_classes=7)
+    logits = model(tf.zeros([2, 32, 32, 3], tf.uint8))
+    assert logits.shape == (2, 7) and logits.dtype == tf.float32
+    groups = resnet.layers_by_stage(model)
+    assert set(groups) == set(resnet.STAGES)
+    assert sum(len(v) for v in groups.values()) == len(model.layers)
+    assert [layer.name for layer in groups["head"]] == ["head_pool", "head_dropout", "head_dense"]
+    assert all(layer.name.startswith("conv5_") for layer in groups["stage4"])
+    assert "conv1_conv" in [layer.name for layer in groups["stem"]]
+    # 11.2M backbone params (torchvision resnet18 has 11.18M incl. its 1000-way fc of 0.51M).
+    assert 11.1e6 < resnet.count_params(model) - (512 * 7 + 7) < 11.2e6
+
+
+def test_batchnorm_options_and_zero_gamma():
+    model = resnet.build_classifier(
+        _cfg(sync_batchnorm=True, batchnorm_momentum=0.8, zero_init_residual_gamma=True), 3
+    )
+    bns = [la for la in model.layers if isinstance(la, keras.layers.BatchNormalization)]
+    assert all(b.synchronized and b.momentum == 0.8 for b in bns)
+    last = [b for b in bns if b.name.endswith("_2_bn")]
+    assert len(last) == 8 and all(np.all(b.gamma.numpy() == 0) for b in last)
+    assert np.all(model.get_layer("conv2_block1_1_bn").gamma.numpy() == 1)
+
+
+def test_mixed_precision_logits_are_float32():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = resnet.build_classifier(_cfg(), 4)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.get_layer("conv1_conv").compute_dtype == "bfloat16"
+    assert model(tf.zeros([1, 32, 32, 3], tf.uint8)).dtype == tf.float32
+
+
+def test_frozen_batchnorm_runs_in_inference_mode():
+    """Keras 3: a BN layer with trainable=False uses its moving statistics even with training=True."""
+    model = resnet.build_classifier(_cfg(), 3)
+    bn = model.get_layer("conv1_bn")
+    bn.trainable = False
+    before = [w.numpy().copy() for w in bn.weights]
+    x = tf.random.uniform([2, 32, 32, 3], 0, 255)
+    model(x, training=True)
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(before, bn.weights, strict=True))
+    bn.trainable = True
+    model(x, training=True)
+    assert not np.array_equal(before[2], bn.moving_mean.numpy())
+
+
+def test_standard_keras_resnet50_weights_file_loads(tmp_path):
+    """A legacy .h5 saved from keras.applications.ResNet50(include_top=False) -- the layout of
+    resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5 -- loads and gives identical features."""
+    ref = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
+    rng = np.random.default_rng(0)
+    for layer in ref.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(rng.normal(0, 0.1, layer.moving_mean.shape))
+            layer.moving_variance.assign(rng.uniform(0.5, 2, layer.moving_variance.shape))
+            layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape))
+    path = str(tmp_path / "resnet50_notop.h5")
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, ref)
+
+    cfg = dataclasses.replace(
+        ModelConfig(name="resnet50"),
+        input_preprocessing="caffe",
+        batchnorm_epsilon=1.001e-5,
+        init_weights=path,
+    )
+    model = resnet.build_classifier(cfg, num_classes=5)
+    images = rng.uniform(0, 255, [2, 32, 32, 3]).astype("float32")
+    want = ref(keras.applications.resnet.preprocess_input(images.copy()), training=False)
+    got = resnet.features_model(model)(images, training=False)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
+
+    with pytest.raises(UsageError, match="unexpected layers conv2_block1_0_bn"):
+        load_backbone_weights(resnet.build_classifier(_cfg(), 5), path)

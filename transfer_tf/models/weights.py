@@ -1,0 +1,99 @@
+"""Strict loading of Keras weight files into the backbone of a classifier (by layer name).
+
+Two file layouts are read:
+* legacy Keras HDF5 (`.h5`, e.g. the standard `resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5`
+  from keras.applications): root attribute `layer_names`, one group per layer with `weight_names`;
+  a whole-model `.h5` keeps the same under `model_weights/`.
+* Keras 3 `.weights.h5`: `layers/<layer name>/vars/<i>` for a functional model.
+
+Every backbone layer with weights must be in the file with the same shapes, and every file layer
+with weights must be a backbone layer (a classifier top such as `predictions` is ignored): a silent
+partial restore is the classic transfer bug, so anything else is a UsageError listing the names.
+
+Example:
+    model = build_classifier(cfg.model, num_classes=80)
+    load_backbone_weights(model, "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+
+from transfer_tf.errors import UsageError
+from transfer_tf.models.resnet import backbone_layers
+
+# Top layers of keras.applications models: present in full-model files, never in our backbone.
+_IGNORED_FILE_LAYERS = ("predictions", "probs", "fc1000", "avg_pool", "max_pool")
+
+
+def _decode(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def read_weight_file(path: str) -> dict[str, list[np.ndarray]]:
+    """Returns `{layer name: [arrays in the layer's weight order]}` for layers that have weights."""
+    import h5py
+
+    if not os.path.isfile(path):
+        raise UsageError(f"weights file '{path}' does not exist")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise UsageError(f"weights file '{path}': not an HDF5 weights file ({e})") from None
+    with f:
+        out: dict[str, list[np.ndarray]] = {}
+        root = f["model_weights"] if "model_weights" in f else f
+        if "layer_names" in root.attrs:
+            for lname in (_decode(n) for n in root.attrs["layer_names"]):
+                group = root[lname]
+                names = [_decode(n) for n in group.attrs.get("weight_names", [])]
+                if names:
+                    out[lname] = [np.asarray(group[n]) for n in names]
+            return out
+        if "layers" in f:
+            for lname, group in f["layers"].items():
+                if "vars" in group and len(group["vars"]):
+                    vars_ = group["vars"]
+                    out[lname] = [np.asarray(vars_[str(i)]) for i in range(len(vars_))]
+            return out
+    raise UsageError(
+        f"weights file '{path}': no Keras weights found (expected a legacy .h5 with 'layer_names' "
+        "or a Keras 3 .weights.h5)"
+    )
+
+
+def load_backbone_weights(model: keras.Model, path: str) -> None:
+    """Assigns the backbone weights of `model` (all stages but `head`) from a Keras weights file.
+
+    Raises:
+      UsageError: missing file, missing/unexpected layers, or shape mismatches (all listed).
+    """
+    stored = read_weight_file(path)
+    targets = {layer.name: layer for layer in backbone_layers(model) if layer.weights}
+    missing = sorted(set(targets) - set(stored))
+    unexpected = sorted(set(stored) - set(targets) - set(_IGNORED_FILE_LAYERS))
+    problems = []
+    if missing:
+        problems.append(f"missing layers {_short(missing)}")
+    if unexpected:
+        problems.append(f"unexpected layers {_short(unexpected)}")
+    for name in sorted(set(targets) & set(stored)):
+        want = [tuple(w.shape) for w in targets[name].weights]
+        got = [a.shape for a in stored[name]]
+        if want != got:
+            problems.append(f"layer {name}: file shapes {got} != model shapes {want}")
+    if problems:
+        raise UsageError(
+            f"weights file '{path}' does not fit model '{model.name}': {'; '.join(problems[:5])}"
+        )
+    for name, layer in targets.items():
+        for variable, value in zip(layer.weights, stored[name], strict=True):
+            variable.assign(value.astype(variable.dtype))
+
+
+def _short(names: list[str], n: int = 8) -> str:
+    more = f" (+{len(names) - n} more)" if len(names) > n else ""
+    return ", ".join(names[:n]) + more

@@ -57,7 +57,9 @@ def read_weight_file(path: str) -> dict[str, list[np.ndarray]]:
             for lname, group in f["layers"].items():
                 if "vars" in group and len(group["vars"]):
                     vars_ = group["vars"]
-                    out[lname] = [np.asarray(vars_[str(i)]) for i in range(len(vars_))]
+                    # Group keys are class-derived ("conv2d_3"); the layer name is an attribute.
+                    name = _decode(vars_.attrs.get("name", lname))
+                    out[name] = [np.asarray(vars_[str(i)]) for i in range(len(vars_))]
             return out
     raise UsageError(
         f"weights file '{path}': no Keras weights found (expected a legacy .h5 with 'layer_names' "

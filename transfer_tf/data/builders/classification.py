@@ -1,0 +1,157 @@
+"""Classification shards (tensorflow/tpu `imagenet_to_gcs.py` schema) from labelled image files.
+
+Shared by the ImageNet and image-folder builders: they only differ in how they find files and
+labels. Each plan item is `[relative path, class index]`; the stored label is
+`class index + label_offset` (1-based by default, as the public ImageNet shards are).
+
+Output directory:
+  train-00000-of-01024 ...   validation-00000-of-00128 ...   (TFRecord shards)
+  labels.txt                 one class key (wnid / folder name) per line, class-index order
+  label_names.txt            one human-readable name per line, class-index order
+                             (the names from --synset_names_file, else the keys)
+  manifest.json              counts, skipped files, label map (see sharded_writer)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from transfer_tf.data import schemas
+from transfer_tf.data.builders.image_codec import BadImage, prepare_image
+from transfer_tf.data.builders.sharded_writer import (
+    Encoded,
+    Encoder,
+    ShardSpec,
+    WriteOptions,
+    contiguous_chunks,
+    shard_name,
+    write_manifests,
+    write_shards,
+    write_text_atomic,
+)
+from transfer_tf.errors import UsageError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+@dataclass(frozen=True)
+class ClassificationEncoder(Encoder):
+    """Reads `root/<relative path>`, makes it an RGB JPEG, builds the Example."""
+
+    root: str
+    class_keys: tuple[str, ...]
+    class_names: tuple[str, ...] | None
+    label_offset: int
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "class_keys": list(self.class_keys),
+            "class_names": list(self.class_names) if self.class_names else None,
+            "label_offset": self.label_offset,
+        }
+
+    def encode(self, item: Any) -> Encoded:
+        rel, index = item
+        name = os.path.basename(rel)
+        try:
+            with open(os.path.join(self.root, rel), "rb") as f:
+                data = f.read()
+            image = prepare_image(data)
+        except FileNotFoundError:
+            return Encoded(None, rel, skip_reason="file is missing")
+        except OSError as e:
+            return Encoded(None, rel, skip_reason=f"cannot read file: {e.strerror or e}")
+        except BadImage as e:
+            return Encoded(None, rel, skip_reason=str(e))
+        example = schemas.classification_example(
+            image.jpeg,
+            label=index + self.label_offset,
+            synset=self.class_keys[index],
+            height=image.height,
+            width=image.width,
+            filename=name,
+            class_text=self.class_names[index] if self.class_names else None,
+        )
+        return Encoded(
+            example.SerializeToString(deterministic=True),
+            rel,
+            fixed=image.fixed,
+            classes=(self.class_keys[index],),
+        )
+
+
+def is_image_file(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+
+
+def list_class_dir(path: str) -> list[str]:
+    """Sorted image file names directly inside `path` (hidden files and other types ignored)."""
+    with os.scandir(path) as it:
+        return sorted(e.name for e in it if e.is_file() and is_image_file(e.name))
+
+
+def list_subdirs(path: str) -> list[str]:
+    """Sorted names of the non-hidden subdirectories of `path`."""
+    with os.scandir(path) as it:
+        return sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
+
+
+def make_specs(
+    output_dir: str, split: str, items: Sequence[Any], num_shards: int
+) -> list[ShardSpec]:
+    """Consecutive chunks of `items` as `split-%05d-of-%05d` shards (imagenet_to_gcs naming)."""
+    return [
+        ShardSpec(
+            split, i, num_shards, os.path.join(output_dir, shard_name(split, i, num_shards)), chunk
+        )
+        for i, chunk in enumerate(contiguous_chunks(items, num_shards))
+    ]
+
+
+def check_num_shards(flag: str, value: int) -> None:
+    if value < 1:
+        raise UsageError(f"--{flag} must be >= 1, got {value}")
+
+
+def write_classification(
+    output_dir: str,
+    root: str,
+    specs: list[ShardSpec],
+    class_keys: Sequence[str],
+    class_names: Sequence[str] | None,
+    label_offset: int,
+    options: WriteOptions,
+    builder: str,
+    extra_header: dict[str, Any] | None = None,
+) -> str | None:
+    """Writes label files, this task's shards and the manifest; returns the manifest path
+    (None while other tasks' shards are unfinished)."""
+    import tensorflow as tf
+
+    tf.io.gfile.makedirs(output_dir)
+    names = list(class_names) if class_names else list(class_keys)
+    # Every task writes the same label files; the content depends only on the inputs.
+    write_text_atomic(os.path.join(output_dir, "labels.txt"), "".join(k + "\n" for k in class_keys))
+    write_text_atomic(os.path.join(output_dir, "label_names.txt"), "".join(n + "\n" for n in names))
+    encoder = ClassificationEncoder(
+        root, tuple(class_keys), tuple(class_names) if class_names else None, label_offset
+    )
+    results = write_shards(specs, encoder, options, label=builder)
+    header = {
+        "builder": builder,
+        "schema": "classification",
+        "schema_version": schemas.SCHEMA_VERSION,
+        "label_offset": label_offset,
+        "num_classes": len(class_keys),
+        **(extra_header or {}),
+        "label_map": [
+            {"index": i, "label": i + label_offset, "key": k, "name": names[i]}
+            for i, k in enumerate(class_keys)
+        ],
+    }
+    return write_manifests(
+        os.path.join(output_dir, "manifest.json"), specs, encoder, options, results, header
+    )

@@ -1,0 +1,97 @@
+"""Users' own labelled images -> classification shards: `root/<class>/*.{jpg,jpeg,png,bmp,gif}`.
+
+Classes are the sorted non-hidden subfolders of `root` (class index = position). With
+`validation_fraction > 0`, that fraction of each class (rounded, chosen with `seed`) goes to
+`validation-*` shards, the rest to `train-*` (shuffled with `seed`). Files with other extensions
+are ignored and listed in the manifest's `ignored` entry.
+
+Example:
+    build_folder("photos/", "photos-tfrecords/", train_shards=8, validation_fraction=0.1)
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+from transfer_tf.data.builders.classification import (
+    check_num_shards,
+    is_image_file,
+    list_subdirs,
+    make_specs,
+    write_classification,
+)
+from transfer_tf.data.builders.sharded_writer import ShardSpec, WriteOptions
+from transfer_tf.errors import UsageError
+
+
+def plan_folder(
+    root: str,
+    output_dir: str,
+    *,
+    train_shards: int = 16,
+    validation_shards: int = 4,
+    validation_fraction: float = 0.0,
+    seed: int = 0,
+) -> tuple[list[ShardSpec], list[str], list[str]]:
+    """Returns (shard specs, sorted class names, ignored non-image files)."""
+    if not os.path.isdir(root):
+        raise UsageError(f"--root {root} is not a directory")
+    check_num_shards("train_shards", train_shards)
+    if not 0.0 <= validation_fraction < 1.0:
+        raise UsageError(f"--validation_fraction must be in [0, 1), got {validation_fraction}")
+    classes = list_subdirs(root)
+    if not classes:
+        raise UsageError(f"--root {root}: expected one subfolder per class, found none")
+    rng = random.Random(seed)
+    train, val, ignored = [], [], []
+    for index, name in enumerate(classes):
+        with os.scandir(os.path.join(root, name)) as it:
+            entries = sorted(e.name for e in it if e.is_file() and not e.name.startswith("."))
+        files = [f"{name}/{e}" for e in entries if is_image_file(e)]
+        ignored += [f"{name}/{e}" for e in entries if not is_image_file(e)]
+        rng.shuffle(files)
+        n_val = round(validation_fraction * len(files))
+        val += [[f, index] for f in sorted(files[:n_val])]
+        train += [[f, index] for f in files[n_val:]]
+    rng.shuffle(train)
+    specs = make_specs(output_dir, "train", train, train_shards)
+    if validation_fraction > 0:
+        check_num_shards("validation_shards", validation_shards)
+        specs += make_specs(output_dir, "validation", val, validation_shards)
+    return specs, classes, ignored
+
+
+def build_folder(
+    root: str,
+    output_dir: str,
+    *,
+    train_shards: int = 16,
+    validation_shards: int = 4,
+    validation_fraction: float = 0.0,
+    label_offset: int = 1,
+    seed: int = 0,
+    options: WriteOptions = WriteOptions(),
+) -> str | None:
+    """Builds the shards, `labels.txt`, `label_names.txt` and `manifest.json` in `output_dir`;
+    returns the manifest path (None while other tasks' shards are unfinished)."""
+    options.validate()
+    specs, classes, ignored = plan_folder(
+        root,
+        output_dir,
+        train_shards=train_shards,
+        validation_shards=validation_shards,
+        validation_fraction=validation_fraction,
+        seed=seed,
+    )
+    return write_classification(
+        output_dir,
+        root,
+        specs,
+        classes,
+        None,
+        label_offset,
+        options,
+        builder="folder",
+        extra_header={"seed": seed, "validation_fraction": validation_fraction, "ignored": ignored},
+    )

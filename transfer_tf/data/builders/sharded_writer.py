@@ -1,0 +1,453 @@
+"""The engine every builder shares: plan -> shards, written in parallel, atomically, resumably.
+
+A builder turns its raw input into a *plan*: a list of `ShardSpec`s, each naming its output file
+and the items (small JSON-able descriptors such as a path and a label) it holds, in record order.
+The plan is a pure function of the inputs and the seed, so an interrupted run and an
+uninterrupted one write the same bytes.
+
+`write_shards` then, for the shards of this task (`task_index`/`num_tasks`):
+  * skips shards that are already finished: the final file exists, its sidecar
+    `.build/done/<name>.json` exists, carries the same fingerprint (a hash of the items and the
+    encoder options) and records the file's current size;
+  * encodes the others in `num_workers` processes, one shard at a time per process, streaming
+    (one Example in memory at a time), into `.build/tmp/<name>.tmp-<pid>`, then renames the file
+    into place and writes its sidecar last: a file without a sidecar is redone.
+
+Example:
+    specs = [ShardSpec("train", 0, 1, "/out/train-00000-of-00001", [{"path": "a.jpg"}])]
+    results = write_shards(specs, MyEncoder(), WriteOptions(num_workers=2))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import tensorflow as tf
+from absl import logging
+
+from transfer_tf.errors import UsageError
+
+BUILD_DIR = ".build"
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """One output shard: where it goes and the items it holds, in record order."""
+
+    split: str
+    index: int
+    num_shards: int
+    path: str
+    items: Sequence[Any]
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+
+@dataclass
+class Encoded:
+    """What an encoder made of one item.
+
+    Attributes:
+      record: the serialized `tf.train.Example`, or None when the item is skipped.
+      source: the item's file name, for reports.
+      skip_reason: why it was skipped ("" when written).
+      fixed: what was converted to make it writable (e.g. "CMYK JPEG"), "" if nothing.
+      classes: class keys this record counts towards (per-class counts in the manifest).
+      counters: other per-item counts (e.g. dropped boxes), summed into the manifest.
+    """
+
+    record: bytes | None
+    source: str
+    skip_reason: str = ""
+    fixed: str = ""
+    classes: Sequence[str] = ()
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+class Encoder:
+    """Turns one plan item into an `Encoded`. Subclasses must be picklable (sent to workers)."""
+
+    def options(self) -> dict[str, Any]:
+        """JSON-able settings that change the output bytes (part of each shard's fingerprint)."""
+        return {}
+
+    def encode(self, item: Any) -> Encoded:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """How to run: parallelism, which shards are ours, and logging cadence."""
+
+    num_workers: int = 1
+    task_index: int = 0
+    num_tasks: int = 1
+    log_every_s: float = 10.0
+
+    def validate(self) -> None:
+        if self.num_workers < 1:
+            raise UsageError(f"--num_workers must be >= 1, got {self.num_workers}")
+        if self.num_tasks < 1:
+            raise UsageError(f"--num_tasks must be >= 1, got {self.num_tasks}")
+        if not 0 <= self.task_index < self.num_tasks:
+            raise UsageError(
+                f"--task_index must be in [0, {self.num_tasks}), got {self.task_index}"
+            )
+
+
+def shard_name(prefix: str, index: int, num_shards: int, suffix: str = "") -> str:
+    """`train-00003-of-01024` (ImageNet style) or with suffix `.tfrecord` (COCO style)."""
+    return f"{prefix}-{index:05d}-of-{num_shards:05d}{suffix}"
+
+
+def contiguous_chunks(items: Sequence[Any], num_shards: int) -> list[list[Any]]:
+    """Splits into `num_shards` consecutive runs whose sizes differ by at most one."""
+    if num_shards < 1:
+        raise UsageError(f"number of shards must be >= 1, got {num_shards}")
+    base, extra = divmod(len(items), num_shards)
+    out, start = [], 0
+    for i in range(num_shards):
+        end = start + base + (1 if i < extra else 0)
+        out.append(list(items[start:end]))
+        start = end
+    return out
+
+
+def round_robin(items: Sequence[Any], num_shards: int) -> list[list[Any]]:
+    """Item i goes to shard i % num_shards (Model Garden's COCO tool assigns records this way)."""
+    if num_shards < 1:
+        raise UsageError(f"number of shards must be >= 1, got {num_shards}")
+    return [list(items[i::num_shards]) for i in range(num_shards)]
+
+
+def task_shards(specs: Sequence[ShardSpec], task_index: int, num_tasks: int) -> list[ShardSpec]:
+    """The shards task `task_index` of `num_tasks` builds: every num_tasks-th in plan order."""
+    return [s for i, s in enumerate(specs) if i % num_tasks == task_index]
+
+
+def fingerprint(spec: ShardSpec, encoder: Encoder) -> str:
+    """Hash of everything that determines the shard's bytes."""
+    from transfer_tf.data.schemas import SCHEMA_VERSION
+
+    payload = {
+        "schema_version": SCHEMA_VERSION,
+        "encoder": type(encoder).__name__,
+        "options": encoder.options(),
+        "name": spec.name,
+        "items": list(spec.items),
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _build_dir(spec: ShardSpec, sub: str) -> str:
+    return os.path.join(os.path.dirname(spec.path), BUILD_DIR, sub)
+
+
+def sidecar_path(spec: ShardSpec) -> str:
+    return os.path.join(_build_dir(spec, "done"), spec.name + ".json")
+
+
+def read_finished(spec: ShardSpec, fp: str) -> dict | None:
+    """The shard's sidecar if the shard is finished and matches `fp`, else None (cheap checks)."""
+    path = sidecar_path(spec)
+    try:
+        with tf.io.gfile.GFile(path, "r") as f:
+            info = json.load(f)
+        size = tf.io.gfile.stat(spec.path).length
+    except (tf.errors.NotFoundError, json.JSONDecodeError, OSError):
+        return None
+    if info.get("fingerprint") != fp or info.get("bytes") != size:
+        return None
+    return info
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    """Writes JSON to `path.tmp-<pid>` and renames it into place."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write(json.dumps(data, indent=1, sort_keys=False) + "\n")
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write(text)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing one shard (runs in a worker process, or in-process with one worker).
+# ---------------------------------------------------------------------------------------------
+
+_worker_encoder: Encoder | None = None
+_worker_counter: Any = None
+
+
+def _init_worker(encoder: Encoder, counter: Any) -> None:
+    global _worker_encoder, _worker_counter
+    _worker_encoder = encoder
+    _worker_counter = counter
+
+
+def _bump(counter: Any, n: int) -> None:
+    with counter.get_lock():
+        counter.value += n
+
+
+def _write_one(job: tuple[ShardSpec, str]) -> dict:
+    spec, fp = job
+    encoder, counter = _worker_encoder, _worker_counter
+    assert encoder is not None
+    tmp_dir = _build_dir(spec, "tmp")
+    tmp = os.path.join(tmp_dir, f"{spec.name}.tmp-{os.getpid()}")
+    per_class: Counter[str] = Counter()
+    counters: Counter[str] = Counter()
+    skipped, fixed = [], []
+    records = 0
+    pending = 0
+    with tf.io.TFRecordWriter(tmp) as writer:
+        for item in spec.items:
+            enc = encoder.encode(item)
+            if enc.record is None:
+                skipped.append({"file": enc.source, "reason": enc.skip_reason})
+            else:
+                writer.write(enc.record)
+                records += 1
+                per_class.update(enc.classes)
+                if enc.fixed:
+                    fixed.append({"file": enc.source, "converted": enc.fixed})
+            counters.update(enc.counters)
+            pending += 1
+            if pending >= 16:
+                _bump(counter, pending)
+                pending = 0
+    _bump(counter, pending)
+    tf.io.gfile.rename(tmp, spec.path, overwrite=True)
+    info = {
+        "file": spec.name,
+        "split": spec.split,
+        "fingerprint": fp,
+        "bytes": tf.io.gfile.stat(spec.path).length,
+        "records": records,
+        "per_class": dict(sorted(per_class.items())),
+        "counters": dict(sorted(counters.items())),
+        "skipped": skipped,
+        "converted": fixed,
+    }
+    # The sidecar is written last: it is what marks the shard as finished.
+    write_json_atomic(sidecar_path(spec), info)
+    return info
+
+
+class _Progress:
+    """Logs `done/total images, rate, ETA` every `every_s` seconds from a shared counter."""
+
+    def __init__(self, counter: Any, total: int, label: str, every_s: float) -> None:
+        self.counter, self.total, self.label, self.every_s = counter, total, label, every_s
+        self.start = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> _Progress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.log()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.log()
+
+    def log(self) -> None:
+        done = self.counter.value
+        elapsed = max(time.monotonic() - self.start, 1e-9)
+        rate = done / elapsed
+        eta = (self.total - done) / rate if rate > 0 else float("inf")
+        eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if eta != float("inf") else "?"
+        pct = 100.0 * done / self.total if self.total else 100.0
+        logging.info(
+            "%s: %d/%d images (%.1f%%), %.1f images/s, ETA %s",
+            self.label,
+            done,
+            self.total,
+            pct,
+            rate,
+            eta_text,
+        )
+
+
+def _clean_stale_temps(specs: Sequence[ShardSpec]) -> None:
+    for spec in specs:
+        for stale in tf.io.gfile.glob(os.path.join(_build_dir(spec, "tmp"), spec.name + ".tmp-*")):
+            tf.io.gfile.remove(stale)
+
+
+def write_shards(
+    specs: Sequence[ShardSpec],
+    encoder: Encoder,
+    options: WriteOptions,
+    label: str = "build",
+) -> dict[str, dict]:
+    """Writes this task's unfinished shards; returns {shard name: sidecar info} for this task.
+
+    Shards already finished by an earlier run (same fingerprint) are kept as they are.
+    """
+    options.validate()
+    mine = task_shards(specs, options.task_index, options.num_tasks)
+    fps = {s.name: fingerprint(s, encoder) for s in mine}
+    results: dict[str, dict] = {}
+    todo = []
+    for spec in mine:
+        info = read_finished(spec, fps[spec.name])
+        if info is None:
+            todo.append(spec)
+        else:
+            results[spec.name] = info
+    if results:
+        logging.info("%s: %d finished shard(s) kept from an earlier run", label, len(results))
+    for sub in ("tmp", "done"):
+        for d in {_build_dir(s, sub) for s in todo}:
+            tf.io.gfile.makedirs(d)
+    _clean_stale_temps(todo)
+    total = sum(len(s.items) for s in todo)
+    logging.info(
+        "%s: writing %d shard(s), %d images, %d worker(s)",
+        label,
+        len(todo),
+        total,
+        options.num_workers,
+    )
+    jobs = [(s, fps[s.name]) for s in todo]
+    if options.num_workers == 1 or len(jobs) <= 1:
+        counter = _LocalCounter()
+        _init_worker(encoder, counter)
+        with _Progress(counter, total, label, options.log_every_s):
+            for job in jobs:
+                info = _write_one(job)
+                results[info["file"]] = info
+        return results
+    # fork: workers inherit the imported modules (no second TensorFlow import). They run no
+    # TensorFlow ops (Pillow decodes, protobuf serializes, TFRecordWriter writes), so a parent
+    # that already initialised the TF runtime is not a hazard.
+    ctx = mp.get_context("fork")
+    counter = ctx.Value("q", 0)
+    # The pool forks before the progress thread starts: a fork while another thread holds a
+    # lock (logging's) could leave the child deadlocked.
+    with ctx.Pool(
+        min(options.num_workers, len(jobs)), initializer=_init_worker, initargs=(encoder, counter)
+    ) as pool:
+        with _Progress(counter, total, label, options.log_every_s):
+            for info in pool.imap_unordered(_write_one, jobs):
+                results[info["file"]] = info
+    return results
+
+
+class _LocalCounter:
+    """Same interface as `multiprocessing.Value` for the in-process path."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def get_lock(self) -> threading.Lock:
+        return self._lock
+
+
+def collect_finished(specs: Sequence[ShardSpec], encoder: Encoder) -> dict[str, dict] | None:
+    """Sidecars of all shards in the plan if every one is finished (any task), else None."""
+    out = {}
+    for spec in specs:
+        info = read_finished(spec, fingerprint(spec, encoder))
+        if info is None:
+            return None
+        out[spec.name] = info
+    return out
+
+
+def summarize(specs: Sequence[ShardSpec], infos: dict[str, dict]) -> dict[str, Any]:
+    """Per-split counts, shard list, per-class counts, skipped/converted files (plan order)."""
+    splits: dict[str, dict] = {}
+    skipped, converted = [], []
+    counters: Counter[str] = Counter()
+    for spec in specs:
+        info = infos.get(spec.name)
+        if info is None:
+            continue
+        s = splits.setdefault(
+            spec.split,
+            {
+                "num_shards": spec.num_shards,
+                "records": 0,
+                "skipped": 0,
+                "shards": [],
+                "per_class": Counter(),
+            },
+        )
+        s["records"] += info["records"]
+        s["skipped"] += len(info["skipped"])
+        s["shards"].append({"file": spec.name, "records": info["records"], "bytes": info["bytes"]})
+        s["per_class"].update(info["per_class"])
+        counters.update(info["counters"])
+        skipped += [dict(split=spec.split, **x) for x in info["skipped"]]
+        converted += [dict(split=spec.split, **x) for x in info["converted"]]
+    for s in splits.values():
+        s["per_class"] = dict(sorted(s["per_class"].items(), key=_class_sort_key))
+    return {
+        "splits": splits,
+        "counters": dict(sorted(counters.items())),
+        "skipped": skipped,
+        "converted": converted,
+    }
+
+
+def _class_sort_key(kv: tuple[str, int]) -> tuple[int, int | str]:
+    key = kv[0]
+    return (0, int(key)) if key.lstrip("-").isdigit() else (1, key)
+
+
+def write_manifests(
+    manifest_path: str,
+    specs: Sequence[ShardSpec],
+    encoder: Encoder,
+    options: WriteOptions,
+    task_results: dict[str, dict],
+    header: dict[str, Any],
+) -> str | None:
+    """Writes this task's partial manifest (multi-task runs) and, once every shard of the plan is
+    finished (by any task), the full manifest. Returns the full manifest's path or None.
+
+    Partial manifests are `<manifest>.task-00001-of-00004.json`; a task that finds all shards
+    finished writes the full one, so whichever task ends last completes it (or rerun any task).
+    """
+    if options.num_tasks > 1:
+        stem = manifest_path[: -len(".json")] if manifest_path.endswith(".json") else manifest_path
+        partial = f"{stem}.{shard_name('task', options.task_index, options.num_tasks)}.json"
+        mine = task_shards(specs, options.task_index, options.num_tasks)
+        write_json_atomic(
+            partial,
+            {**header, "complete": False, **summarize(mine, task_results)},
+        )
+    infos = collect_finished(specs, encoder)
+    if infos is None:
+        logging.info(
+            "Manifest %s not written yet: shards of other tasks are unfinished", manifest_path
+        )
+        return None
+    write_json_atomic(manifest_path, {**header, "complete": True, **summarize(specs, infos)})
+    return manifest_path

@@ -188,6 +188,30 @@ class ExportConfig:
 
 
 @dataclass
+class DemoConfig:
+    """`make demo` (pipelines/demo.py): sizes of the generated data; ignored by other binaries."""
+
+    # ImageNet-like set: data.num_classes classes (shape x colour), images per class.
+    train_per_class: int = 60
+    val_per_class: int = 10
+    # Generated images' width and height are each drawn from [min, max] pixels.
+    raw_image_size: tuple[int, int] = (48, 96)
+    # COCO-like scenes composing the same vocabulary; one category per id (gaps as in COCO).
+    coco_train_images: int = 240
+    coco_val_images: int = 80
+    coco_category_ids: list[int] = field(default_factory=lambda: [1, 3, 4, 7, 9, 13, 18, 22])
+    objects_per_image: tuple[int, int] = (1, 3)
+    coco_image_size: tuple[int, int] = (64, 112)
+    # TFRecord builders.
+    train_shards: int = 4
+    validation_shards: int = 2
+    num_workers: int = 2
+    # Fine-tuning from scratch at the same step budget: one `all` phase at this learning rate
+    # (0 = the largest learning rate of transfer.phases).
+    scratch_learning_rate: float = 0.0
+
+
+@dataclass
 class ExperimentConfig:
     """The whole experiment: one YAML file."""
 
@@ -200,6 +224,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
 
 
 # Values a field may take, checked after loading: "section.key" -> allowed values.

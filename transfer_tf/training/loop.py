@@ -1,0 +1,359 @@
+"""The one strategy-agnostic custom training loop (no `model.fit`: it fails under
+MultiWorkerMirroredStrategy with Keras 3; this loop runs unchanged on one device, mirrored GPUs,
+several workers and a TPU).
+
+API (engineer "transfer" builds phases on it; "scaleout" runs it multi-worker/TPU):
+
+    strategy = make_strategy("auto")
+    with strategy.scope():
+        model = build_classifier(cfg.model, num_classes)
+        optimizer = make_optimizer(cfg.train)
+    trainer = Trainer(model, optimizer, strategy, model_dir,
+                      global_batch_size=1024, weight_decay=1e-4,   # L2 on kernels (0 for LARS/AdamW)
+                      steps_per_execution=10, jit_compile=False,
+                      checkpoint_every_steps=1000, keep_checkpoints=5, log_every_steps=100)
+    trainer.restore()                     # latest checkpoint of model_dir -> global step (0 if none)
+    trainer.train(
+        dataset_fn,                       # InputContext -> tf.data.Dataset of PER-REPLICA batches
+                                          #   (images uint8 [b,S,S,3], labels float32 [b,C])
+        end_step=5000,                    # absolute global step to stop at (phases: cumulative)
+        lr_schedule=warmup_cosine(...),   # int64 global step -> float32 LR (any callable)
+        loss_fn=softmax_cross_entropy(0.1),  # (labels [b,C], logits [b,C]) -> per-example [b]
+        trainable_variables=None,         # default: model.trainable_variables NOW (after freezing)
+        gradient_multipliers=None,        # {variable.path: factor} = per-variable LR multiplier (SGD)
+        steps_per_epoch=1251,             # checkpoint + eval_fn at epoch ends
+        eval_fn=None, eval_every_steps=0) # eval_fn(step) -> metrics dict, called every N steps
+    metrics = trainer.evaluate(eval_dataset_fn, accumulator)   # one pass, any accumulator
+
+Semantics:
+- The global step is a checkpointed variable of its own (not the optimizer's iteration count), so
+  consecutive `train` calls (phases) continue one step count, one checkpoint directory
+  (`model_dir/checkpoints`) and one summary stream (`model_dir/summaries`). Resume = construct
+  the same objects, `restore()`, call `train` with the same `end_step`: it continues mid-phase.
+- The optimizer is built once over ALL trainable-kind variables (`v.trainable`, even in frozen
+  layers), so any subset can be trained per call and its state persists across phases.
+- Freezing: set `layer.trainable = False` before `train`. Keras 3 BatchNormalization with
+  `trainable=False` runs in inference mode (moving statistics, no update) even when the model is
+  called with `training=True` (tests/test_models.py checks it). To train a frozen layer's BN
+  statistics without updating its weights, keep it trainable and leave its variables out of
+  `trainable_variables`.
+- Loss = `compute_average_loss(per_example, global_batch_size)` + `scale_regularization_loss(wd *
+  sum(l2_loss(kernel)))` over the trained kernels; float16 uses the optimizer's loss scaling.
+- Only the chief writes checkpoints and summaries; other workers save to a local temp directory
+  that is deleted (the save ops are collective, so every worker must run them).
+- A non-finite loss stops the run with `TrainingDivergedError` before anything is saved: the last
+  good checkpoint stays the latest.
+- `checkpoint_input=True` also checkpoints the input iterator (exact resume in deterministic mode;
+  the shuffle buffer is saved too, which is large at ImageNet scale, hence off by default: without
+  it a resumed run restarts the input pipeline from its seed).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from transfer_tf.errors import UsageError
+from transfer_tf.models.resnet import is_decayed
+from transfer_tf.training import strategy as strategy_lib
+from transfer_tf.training.hooks import Hook
+from transfer_tf.training.losses import LossFn
+from transfer_tf.training.schedules import Schedule
+
+DatasetFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
+
+
+class TrainingDivergedError(UsageError):
+    """The loss became NaN/Inf; the message names the step and the last good checkpoint."""
+
+
+def _inner(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
+class Trainer:
+    """Owns the global step, the checkpoint manager and the compiled train/eval steps."""
+
+    def __init__(
+        self,
+        model: keras.Model,
+        optimizer: keras.optimizers.Optimizer,
+        strategy: tf.distribute.Strategy,
+        model_dir: str,
+        *,
+        global_batch_size: int,
+        weight_decay: float = 0.0,
+        steps_per_execution: int = 1,
+        jit_compile: bool = False,
+        checkpoint_every_steps: int = 1000,
+        keep_checkpoints: int = 5,
+        log_every_steps: int = 100,
+        hooks: list[Hook] | None = None,
+        checkpoint_input: bool = False,
+        extra_checkpoint_objects: dict | None = None,
+    ):
+        self.model = model
+        self.optimizer = optimizer
+        self.strategy = strategy
+        self.model_dir = model_dir
+        self.global_batch_size = global_batch_size
+        self.weight_decay = weight_decay
+        self.steps_per_execution = max(1, steps_per_execution)
+        self.jit_compile = jit_compile
+        self.checkpoint_every_steps = checkpoint_every_steps
+        self.log_every_steps = log_every_steps
+        self.hooks = list(hooks or [])
+        self.checkpoint_input = checkpoint_input
+        self.write_dir = strategy_lib.worker_dir(model_dir, strategy)
+        self.checkpoint_dir = os.path.join(self.write_dir, "checkpoints")
+        self.keep_checkpoints = keep_checkpoints
+        self._extra = dict(extra_checkpoint_objects or {})
+        strategy_lib.per_replica_batch_size(global_batch_size, strategy)
+        with strategy.scope():
+            self.global_step = tf.Variable(
+                0,
+                dtype=tf.int64,
+                trainable=False,
+                name="global_step",
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
+            # Every trainable-kind variable, so later phases may train any subset.
+            optimizer.build([v for v in model.weights if v.trainable])
+        self._iterator = None
+        self._manager = self._make_manager()
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def _make_manager(self) -> tf.train.CheckpointManager:
+        objects = dict(model=self.model, optimizer=self.optimizer, global_step=self.global_step)
+        objects.update(self._extra)
+        if self._iterator is not None and self.checkpoint_input:
+            objects["train_iterator"] = self._iterator
+        self.checkpoint = tf.train.Checkpoint(**objects)
+        return tf.train.CheckpointManager(
+            self.checkpoint, self.checkpoint_dir, max_to_keep=self.keep_checkpoints
+        )
+
+    @property
+    def step(self) -> int:
+        return int(self.global_step.numpy())
+
+    def restore(self) -> int:
+        """Restores the latest checkpoint of `model_dir` if there is one; returns the global step."""
+        latest = tf.train.latest_checkpoint(os.path.join(self.model_dir, "checkpoints"))
+        if latest:
+            self.checkpoint.restore(latest).expect_partial()
+            logging.info("resumed from %s at step %d", latest, self.step)
+        return self.step
+
+    def save(self) -> str | None:
+        """Saves a checkpoint at the current global step (no-op if one exists for it)."""
+        if self._manager.latest_checkpoint and self._manager.latest_checkpoint.endswith(
+            f"-{self.step}"
+        ):
+            return self._manager.latest_checkpoint
+        return self._manager.save(checkpoint_number=self.step)
+
+    # -- steps -------------------------------------------------------------------------------
+    def _train_fn(
+        self,
+        loss_fn: LossFn,
+        lr_schedule: Schedule,
+        variables: list,
+        multipliers: dict[str, float] | None,
+    ) -> Callable:
+        model, optimizer, strategy = self.model, self.optimizer, self.strategy
+        decayed = [v for v in variables if is_decayed(v)] if self.weight_decay > 0 else []
+        factors = [float((multipliers or {}).get(v.path, 1.0)) for v in variables]
+
+        def replica_step(images, labels):
+            with tf.GradientTape() as tape:
+                logits = model(images, training=True)
+                per_example = loss_fn(labels, logits)
+                loss = tf.nn.compute_average_loss(
+                    per_example, global_batch_size=self.global_batch_size
+                )
+                total = loss
+                if decayed:
+                    l2 = tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in decayed])
+                    total += tf.nn.scale_regularization_loss(self.weight_decay * l2)
+                scaled = optimizer.scale_loss(total)
+            grads = tape.gradient(scaled, variables)
+            grads = [g if f == 1.0 else g * f for g, f in zip(grads, factors, strict=True)]
+            optimizer.apply_gradients(zip(grads, variables, strict=True))
+            return loss, total
+
+        step_fn = tf.function(replica_step, jit_compile=True) if self.jit_compile else replica_step
+
+        @tf.function
+        def train_steps(iterator, num_steps):
+            loss_sum = tf.constant(0.0)
+            total_last = tf.constant(0.0)
+            lr_variable = _inner(optimizer)._learning_rate
+            for _ in tf.range(num_steps):
+                # Cross-replica assignment: every replica sees the LR of the current global step.
+                lr_variable.assign(
+                    tf.cast(lr_schedule(self.global_step.read_value()), lr_variable.dtype)
+                )
+                loss, total = strategy.run(step_fn, args=next(iterator))
+                loss_sum += strategy.reduce("SUM", loss, axis=None)
+                total_last = strategy.reduce("SUM", total, axis=None)
+                self.global_step.assign_add(1)
+            return loss_sum / tf.cast(num_steps, tf.float32), total_last
+
+        return train_steps
+
+    def _make_iterator(self, dataset_fn: DatasetFn):
+        if not self.checkpoint_input:
+            return iter(self.strategy.distribute_datasets_from_function(dataset_fn))
+        # tf.distribute's DistributedIterator is not trackable; a plain tf.data iterator is (and
+        # strategy.run accepts its tensors when there is one replica).
+        if self.strategy.num_replicas_in_sync != 1:
+            raise UsageError(
+                "train.checkpoint_input needs a single replica (tf.distribute iterators cannot be "
+                f"checkpointed); this strategy has {self.strategy.num_replicas_in_sync}"
+            )
+        context = tf.distribute.InputContext(1, 0, 1)
+        with tf.device(self.strategy.extended.worker_devices[0]):
+            return iter(dataset_fn(context))
+
+    # -- public ------------------------------------------------------------------------------
+    def train(
+        self,
+        dataset_fn: DatasetFn,
+        *,
+        end_step: int,
+        lr_schedule: Schedule,
+        loss_fn: LossFn,
+        trainable_variables: list | None = None,
+        gradient_multipliers: dict[str, float] | None = None,
+        steps_per_epoch: int | None = None,
+        eval_fn: Callable[[int], dict] | None = None,
+        eval_every_steps: int = 0,
+    ) -> dict:
+        """Trains from the current global step to `end_step`; returns the last logs.
+
+        Checkpoints every `checkpoint_every_steps`, at epoch ends (`steps_per_epoch`) and at the end.
+        `eval_fn(step)` runs every `eval_every_steps` and at the end (its metrics go to the hooks).
+        Raises TrainingDivergedError on a non-finite loss.
+        """
+        start = self.step
+        if start >= end_step:
+            logging.info("global step %d already >= end_step %d: nothing to train", start, end_step)
+            return {}
+        variables = (
+            list(trainable_variables)
+            if trainable_variables is not None
+            else list(self.model.trainable_variables)
+        )
+        if not variables:
+            raise UsageError("nothing to train: every layer of the model is frozen")
+        self._iterator = self._make_iterator(dataset_fn)
+        if self.checkpoint_input:
+            # The iterator joins the checkpoint; restore its position if the latest save has it.
+            self._manager = self._make_manager()
+            latest = self._manager.latest_checkpoint
+            if latest and start > 0:
+                self.checkpoint.restore(latest).expect_partial()
+        train_steps = self._train_fn(loss_fn, lr_schedule, variables, gradient_multipliers)
+        for hook in self.hooks:
+            hook.on_train_begin(self, start, end_step)
+        boundaries = [self.checkpoint_every_steps, self.log_every_steps]
+        if steps_per_epoch:
+            boundaries.append(steps_per_epoch)
+        if eval_every_steps and eval_fn:
+            boundaries.append(eval_every_steps)
+        logs: dict = {}
+        step = start
+        while step < end_step:
+            # Run up to the next boundary so checkpoints/logs land on exact steps.
+            n = min(self.steps_per_execution, end_step - step)
+            for b in boundaries:
+                if b and b > 0:
+                    n = min(n, b - step % b)
+            t0 = time.perf_counter()
+            lr = float(lr_schedule(tf.constant(step, tf.int64)))
+            loss, total = train_steps(self._iterator, tf.constant(n, tf.int32))
+            loss, total = float(loss), float(total)
+            elapsed = time.perf_counter() - t0
+            step = self.step
+            if not (np.isfinite(loss) and np.isfinite(total)):
+                last = self._manager.latest_checkpoint or "none"
+                raise TrainingDivergedError(
+                    f"loss became {loss} at global step {step} (lr {lr:.4g}); stopped without "
+                    f"saving; last good checkpoint: {last}"
+                )
+            logs = {
+                "loss": loss,
+                "total_loss": total,
+                "learning_rate": lr,
+                "images_per_sec": n * self.global_batch_size / elapsed,
+                "step_time_ms": 1000.0 * elapsed / n,
+            }
+            for hook in self.hooks:
+                hook.on_execution_end(step, logs)
+            at_epoch_end = bool(steps_per_epoch) and step % steps_per_epoch == 0
+            if step % self.checkpoint_every_steps == 0 or at_epoch_end or step >= end_step:
+                self.save()
+            if eval_fn and (
+                (eval_every_steps and step % eval_every_steps == 0) or step >= end_step
+            ):
+                metrics = eval_fn(step)
+                for hook in self.hooks:
+                    hook.on_eval_end(step, metrics)
+        for hook in self.hooks:
+            hook.on_train_end(step, logs)
+        return logs
+
+    def evaluate(self, dataset_fn: DatasetFn, accumulator) -> dict:
+        """One pass over an eval dataset: `accumulator.update(labels np, logits np)` per batch,
+        returns `accumulator.result()` (see transfer_tf.metrics). Uses EMA weights if enabled."""
+        model, strategy = self.model, self.strategy
+
+        @tf.function
+        def eval_step(images, labels):
+            def replica(images, labels):
+                return tf.cast(model(images, training=False), tf.float32), labels
+
+            logits, labels = strategy.run(replica, args=(images, labels))
+            return strategy.gather(logits, axis=0), strategy.gather(labels, axis=0)
+
+        with swapped_ema(self.optimizer, self.strategy):
+            for images, labels in self.strategy.distribute_datasets_from_function(dataset_fn):
+                logits, labels = eval_step(images, labels)
+                accumulator.update(labels.numpy(), logits.numpy())
+        return accumulator.result()
+
+    def close(self) -> None:
+        """Removes a non-chief worker's throwaway directory."""
+        strategy_lib.cleanup_worker_dir(self.model_dir, self.strategy)
+
+
+class swapped_ema:  # noqa: N801  (used as a context manager)
+    """Within the block the model holds the optimizer's EMA weights (no-op without EMA)."""
+
+    def __init__(self, optimizer: keras.optimizers.Optimizer, strategy: tf.distribute.Strategy):
+        self.opt = _inner(optimizer)
+        self.strategy = strategy
+
+    def _swap(self) -> None:
+        if not getattr(self.opt, "use_ema", False) or not self.opt.built:
+            return
+        averages = self.opt._model_variables_moving_average
+        for var, avg in zip(self.opt._trainable_variables, averages, strict=True):
+            value = tf.identity(var)
+            var.assign(avg)
+            avg.assign(value)
+
+    def __enter__(self):
+        self._swap()
+        return self
+
+    def __exit__(self, *exc):
+        self._swap()
+        return False

@@ -1,0 +1,120 @@
+"""Distribution strategies by name, and the chief/worker facts every writer needs.
+
+Example:
+    strategy = make_strategy("auto")            # TPU if one is configured, else all GPUs, else one device
+    with strategy.scope():
+        model = build_classifier(cfg.model, cfg.data.num_classes)
+    per_replica = per_replica_batch_size(cfg.train.global_batch_size, strategy)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import tensorflow as tf
+
+from transfer_tf.errors import UsageError
+
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+
+
+def _tpu_strategy(tpu: str) -> tf.distribute.Strategy:
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or None)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, tf.errors.OpError, RuntimeError) as e:
+        where = f" '{tpu}'" if tpu else ""
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"--strategy=tpu: no TPU{where} could be reached ({first})") from None
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
+    """Returns the `tf.distribute.Strategy` called `name`.
+
+    Args:
+      name: `auto` (TPU when `tpu` is given or TPU_NAME is set, else MirroredStrategy over all
+        GPUs when there are several, else one device), `one_device` (first GPU, else CPU),
+        `mirrored` (all local GPUs, or the logical CPUs when there is no GPU), `multi_worker_mirrored`
+        (workers from TF_CONFIG), `tpu`.
+      tpu: TPU name or grpc address for the cluster resolver.
+    Raises:
+      UsageError: unknown name, or `tpu` without a reachable TPU.
+    """
+    if name not in STRATEGIES:
+        raise UsageError(f"--strategy: unknown strategy {name!r} (expected {'|'.join(STRATEGIES)})")
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        if tpu or os.environ.get("TPU_NAME"):
+            return _tpu_strategy(tpu)
+        if len(gpus) > 1:
+            return tf.distribute.MirroredStrategy()
+        name = "one_device"
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    if name == "mirrored":
+        if gpus:
+            return tf.distribute.MirroredStrategy()
+        cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(cpus)
+    if name == "multi_worker_mirrored":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return _tpu_strategy(tpu)
+
+
+def per_replica_batch_size(global_batch_size: int, strategy: tf.distribute.Strategy) -> int:
+    """`global_batch_size / num_replicas`; UsageError when it does not divide evenly."""
+    replicas = strategy.num_replicas_in_sync
+    if global_batch_size % replicas:
+        raise UsageError(
+            f"config key 'train.global_batch_size': {global_batch_size} is not divisible by the "
+            f"{replicas} replicas of the strategy"
+        )
+    return global_batch_size // replicas
+
+
+def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
+    """True on the one process that writes checkpoints, summaries and exports.
+
+    Single-process strategies are always chief; under MultiWorkerMirroredStrategy it is the task
+    of type `chief`, or worker 0 when the cluster has no chief (TF_CONFIG convention).
+    """
+    resolver = getattr(strategy, "cluster_resolver", None) if strategy is not None else None
+    if resolver is not None and resolver.task_type is not None:
+        task_type, task_id = resolver.task_type, resolver.task_id
+        has_chief = "chief" in resolver.cluster_spec().as_dict()
+    else:
+        tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+        task = tf_config.get("task", {})
+        task_type, task_id = task.get("type"), task.get("index", 0)
+        has_chief = "chief" in tf_config.get("cluster", {})
+        if task_type is None:
+            return True
+    if task_type == "chief":
+        return True
+    return task_type == "worker" and task_id == 0 and not has_chief
+
+
+def worker_dir(base_dir: str, strategy: tf.distribute.Strategy | None = None) -> str:
+    """Where this process writes: `base_dir` on the chief, a local per-worker temp dir elsewhere.
+
+    Non-chief workers must still save (the save ops are collective) but to a throwaway place,
+    removed by `cleanup_worker_dir` (TF guide: multi_worker_with_custom_training_loop).
+    """
+    if is_chief(strategy):
+        return base_dir
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_id = resolver.task_id if resolver is not None and resolver.task_id is not None else 0
+    name = os.path.basename(base_dir.rstrip("/")) or "run"
+    return os.path.join(tempfile.gettempdir(), f"transfer_tf_{name}_worker{task_id}_{os.getpid()}")
+
+
+def cleanup_worker_dir(base_dir: str, strategy: tf.distribute.Strategy | None = None) -> None:
+    """Deletes this worker's throwaway directory (no-op on the chief)."""
+    if not is_chief(strategy):
+        path = worker_dir(base_dir, strategy)
+        if tf.io.gfile.exists(path):
+            tf.io.gfile.rmtree(path)

@@ -307,11 +307,12 @@ def build_coco(
     include_masks: bool = False,
     skip_empty: bool = False,
     image_info_file: str = "",
-    options: WriteOptions = WriteOptions(),
+    options: WriteOptions | None = None,
 ) -> str | None:
     """Writes `PREFIX-%05d-of-%05d.tfrecord` shards, `label_map.json` and
     `manifest-<name>.json` beside them; returns the manifest path (None while other tasks'
     shards are unfinished). Raises UsageError for missing dirs or malformed JSON."""
+    options = options or WriteOptions()
     options.validate()
     specs, categories, plan_counters = plan_coco(
         image_dirs,

@@ -71,10 +71,11 @@ def build_folder(
     validation_fraction: float = 0.0,
     label_offset: int = 1,
     seed: int = 0,
-    options: WriteOptions = WriteOptions(),
+    options: WriteOptions | None = None,
 ) -> str | None:
     """Builds the shards, `labels.txt`, `label_names.txt` and `manifest.json` in `output_dir`;
     returns the manifest path (None while other tasks' shards are unfinished)."""
+    options = options or WriteOptions()
     options.validate()
     specs, classes, ignored = plan_folder(
         root,

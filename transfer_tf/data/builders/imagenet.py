@@ -177,10 +177,11 @@ def build_imagenet(
     synset_names_file: str = "",
     label_offset: int = 1,
     seed: int = 0,
-    options: WriteOptions = WriteOptions(),
+    options: WriteOptions | None = None,
 ) -> str | None:
     """Builds `train-*` and `validation-*` shards; returns the manifest path (None while other
     tasks' shards are unfinished). Raises UsageError for a missing or malformed input."""
+    options = options or WriteOptions()
     options.validate()
     specs, wnids = plan_imagenet(
         raw_data_dir,

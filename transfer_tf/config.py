@@ -137,6 +137,11 @@ class TrainConfig:
     log_every_steps: int = 100
     strategy: str = "auto"  # auto | one_device | mirrored | multi_worker_mirrored | tpu
     tpu: str = ""
+    # Warm start: a run dir or checkpoint prefix whose model weights seed a NEW run (ignored when
+    # model_dir already has a checkpoint: resuming wins).
+    init_checkpoint: str = ""
+    # Also checkpoint the tf.data iterator (exact resume; saves the shuffle buffer, one replica).
+    checkpoint_input: bool = False
 
 
 @dataclass

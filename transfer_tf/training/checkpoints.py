@@ -1,0 +1,105 @@
+"""The on-disk layout of a training run, and rebuilding its model.
+
+    MODEL_DIR/config.yaml            the resolved ExperimentConfig (cli.write_resolved_config)
+    MODEL_DIR/checkpoints/ckpt-STEP  tf.train.Checkpoint(model=, optimizer=, global_step=[,
+                                     train_iterator=]), managed by tf.train.CheckpointManager
+    MODEL_DIR/summaries/{train,eval} TensorBoard event files
+    MODEL_DIR/eval_metrics.json      written by pipelines/evaluate.py
+
+Example:
+    model, cfg = load_model("runs/r50")          # latest checkpoint's weights (EMA ones if used)
+    logits = model(images_uint8, training=False)
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import tensorflow as tf
+
+from transfer_tf.config import ConfigError, ExperimentConfig, load_config
+from transfer_tf.errors import UsageError
+
+CHECKPOINT_SUBDIR = "checkpoints"
+SUMMARY_SUBDIR = "summaries"
+CONFIG_FILE = "config.yaml"
+
+
+def checkpoint_dir(model_dir: str) -> str:
+    return os.path.join(model_dir, CHECKPOINT_SUBDIR)
+
+
+def resolve_checkpoint(path: str) -> str:
+    """Accepts a run directory, its `checkpoints/` directory, or a checkpoint prefix
+    (`.../ckpt-1000`); returns the checkpoint prefix. UsageError if there is none."""
+    if tf.io.gfile.isdir(path):
+        for candidate in (checkpoint_dir(path), path):
+            latest = tf.train.latest_checkpoint(candidate)
+            if latest:
+                return latest
+        raise UsageError(f"checkpoint '{path}': the directory holds no checkpoint")
+    if tf.io.gfile.exists(path + ".index"):
+        return path
+    raise UsageError(f"checkpoint '{path}': no such checkpoint (expected a run dir or ckpt prefix)")
+
+
+def restore_model_weights(model: keras.Model, path: str) -> str:
+    """Restores only the model's variables from a training checkpoint (warm start).
+
+    Every model variable must be in the checkpoint (UsageError otherwise: a silent partial restore
+    is a bug); optimizer state and the global step in the file are ignored. Returns the prefix.
+    """
+    prefix = resolve_checkpoint(path)
+    status = tf.train.Checkpoint(model=model).restore(prefix)
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as e:
+        first = str(e).strip().splitlines()[0][:300]
+        raise UsageError(f"checkpoint '{prefix}' does not fit the model: {first}") from None
+    status.expect_partial()
+    return prefix
+
+
+def read_run_config(model_dir: str) -> ExperimentConfig:
+    """Loads `model_dir/config.yaml` (UsageError if the run has none)."""
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if not tf.io.gfile.exists(path):
+        raise UsageError(f"--model_dir '{model_dir}': no {CONFIG_FILE} (not a training run)")
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        raise UsageError(f"{path}: {e}") from None
+
+
+def load_model(
+    model_dir: str, checkpoint: str | None = None
+) -> tuple[keras.Model, ExperimentConfig]:
+    """Rebuilds the classifier of a run from its config.yaml and restores a checkpoint.
+
+    Args:
+      model_dir: a training run directory.
+      checkpoint: a checkpoint prefix; default the latest in `model_dir/checkpoints`.
+    Returns:
+      (model, cfg): the float32 classifier (init_weights is not re-read) and the run's config.
+      With `train.ema_decay > 0` the model holds the EMA weights.
+    """
+    import dataclasses
+
+    from transfer_tf.models.resnet import build_classifier
+    from transfer_tf.training.loop import swapped_ema
+    from transfer_tf.training.optimizers import make_optimizer
+
+    cfg = read_run_config(model_dir)
+    prefix = resolve_checkpoint(checkpoint or model_dir)
+    model_cfg = dataclasses.replace(cfg.model, init_weights="")
+    model = build_classifier(model_cfg, cfg.data.num_classes)
+    if cfg.train.ema_decay > 0:
+        optimizer = make_optimizer(dataclasses.replace(cfg.train, mixed_precision="none"))
+        optimizer.build([v for v in model.weights if v.trainable])
+        tf.train.Checkpoint(model=model, optimizer=optimizer).restore(prefix).expect_partial()
+        ema = swapped_ema(optimizer, tf.distribute.get_strategy())
+        ema._swap()  # keep the averages in the model
+    else:
+        restore_model_weights(model, prefix)
+    return model, cfg

@@ -1,0 +1,319 @@
+"""The demo's report: metrics from the stages' own JSON files, curves from their TensorBoard logs.
+
+Nothing in the report is computed here: every number is read from a file a stage wrote
+(`metrics/<run>.json` from pipelines/evaluate.py, `metrics/predict.json` from pipelines/predict.py,
+TensorBoard event files under each run's model dir), so the report cannot disagree with the run.
+
+Example:
+    curves = read_scalars("demo_out/runs/pretrain")  # {"train/loss": [(step, value), ...], ...}
+    write_report(paths, results, context)            # demo_out/report.md + demo_out/plots/*.png
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from transfer_tf.demo.plan import REAL_DATA_COMMANDS, DemoPaths
+from transfer_tf.demo.stages import StageResult
+
+Curves = dict[str, list[tuple[int, float]]]
+
+# Metrics shown in the table, in order, with how to print them (key in the evaluate JSON).
+TABLE_METRICS = (
+    ("top_1_accuracy", "top-1"),
+    ("top_5_accuracy", "top-5"),
+    ("mAP", "mAP"),
+    ("macro_F1", "macro F1"),
+    ("micro_F1", "micro F1"),
+    ("loss", "eval loss"),
+)
+RUN_TITLES = {
+    "pretrain": "Pretrain (ImageNet-like, single-label)",
+    "finetune": "Fine-tune from pretrained (COCO-like, multi-label)",
+    "scratch": "From scratch, same budget (COCO-like, multi-label)",
+}
+
+
+def read_scalars(model_dir: str) -> Curves:
+    """Every scalar summary under `model_dir`, keyed `<subdir>/<tag>` (e.g. `train/loss`).
+
+    Reads TF2 (`tf.summary.scalar`, tensor-valued) and TF1 (`simple_value`) events; values are
+    sorted by step, and a step logged twice (a resumed run) keeps the last value.
+    """
+    import tensorflow as tf
+
+    curves: dict[str, dict[int, float]] = {}
+    pattern = os.path.join(model_dir, "**", "events.out.tfevents.*")
+    for path in sorted(glob.glob(pattern, recursive=True)):
+        sub = os.path.relpath(os.path.dirname(path), model_dir).replace(os.sep, "/")
+        sub = sub.removeprefix("summaries").strip("/") or "train"
+        try:
+            for event in tf.compat.v1.train.summary_iterator(path):
+                for value in event.summary.value:
+                    if value.HasField("simple_value"):
+                        number = float(value.simple_value)
+                    elif value.HasField("tensor"):
+                        array = tf.make_ndarray(value.tensor)
+                        if array.size != 1 or array.dtype.kind not in "fiu":
+                            continue
+                        number = float(array.reshape(()))
+                    else:
+                        continue
+                    curves.setdefault(f"{sub}/{value.tag}", {})[int(event.step)] = number
+        except tf.errors.DataLossError:
+            # A file still being written (or cut by a kill) ends in a partial record.
+            continue
+    return {tag: sorted(points.items()) for tag, points in curves.items()}
+
+
+def read_json(path: str) -> dict | None:
+    """The JSON document at `path`, or None if missing or unreadable."""
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def find_metric(doc: dict | None, key: str) -> float | None:
+    """`doc[key]`, or the same key in a nested mapping (e.g. `doc["metrics"][key]`)."""
+    if not doc:
+        return None
+    value = doc.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    for sub in doc.values():
+        if isinstance(sub, dict):
+            found = find_metric(sub, key)
+            if found is not None:
+                return found
+    return None
+
+
+def _fmt(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.4f}"
+
+
+def plot_run(curves: Curves, title: str, out_path: str) -> str | None:
+    """One PNG per run: a panel per curve family (loss, learning rate, accuracy/mAP, ...).
+
+    Returns `out_path`, or None when the run logged nothing to plot.
+    """
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[str, list[str]] = {}
+    for tag in sorted(curves):
+        name = tag.split("/", 1)[-1]
+        low = name.lower()
+        if "loss" in low:
+            family = "loss"
+        elif "learning_rate" in low or low in ("lr",):
+            family = "learning rate"
+        elif any(k in low for k in ("accuracy", "map", "f1", "ap", "top")):
+            family = "metric"
+        else:
+            continue  # throughput/timing curves are noise in a quality plot
+        groups.setdefault(family, []).append(tag)
+    if not groups:
+        return None
+    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.6), squeeze=False)
+    for ax, (family, tags) in zip(axes[0], sorted(groups.items()), strict=True):
+        for tag in tags:
+            steps, values = zip(*curves[tag], strict=True)
+            marker = "o" if len(steps) < 30 else None
+            ax.plot(steps, values, label=tag, marker=marker, markersize=3)
+        ax.set_title(family)
+        ax.set_xlabel("global step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    fig.savefig(out_path, dpi=90)
+    plt.close(fig)
+    return out_path
+
+
+def plot_comparison(
+    runs: dict[str, Curves], tags: Sequence[str], title: str, out_path: str
+) -> str | None:
+    """Overlays the same tags of several runs (pretrained vs scratch) in one PNG."""
+    present = [t for t in tags if any(t in c for c in runs.values())]
+    if not present:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(present), figsize=(5 * len(present), 3.6), squeeze=False)
+    for ax, tag in zip(axes[0], present, strict=True):
+        for run, curves in runs.items():
+            if tag in curves:
+                steps, values = zip(*curves[tag], strict=True)
+                ax.plot(steps, values, label=run, marker="o" if len(steps) < 30 else None)
+        ax.set_title(tag)
+        ax.set_xlabel("global step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    fig.savefig(out_path, dpi=90)
+    plt.close(fig)
+    return out_path
+
+
+@dataclass
+class ReportContext:
+    """Facts about the run that the report states (sizes, config, timing)."""
+
+    config_path: str
+    data_lines: list[str]
+    total_seconds: float
+    predict_truth: list[str]  # category names actually drawn in the predicted image
+
+
+def _metrics_table(paths: DemoPaths) -> tuple[list[str], dict[str, dict | None]]:
+    docs = {run: read_json(paths.metrics(run)) for run in RUN_TITLES}
+    keys = [
+        (key, label)
+        for key, label in TABLE_METRICS
+        if any(find_metric(d, key) is not None for d in docs.values())
+    ]
+    if not keys:
+        return ["No evaluation metrics were written (see the stage table)."], docs
+    lines = [
+        "| run | " + " | ".join(label for _, label in keys) + " | source |",
+        "|---|" + "---|" * (len(keys) + 1),
+    ]
+    for run, title in RUN_TITLES.items():
+        doc = docs[run]
+        cells = [_fmt(find_metric(doc, key)) for key, _ in keys]
+        source = f"`metrics/{run}.json`" if doc else "not run"
+        lines.append(f"| {title} | " + " | ".join(cells) + f" | {source} |")
+    return lines, docs
+
+
+def _prediction_lines(paths: DemoPaths, truth: list[str]) -> list[str]:
+    doc = read_json(paths.predict_output)
+    if not doc or not doc.get("predictions"):
+        return ["Not run (see the stage table)."]
+    pred = doc["predictions"][0]
+    lines = [
+        f"Image `{os.path.relpath(pred.get('path', '?'), paths.work_dir)}` "
+        f"(objects drawn in it: {', '.join(truth) or 'none'}) through "
+        f"`{os.path.relpath(doc.get('saved_model', '?'), paths.work_dir)}`:",
+        "",
+        "| rank | class | score |",
+        "|---|---|---|",
+    ]
+    for rank, item in enumerate(pred.get("top_k", []), start=1):
+        if isinstance(item, dict):
+            name, score = item.get("name", item.get("class", "?")), item.get("score")
+        else:
+            name, score = item[1], item[2]
+        lines.append(f"| {rank} | {name} | {_fmt(score)} |")
+    return lines
+
+
+def write_report(
+    paths: DemoPaths, results: Sequence[StageResult], context: ReportContext
+) -> tuple[str, list[str]]:
+    """Writes `paths.report` (and the plots); returns its path and the plot paths."""
+    plots: list[str] = []
+    run_curves: dict[str, Curves] = {}
+    for run, title in RUN_TITLES.items():
+        run_dir = paths.run_dir(run)
+        if os.path.isdir(run_dir):
+            run_curves[run] = read_scalars(run_dir)
+            made = plot_run(run_curves[run], title, os.path.join(paths.plots, f"{run}.png"))
+            if made:
+                plots.append(made)
+    transfer = {k: v for k, v in run_curves.items() if k in ("finetune", "scratch")}
+    if transfer:
+        tags = sorted(
+            {t for c in transfer.values() for t in c if t.startswith("eval/") or t == "train/loss"}
+        )
+        made = plot_comparison(
+            transfer,
+            tags,
+            "COCO-like transfer: pretrained vs scratch",
+            os.path.join(paths.plots, "transfer_comparison.png"),
+        )
+        if made:
+            plots.append(made)
+
+    table, _ = _metrics_table(paths)
+    missing = [r for r in results if r.status != "ok"]
+    lines = [
+        "# transfer_tf demo report",
+        "",
+        f"End-to-end run on generated data in {context.total_seconds / 60:.1f} min "
+        f"(config: `{os.path.relpath(context.config_path, paths.work_dir)}`).",
+        "",
+        "## Results",
+        "",
+        *table,
+        "",
+        "Pretrain is single-label top-1/top-5 on the ImageNet-like validation split; the two "
+        "COCO-like rows are multi-label mAP on the COCO-like val split at the same number of "
+        "training steps (the fine-tuned one follows the `transfer.phases` freeze -> unfreeze "
+        "schedule; the scratch one trains everything from random weights).",
+        "",
+        "## Prediction through the exported SavedModel",
+        "",
+        *_prediction_lines(paths, context.predict_truth),
+        "",
+        "## Data",
+        "",
+        *[f"- {line}" for line in context.data_lines],
+        "",
+        "## Stages",
+        "",
+        "| stage | status | time (s) | command |",
+        "|---|---|---|---|",
+    ]
+    for r in results:
+        cmd = "<br>".join(f"`{c}`" for c in r.commands) or "(in-process)"
+        status = r.status if not r.detail else f"{r.status}: {r.detail}"
+        lines.append(f"| {r.name} | {status.replace('|', '/')} | {r.seconds:.1f} | {cmd} |")
+    if missing:
+        lines += [
+            "",
+            "Stages that did not run: "
+            + ", ".join(f"{r.name} ({r.status})" for r in missing)
+            + ". Logs are in `logs/`.",
+        ]
+    lines += ["", "## Curves", ""]
+    if plots:
+        lines += [f"![{os.path.basename(p)}]({os.path.relpath(p, paths.work_dir)})" for p in plots]
+    else:
+        lines.append("No training curves were logged (no training stage ran).")
+    lines += [
+        "",
+        "## The same pipeline on real ImageNet and COCO",
+        "",
+        "```bash",
+        REAL_DATA_COMMANDS.rstrip(),
+        "```",
+        "",
+    ]
+    tmp = f"{paths.report}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write("\n".join(lines))
+    os.replace(tmp, paths.report)
+    return paths.report, plots

@@ -1,0 +1,151 @@
+"""Runs one demo stage's binaries as subprocesses: live progress on the console, full log on disk.
+
+Each binary runs in its own process, exactly as a user would run it, so stages cannot leak global
+TensorFlow/Keras state (mixed-precision policy, strategies) into each other.
+
+Example:
+    result = run_stage(stage, log_path="demo_out/logs/pretrain.log", echo=print)
+    result.status  # "ok" | "failed"
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from transfer_tf.demo.plan import Stage, argv
+
+# Lines of a child's output kept for the error message of a failed stage.
+_TAIL_LINES = 15
+# TensorFlow start-up chatter printed before its log level applies: kept in the log file, not
+# shown on the console.
+_NOISE = re.compile(
+    r"All log messages before absl::InitializeLog|oneDNN custom operations|cudart_stub|"
+    r"cuda_platform|cuda_executor|Unable to register cu|computation placer already registered|"
+    r"TF-TRT Warning|This TensorFlow binary is optimized"
+)
+# absl's prefix `I1129 00:48:14.712522 140151437175680 file.py:329] message`.
+_ABSL_PREFIX = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ [^\]]+\] ")
+_LEVELS = {"W": "warning", "E": "error", "F": "fatal"}
+
+
+def console_line(line: str) -> str | None:
+    """What the console shows of a child's line: None for start-up noise, absl prefix trimmed."""
+    if _NOISE.search(line):
+        return None
+    match = _ABSL_PREFIX.match(line)
+    if match:
+        level = match.group(1)
+        line = line[match.end() :]
+        if level != "I":
+            line = f"{_LEVELS[level]}: {line}"
+    return line
+
+
+@dataclass
+class StageResult:
+    """What happened to one stage. status: ok | failed | skipped | unavailable."""
+
+    name: str
+    title: str
+    status: str
+    seconds: float = 0.0
+    commands: list[str] = field(default_factory=list)
+    log: str = ""
+    detail: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "status": self.status,
+            "seconds": round(self.seconds, 2),
+            "commands": self.commands,
+            "log": self.log,
+            "detail": self.detail,
+        }
+
+
+def child_env() -> dict[str, str]:
+    """The binaries' environment: quiet TF C++ logs, this checkout importable from any cwd."""
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    # Line-buffered children so progress shows up as it happens.
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _run_call(
+    module: str,
+    args: list[str],
+    log,
+    echo: Callable[[str], None],
+    prefix: str,
+    stdout_file: str | None,
+) -> tuple[int, list[str]]:
+    proc = subprocess.Popen(
+        argv(module, args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE if stdout_file else subprocess.STDOUT,
+        text=True,
+        env=child_env(),
+        bufsize=1,
+    )
+    tail: list[str] = []
+    if stdout_file:
+        # Machine-readable stdout (e.g. --json) goes to its file; stderr is the progress.
+        out, err = proc.communicate()
+        tmp = f"{stdout_file}.tmp-{os.getpid()}"
+        if proc.returncode == 0:
+            os.makedirs(os.path.dirname(stdout_file), exist_ok=True)
+            with open(tmp, "w") as f:
+                f.write(out)
+            os.replace(tmp, stdout_file)
+        log.write(out + err)
+        lines = (out + err).splitlines()
+        for line in err.splitlines():
+            shown = console_line(line)
+            if shown is not None:
+                echo(f"{prefix}{shown}")
+        return proc.returncode, lines[-_TAIL_LINES:]
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip("\n")
+        log.write(line + "\n")
+        log.flush()
+        shown = console_line(line)
+        if shown is not None:
+            echo(f"{prefix}{shown}")
+        tail = (tail + [line])[-_TAIL_LINES:]
+    return proc.wait(), tail
+
+
+def run_stage(stage: Stage, log_path: str, echo: Callable[[str], None] = print) -> StageResult:
+    """Runs every call of `stage` in order; stops at the first that fails.
+
+    The stage is `ok` when every call exits 0 and every `stage.outputs` file exists afterwards.
+    """
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    result = StageResult(stage.name, stage.title, "ok", commands=stage.commands(), log=log_path)
+    start = time.monotonic()
+    with open(log_path, "w") as log:
+        for module, args in stage.calls:
+            rc, tail = _run_call(module, args, log, echo, f"  [{stage.name}] ", stage.stdout_file)
+            if rc != 0:
+                result.status = "failed"
+                last = next((t for t in reversed(tail) if t.strip()), "")
+                result.detail = f"{module} exited {rc}: {last}"
+                break
+    result.seconds = time.monotonic() - start
+    if result.status == "ok":
+        missing = [p for p in stage.outputs if not os.path.exists(p)]
+        if missing:
+            result.status = "failed"
+            result.detail = f"finished but did not write {missing[0]}"
+    return result

@@ -311,23 +311,9 @@ class Trainer:
         return logs
 
     def evaluate(self, dataset_fn: DatasetFn, accumulator) -> dict:
-        """One pass over an eval dataset: `accumulator.update(labels np, logits np)` per batch,
-        returns `accumulator.result()` (see transfer_tf.metrics). Uses EMA weights if enabled."""
-        model, strategy = self.model, self.strategy
-
-        @tf.function
-        def eval_step(images, labels):
-            def replica(images, labels):
-                return tf.cast(model(images, training=False), tf.float32), labels
-
-            logits, labels = strategy.run(replica, args=(images, labels))
-            return strategy.gather(logits, axis=0), strategy.gather(labels, axis=0)
-
+        """`evaluate_model` on this trainer's model, with the EMA weights if EMA is enabled."""
         with swapped_ema(self.optimizer, self.strategy):
-            for images, labels in self.strategy.distribute_datasets_from_function(dataset_fn):
-                logits, labels = eval_step(images, labels)
-                accumulator.update(labels.numpy(), logits.numpy())
-        return accumulator.result()
+            return evaluate_model(self.model, self.strategy, dataset_fn, accumulator)
 
     def close(self) -> None:
         """Removes a non-chief worker's throwaway directory."""
@@ -357,3 +343,23 @@ class swapped_ema:  # noqa: N801  (used as a context manager)
     def __exit__(self, *exc):
         self._swap()
         return False
+
+
+def evaluate_model(
+    model: keras.Model, strategy: tf.distribute.Strategy, dataset_fn: DatasetFn, accumulator
+) -> dict:
+    """One pass over an eval dataset under `strategy`: `accumulator.update(labels, logits)` with
+    numpy float32 `[B, C]` per global batch; returns `accumulator.result()` (transfer_tf.metrics)."""
+
+    @tf.function
+    def eval_step(images, labels):
+        def replica(images, labels):
+            return tf.cast(model(images, training=False), tf.float32), labels
+
+        logits, labels = strategy.run(replica, args=(images, labels))
+        return strategy.gather(logits, axis=0), strategy.gather(labels, axis=0)
+
+    for images, labels in strategy.distribute_datasets_from_function(dataset_fn):
+        logits, labels = eval_step(images, labels)
+        accumulator.update(labels.numpy(), logits.numpy())
+    return accumulator.result()

@@ -1,0 +1,179 @@
+"""Pretraining and evaluation jobs from an ExperimentConfig (what pipelines/pretrain.py and
+pipelines/evaluate.py call).
+
+Example:
+    cfg = load_config("configs/imagenet_resnet50.yaml", ["train.train_steps=100"])
+    logs = run_pretraining(cfg, "runs/r50")           # resumes if runs/r50 has checkpoints
+    metrics = evaluate_run("runs/r50")                # top-1/top-5 of the latest checkpoint
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from transfer_tf.config import ExperimentConfig, save_config
+from transfer_tf.errors import UsageError
+from transfer_tf.metrics import MultilabelAccumulator, TopKAccumulator
+from transfer_tf.models.resnet import build_classifier
+from transfer_tf.training import checkpoints, losses, optimizers, precision, schedules
+from transfer_tf.training import strategy as strategy_lib
+from transfer_tf.training.hooks import ProgressHook, SummaryHook
+from transfer_tf.training.loop import Trainer, evaluate_model
+
+
+def setup_runtime(cfg: ExperimentConfig) -> None:
+    """Seeds, op determinism and the mixed precision policy (before any model is built)."""
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    precision.set_policy(cfg.train.mixed_precision)
+
+
+def plan_steps(cfg: ExperimentConfig) -> tuple[int | None, int]:
+    """Returns (steps_per_epoch or None, total steps) from the train/data config."""
+    per_epoch = cfg.data.num_train_examples // cfg.train.global_batch_size
+    if cfg.train.train_steps > 0:
+        return (per_epoch or None), cfg.train.train_steps
+    if per_epoch <= 0:
+        raise UsageError(
+            "config: set data.num_train_examples (>= train.global_batch_size) or train.train_steps"
+        )
+    return per_epoch, max(1, int(round(cfg.train.epochs * per_epoch)))
+
+
+class EvalAccumulator:
+    """Top-1/top-5 for single-label, mAP/F1 (on sigmoid probabilities) for multi-label."""
+
+    def __init__(self, cfg: ExperimentConfig):
+        self.multilabel = cfg.data.task == "multilabel"
+        if self.multilabel:
+            self.acc = MultilabelAccumulator(cfg.data.num_classes, cfg.transfer.threshold)
+        else:
+            self.acc = TopKAccumulator((1, 5) if cfg.data.num_classes >= 5 else (1,))
+
+    def update(self, labels: np.ndarray, logits: np.ndarray) -> None:
+        if self.multilabel:
+            self.acc.update(labels, 1.0 / (1.0 + np.exp(-logits)))
+        else:
+            self.acc.update(labels, logits)
+
+    def result(self) -> dict:
+        return self.acc.result()
+
+
+def eval_dataset_fn(cfg: ExperimentConfig, strategy: tf.distribute.Strategy):
+    """InputContext -> the eval split (one pass, fixed order, per-replica batches)."""
+    from transfer_tf.data.input import build_dataset
+
+    if not cfg.data.eval_pattern:
+        raise UsageError("config key 'data.eval_pattern' is empty: nothing to evaluate on")
+
+    def fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        return build_dataset(
+            cfg.data,
+            split="eval",
+            global_batch_size=cfg.train.global_batch_size,
+            seed=cfg.seed,
+            deterministic=cfg.deterministic,
+            input_context=ctx,
+        )
+
+    return fn
+
+
+def run_pretraining(cfg: ExperimentConfig, model_dir: str) -> dict:
+    """Trains `cfg` in `model_dir` (resuming from its latest checkpoint); returns the last logs.
+
+    Writes model_dir/config.yaml, checkpoints/ and summaries/ (chief only). Evaluates on
+    `data.eval_pattern` every `train.eval_every_epochs` when it is set.
+    """
+    from transfer_tf.data.input import build_dataset
+
+    if not cfg.data.train_pattern:
+        raise UsageError("config key 'data.train_pattern' is empty: nothing to train on")
+    setup_runtime(cfg)
+    strategy = strategy_lib.make_strategy(cfg.train.strategy, cfg.train.tpu)
+    steps_per_epoch, total_steps = plan_steps(cfg)
+    train_cfg = cfg.train
+    with strategy.scope():
+        model = build_classifier(cfg.model, cfg.data.num_classes)
+        optimizer = optimizers.make_optimizer(train_cfg)
+    write_dir = strategy_lib.worker_dir(model_dir, strategy)
+    tf.io.gfile.makedirs(write_dir)
+    save_config(cfg, os.path.join(write_dir, checkpoints.CONFIG_FILE))
+    hooks = [ProgressHook(train_cfg.log_every_steps)]
+    if strategy_lib.is_chief(strategy):
+        hooks.append(
+            SummaryHook(
+                os.path.join(write_dir, checkpoints.SUMMARY_SUBDIR), train_cfg.log_every_steps
+            )
+        )
+    trainer = Trainer(
+        model,
+        optimizer,
+        strategy,
+        model_dir,
+        global_batch_size=train_cfg.global_batch_size,
+        weight_decay=optimizers.loss_weight_decay(train_cfg.optimizer, train_cfg.weight_decay),
+        steps_per_execution=train_cfg.steps_per_execution,
+        jit_compile=train_cfg.xla,
+        checkpoint_every_steps=train_cfg.checkpoint_every_steps,
+        keep_checkpoints=train_cfg.keep_checkpoints,
+        log_every_steps=train_cfg.log_every_steps,
+        hooks=hooks,
+        checkpoint_input=train_cfg.checkpoint_input,
+    )
+    start = trainer.restore()
+    if start == 0 and train_cfg.init_checkpoint:
+        prefix = checkpoints.restore_model_weights(model, train_cfg.init_checkpoint)
+        logging.info("warm start from %s", prefix)
+
+    def train_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        return build_dataset(
+            cfg.data,
+            split="train",
+            global_batch_size=train_cfg.global_batch_size,
+            seed=cfg.seed,
+            deterministic=cfg.deterministic,
+            input_context=ctx,
+        )
+
+    eval_fn, eval_every = None, 0
+    if cfg.data.eval_pattern and train_cfg.eval_every_epochs > 0:
+        eval_input = eval_dataset_fn(cfg, strategy)
+
+        def eval_fn(step: int) -> dict:
+            return trainer.evaluate(eval_input, EvalAccumulator(cfg))
+
+        eval_every = int(round(train_cfg.eval_every_epochs * (steps_per_epoch or total_steps)))
+    peak_schedule = schedules.from_train_config(
+        train_cfg, steps_per_epoch or total_steps, total_steps
+    )
+    try:
+        return trainer.train(
+            train_fn,
+            end_step=total_steps,
+            lr_schedule=peak_schedule,
+            loss_fn=losses.for_task(cfg.data.task, train_cfg.label_smoothing),
+            steps_per_epoch=steps_per_epoch,
+            eval_fn=eval_fn,
+            eval_every_steps=eval_every,
+        )
+    finally:
+        trainer.close()
+
+
+def evaluate_run(model_dir: str, checkpoint: str | None = None, eval_pattern: str = "") -> dict:
+    """Top-1/top-5 (or mAP for multi-label) of a run's checkpoint on its eval shards."""
+    model, cfg = checkpoints.load_model(model_dir, checkpoint)
+    if eval_pattern:
+        cfg.data.eval_pattern = eval_pattern
+    strategy = tf.distribute.get_strategy()
+    metrics = evaluate_model(model, strategy, eval_dataset_fn(cfg, strategy), EvalAccumulator(cfg))
+    metrics["checkpoint"] = checkpoints.resolve_checkpoint(checkpoint or model_dir)
+    return metrics

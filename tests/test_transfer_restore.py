@@ -1,0 +1,100 @@
+"""Backbone restore from each source kind; wrong or incompatible sources are clear errors."""
+
+import dataclasses
+
+import h5py
+import keras
+import numpy as np
+import pytest
+from keras.src.legacy.saving import legacy_h5_format
+
+from transfer_tf.config import ModelConfig, config_from_dict
+from transfer_tf.errors import UsageError
+from transfer_tf.models.resnet import backbone_layers, build_classifier
+from transfer_tf.transfer.restore import detect_source_kind, restore_backbone
+
+
+def _randomize(model, seed=0):
+    """Non-default values everywhere (BN statistics included) so a restore is observable."""
+    rng = np.random.default_rng(seed)
+    for v in model.weights:
+        v.assign(rng.normal(0.5, 0.1, v.shape).astype("float32"))
+
+
+def _backbone_values(model):
+    return {f"{la.name}/{w.name}": w.numpy() for la in backbone_layers(model) for w in la.weights}
+
+
+def _assert_backbone_equal(a, b):
+    va, vb = _backbone_values(a), _backbone_values(b)
+    assert va.keys() == vb.keys()
+    for key in va:
+        np.testing.assert_array_equal(va[key], vb[key], err_msg=key)
+
+
+def test_standard_keras_resnet50_notop_file(tmp_path):
+    # The layout of resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5, saved offline.
+    ref = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
+    _randomize(ref)
+    path = str(tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, ref)
+    model = build_classifier(ModelConfig(name="resnet50", input_preprocessing="caffe"), 80)
+    head_before = model.get_layer("head_dense").kernel.numpy().copy()
+    report = restore_backbone(model, path)
+    assert report.kind == "keras_weights" and report.num_variables == len(ref.weights)
+    np.testing.assert_array_equal(
+        model.get_layer("conv5_block3_3_bn").moving_variance.numpy(),
+        ref.get_layer("conv5_block3_3_bn").moving_variance.numpy(),
+    )
+    np.testing.assert_array_equal(model.get_layer("head_dense").kernel.numpy(), head_before)
+    with pytest.raises(UsageError, match="does not fit"):
+        restore_backbone(build_classifier(ModelConfig(name="resnet18"), 3), path)
+
+
+def test_keras3_weights_file(tmp_path):
+    source = build_classifier(ModelConfig(name="resnet18"), 3)
+    _randomize(source)
+    path = str(tmp_path / "r18.weights.h5")
+    source.save_weights(path)
+    target = build_classifier(ModelConfig(name="resnet18", dropout=0.2), 10)
+    restore_backbone(target, path)
+    _assert_backbone_equal(source, target)
+
+
+def test_saved_model_export(tmp_path):
+    from transfer_tf.export.saved_model import export_saved_model
+
+    cfg = config_from_dict(
+        {"data": {"num_classes": 3, "image_size": 32}, "model": {"name": "resnet18"}}
+    )
+    source = build_classifier(cfg.model, 3)
+    _randomize(source, seed=1)
+    export_saved_model(source, cfg, str(tmp_path / "export"))
+    # A different head (dropout shifts the head's layer index, 7 classes) is fine: it is not restored.
+    target = build_classifier(dataclasses.replace(cfg.model, dropout=0.1), 7)
+    assert detect_source_kind(str(tmp_path / "export")) == "saved_model"
+    report = restore_backbone(target, str(tmp_path / "export"))  # picks the latest version
+    assert report.kind == "saved_model"
+    _assert_backbone_equal(source, target)
+    with pytest.raises(UsageError, match="does not fit model 'resnet34'"):
+        restore_backbone(
+            build_classifier(ModelConfig(name="resnet34"), 3), str(tmp_path / "export")
+        )
+
+
+def test_bad_sources_are_one_line_errors(tmp_path):
+    model = build_classifier(ModelConfig(name="resnet18"), 3)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "bad.h5").write_text("not hdf5")
+    cases = {
+        str(tmp_path / "missing"): "does not exist",
+        str(tmp_path / "empty"): "none of the known sources",
+        str(tmp_path / "notes.txt"): "not .h5",
+        str(tmp_path / "bad.h5"): "not an HDF5",
+    }
+    for path, needle in cases.items():
+        with pytest.raises(UsageError, match=needle) as info:
+            restore_backbone(model, path)
+        assert "\n" not in str(info.value)

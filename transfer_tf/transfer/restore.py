@@ -1,0 +1,225 @@
+"""Restore a pretrained backbone into a new classifier, strictly.
+
+Three kinds of source (`detect_source_kind`):
+  model_dir    a pretraining run directory (`config.yaml` + `checkpoints/`): its latest checkpoint,
+               read through `training.checkpoints.load_model` and copied by layer name.
+  keras_weights  a Keras weights file (`.h5` legacy layout, e.g. the standard
+               `resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5`, or Keras 3 `.weights.h5`),
+               by layer name (read with `models.weights.read_weight_file`).
+  saved_model  a SavedModel written by `export.saved_model` (a version dir, or the export base dir:
+               its highest version). Variables are matched by their TF names (`conv1_conv/kernel`,
+               kept in `saved_model.pb`), their values read from `variables/` without loading the
+               serving functions.
+Only the backbone (every stage but `head`) is restored; the head stays freshly initialised. Any
+backbone variable that the source lacks (missing), any source variable that is neither backbone nor
+the source's own head (unexpected), and any shape mismatch is a UsageError listing them: a silent
+partial restore is the classic transfer bug.
+
+Example:
+    model = build_classifier(cfg.model, num_classes=80)
+    report = restore_backbone(model, "runs/pretrain_r50")          # or .h5 / export dir
+    report.kind, report.num_variables                               # ("model_dir", 318)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from transfer_tf.errors import UsageError
+from transfer_tf.models.resnet import backbone_layers, stage_of
+
+KINDS = ("model_dir", "keras_weights", "saved_model")
+# Classifier tops of keras.applications models (full-model files): never part of a backbone.
+_KERAS_TOP_LAYERS = ("predictions", "probs", "fc1000", "avg_pool", "max_pool")
+
+
+@dataclass(frozen=True)
+class RestoreReport:
+    """What `restore_backbone` did."""
+
+    kind: str
+    path: str
+    num_layers: int
+    num_variables: int
+
+
+def _saved_model_dir(path: str) -> str | None:
+    """`path` if it is a SavedModel, else its highest integer version that is one, else None."""
+    if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+        return path
+    versions = []
+    for name in tf.io.gfile.listdir(path):
+        name = name.rstrip("/")
+        if name.isdigit() and tf.io.gfile.exists(os.path.join(path, name, "saved_model.pb")):
+            versions.append(int(name))
+    return os.path.join(path, str(max(versions))) if versions else None
+
+
+def detect_source_kind(path: str, flag: str = "--init_checkpoint") -> str:
+    """One of `KINDS` for `path`, or a UsageError saying what was expected."""
+    expected = (
+        "expected a pretraining model_dir (config.yaml + checkpoints/), a Keras weights file "
+        "(.h5 / .weights.h5) or a SavedModel (dir with saved_model.pb, or an export dir of versions)"
+    )
+    if not path:
+        raise UsageError(f"{flag} is empty; {expected}")
+    if not tf.io.gfile.exists(path):
+        raise UsageError(f"{flag}: '{path}' does not exist")
+    if not tf.io.gfile.isdir(path):
+        if path.endswith(".h5"):
+            return "keras_weights"
+        raise UsageError(f"{flag}: '{path}' is a file but not .h5; {expected}")
+    if tf.io.gfile.exists(os.path.join(path, "config.yaml")):
+        return "model_dir"
+    if _saved_model_dir(path):
+        return "saved_model"
+    raise UsageError(f"{flag}: '{path}' is none of the known sources; {expected}")
+
+
+def _short(names: list[str], n: int = 6) -> str:
+    more = f" (+{len(names) - n} more)" if len(names) > n else ""
+    return ", ".join(names[:n]) + more
+
+
+def assign_backbone(
+    model: keras.Model, stored: dict[str, dict[str, np.ndarray]], source: str
+) -> int:
+    """Assigns `stored` (`{layer name: {weight name: array}}`) to `model`'s backbone.
+
+    Every backbone layer with weights must be in `stored` with the same weight names and shapes;
+    every stored layer must be a backbone layer or a `head_*` layer (the source's own head, which
+    is not restored). Returns the number of variables assigned.
+    Raises:
+      UsageError: listing missing layers, unexpected layers and mismatched weights (nothing is
+        assigned in that case).
+    """
+    targets = {layer.name: layer for layer in backbone_layers(model) if layer.weights}
+    missing = sorted(set(targets) - set(stored))
+    unexpected = sorted(n for n in set(stored) - set(targets) if stage_of(n) != "head")
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing backbone layers: {_short(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected layers: {_short(unexpected)}")
+    mismatched = []
+    for name in sorted(set(targets) & set(stored)):
+        want = {w.name: tuple(w.shape) for w in targets[name].weights}
+        got = {k: tuple(np.shape(a)) for k, a in stored[name].items()}
+        if want != got:
+            mismatched.append(f"{name} {got} vs model {want}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} mismatched layers: {_short(mismatched, 2)}")
+    if problems:
+        raise UsageError(
+            f"backbone source '{source}' does not fit model '{model.name}': {'; '.join(problems)}"
+        )
+    count = 0
+    for name, layer in targets.items():
+        for variable in layer.weights:
+            variable.assign(np.asarray(stored[name][variable.name]).astype(variable.dtype))
+            count += 1
+    return count
+
+
+def _from_model(source_model: keras.Model) -> dict[str, dict[str, np.ndarray]]:
+    return {
+        layer.name: {w.name: w.numpy() for w in layer.weights}
+        for layer in source_model.layers
+        if layer.weights
+    }
+
+
+def _read_model_dir(model: keras.Model, path: str) -> dict[str, dict[str, np.ndarray]]:
+    from transfer_tf.training.checkpoints import load_model  # training stack: import late
+
+    source_model, source_cfg = load_model(path)
+    if source_cfg.model.name != model.name:
+        raise UsageError(
+            f"backbone source '{path}' is a {source_cfg.model.name}, the model is a {model.name}"
+        )
+    return _from_model(source_model)
+
+
+def _read_keras_weights(model: keras.Model, path: str) -> dict[str, dict[str, np.ndarray]]:
+    """`{layer: {weight: array}}` of a Keras weights file; the files store each layer's weights in
+    its weight order, so names come from the model's layer of the same name."""
+    from transfer_tf.models.weights import read_weight_file
+
+    by_name = {layer.name: layer for layer in model.layers}
+    stored = {}
+    for name, arrays in read_weight_file(path).items():
+        if name in _KERAS_TOP_LAYERS:
+            continue
+        layer = by_name.get(name)
+        names = [w.name for w in layer.weights] if layer is not None else []
+        if len(names) != len(arrays):
+            names = [f"weight{i}" for i in range(len(arrays))]
+        stored[name] = dict(zip(names, arrays, strict=True))
+    return stored
+
+
+def _read_saved_model(path: str) -> dict[str, dict[str, np.ndarray]]:
+    """`{layer: {weight: array}}` of a SavedModel's variables named `layer/weight`."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = _saved_model_dir(path)
+    proto = saved_model_pb2.SavedModel()
+    try:
+        with tf.io.gfile.GFile(os.path.join(saved, "saved_model.pb"), "rb") as f:
+            proto.ParseFromString(f.read())
+        reader = tf.train.load_checkpoint(os.path.join(saved, "variables", "variables"))
+    except Exception as e:  # noqa: BLE001  (any corruption is the same user-facing problem)
+        raise UsageError(f"SavedModel '{saved}': cannot read it ({type(e).__name__})") from None
+    graph = proto.meta_graphs[0].object_graph_def
+    # Breadth-first from the root: a variable's checkpoint key is its first object path.
+    stored: dict[str, dict[str, np.ndarray]] = {}
+    seen, queue = {0}, [(0, "")]
+    while queue:
+        node_id, prefix = queue.pop(0)
+        node = graph.nodes[node_id]
+        if node.WhichOneof("kind") == "variable" and "/" in node.variable.name:
+            layer, weight = node.variable.name.rsplit("/", 1)
+            weight = weight.split(":")[0]
+            key = f"{prefix}/.ATTRIBUTES/VARIABLE_VALUE"
+            if reader.has_tensor(key):
+                stored.setdefault(layer, {})[weight] = reader.get_tensor(key)
+        for child in node.children:
+            if child.node_id not in seen:
+                seen.add(child.node_id)
+                queue.append((child.node_id, f"{prefix}/{child.local_name}".lstrip("/")))
+    if not stored:
+        raise UsageError(
+            f"SavedModel '{saved}' holds no named classifier variables "
+            "(expected one written by pipelines/export.py)"
+        )
+    return stored
+
+
+def restore_backbone(
+    model: keras.Model, path: str, flag: str = "--init_checkpoint"
+) -> RestoreReport:
+    """Restores `model`'s backbone from a model_dir, Keras weights file or SavedModel (see module
+    doc); the head is left as initialised.
+
+    Raises:
+      UsageError: unknown/unreadable source, or any missing/unexpected/mis-shaped backbone variable.
+    """
+    kind = detect_source_kind(path, flag)
+    if kind == "keras_weights":
+        stored = _read_keras_weights(model, path)
+    elif kind == "model_dir":
+        stored = _read_model_dir(model, path)
+    else:
+        stored = _read_saved_model(path)
+    count = assign_backbone(model, stored, path)
+    layers = [la for la in backbone_layers(model) if la.weights]
+    logging.info(
+        "Restored %d backbone variables (%d layers) from %s %s", count, len(layers), kind, path
+    )
+    return RestoreReport(kind=kind, path=path, num_layers=len(layers), num_variables=count)

@@ -324,7 +324,7 @@ def write_shards(
     for sub in ("tmp", "done"):
         for d in {_build_dir(s, sub) for s in todo}:
             tf.io.gfile.makedirs(d)
-    _clean_stale_temps(todo)
+    _clean_stale_temps(mine)
     total = sum(len(s.items) for s in todo)
     logging.info(
         "%s: writing %d shard(s), %d images, %d worker(s)",

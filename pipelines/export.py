@@ -16,6 +16,7 @@ from transfer_tf.config import config_from_dict, to_dict
 
 flags.DEFINE_string("model_dir", None, "Training run directory (config.yaml + checkpoints/).")
 flags.DEFINE_string("export_dir", None, "Export base directory; the version is a subdirectory.")
+flags.DEFINE_string("checkpoint", None, "Checkpoint prefix to export (default: the latest).")
 flags.DEFINE_integer("version", None, "Version to write (default: latest existing + 1).")
 flags.DEFINE_multi_string(
     "set",
@@ -46,7 +47,7 @@ def main(argv):
     from transfer_tf.export.saved_model import export_saved_model
     from transfer_tf.training.checkpoints import load_model
 
-    model, cfg = load_model(FLAGS.model_dir)
+    model, cfg = load_model(FLAGS.model_dir, FLAGS.checkpoint)
     cfg = config_from_dict(to_dict(cfg), FLAGS.set)
     path = export_saved_model(model, cfg, FLAGS.export_dir, version=FLAGS.version)
     logging.info("Exported %s to %s", FLAGS.model_dir, path)

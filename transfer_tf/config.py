@@ -169,6 +169,9 @@ class TransferConfig:
     # A named preset (linear_probe | lp_ft | gradual_unfreeze) used when `phases` is empty. Its
     # budget is train.train_steps (or train.epochs); see transfer_tf/transfer/schedule.py.
     preset: str = ""
+    # The pretrained backbone (finetune --init_checkpoint): a pretraining model_dir, a Keras
+    # weights .h5 / .weights.h5, or an exported SavedModel. Empty = model.init_weights or scratch.
+    init_checkpoint: str = ""
     # Presets: learning rate of the head-only phase; later (unfrozen) phases use it times
     # `finetune_lr_factor`.
     learning_rate: float = 0.1

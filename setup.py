@@ -36,6 +36,8 @@ setup(
         "Pillow>=10.0",
         "pycocotools>=2.0.8",
         "matplotlib>=3.8",
+        # tf.summary.scalar (training summaries) needs it: TF 2.21 no longer installs it.
+        "tensorboard==2.21.0",
         "psutil>=5.9",
     ],
     extras_require={

@@ -45,6 +45,8 @@ def main(argv):
     _echo(f"demo finished in {outcome.seconds / 60:.1f} min: {outcome.work_dir}")
     for r in outcome.results:
         _echo(f"  {r.name:<18s} {r.status:<11s} {r.seconds:7.1f}s  {r.detail}")
+    for line in outcome.headline:
+        _echo(f"  {line}")
     _echo(f"  report: {rel(outcome.report)}")
     for p in outcome.plots:
         _echo(f"  plot:   {rel(p)}")

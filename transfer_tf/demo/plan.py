@@ -146,6 +146,13 @@ def check_demo_config(cfg: ExperimentConfig) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"config key '{key}': expected a positive value, got {value}")
+    for key, (lo, hi), least in (
+        ("demo.raw_image_size", d.raw_image_size, 16),
+        ("demo.coco_image_size", d.coco_image_size, 32),
+        ("demo.objects_per_image", d.objects_per_image, 1),
+    ):
+        if not least <= lo <= hi:
+            raise ConfigError(f"config key '{key}': expected [min, max] with {least} <= min <= max")
     if cfg.data.num_classes > synthetic.MAX_CLASSES:
         raise ConfigError(
             f"config key 'data.num_classes': the demo vocabulary has at most "
@@ -324,7 +331,7 @@ def plan_stages(cfg: ExperimentConfig, paths: DemoPaths) -> list[Stage]:
                 [
                     (
                         "pipelines.evaluate",
-                        [f"--model_dir={d.run_dir(run)}", f"--output_file={d.metrics(run)}"],
+                        [f"--model_dir={d.run_dir(run)}", f"--output={d.metrics(run)}"],
                     )
                 ],
                 needs=(run,),
@@ -371,7 +378,7 @@ python -m pipelines.pretrain --config=configs/imagenet_resnet50.yaml --model_dir
     --set=data.train_pattern='/data/tfrecords/imagenet/train-*' \\
     --set=data.eval_pattern='/data/tfrecords/imagenet/validation-*' \\
     --set=data.label_names_file=/data/tfrecords/imagenet/label_names.txt
-python -m pipelines.evaluate --model_dir=runs/r50 --output_file=runs/r50/metrics.json
+python -m pipelines.evaluate --model_dir=runs/r50 --output=runs/r50/metrics.json
 
 # 3. Fine-tune on COCO as 80-way multi-label (head, then everything) and evaluate mAP
 python -m pipelines.finetune --config=configs/coco_multilabel_resnet50.yaml \\
@@ -379,7 +386,7 @@ python -m pipelines.finetune --config=configs/coco_multilabel_resnet50.yaml \\
     --set=data.train_pattern='/data/tfrecords/coco/train-*' \\
     --set=data.eval_pattern='/data/tfrecords/coco/val-*' \\
     --set=data.label_map_file=/data/tfrecords/coco/label_map.json
-python -m pipelines.evaluate --model_dir=runs/coco --output_file=runs/coco/metrics.json
+python -m pipelines.evaluate --model_dir=runs/coco --output=runs/coco/metrics.json
 
 # 4. Export for TF Serving, serve, predict
 python -m pipelines.export --model_dir=runs/coco --export_dir=exports/coco

@@ -96,6 +96,21 @@ def find_metric(doc: dict | None, key: str) -> float | None:
     return None
 
 
+def headline(paths: DemoPaths) -> list[str]:
+    """One line per evaluated run with its main metrics, e.g. `finetune: mAP 0.8123`."""
+    lines = []
+    for run in RUN_TITLES:
+        doc = read_json(paths.metrics(run))
+        shown = [
+            f"{label} {_fmt(find_metric(doc, key))}"
+            for key, label in TABLE_METRICS[:3]
+            if find_metric(doc, key) is not None
+        ]
+        if shown:
+            lines.append(f"{run}: {', '.join(shown)}")
+    return lines
+
+
 def _fmt(value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"

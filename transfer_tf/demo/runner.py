@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from transfer_tf.config import ExperimentConfig, save_config
 from transfer_tf.data import synthetic
 from transfer_tf.demo import plan
-from transfer_tf.demo.report import ReportContext, write_report
+from transfer_tf.demo.report import ReportContext, headline, write_report
 from transfer_tf.demo.stages import StageResult, run_stage
 from transfer_tf.errors import UsageError
 
@@ -32,6 +32,7 @@ class DemoOutcome:
 
     ok: bool
     work_dir: str
+    headline: list[str]  # main metrics per evaluated run
     report: str
     plots: list[str]
     results: list[StageResult]
@@ -55,6 +56,8 @@ def prepare_work_dir(paths: plan.DemoPaths) -> None:
     for path in (paths.report, paths.summary):
         if os.path.exists(path):
             os.remove(path)
+    # evaluate/predict write their JSON into metrics/, which must exist.
+    os.makedirs(os.path.dirname(paths.metrics("pretrain")), exist_ok=True)
     with open(paths.marker, "w") as f:
         f.write("written by pipelines/demo.py; the demo clears this folder's outputs on a rerun\n")
 
@@ -198,6 +201,11 @@ def run_demo(
             result = run_stage(stage, paths.log(stage.name), echo=echo)
             if result.status == "ok" and stage.name == "build_coco":
                 write_coco_label_names(paths)
+            if result.status == "ok" and stage.name.startswith("evaluate_"):
+                run = stage.name.removeprefix("evaluate_")
+                for line in headline(paths):
+                    if line.startswith(f"{run}:"):
+                        echo(f"      {line}")
         status[stage.name] = result.status
         results.append(result)
         note = f": {result.detail}" if result.detail else ""
@@ -224,4 +232,4 @@ def run_demo(
     with open(tmp, "w") as f:
         json.dump(summary, f, indent=2)
     os.replace(tmp, paths.summary)
-    return DemoOutcome(ok, paths.work_dir, report, plots, results, seconds)
+    return DemoOutcome(ok, paths.work_dir, headline(paths), report, plots, results, seconds)

@@ -1,0 +1,79 @@
+"""Run a tf.data service dispatcher or worker until SIGTERM/SIGINT.
+
+    python -m pipelines.data_service --role=dispatcher --port=5050 [--work_dir=gs://b/dispatcher]
+    python -m pipelines.data_service --role=worker --port=5051 \
+        --dispatcher_address=grpc://DISPATCHER_HOST:5050 --worker_address=THIS_HOST
+
+Trainers then use `--set=data.tf_data_service=grpc://DISPATCHER_HOST:5050`. Once serving, the
+binary prints one line `<role> listening on grpc://HOST:PORT` on stdout (with `--port=0` that is
+how the chosen port is learned). SIGTERM or SIGINT stops the server and exits 0.
+"""
+
+import signal
+import socket
+import threading
+
+from absl import flags, logging
+
+from transfer_tf import cli
+
+flags.DEFINE_enum("role", None, ["dispatcher", "worker"], "Which tf.data service server to run.")
+flags.DEFINE_integer("port", None, "TCP port to listen on (0 = any free port).")
+flags.DEFINE_string(
+    "dispatcher_address", None, "Worker: the dispatcher, grpc://HOST:PORT (or HOST:PORT)."
+)
+flags.DEFINE_string(
+    "worker_address",
+    "",
+    "Worker: HOST[:PORT] trainers use to reach this worker (default localhost, fine on one host).",
+)
+flags.DEFINE_string(
+    "work_dir", "", "Dispatcher: journal directory; enables fault-tolerant restarts."
+)
+flags.DEFINE_float(
+    "dispatcher_timeout_s", 60.0, "Worker: how long to wait for the dispatcher to be reachable."
+)
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    cli.reject_extra_args(argv)
+    cli.require_flags("role", "port")
+    if FLAGS.role == "worker":
+        cli.require_flags("dispatcher_address")
+    elif FLAGS.dispatcher_address:
+        raise cli.UsageError("--dispatcher_address is for --role=worker only")
+    if FLAGS.role == "worker" and FLAGS.work_dir:
+        raise cli.UsageError("--work_dir is for --role=dispatcher only")
+    from transfer_tf.distribute import data_service
+
+    # Handlers first: a SIGTERM during startup must still end in a clean stop.
+    stop_event = threading.Event()
+
+    def on_signal(signum, _frame):
+        logging.info("received %s: stopping", signal.Signals(signum).name)
+        stop_event.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if FLAGS.role == "dispatcher":
+        server = data_service.start_dispatcher(FLAGS.port, FLAGS.work_dir)
+        host = socket.gethostname()
+    else:
+        server = data_service.start_worker(
+            FLAGS.port, FLAGS.dispatcher_address, FLAGS.worker_address, FLAGS.dispatcher_timeout_s
+        )
+        host = FLAGS.worker_address.split(":")[0] or "localhost"
+    address = f"grpc://{host}:{data_service.bound_port(server)}"
+    logging.info("%s started at %s", FLAGS.role, address)
+    print(f"{FLAGS.role} listening on {address}", flush=True)
+    data_service.serve_until(stop_event, server)
+    logging.info("%s stopped", FLAGS.role)
+
+
+def run():
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,1 @@
+"""Scale-out helpers: multi-worker cluster setup, pre-flight checks, tf.data service servers."""

@@ -1,0 +1,202 @@
+"""The fine-tuning job: restore a pretrained backbone, new head, run the freeze/unfreeze schedule.
+
+All phases share one `training.loop.Trainer`, so the global step, `model_dir/checkpoints` and
+`model_dir/summaries` are continuous across phases. The phase a run is in is derived from the
+global step of its latest checkpoint, so rerunning the same command after a crash resumes in the
+phase it died in, at the step of the last checkpoint (the backbone source is only read for a run
+that has no checkpoint yet: afterwards the checkpoint holds everything).
+
+    model_dir/config.yaml     resolved config (transfer.init_checkpoint records the source)
+    model_dir/schedule.json   the resolved phases (global step ranges, stages, learning rates)
+    model_dir/checkpoints/    model, optimizer, global step
+    model_dir/summaries/      TensorBoard, one stream for all phases
+
+Example:
+    cfg = load_config("configs/coco_multilabel_resnet50.yaml", ["transfer.preset=lp_ft"])
+    result = run_finetuning(cfg, "runs/coco_ft", init_checkpoint="runs/pretrain_r50")
+    result["eval"]["mAP"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from transfer_tf.config import ExperimentConfig, save_config
+from transfer_tf.errors import UsageError
+from transfer_tf.models.resnet import build_classifier
+from transfer_tf.training import checkpoints, losses, optimizers
+from transfer_tf.training import strategy as strategy_lib
+from transfer_tf.training.hooks import ProgressHook, SummaryHook
+from transfer_tf.training.loop import DatasetFn, Trainer
+from transfer_tf.training.pretrain import EvalAccumulator, eval_dataset_fn, setup_runtime
+from transfer_tf.transfer import restore, schedule
+
+SCHEDULE_FILE = "schedule.json"
+PhaseCallback = Callable[[schedule.Phase, keras.Model], None]
+
+
+def _train_dataset_fn(cfg: ExperimentConfig) -> DatasetFn:
+    from transfer_tf.data.input import build_dataset
+
+    if not cfg.data.train_pattern:
+        raise UsageError("config key 'data.train_pattern' is empty: nothing to train on")
+
+    def fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        return build_dataset(
+            cfg.data,
+            split="train",
+            global_batch_size=cfg.train.global_batch_size,
+            seed=cfg.seed,
+            deterministic=cfg.deterministic,
+            input_context=ctx,
+        )
+
+    return fn
+
+
+def _write_json(path: str, data) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def run_finetuning(
+    cfg: ExperimentConfig,
+    model_dir: str,
+    *,
+    init_checkpoint: str | None = None,
+    train_dataset_fn: DatasetFn | None = None,
+    eval_input_fn: DatasetFn | None = None,
+    on_phase_end: PhaseCallback | None = None,
+) -> dict:
+    """Fine-tunes `cfg` in `model_dir`, resuming from its latest checkpoint if it has one.
+
+    Args:
+      cfg: the experiment; `transfer.phases` (or `transfer.preset`) is the schedule, `data.task`
+        picks the head loss (softmax CE with `transfer.label_smoothing`, or sigmoid BCE with
+        `transfer.pos_weight`), `transfer.optimizer/momentum/weight_decay` the optimizer,
+        `train.global_batch_size/strategy/mixed_precision/checkpoint_every_steps` the loop.
+      model_dir: run directory (see module doc).
+      init_checkpoint: backbone source (overrides `transfer.init_checkpoint`); empty/None with no
+        `transfer.init_checkpoint` and no `model.init_weights` = random initialisation (scratch).
+      train_dataset_fn / eval_input_fn: InputContext -> per-replica batches `(uint8 [b,S,S,3],
+        float32 [b,C])`; default: `data.input.build_dataset` on data.train_pattern/eval_pattern.
+      on_phase_end: called with (phase, model) after each phase that ran in this call.
+    Returns:
+      {"global_step", "phases": [names run in this call], "eval": metrics of the final model
+       (mAP/F1 for multi-label, top-k for single-label), or {} without eval data}.
+    Raises:
+      UsageError / ConfigError: bad schedule, unreadable or incompatible backbone source, no data.
+    """
+    if init_checkpoint:
+        cfg = dataclasses.replace(
+            cfg, transfer=dataclasses.replace(cfg.transfer, init_checkpoint=init_checkpoint)
+        )
+    phases = schedule.resolve_phases(cfg)
+    setup_runtime(cfg)
+    strategy = strategy_lib.make_strategy(cfg.train.strategy, cfg.train.tpu)
+    # Transfer has its own optimizer settings; the loop drives the learning rate.
+    train_cfg = dataclasses.replace(cfg.train, momentum=cfg.transfer.momentum)
+    with strategy.scope():
+        model = build_classifier(cfg.model, cfg.data.num_classes)
+        optimizer = optimizers.make_optimizer(
+            train_cfg, optimizer=cfg.transfer.optimizer, weight_decay=cfg.transfer.weight_decay
+        )
+    write_dir = strategy_lib.worker_dir(model_dir, strategy)
+    tf.io.gfile.makedirs(write_dir)
+    save_config(cfg, os.path.join(write_dir, checkpoints.CONFIG_FILE))
+    _write_json(os.path.join(write_dir, SCHEDULE_FILE), schedule.describe(phases))
+    hooks = [ProgressHook(train_cfg.log_every_steps)]
+    if strategy_lib.is_chief(strategy):
+        hooks.append(
+            SummaryHook(
+                os.path.join(write_dir, checkpoints.SUMMARY_SUBDIR), train_cfg.log_every_steps
+            )
+        )
+    trainer = Trainer(
+        model,
+        optimizer,
+        strategy,
+        model_dir,
+        global_batch_size=train_cfg.global_batch_size,
+        weight_decay=optimizers.loss_weight_decay(
+            cfg.transfer.optimizer, cfg.transfer.weight_decay
+        ),
+        steps_per_execution=train_cfg.steps_per_execution,
+        jit_compile=train_cfg.xla,
+        checkpoint_every_steps=train_cfg.checkpoint_every_steps,
+        keep_checkpoints=train_cfg.keep_checkpoints,
+        log_every_steps=train_cfg.log_every_steps,
+        hooks=hooks,
+    )
+    try:
+        return _run_phases(
+            cfg, trainer, phases, train_dataset_fn, eval_input_fn, on_phase_end, strategy
+        )
+    finally:
+        trainer.close()
+
+
+def _run_phases(cfg, trainer, phases, train_dataset_fn, eval_input_fn, on_phase_end, strategy):
+    model = trainer.model
+    start = trainer.restore()
+    if start == 0:
+        source = cfg.transfer.init_checkpoint
+        if source:
+            restore.restore_backbone(model, source, flag="--init_checkpoint")
+        elif not cfg.model.init_weights:
+            logging.warning("no --init_checkpoint and no model.init_weights: training from scratch")
+    end = schedule.total_steps(phases)
+    if start >= end:
+        logging.info("schedule already complete at global step %d", start)
+    train_fn = train_dataset_fn or _train_dataset_fn(cfg)
+    if eval_input_fn is None and cfg.data.eval_pattern:
+        eval_input_fn = eval_dataset_fn(cfg, strategy)
+    steps_per_epoch = cfg.data.num_train_examples // cfg.train.global_batch_size or None
+    loss_fn = losses.for_task(cfg.data.task, cfg.transfer.label_smoothing, cfg.transfer.pos_weight)
+    ran = []
+    for phase in phases:
+        if trainer.step >= phase.end_step:
+            continue
+        logging.info(
+            "phase %d/%d '%s' (%s): global steps %d..%d, %s from step %d, lr %g",
+            phase.index + 1,
+            len(phases),
+            phase.name,
+            "+".join(phase.trainable_stages),
+            phase.start_step,
+            phase.end_step,
+            "resuming" if trainer.step > phase.start_step else "starting",
+            trainer.step,
+            phase.learning_rate,
+        )
+        variables = schedule.apply_phase(model, phase)
+        trainer.train(
+            train_fn,
+            end_step=phase.end_step,
+            lr_schedule=schedule.phase_schedule(phase),
+            loss_fn=loss_fn,
+            trainable_variables=variables,
+            gradient_multipliers=schedule.lr_multipliers(model, phase) or None,
+            steps_per_epoch=steps_per_epoch,
+        )
+        ran.append(phase.name)
+        if on_phase_end is not None:
+            on_phase_end(phase, model)
+    metrics = {}
+    if eval_input_fn is not None:
+        metrics = trainer.evaluate(eval_input_fn, EvalAccumulator(cfg))
+        logging.info("final eval at step %d: %s", trainer.step, _summary(metrics))
+    return {"global_step": trainer.step, "phases": ran, "eval": metrics}
+
+
+def _summary(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if not isinstance(v, list)}

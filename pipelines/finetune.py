@@ -1,0 +1,53 @@
+"""Fine-tune a pretrained backbone with a freeze/unfreeze schedule.
+
+    python -m pipelines.finetune --config=configs/coco_multilabel_resnet50.yaml \
+        --init_checkpoint=SRC --model_dir=DIR [--set=transfer.preset=lp_ft ...]
+
+SRC is a pretraining model_dir (its latest checkpoint), a Keras weights file (.h5 / .weights.h5,
+e.g. resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5) or an exported SavedModel; only the
+backbone is restored, the head is new. Rerunning the same command after a crash resumes in the
+phase it stopped in. `python -m pipelines.evaluate --model_dir=DIR` evaluates the result.
+"""
+
+import json
+
+from absl import flags, logging
+
+from transfer_tf import cli
+
+cli.define_config_flags()
+flags.DEFINE_string("model_dir", None, "Run directory: config.yaml, checkpoints/, summaries/.")
+flags.DEFINE_string(
+    "init_checkpoint",
+    None,
+    "Backbone source: pretraining model_dir, Keras .h5/.weights.h5, or SavedModel (export) dir. "
+    "Overrides transfer.init_checkpoint; omit both to train from scratch.",
+)
+flags.DEFINE_string(
+    "preset", None, "Overrides transfer.preset (linear_probe|lp_ft|gradual_unfreeze)."
+)
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    cli.reject_extra_args(argv)
+    cli.require_flags("config", "model_dir")
+    overrides = list(FLAGS.set)
+    if FLAGS.preset is not None:
+        overrides.append(f"transfer.preset={json.dumps(FLAGS.preset)}")
+    from transfer_tf.config import load_config
+    from transfer_tf.transfer.finetune import run_finetuning
+
+    cfg = load_config(FLAGS.config, overrides)
+    result = run_finetuning(cfg, FLAGS.model_dir, init_checkpoint=FLAGS.init_checkpoint)
+    metrics = {k: v for k, v in result["eval"].items() if not isinstance(v, list)}
+    logging.info("done at global step %d: %s", result["global_step"], metrics)
+    print(json.dumps({"global_step": result["global_step"], **metrics}))
+
+
+def run():
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -20,11 +20,13 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-import tensorflow as tf
-
 from transfer_tf.errors import UsageError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 PROTOCOL = "grpc"
 
@@ -79,6 +81,10 @@ def start_dispatcher(port: int, work_dir: str = "") -> tf.data.experimental.serv
         fault-tolerant mode and a restarted dispatcher resumes its jobs from the journal.
     """
     check_port_free(port)
+    # TensorFlow is imported only after the cheap checks: bad flags fail fast and without its
+    # C++ start-up log lines.
+    import tensorflow as tf
+
     config = tf.data.experimental.service.DispatcherConfig(
         port=port, protocol=PROTOCOL, work_dir=work_dir or None, fault_tolerant_mode=bool(work_dir)
     )
@@ -110,6 +116,8 @@ def start_worker(
     wait_for_listener(host, dport, connect_timeout_s, "--dispatcher_address: dispatcher")
     if worker_address and ":" not in worker_address:
         worker_address = f"{worker_address}:%port%"
+    import tensorflow as tf
+
     config = tf.data.experimental.service.WorkerConfig(
         dispatcher_address=f"{host}:{dport}",
         worker_address=worker_address or None,
@@ -124,8 +132,9 @@ def start_worker(
 
 def bound_port(server) -> int:
     """The port a started dispatcher or worker listens on (useful after `port=0`)."""
-    if isinstance(server, tf.data.experimental.service.DispatchServer):
-        return parse_address(server.target, "dispatcher")[1]
+    target = getattr(server, "target", None)  # DispatchServer only
+    if target:
+        return parse_address(target, "dispatcher")[1]
     return parse_address(server._address, "worker")[1]  # no public accessor for workers
 
 

@@ -17,7 +17,9 @@ from transfer_tf.config import TrainConfig
 
 
 def _decayed(variable) -> bool:
-    return variable.path.endswith("kernel")
+    # update_step sees the backend tf.Variable ("kernel:0"), elsewhere a keras.Variable (path).
+    name = getattr(variable, "path", None) or variable.name
+    return name.split(":")[0].endswith("kernel")
 
 
 class LARS(keras.optimizers.SGD):

@@ -1,5 +1,9 @@
-"""absl binaries, one per job. Importing this package quiets TensorFlow's C++ logging."""
+"""absl binaries, one per job.
 
-import os
+Importing this package (which `python -m pipelines.X` and the console scripts do first) quiets
+TensorFlow's start-up noise before any binary imports TensorFlow.
+"""
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from transfer_tf.quiet import import_tensorflow_quietly
+
+import_tensorflow_quietly()

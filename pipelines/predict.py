@@ -26,7 +26,7 @@ def main(argv):
         raise cli.UsageError("no images given (usage: predict --saved_model=DIR IMAGE [IMAGE...])")
     if FLAGS.top_k is not None and FLAGS.top_k <= 0:
         raise cli.UsageError(f"--top_k: expected a positive integer, got {FLAGS.top_k}")
-    from transfer_tf.export.predict import Predictor, check_image_paths
+    from transfer_tf.export.predict import Predictor, check_image_paths, format_text
 
     check_image_paths(images)  # fail before the (slow) model load
     predictor = Predictor(FLAGS.saved_model)
@@ -38,10 +38,7 @@ def main(argv):
         }
         print(json.dumps(doc, indent=2))
         return
-    for p in predictions:
-        print(p.path)
-        for rank, (index, name, score) in enumerate(p.top_k, start=1):
-            print(f"  {rank}. {name:<24s} {score:.4f}  (class {index})")
+    print(format_text(predictions))
 
 
 def run():

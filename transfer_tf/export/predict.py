@@ -122,6 +122,16 @@ class Predictor:
         return results
 
 
+def format_text(predictions: Sequence[Prediction]) -> str:
+    """Human-readable top-k: the image path, then one `rank. name score (class i)` line per class."""
+    lines = []
+    for p in predictions:
+        lines.append(p.path)
+        for rank, (index, name, score) in enumerate(p.top_k, start=1):
+            lines.append(f"  {rank}. {name:<24s} {score:.4f}  (class {index})")
+    return "\n".join(lines)
+
+
 def check_image_paths(paths: Sequence[str]) -> None:
     """Raises UsageError naming the first path that is missing or a directory (before any loading)."""
     for path in paths:

@@ -14,8 +14,10 @@ import json
 from absl import flags, logging
 
 from transfer_tf import cli
+from transfer_tf.distribute import cluster
 
 cli.define_config_flags()
+cluster.define_cluster_flags()
 flags.DEFINE_string("model_dir", None, "Run directory: config.yaml, checkpoints/, summaries/.")
 flags.DEFINE_string(
     "init_checkpoint",
@@ -39,6 +41,10 @@ def main(argv):
     from transfer_tf.transfer.finetune import run_finetuning
 
     cfg = load_config(FLAGS.config, overrides)
+    # TF_CONFIG must be in place before the strategy is built; checks fail fast, in one line.
+    from transfer_tf.distribute.preflight import check_distributed_config
+
+    check_distributed_config(cfg, cluster.configure_cluster_from_flags())
     result = run_finetuning(cfg, FLAGS.model_dir, init_checkpoint=FLAGS.init_checkpoint)
     metrics = {k: v for k, v in result["eval"].items() if not isinstance(v, list)}
     logging.info("done at global step %d: %s", result["global_step"], metrics)

@@ -10,8 +10,10 @@ import json
 from absl import flags, logging
 
 from transfer_tf import cli
+from transfer_tf.distribute import cluster
 
 cli.define_config_flags()
+cluster.define_cluster_flags()
 flags.DEFINE_string("model_dir", None, "Run directory: config.yaml, checkpoints/, summaries/.")
 flags.DEFINE_enum(
     "strategy",
@@ -61,6 +63,10 @@ def main(argv):
     from transfer_tf.training.pretrain import run_pretraining
 
     cfg = load_config(FLAGS.config, overrides)
+    # TF_CONFIG must be in place before the strategy is built; checks fail fast, in one line.
+    from transfer_tf.distribute.preflight import check_distributed_config
+
+    check_distributed_config(cfg, cluster.configure_cluster_from_flags())
     logs = run_pretraining(cfg, FLAGS.model_dir)
     logging.info("done: %s", logs)
 

@@ -214,3 +214,21 @@ def configure_cluster_from_flags() -> ClusterInfo:
 
     values = flags.FLAGS
     return configure_cluster(values.worker_hosts, values.task_index)
+
+
+def weights_digest(model) -> str:
+    """SHA-256 of every weight of a Keras model, in `model.weights` order (hex string).
+
+    Replicas of a synchronous strategy must end with equal digests on every worker; the training
+    jobs log it at the end so a cluster run can be checked for drift without reading checkpoints.
+    """
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for variable in model.weights:
+        value = np.ascontiguousarray(np.asarray(variable))
+        digest.update(f"{variable.path}:{value.dtype}:{value.shape};".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()

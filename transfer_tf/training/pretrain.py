@@ -17,6 +17,7 @@ import tensorflow as tf
 from absl import logging
 
 from transfer_tf.config import ExperimentConfig, save_config
+from transfer_tf.distribute.cluster import weights_digest
 from transfer_tf.errors import UsageError
 from transfer_tf.metrics import MultilabelAccumulator, TopKAccumulator
 from transfer_tf.models.resnet import build_classifier
@@ -96,8 +97,10 @@ def run_pretraining(cfg: ExperimentConfig, model_dir: str) -> dict:
 
     if not cfg.data.train_pattern:
         raise UsageError("config key 'data.train_pattern' is empty: nothing to train on")
-    setup_runtime(cfg)
+    # The strategy first: MultiWorkerMirroredStrategy configures collective ops, which must
+    # happen before any op runs (setup_runtime's seeding initialises the eager context).
     strategy = strategy_lib.make_strategy(cfg.train.strategy, cfg.train.tpu)
+    setup_runtime(cfg)
     steps_per_epoch, total_steps = plan_steps(cfg)
     train_cfg = cfg.train
     with strategy.scope():
@@ -155,7 +158,7 @@ def run_pretraining(cfg: ExperimentConfig, model_dir: str) -> dict:
         train_cfg, steps_per_epoch or total_steps, total_steps
     )
     try:
-        return trainer.train(
+        logs = trainer.train(
             train_fn,
             end_step=total_steps,
             lr_schedule=peak_schedule,
@@ -166,6 +169,9 @@ def run_pretraining(cfg: ExperimentConfig, model_dir: str) -> dict:
         )
     finally:
         trainer.close()
+    # Equal on every worker when the replicas stayed in sync (tests/test_multiworker.py).
+    logs["weights_sha256"] = weights_digest(model)
+    return logs
 
 
 def evaluate_run(model_dir: str, checkpoint: str | None = None, eval_pattern: str = "") -> dict:

@@ -25,7 +25,7 @@ def _tpu_strategy(tpu: str) -> tf.distribute.Strategy:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or None)
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
-    except (ValueError, tf.errors.OpError, RuntimeError) as e:
+    except (ValueError, tf.errors.OpError, RuntimeError, OSError) as e:  # OSError: TPU name lookup
         where = f" '{tpu}'" if tpu else ""
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(f"--strategy=tpu: no TPU{where} could be reached ({first})") from None
@@ -46,6 +46,10 @@ def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
     """
     if name not in STRATEGIES:
         raise UsageError(f"--strategy: unknown strategy {name!r} (expected {'|'.join(STRATEGIES)})")
+    if name == "multi_worker_mirrored":
+        # Before anything initialises the runtime (list_logical_devices does): the strategy
+        # configures collective ops, which TF only accepts at program startup.
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         if tpu or os.environ.get("TPU_NAME"):
@@ -60,8 +64,6 @@ def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
             return tf.distribute.MirroredStrategy()
         cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(cpus)
-    if name == "multi_worker_mirrored":
-        return tf.distribute.MultiWorkerMirroredStrategy()
     return _tpu_strategy(tpu)
 
 

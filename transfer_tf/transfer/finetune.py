@@ -101,8 +101,10 @@ def run_finetuning(
             cfg, transfer=dataclasses.replace(cfg.transfer, init_checkpoint=init_checkpoint)
         )
     phases = schedule.resolve_phases(cfg)
-    setup_runtime(cfg)
+    # The strategy first: MultiWorkerMirroredStrategy must configure collective ops before any
+    # op runs (setup_runtime's seeding initialises the eager context).
     strategy = strategy_lib.make_strategy(cfg.train.strategy, cfg.train.tpu)
+    setup_runtime(cfg)
     # Transfer has its own optimizer settings; the loop drives the learning rate.
     train_cfg = dataclasses.replace(cfg.train, momentum=cfg.transfer.momentum)
     with strategy.scope():

@@ -33,6 +33,7 @@ import shutil
 import tempfile
 
 import tensorflow as tf
+from absl import logging
 
 from transfer_tf.config import ExperimentConfig
 from transfer_tf.data import schemas
@@ -128,20 +129,24 @@ class ServingModule(tf.Module):
         size = self._image_size
         self.serve_bytes = tf.function(
             self._serve_bytes,
+            autograph=False,
             input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)],
         )
         self.serve_image_tensor = tf.function(
             self._serve_image_tensor,
+            autograph=False,
             input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=TENSOR_INPUT)],
         )
         self.serve_examples = tf.function(
             self._serve_examples,
+            autograph=False,
             input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)],
         )
         self._image_spec = tf.TensorSpec([size, size, 3], tf.uint8)
         # One traced copy of the model shared by the three signatures (3x faster save and load).
         self.classify = tf.function(
             self._classify,
+            autograph=False,
             input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8, name=TENSOR_INPUT)],
         )
 
@@ -248,7 +253,14 @@ def export_saved_model(
         module = ServingModule(model, cfg, labels_path)
         if tf.io.gfile.exists(tmp_dir):
             tf.io.gfile.rmtree(tmp_dir)
-        tf.saved_model.save(module, tmp_dir, signatures=module.signatures())
+        # TF logs a line per signature about captured-variable input names (harmless, ~100
+        # numbers each); keep INFO logs of the binaries readable.
+        verbosity = logging.get_verbosity()
+        logging.set_verbosity(logging.WARNING)
+        try:
+            tf.saved_model.save(module, tmp_dir, signatures=module.signatures())
+        finally:
+            logging.set_verbosity(verbosity)
         tf.io.gfile.rename(tmp_dir, final_dir, overwrite=False)
     except BaseException:
         if tf.io.gfile.exists(tmp_dir):

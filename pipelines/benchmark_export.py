@@ -1,0 +1,67 @@
+"""Serving benchmark on CPU: prints one JSON line.
+
+    python -m pipelines.benchmark_export --model=resnet50 --image_size=224
+
+Times the exported `serving_default` (JPEG bytes in: decode, eval crop, resize, model, top-k)
+against calling the Keras model on already-preprocessed uint8 tensors, at batch 1 (latency) and
+batch `--batch_size` (throughput). Weights are random: speed does not depend on them.
+"""
+
+import json
+import os
+
+from absl import flags
+
+from transfer_tf import cli
+
+cli.define_config_flags()
+flags.DEFINE_string("model", "resnet50", "Backbone (model.name).")
+flags.DEFINE_integer("image_size", 224, "Model input side (data.image_size).")
+flags.DEFINE_integer("num_classes", 1000, "Classes (data.num_classes).")
+flags.DEFINE_integer("batch_size", 64, "Throughput batch size.")
+flags.DEFINE_integer("iterations", 3, "Timed throughput batches (after one warm-up).")
+flags.DEFINE_integer("latency_iterations", 10, "Timed batch-1 calls (after one warm-up).")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    cli.reject_extra_args(argv)
+    for name in ("image_size", "num_classes", "batch_size", "iterations", "latency_iterations"):
+        if FLAGS[name].value <= 0:
+            raise cli.UsageError(f"--{name}: expected a positive integer, got {FLAGS[name].value}")
+    from transfer_tf.config import load_config
+    from transfer_tf.export.benchmark import benchmark_export
+    from transfer_tf.models.resnet import build_classifier
+
+    overrides = [
+        f"model.name={FLAGS.model}",
+        f"data.image_size={FLAGS.image_size}",
+        f"data.num_classes={FLAGS.num_classes}",
+        *FLAGS.set,
+    ]
+    cfg = load_config(FLAGS.config, overrides)
+    model = build_classifier(cfg.model, cfg.data.num_classes)
+    result = benchmark_export(
+        model,
+        cfg,
+        batch_size=FLAGS.batch_size,
+        iterations=FLAGS.iterations,
+        latency_iterations=FLAGS.latency_iterations,
+    )
+    result = {
+        "benchmark": "export",
+        "model": cfg.model.name,
+        "image_size": cfg.data.image_size,
+        "num_classes": cfg.data.num_classes,
+        "cpu_count": os.cpu_count(),
+        **result,
+    }
+    print(json.dumps(result), flush=True)
+
+
+def run():
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from transfer_tf.config import config_from_dict
+from transfer_tf.errors import UsageError
 from transfer_tf.models.resnet import build_classifier, layers_by_stage
 from transfer_tf.transfer.finetune import run_finetuning
 
@@ -107,3 +108,16 @@ def test_two_phases_freeze_and_unfreeze(tmp_path):
         train_dataset_fn=_dataset_fn,
     )
     assert again["phases"] == [] and again["global_step"] == 6
+
+
+def test_bad_source_fails_before_writing_anything(tmp_path):
+    cfg = config_from_dict(
+        {
+            "data": {"num_train_examples": 10},
+            "transfer": {"preset": "linear_probe"},
+            "train": {"train_steps": 2},
+        }
+    )
+    with pytest.raises(UsageError, match=r"^--init_checkpoint: '.*nope.h5' does not exist$"):
+        run_finetuning(cfg, str(tmp_path / "run"), init_checkpoint=str(tmp_path / "nope.h5"))
+    assert not (tmp_path / "run").exists()

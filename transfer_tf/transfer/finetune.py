@@ -101,6 +101,10 @@ def run_finetuning(
             cfg, transfer=dataclasses.replace(cfg.transfer, init_checkpoint=init_checkpoint)
         )
     phases = schedule.resolve_phases(cfg)
+    source = cfg.transfer.init_checkpoint
+    if source and not tf.train.latest_checkpoint(checkpoints.checkpoint_dir(model_dir)):
+        # Fail on a bad source before anything is written to model_dir.
+        restore.detect_source_kind(source, flag="--init_checkpoint")
     # The strategy first: MultiWorkerMirroredStrategy must configure collective ops before any
     # op runs (setup_runtime's seeding initialises the eager context).
     strategy = strategy_lib.make_strategy(cfg.train.strategy, cfg.train.tpu)

@@ -2,9 +2,14 @@
 
 `preprocess_for_eval` is the single definition of evaluation preprocessing: the input pipeline's
 eval mode and the exported serving signatures both call it, so there is no train/serve skew.
+`preprocess_for_train` is the Inception-style random resized crop + flip + resize.
 
 Images leave this module as uint8 `[size, size, 3]`; mean/std normalisation happens in the model's
 first layer (4x less host memory traffic than shipping float32).
+
+Randomness is stateless: every random function takes a `seed` (int32/int64 `[2]`), so a run is
+reproducible bit-for-bit given the same seeds (the input pipeline derives them from `cfg.seed`
+and the element's position in the stream).
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ def center_crop_window(height: tf.Tensor, width: tf.Tensor, crop_fraction: float
 def resize_to_uint8(image: tf.Tensor, image_size: int) -> tf.Tensor:
     """Bilinear resize of `[H, W, 3]` to `[image_size, image_size, 3]` uint8 (rounded, clipped)."""
     resized = tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=False)
-    return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
+    # Bilinear weights are convex, so values stay inside the input's 0..255: no clip needed, and
+    # +0.5-then-truncate rounds in one pass (this runs once per training image).
+    return tf.cast(resized + 0.5, tf.uint8)
 
 
 def center_crop_and_resize(
@@ -69,3 +76,171 @@ def preprocess_for_eval(
     image = tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other)
     image.set_shape([None, None, 3])
     return resize_to_uint8(image, image_size)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training: Inception-style random resized crop through the fused JPEG decode-and-crop.
+# ----------------------------------------------------------------------------------------------
+
+_DECODE_RATIOS = (1, 2, 4, 8)
+
+
+def sample_crop_window(
+    image_shape: tf.Tensor,
+    seed: tf.Tensor,
+    area_range: tuple[float, float] = (0.08, 1.0),
+    aspect_range: tuple[float, float] = (0.75, 4.0 / 3.0),
+    boxes: tf.Tensor | None = None,
+    min_object_covered: float = 0.1,
+    max_attempts: int = 10,
+    fallback_fraction: float = 0.875,
+) -> tf.Tensor:
+    """Samples an Inception-style crop `[offset_y, offset_x, height, width]` (int32 [4]).
+
+    The crop covers `area_range` of the image with width/height in `aspect_range`, drawn with
+    `stateless_sample_distorted_bounding_box` (`max_attempts` tries). When every try fails, TF
+    returns the whole image; we then use the centered eval crop (`fallback_fraction` of the short
+    side), as the Inception/Model Garden recipes do.
+
+    Args:
+      image_shape: int [2] or [3] (height, width[, channels]).
+      seed: int32/int64 [2] stateless seed.
+      boxes: optional float32 [N, 4] normalised yxyx object boxes: the crop must then contain at
+        least `min_object_covered` of one of them (COCO: keeps an object in view). None or N == 0:
+        the whole image is the reference box, as in ImageNet training.
+    """
+    shape = tf.cast(image_shape[:2], tf.int32)
+    if boxes is None:
+        boxes = tf.zeros([0, 4], tf.float32)
+    boxes = tf.reshape(tf.cast(boxes, tf.float32), [1, -1, 4])
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.concat([shape, [3]], 0),
+        bounding_boxes=boxes,
+        seed=seed,
+        min_object_covered=min_object_covered,
+        aspect_ratio_range=aspect_range,
+        area_range=area_range,
+        max_attempts=max_attempts,
+        use_image_if_no_bounding_boxes=True,
+    )
+    window = tf.concat([begin[:2], size[:2]], 0)
+    failed = tf.reduce_all(tf.equal(size[:2], shape))
+    return tf.where(failed, center_crop_window(shape[0], shape[1], fallback_fraction), window)
+
+
+def decode_jpeg_window(
+    image_bytes: tf.Tensor,
+    window: tf.Tensor,
+    min_size: int = 0,
+    dct_method: str = "INTEGER_FAST",
+) -> tf.Tensor:
+    """Decodes only `window` (`[y, x, h, w]`) of a JPEG -> uint8 `[h', w', 3]`.
+
+    When `min_size` > 0 and the window is at least 2x/4x/8x `min_size` on its short side, libjpeg
+    decodes at 1/2, 1/4 or 1/8 scale (the IDCT does the downscaling, far cheaper than decoding
+    every pixel and resizing them away). The result is then `window / ratio` pixels, never smaller
+    than `min_size`, so the final resize still only shrinks. `decode_and_crop_jpeg` takes its
+    window in scaled coordinates, hence the division.
+    """
+    window = tf.cast(window, tf.int32)
+    if min_size <= 0:
+        return tf.io.decode_and_crop_jpeg(image_bytes, window, channels=3, dct_method=dct_method)
+    short = tf.minimum(window[2], window[3])
+    index = tf.add_n([tf.cast(short // r >= min_size, tf.int32) for r in _DECODE_RATIOS[1:]])
+
+    def branch(ratio: int):
+        return lambda: tf.io.decode_and_crop_jpeg(
+            image_bytes, window // ratio, channels=3, ratio=ratio, dct_method=dct_method
+        )
+
+    image = tf.switch_case(index, [branch(r) for r in _DECODE_RATIOS])
+    image.set_shape([None, None, 3])
+    return image
+
+
+def decode_and_random_crop(
+    image_bytes: tf.Tensor,
+    seed: tf.Tensor,
+    image_size: int = 0,
+    area_range: tuple[float, float] = (0.08, 1.0),
+    aspect_range: tuple[float, float] = (0.75, 4.0 / 3.0),
+    boxes: tf.Tensor | None = None,
+    min_object_covered: float = 0.1,
+    fallback_fraction: float = 0.875,
+    dct_method: str = "INTEGER_FAST",
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Random resized crop of encoded image bytes, before the resize.
+
+    JPEGs use the fused decode-and-crop (only the window is decoded, possibly at a reduced scale;
+    see `decode_jpeg_window`); PNG/GIF/BMP (e.g. TFDS or foreign shards) are decoded whole and
+    cropped with the same window distribution.
+
+    Returns:
+      (image uint8 [h, w, 3], window int32 [4] `[y, x, h, w]` in original pixels,
+       image_hw int32 [2] original height and width).
+    """
+
+    def window_for(shape: tf.Tensor) -> tf.Tensor:
+        return sample_crop_window(
+            shape,
+            seed,
+            area_range,
+            aspect_range,
+            boxes=boxes,
+            min_object_covered=min_object_covered,
+            fallback_fraction=fallback_fraction,
+        )
+
+    def jpeg():
+        shape = tf.io.extract_jpeg_shape(image_bytes, output_type=tf.int32)[:2]
+        window = window_for(shape)
+        return decode_jpeg_window(image_bytes, window, image_size, dct_method), window, shape
+
+    def other():
+        image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+        shape = tf.shape(image)[:2]
+        window = window_for(shape)
+        crop = tf.image.crop_to_bounding_box(image, window[0], window[1], window[2], window[3])
+        return crop, window, shape
+
+    image, window, shape = tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other)
+    image.set_shape([None, None, 3])
+    return image, window, shape
+
+
+def random_flip(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Mirrors `[H, W, C]` left-right with probability 1/2 (stateless)."""
+    flip = tf.random.stateless_uniform([], seed) < 0.5
+    return tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
+
+
+def preprocess_for_train(
+    image_bytes: tf.Tensor,
+    image_size: int,
+    seed: tf.Tensor,
+    area_range: tuple[float, float] = (0.08, 1.0),
+    aspect_range: tuple[float, float] = (0.75, 4.0 / 3.0),
+    flip: bool = True,
+    fallback_fraction: float = 0.875,
+    dct_method: str = "INTEGER_FAST",
+) -> tf.Tensor:
+    """Inception-style training preprocessing: bytes -> uint8 `[image_size, image_size, 3]`.
+
+    Random resized crop (area 0.08-1, aspect 3/4-4/3, 10 attempts, center-crop fallback), random
+    horizontal flip, bilinear resize. Same seed, same output.
+
+    Example:
+        image = preprocess_for_train(jpeg_bytes, 224, seed=tf.constant([0, 7]))  # uint8 [224,224,3]
+    """
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    image, _, _ = decode_and_random_crop(
+        image_bytes,
+        crop_seed,
+        image_size,
+        area_range,
+        aspect_range,
+        fallback_fraction=fallback_fraction,
+        dct_method=dct_method,
+    )
+    image = resize_to_uint8(image, image_size)
+    return random_flip(image, flip_seed) if flip else image

@@ -1,0 +1,202 @@
+"""The tf.data pipeline on real TFRecord shards: shapes, labels, sharding, determinism, bad data."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_input_data import write_classification_shards, write_coco_shard
+
+from transfer_tf.config import DataConfig
+from transfer_tf.data import input as input_lib
+from transfer_tf.data.input import build_dataset, corrupt_data_error, skipped_records
+from transfer_tf.errors import UsageError
+
+SIZE = 32
+
+
+def _cfg(pattern: str, num_classes: int = 5, **kw) -> DataConfig:
+    return DataConfig(
+        train_pattern=pattern,
+        eval_pattern=pattern,
+        num_classes=num_classes,
+        image_size=SIZE,
+        shuffle_buffer=8,
+        **kw,
+    )
+
+
+def _labels(ds) -> list[int]:
+    return [int(i) for _, y in ds for i in np.argmax(y.numpy(), axis=1)]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    directory = str(tmp_path_factory.mktemp("shards"))
+    written = write_classification_shards(directory, num_shards=3, per_shard=5)
+    return directory, written
+
+
+def test_train_batches_have_contract_shapes_dtypes_and_ranges(shards):
+    directory, _ = shards
+    ds = build_dataset(_cfg(f"{directory}/train-*"), split="train", global_batch_size=4, seed=1)
+    images, labels = next(iter(ds))
+    assert images.dtype == tf.uint8 and images.shape == (4, SIZE, SIZE, 3)
+    assert labels.dtype == tf.float32 and labels.shape == (4, 5)
+    np.testing.assert_array_equal(labels.numpy().sum(axis=1), np.ones(4))
+    assert set(np.unique(labels.numpy())) <= {0.0, 1.0}
+    assert images.numpy().max() > images.numpy().min()  # real pixels, not padding
+
+
+def test_eval_is_one_fixed_pass_with_offset_labels(shards):
+    directory, written = shards
+    cfg = _cfg(f"{directory}/train-*")
+    ds = build_dataset(cfg, split="eval", global_batch_size=4)
+    batches = [(x.numpy(), y.numpy()) for x, y in ds]
+    assert [len(x) for x, _ in batches] == [4, 4, 4, 3]  # short last batch
+    assert sorted(int(i) for _, y in batches for i in y.argmax(1)) == sorted(
+        label - 1 for _, _, label in written
+    )
+    again = [
+        (x.numpy(), y.numpy()) for x, y in build_dataset(cfg, split="eval", global_batch_size=4)
+    ]
+    for (x1, y1), (x2, y2) in zip(batches, again, strict=True):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+
+
+def test_deterministic_train_runs_are_bitwise_reproducible(shards):
+    directory, _ = shards
+    cfg = _cfg(f"{directory}/train-*")
+
+    def first(seed):
+        ds = build_dataset(cfg, split="train", global_batch_size=5, seed=seed, deterministic=True)
+        return [x.numpy() for x, _ in ds.take(3)]
+
+    a, b, c = first(3), first(3), first(4)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert any(not np.array_equal(x, z) for x, z in zip(a, c, strict=True))
+
+
+@pytest.mark.parametrize("num_shards", [4, 1])  # file sharding; per-record fallback
+def test_two_workers_together_see_every_record_once_per_epoch(tmp_path, num_shards):
+    per_shard = 12 // num_shards
+    written = write_classification_shards(
+        str(tmp_path), num_shards, per_shard, label_offset=0, unique_labels=True
+    )
+    expected = sorted(label for _, _, label in written)
+    cfg = _cfg(f"{tmp_path}/train-*", num_classes=12, label_offset=0)
+    seen = []
+    for worker in range(2):
+        ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=worker)
+        ds = build_dataset(cfg, split="train", global_batch_size=2, input_context=ctx, repeat=False)
+        part = _labels(ds)
+        assert len(part) == 6
+        seen += part
+    assert sorted(seen) == expected
+
+
+def test_non_jpeg_and_minimal_records_decode(tmp_path):
+    write_classification_shards(str(tmp_path), 1, 3, minimal=True, fmt="PNG")
+    cfg = _cfg(f"{tmp_path}/train-*")
+    for split in ("train", "eval"):
+        images, labels = next(iter(build_dataset(cfg, split=split, global_batch_size=3)))
+        assert images.shape == (3, SIZE, SIZE, 3) and labels.shape == (3, 5)
+
+
+def _write_with_truncated_jpeg(directory: str) -> str:
+    written = write_classification_shards(directory, 2, 3, seed=9)
+    bad = written[-1][0]
+    records = [r.numpy() for r in tf.data.TFRecordDataset(bad)]
+    example = tf.train.Example.FromString(records[1])
+    data = example.features.feature["image/encoded"].bytes_list.value[0]
+    example.features.feature["image/encoded"].bytes_list.value[0] = data[: len(data) // 3]
+    records[1] = example.SerializeToString()
+    with tf.io.TFRecordWriter(bad) as writer:
+        for r in records:
+            writer.write(r)
+    return bad
+
+
+def test_corrupt_image_stops_naming_the_shard_or_is_skipped_and_counted(tmp_path):
+    bad = _write_with_truncated_jpeg(str(tmp_path))
+    cfg = _cfg(f"{tmp_path}/train-*")
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        _labels(build_dataset(cfg, split="eval", global_batch_size=2))
+    error = corrupt_data_error(info.value)
+    assert isinstance(error, UsageError)
+    assert bad in str(error) and "record 1" in str(error) and "\n" not in str(error)
+
+    before = skipped_records()
+    skip_cfg = dataclasses.replace(cfg, skip_corrupt=True)
+    assert len(_labels(build_dataset(skip_cfg, split="eval", global_batch_size=2))) == 5
+    assert skipped_records() == before + 1
+
+
+def test_truncated_shard_file_is_reported_by_name(tmp_path):
+    written = write_classification_shards(str(tmp_path), 2, 3, seed=2)
+    bad = written[0][0]
+    data = open(bad, "rb").read()
+    with open(bad, "wb") as f:
+        f.write(data[:-40])  # cuts into the last record's framing
+    cfg = _cfg(f"{tmp_path}/train-*")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="truncated or corrupt") as info:
+        _labels(build_dataset(cfg, split="eval", global_batch_size=2))
+    assert bad in str(corrupt_data_error(info.value))
+    skip_cfg = dataclasses.replace(cfg, skip_corrupt=True)
+    assert len(_labels(build_dataset(skip_cfg, split="eval", global_batch_size=2))) == 5
+
+
+def test_coco_labels_are_multi_hot_and_boxes_keep_them_honest(tmp_path):
+    whole = [[0.0, 0.0, 1.0, 1.0]]
+    examples = [
+        {"size": (48, 64), "boxes": whole + [[0.1, 0.1, 0.5, 0.5]], "ids": [90, 3]},
+        {"size": (56, 40), "boxes": whole, "ids": [1]},
+        {"size": (40, 40), "boxes": [], "ids": []},  # images without objects are kept
+    ]
+    _, label_map = write_coco_shard(str(tmp_path), examples)
+    cfg = _cfg(f"{tmp_path}/coco-*", num_classes=4, schema="coco", label_map_file=label_map)
+    _, labels = next(iter(build_dataset(cfg, split="eval", global_batch_size=3)))
+    # label map: 1 -> 0, 3 -> 1, 7 -> 2, 90 -> 3
+    np.testing.assert_array_equal(labels.numpy(), [[0, 1, 0, 1], [1, 0, 0, 0], [0, 0, 0, 0]])
+    eval_rows = {tuple(row) for row in labels.numpy()}
+    # Default rule (min_object_covered=0.5): a crop keeps a subset of its image's labels.
+    train = build_dataset(cfg, split="train", global_batch_size=3, deterministic=True)
+    for images, labels in train.take(3):
+        assert images.shape == (3, SIZE, SIZE, 3)
+        for row in labels.numpy():
+            assert any(np.all(row <= np.array(full)) for full in eval_rows), row
+    # With the threshold at 0 every object counts as inside every crop: labels equal eval's.
+    keep_all = dataclasses.replace(cfg, min_object_covered=0.0)
+    one_epoch = build_dataset(keep_all, split="train", global_batch_size=3, repeat=False)
+    _, labels = next(iter(one_epoch))
+    assert {tuple(row) for row in labels.numpy()} == eval_rows
+
+
+def test_mixup_and_cutmix_give_soft_labels(shards):
+    directory, _ = shards
+    cfg = _cfg(f"{directory}/train-*", mixup_alpha=0.4, cutmix_alpha=1.0)
+    for images, labels in build_dataset(cfg, split="train", global_batch_size=4).take(3):
+        assert images.dtype == tf.uint8
+        np.testing.assert_allclose(labels.numpy().sum(axis=1), 1.0, rtol=1e-5)
+    assert labels.numpy().max() <= 1.0
+
+
+def test_bad_inputs_are_usage_errors(tmp_path):
+    with pytest.raises(UsageError, match="matches no files"):
+        build_dataset(_cfg(f"{tmp_path}/none-*"), split="train", global_batch_size=2)
+    with pytest.raises(UsageError, match="split"):
+        build_dataset(_cfg("x"), split="test", global_batch_size=2)
+    with pytest.raises(UsageError, match="label_map_file"):
+        write_coco_shard(str(tmp_path), [{"size": (40, 40), "boxes": [], "ids": []}])
+        build_dataset(_cfg(f"{tmp_path}/coco-*", schema="coco"), split="eval", global_batch_size=2)
+
+
+def test_list_files_accepts_comma_separated_patterns(shards):
+    directory, _ = shards
+    files = input_lib.list_files(f"{directory}/train-00000*, {directory}/train-0000[12]*")
+    assert [os.path.basename(f) for f in files] == [f"train-{i:05d}-of-00003" for i in range(3)]

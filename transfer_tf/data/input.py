@@ -1,0 +1,401 @@
+"""The tf.data input pipeline: shards -> decode -> augment -> batches of uint8 images.
+
+    files (glob, comma-separated patterns, any TF filesystem)
+      -> shard by InputContext (files; per record when fewer files than pipelines)
+      -> per epoch: stateless file shuffle -> parallel interleave over shards
+      -> record shuffle buffer -> guarded parse (decoder + parser) -> batch -> MixUp/CutMix,
+         policy -> [tf.data service] -> prefetch
+
+Randomness: each record's augmentation seed is derived from (`seed`, epoch, shard name, record
+index in the shard), so crops do not depend on the (non-deterministic) order of parallel work; a
+`deterministic=True` run also fixes the order and is reproducible bit-for-bit.
+
+Corrupt data: every record carries its shard name and index. A record that fails to parse or
+decode (or a shard that ends early because its TFRecord framing is broken) stops the pipeline
+with `transfer_tf corrupt data: ... shard <path>`; with `data_cfg.skip_corrupt` it is skipped,
+logged and counted (`skipped_records()`).
+
+Example:
+    ds = build_dataset(cfg.data, split="train", global_batch_size=256, seed=cfg.seed)
+    images, labels = next(iter(ds))  # uint8 [256, S, S, 3], float32 [256, num_classes]
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from transfer_tf.config import DataConfig
+from transfer_tf.data import mixing, policies
+from transfer_tf.data.decoders import make_decoder
+from transfer_tf.data.label_maps import read_label_map
+from transfer_tf.data.parsers import Parser
+from transfer_tf.errors import UsageError
+
+AUTOTUNE = tf.data.AUTOTUNE
+CORRUPT_PREFIX = "transfer_tf corrupt data:"
+# TFRecord framing: u64 length, u32 length CRC, payload, u32 payload CRC.
+_RECORD_OVERHEAD = 16
+_EPOCHS_FOREVER = 2**62
+
+_skip_lock = threading.Lock()
+_skipped = 0
+
+
+def skipped_records() -> int:
+    """Number of corrupt records (or broken shard tails) skipped in this process so far."""
+    return _skipped
+
+
+def _count_skip(shard: bytes, index: np.int64) -> np.int64:
+    global _skipped
+    with _skip_lock:
+        _skipped += 1
+        total = _skipped
+    name = shard.decode("utf-8", "replace")
+    if index < 0:
+        logging.warning("skipped the broken tail of shard %s (%d skipped so far)", name, total)
+    else:
+        logging.warning(
+            "skipped corrupt record %d of shard %s (%d skipped so far)", index, name, total
+        )
+    return np.int64(total)
+
+
+def corrupt_data_error(error: BaseException) -> UsageError | None:
+    """Turns the pipeline's corrupt-data failure into a one-line UsageError (else None).
+
+    Binaries wrap their loops: `except tf.errors.OpError as e: raise corrupt_data_error(e) or e`.
+    """
+    message = getattr(error, "message", str(error))
+    if CORRUPT_PREFIX not in message:
+        return None
+    text = message[message.index(CORRUPT_PREFIX) :].splitlines()[0]
+    for junk in ("[", "]", "\\n"):
+        text = text.replace(junk, "")
+    return UsageError(text.strip() + " (set data.skip_corrupt=true to skip such records)")
+
+
+def list_files(pattern: str) -> list[str]:
+    """Sorted files matching comma-separated glob patterns (any TF filesystem).
+
+    Raises:
+      UsageError: empty pattern, or a pattern that matches nothing.
+    """
+    if not pattern.strip():
+        raise UsageError("data file pattern is empty (set data.train_pattern / data.eval_pattern)")
+    files: set[str] = set()
+    for part in (p.strip() for p in pattern.split(",")):
+        if not part:
+            continue
+        matched = tf.io.gfile.glob(part)
+        if not matched:
+            raise UsageError(f"data file pattern '{part}' matches no files")
+        files.update(matched)
+    return sorted(files)
+
+
+def _file_sizes(files: list[str]) -> list[int]:
+    # Remote stats are slow one by one; a small pool keeps 1000+ GCS shards to a second or two.
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        return list(pool.map(lambda f: tf.io.gfile.stat(f).length, files))
+
+
+def _read_shard(shard: tf.Tensor, size: tf.Tensor, epoch: tf.Tensor, skip: bool, log_py: bool):
+    """One shard -> (shard, index, epoch, record); a shard cut short by bad framing is reported."""
+    raw = tf.data.TFRecordDataset(shard).ignore_errors()
+    tagged = raw.map(lambda r: (r, False)).concatenate(
+        tf.data.Dataset.from_tensors((tf.constant(b""), True))
+    )
+
+    def count(state, element):
+        index, consumed = state
+        record, is_end = element
+        new = (
+            index + 1,
+            consumed + tf.cast(tf.strings.length(record), tf.int64) + _RECORD_OVERHEAD,
+        )
+        return new, (index, record, is_end, consumed)
+
+    def check_end(index, record, is_end, consumed):
+        complete = tf.logical_or(tf.logical_not(is_end), tf.equal(consumed, size))
+        if skip:
+            counted = tf.cond(
+                complete,
+                lambda: tf.constant(0, tf.int64),
+                lambda: _skip_hook(shard, tf.constant(-1, tf.int64), log_py),
+            )
+            with tf.control_dependencies([counted]):
+                return tf.logical_not(is_end)
+        assert_op = tf.debugging.Assert(
+            complete,
+            [
+                f"{CORRUPT_PREFIX} truncated or corrupt TFRecord framing after record",
+                index,
+                "in shard",
+                shard,
+            ],
+        )
+        with tf.control_dependencies([assert_op]):
+            return tf.logical_not(is_end)
+
+    scanned = tagged.scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), count)
+    return scanned.filter(check_end).map(
+        lambda index, record, is_end, consumed: (shard, index, epoch, record)
+    )
+
+
+def _skip_hook(shard: tf.Tensor, index: tf.Tensor, log_py: bool) -> tf.Tensor:
+    if log_py:
+        return tf.numpy_function(_count_skip, [shard, index], tf.int64, stateful=True)
+    # No Python in the graph (tf.data service workers): log from the graph, count nothing.
+    with tf.control_dependencies([tf.print("skipped corrupt record", index, "of shard", shard)]):
+        return tf.constant(0, tf.int64)
+
+
+def _record_seed(seed: int, shard: tf.Tensor, index: tf.Tensor, epoch: tf.Tensor) -> tf.Tensor:
+    key = tf.constant([seed, 0x5EED], tf.int64)
+    key = tf.random.experimental.stateless_fold_in(key, epoch)
+    key = tf.random.experimental.stateless_fold_in(
+        key, tf.strings.to_hash_bucket_fast(shard, 2**62)
+    )
+    return tf.random.experimental.stateless_fold_in(key, index)
+
+
+def _guarded_map(ds, process, dummy, skip: bool, log_py: bool, deterministic: bool, parallel: int):
+    """`ds.map(process)` that names the shard and record of any element whose processing fails.
+
+    tf.data has no try/except: each element runs in its own one-element dataset with
+    `ignore_errors`, followed by a failure marker, and the first of the two is kept.
+    """
+
+    def one(shard, index, epoch, payload):
+        good = tf.data.Dataset.from_tensors((shard, index, epoch, payload))
+        good = good.map(lambda *a: (process(*a), True)).ignore_errors()
+        bad = tf.data.Dataset.from_tensors((dummy, False))
+        return good.concatenate(bad).take(1).map(lambda out, ok: (out, ok, shard, index))
+
+    out = ds.interleave(
+        one,
+        cycle_length=parallel if parallel > 0 else AUTOTUNE,
+        block_length=1,
+        num_parallel_calls=parallel if parallel > 0 else AUTOTUNE,
+        deterministic=deterministic,
+    )
+    if skip:
+
+        def keep(out, ok, shard, index):
+            counted = tf.cond(
+                ok, lambda: tf.constant(0, tf.int64), lambda: _skip_hook(shard, index, log_py)
+            )
+            with tf.control_dependencies([counted]):
+                return tf.identity(ok)
+
+        return out.filter(keep).map(lambda out, ok, shard, index: out)
+
+    def check(out, ok, shard, index):
+        assert_op = tf.debugging.Assert(
+            ok, [f"{CORRUPT_PREFIX} cannot parse/decode record", index, "of shard", shard]
+        )
+        with tf.control_dependencies([assert_op]):
+            return tf.nest.map_structure(tf.identity, out)
+
+    return out.map(check)
+
+
+def _options(deterministic: bool, sharded_by_us: bool) -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    # Let tf.data parallelise/fuse our maps and batching and tune buffers to the host.
+    options.autotune.enabled = True
+    options.experimental_optimization.map_parallelization = True
+    options.experimental_optimization.parallel_batch = True
+    if sharded_by_us:
+        # We already split the input per pipeline; a strategy must not split it again.
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return options
+
+
+def _tfrecord_source(
+    pattern,
+    *,
+    training,
+    repeat,
+    seed,
+    file_shuffle,
+    cycle_length,
+    context,
+    skip,
+    log_py,
+    deterministic,
+):
+    """(shard, index, epoch, serialized) elements for this input pipeline."""
+    files = list_files(pattern)
+    sizes = _file_sizes(files)
+    n, i = (context.num_input_pipelines, context.input_pipeline_id) if context else (1, 0)
+    per_record = n > 1 and len(files) < n
+    if n > 1 and not per_record:
+        files, sizes = files[i::n], sizes[i::n]
+    num_files = len(files)
+    epochs = tf.data.Dataset.range(_EPOCHS_FOREVER if repeat else 1)
+    shuffle = training and file_shuffle and not per_record
+
+    def files_of_epoch(epoch):
+        order = tf.data.Dataset.range(num_files)
+        if shuffle:  # stateless: a fresh, reproducible file order per epoch
+            order = order.map(
+                lambda k: tf.random.experimental.index_shuffle(
+                    k,
+                    tf.stack([tf.constant(seed, tf.int64), epoch]),
+                    num_files - 1,
+                )
+            )
+        table = (tf.constant(files), tf.constant(sizes, tf.int64))
+        return order.map(lambda k: (table[0][k], table[1][k], epoch))
+
+    shards = epochs.flat_map(files_of_epoch)
+    records = shards.interleave(
+        lambda f, s, e: _read_shard(f, s, e, skip, log_py),
+        cycle_length=max(1, min(cycle_length, num_files)),
+        block_length=1,
+        num_parallel_calls=AUTOTUNE,
+        # Per-record sharding needs the same record order in every pipeline.
+        deterministic=deterministic or per_record or not training,
+    )
+    if per_record:
+        records = records.shard(n, i)
+    return records
+
+
+def build_dataset(
+    data_cfg: DataConfig,
+    *,
+    split: str,
+    global_batch_size: int,
+    seed: int = 0,
+    deterministic: bool = False,
+    input_context: tf.distribute.InputContext | None = None,
+    repeat: bool | None = None,
+) -> tf.data.Dataset:
+    """Builds the train or eval dataset of `(images, labels)` batches.
+
+    Args:
+      data_cfg: the data section; `train_pattern`/`eval_pattern` are TFRecord globs or `tfds:NAME`.
+      split: `train` (random crops, shuffled, repeated, full batches) or `eval` (center crop, one
+        pass in a fixed order, last batch may be short).
+      global_batch_size: across all replicas; with `input_context` each pipeline yields its
+        per-replica batch and reads its own files.
+      seed: the experiment seed (`cfg.seed`); deterministic: fixed order too (tests, debugging).
+      repeat: override the split's default (train repeats forever, eval does not).
+    Returns:
+      Dataset of `(images uint8 [B, S, S, 3], labels float32 [B, num_classes])`. Labels are
+      one-hot (classification), multi-hot (COCO) or soft (after MixUp/CutMix).
+    Raises:
+      UsageError: bad split or batch size, patterns that match nothing, a bad label map.
+    """
+    if split not in ("train", "eval"):
+        raise UsageError(f"split must be 'train' or 'eval', got {split!r}")
+    training = split == "train"
+    repeat = training if repeat is None else repeat
+    batch = (
+        input_context.get_per_replica_batch_size(global_batch_size)
+        if input_context
+        else global_batch_size
+    )
+    if batch <= 0:
+        raise UsageError(f"global batch size {global_batch_size} gives an empty per-replica batch")
+    pattern = data_cfg.train_pattern if training else data_cfg.eval_pattern
+    skip = data_cfg.skip_corrupt
+    log_py = not data_cfg.tf_data_service
+    deterministic = bool(deterministic)
+    parallel = data_cfg.num_parallel_calls
+
+    if pattern.startswith("tfds:"):
+        from transfer_tf.data import tfds_source
+
+        source, schema = tfds_source.load(
+            data_cfg,
+            pattern,
+            training=training,
+            repeat=repeat,
+            seed=seed,
+            input_context=input_context,
+        )
+        parser = Parser(data_cfg, training=training, label_offset=0, label_map=None)
+        decode = None
+    else:
+        source = _tfrecord_source(
+            pattern,
+            training=training,
+            repeat=repeat,
+            seed=seed,
+            file_shuffle=data_cfg.file_shuffle,
+            cycle_length=data_cfg.cycle_length,
+            context=input_context,
+            skip=skip,
+            log_py=log_py,
+            deterministic=deterministic,
+        )
+        schema = data_cfg.schema
+        label_map = None
+        if schema == "coco":
+            if not data_cfg.label_map_file:
+                raise UsageError("data.label_map_file is required for the coco schema")
+            label_map = read_label_map(data_cfg.label_map_file)
+        parser = Parser(data_cfg, training=training, label_map=label_map)
+        decode = make_decoder(schema).decode
+
+    if training and data_cfg.shuffle_buffer > 1:
+        source = source.shuffle(data_cfg.shuffle_buffer, seed=seed)
+
+    def process(shard, index, epoch, payload):
+        tensors = decode(payload) if decode is not None else payload
+        image, label = parser(tensors, _record_seed(seed, shard, index, epoch))
+        return image, label, _record_seed(seed + 1, shard, index, epoch)
+
+    size = data_cfg.image_size
+    dummy = (
+        tf.zeros([size, size, 3], tf.uint8),
+        tf.zeros([data_cfg.num_classes], tf.float32),
+        tf.zeros([2], tf.int64),
+    )
+    ds = _guarded_map(source, process, dummy, skip, log_py, deterministic or not training, parallel)
+    ds = ds.batch(
+        batch,
+        drop_remainder=training,
+        num_parallel_calls=AUTOTUNE,
+        deterministic=deterministic or not training,
+    )
+
+    if training and (data_cfg.mixup_alpha > 0 or data_cfg.cutmix_alpha > 0):
+
+        def mix(images, labels, seeds):
+            images, labels = mixing.mix_batch(
+                images, labels, seeds[0], data_cfg.mixup_alpha, data_cfg.cutmix_alpha
+            )
+            return images, labels, seeds
+
+        ds = ds.map(mix, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    policy = policies.make_policy(data_cfg, seed) if training else None
+    if policy is not None:
+        # Sequential: the keras-cv layers draw from one seeded generator.
+        ds = ds.map(lambda images, labels, seeds: (policy(images), labels, seeds))
+    ds = ds.map(lambda images, labels, seeds: (images, labels))
+
+    if training and data_cfg.tf_data_service:
+        # distributed_epoch: the dispatcher hands each worker whole epochs/shards, so every
+        # record is produced once per epoch across all workers (parallel_epochs would have each
+        # worker replay the full dataset). One job name: all replicas read from the same job.
+        ds = ds.apply(
+            tf.data.experimental.service.distribute(
+                processing_mode="distributed_epoch",
+                service=data_cfg.tf_data_service,
+                job_name=f"transfer_tf-{split}-{seed}",
+            )
+        )
+    ds = ds.prefetch(data_cfg.prefetch if data_cfg.prefetch > 0 else AUTOTUNE)
+    return ds.with_options(_options(deterministic or not training, input_context is not None))

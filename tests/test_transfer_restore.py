@@ -104,3 +104,24 @@ def test_bad_sources_are_one_line_errors(tmp_path):
         with pytest.raises(UsageError, match=needle) as info:
             restore_backbone(model, path)
         assert "\n" not in str(info.value)
+
+
+def test_pretraining_model_dir(tmp_path):
+    from transfer_tf.config import config_from_dict, save_config
+
+    # The layout training.checkpoints defines: config.yaml + checkpoints/ (CheckpointManager).
+    cfg = config_from_dict({"data": {"num_classes": 6}, "model": {"name": "resnet18"}})
+    source = build_classifier(cfg.model, 6)
+    _randomize(source, seed=3)
+    run = tmp_path / "pretrain"
+    (run / "checkpoints").mkdir(parents=True)
+    save_config(cfg, str(run / "config.yaml"))
+    manager = tf.train.CheckpointManager(
+        tf.train.Checkpoint(model=source), str(run / "checkpoints"), max_to_keep=2
+    )
+    manager.save(checkpoint_number=5)
+    target = build_classifier(ModelConfig(name="resnet18"), 80)
+    assert restore_backbone(target, str(run)).kind == "model_dir"
+    _assert_backbone_equal(source, target)
+    with pytest.raises(UsageError, match="is a resnet18, the model is a resnet34"):
+        restore_backbone(build_classifier(ModelConfig(name="resnet34"), 80), str(run))

@@ -136,13 +136,15 @@ def _from_model(source_model: keras.Model) -> dict[str, dict[str, np.ndarray]]:
 
 
 def _read_model_dir(model: keras.Model, path: str) -> dict[str, dict[str, np.ndarray]]:
-    from transfer_tf.training.checkpoints import load_model  # training stack: import late
+    from transfer_tf.training.checkpoints import load_model, read_run_config  # training stack
 
-    source_model, source_cfg = load_model(path)
-    if source_cfg.model.name != model.name:
+    # Compare architectures from the config before paying for a model build.
+    source_name = read_run_config(path).model.name
+    if source_name != model.name:
         raise UsageError(
-            f"backbone source '{path}' is a {source_cfg.model.name}, the model is a {model.name}"
+            f"backbone source '{path}' is a {source_name}, the model is a {model.name}"
         )
+    source_model, _ = load_model(path)
     return _from_model(source_model)
 
 

@@ -21,8 +21,14 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 
 
 def _tpu_strategy(tpu: str) -> tf.distribute.Strategy:
+    tpu = tpu or os.environ.get("TPU_NAME", "")
+    if not tpu and not tf.config.list_physical_devices("TPU"):
+        # Without a name the resolver would probe the GCE metadata server and hang off-cloud.
+        raise UsageError(
+            "--strategy=tpu: no TPU on this machine and no --tpu=NAME_OR_ADDRESS (or TPU_NAME) given"
+        )
     try:
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or None)
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "local")
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, tf.errors.OpError, RuntimeError, OSError) as e:  # OSError: TPU name lookup

@@ -1,0 +1,162 @@
+"""pipelines/pretrain.py and pipelines/evaluate.py as real subprocesses on tiny TFRecords."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from transfer_tf.data.schemas import classification_example
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLASSES = 4
+
+
+def _write_shards(path_prefix: str, n: int, shards: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    per = n // shards
+    for s in range(shards):
+        with tf.io.TFRecordWriter(f"{path_prefix}-{s:05d}-of-{shards:05d}") as w:
+            for i in range(per):
+                label = (s * per + i) % CLASSES
+                img = rng.integers(0, 60, [40, 40, 3]).astype("uint8")
+                img[..., label % 3] += np.uint8(60 + 40 * label)
+                jpeg = tf.io.encode_jpeg(img, quality=95).numpy()
+                ex = classification_example(jpeg, label + 1, f"c{label}", 40, 40, f"{s}_{i}.jpg")
+                w.write(ex.SerializeToString())
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    _write_shards(str(d / "train"), 64, 2, seed=0)
+    _write_shards(str(d / "validation"), 16, 1, seed=1)
+    text = f"""
+name: tiny
+seed: 3
+deterministic: true
+data:
+  train_pattern: {d}/train-*
+  eval_pattern: {d}/validation-*
+  num_classes: {CLASSES}
+  label_offset: 1
+  num_train_examples: 64
+  num_eval_examples: 16
+  image_size: 32
+  shuffle_buffer: 64
+  cycle_length: 2
+model:
+  name: resnet18
+train:
+  global_batch_size: 8
+  train_steps: 16
+  base_learning_rate: 0.2
+  warmup_epochs: 0.25
+  label_smoothing: 0.1
+  strategy: one_device
+  checkpoint_every_steps: 4
+  log_every_steps: 4
+  eval_every_epochs: 1
+  checkpoint_input: true
+"""
+    path = d / "tiny.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def _cmd(config, model_dir, *extra):
+    return [
+        sys.executable,
+        "-m",
+        "pipelines.pretrain",
+        f"--config={config}",
+        f"--model_dir={model_dir}",
+        *extra,
+    ]
+
+
+def _run(cmd, timeout=300):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _final_loss(stderr: str) -> float:
+    match = re.findall(r"done: \{'loss': ([0-9.eE+-]+)", stderr)
+    assert match, stderr[-2000:]
+    return float(match[-1])
+
+
+@pytest.mark.slow
+def test_kill_and_resume_matches_uninterrupted_run(config_file, tmp_path):
+    straight = _run(_cmd(config_file, tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    want = _final_loss(straight.stderr)
+
+    run_dir = tmp_path / "killed"
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.Popen(
+        _cmd(config_file, run_dir),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    saved = None
+    while time.time() < deadline and proc.poll() is None:
+        saved = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
+        if saved and int(saved.rsplit("-", 1)[1]) >= 4:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = int(tf.train.latest_checkpoint(str(run_dir / "checkpoints")).rsplit("-", 1)[1])
+    assert 4 <= killed_at < 16
+
+    resumed = _run(_cmd(config_file, run_dir))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"at step {killed_at}" in resumed.stderr
+    assert tf.train.latest_checkpoint(str(run_dir / "checkpoints")).endswith("ckpt-16")
+    # Deterministic ops + the checkpointed input iterator: the resumed run is the same run.
+    assert _final_loss(resumed.stderr) == pytest.approx(want, rel=1e-5, abs=1e-6)
+    assert "eval at step 16" in resumed.stderr
+
+    ev = _run([sys.executable, "-m", "pipelines.evaluate", f"--model_dir={run_dir}"])
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    metrics = json.loads((run_dir / "eval_metrics.json").read_text())
+    assert metrics["num_examples"] == 16 and 0.0 <= metrics["top_1_accuracy"] <= 1.0
+    assert metrics["checkpoint"].endswith("ckpt-16")
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--strategy=tpu", "--mixed_precision=bfloat16"], "error: --strategy=tpu: no TPU"),
+        (
+            ["--set=train.optimzer=sgd"],
+            "error: unknown config key 'train.optimzer'; did you mean 'optimizer'",
+        ),
+        (["--mixed_precision=fp8"], "error: flag --mixed_precision=fp8"),
+        (["--set=train.global_batch_size=0"], "error: config key 'train.global_batch_size'"),
+    ],
+)
+def test_bad_flags_fail_in_one_line(config_file, tmp_path, extra, message):
+    result = _run(_cmd(config_file, tmp_path / "bad", *extra))
+    assert result.returncode == 2
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr[-1500:]
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_model_dir_and_evaluate_on_non_run(tmp_path):
+    result = _run([sys.executable, "-m", "pipelines.pretrain", "--config=configs/demo.yaml"])
+    assert result.returncode == 2 and "error: --model_dir is required" in result.stderr
+    ev = _run([sys.executable, "-m", "pipelines.evaluate", f"--model_dir={tmp_path}"])
+    assert ev.returncode == 2 and "no config.yaml" in ev.stderr

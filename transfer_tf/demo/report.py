@@ -46,6 +46,7 @@ def read_scalars(model_dir: str) -> Curves:
     sorted by step, and a step logged twice (a resumed run) keeps the last value.
     """
     import tensorflow as tf
+    from tensorflow.core.util import event_pb2
 
     curves: dict[str, dict[int, float]] = {}
     pattern = os.path.join(model_dir, "**", "events.out.tfevents.*")
@@ -53,7 +54,8 @@ def read_scalars(model_dir: str) -> Curves:
         sub = os.path.relpath(os.path.dirname(path), model_dir).replace(os.sep, "/")
         sub = sub.removeprefix("summaries").strip("/") or "train"
         try:
-            for event in tf.compat.v1.train.summary_iterator(path):
+            for record in tf.data.TFRecordDataset(path, buffer_size=1 << 18):
+                event = event_pb2.Event.FromString(record.numpy())
                 for value in event.summary.value:
                     if value.HasField("simple_value"):
                         number = float(value.simple_value)
@@ -117,8 +119,42 @@ def _fmt(value: float | None) -> str:
     return f"{value:.4f}"
 
 
-def plot_run(curves: Curves, title: str, out_path: str) -> str | None:
-    """One PNG per run: a panel per curve family (loss, learning rate, accuracy/mAP, ...).
+def read_phases(model_dir: str) -> list[tuple[str, int, int]]:
+    """`(name, start_step, end_step)` of a fine-tuning run's phases (its `schedule.json`)."""
+    doc = None
+    try:
+        with open(os.path.join(model_dir, "schedule.json")) as f:
+            doc = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return []
+    if not isinstance(doc, list):
+        return []
+    return [
+        (str(p.get("name", i)), int(p["start_step"]), int(p["end_step"]))
+        for i, p in enumerate(doc)
+        if isinstance(p, dict) and "start_step" in p and "end_step" in p
+    ]
+
+
+def _mark_phases(ax, phases: Sequence[tuple[str, int, int]]) -> None:
+    """Shades alternate phases and names them at the top of the panel."""
+    for i, (name, start, end) in enumerate(phases):
+        if i % 2 == 0:
+            ax.axvspan(start, end, color="0.92", zorder=0)
+        ax.text(
+            (start + end) / 2, 1.0, name, transform=ax.get_xaxis_transform(),
+            ha="center", va="bottom", fontsize=7, color="0.35",
+        )  # fmt: skip
+
+
+def plot_run(
+    curves: Curves,
+    title: str,
+    out_path: str,
+    phases: Sequence[tuple[str, int, int]] = (),
+) -> str | None:
+    """One PNG per run: a panel per curve family (loss, learning rate, accuracy/mAP, ...), with
+    the fine-tuning phases (`read_phases`) shaded and named.
 
     Returns `out_path`, or None when the run logged nothing to plot.
     """
@@ -150,7 +186,8 @@ def plot_run(curves: Curves, title: str, out_path: str) -> str | None:
             steps, values = zip(*curves[tag], strict=True)
             marker = "o" if len(steps) < 30 else None
             ax.plot(steps, values, label=tag, marker=marker, markersize=3)
-        ax.set_title(family)
+        _mark_phases(ax, phases)
+        ax.set_title(family, pad=12 if phases else None)
         ax.set_xlabel("global step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -163,26 +200,55 @@ def plot_run(curves: Curves, title: str, out_path: str) -> str | None:
 
 
 def plot_comparison(
-    runs: dict[str, Curves], tags: Sequence[str], title: str, out_path: str
+    curves: dict[str, Curves],
+    finals: dict[str, dict | None],
+    title: str,
+    out_path: str,
+    phases: Sequence[tuple[str, int, int]] = (),
 ) -> str | None:
-    """Overlays the same tags of several runs (pretrained vs scratch) in one PNG."""
-    present = [t for t in tags if any(t in c for c in runs.values())]
-    if not present:
+    """Pretrained vs scratch in one PNG: training loss per step (fine-tuning phases shaded) and
+    the final evaluation metrics (from the evaluate JSONs) side by side."""
+    loss = {run: c["train/loss"] for run, c in curves.items() if c.get("train/loss")}
+    bars = [
+        (label, {run: find_metric(doc, key) for run, doc in finals.items()})
+        for key, label in TABLE_METRICS
+        if key in ("mAP", "macro_F1", "micro_F1")
+    ]
+    bars = [(label, vals) for label, vals in bars if any(v is not None for v in vals.values())]
+    if not loss and not bars:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(present), figsize=(5 * len(present), 3.6), squeeze=False)
-    for ax, tag in zip(axes[0], present, strict=True):
-        for run, curves in runs.items():
-            if tag in curves:
-                steps, values = zip(*curves[tag], strict=True)
-                ax.plot(steps, values, label=run, marker="o" if len(steps) < 30 else None)
-        ax.set_title(tag)
+    panels = int(bool(loss)) + int(bool(bars))
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 3.6), squeeze=False)
+    axes = list(axes[0])
+    if loss:
+        ax = axes.pop(0)
+        for run, points in loss.items():
+            steps, values = zip(*points, strict=True)
+            ax.plot(steps, values, label=run, marker="o" if len(steps) < 30 else None, markersize=3)
+        _mark_phases(ax, phases)
+        ax.set_title("training loss", pad=12 if phases else None)
         ax.set_xlabel("global step")
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if bars:
+        ax = axes.pop(0)
+        runs = list(finals)
+        width = 0.8 / len(runs)
+        for j, run in enumerate(runs):
+            xs = [i + j * width for i in range(len(bars))]
+            ys = [vals.get(run) or 0.0 for _, vals in bars]
+            ax.bar(xs, ys, width=width, label=run)
+            for x, y in zip(xs, ys, strict=True):
+                ax.text(x, y, f"{y:.2f}", ha="center", va="bottom", fontsize=7)
+        ax.set_xticks([i + width * (len(runs) - 1) / 2 for i in range(len(bars))])
+        ax.set_xticklabels([label for label, _ in bars])
+        ax.set_ylim(0, 1.05)
+        ax.set_title("final evaluation (COCO-like val)")
         ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
@@ -228,8 +294,9 @@ def _prediction_lines(paths: DemoPaths, truth: list[str]) -> list[str]:
     if not doc or not doc.get("predictions"):
         return ["Not run (see the stage table)."]
     pred = doc["predictions"][0]
+    image = pred.get("image") or pred.get("path") or "?"
     lines = [
-        f"Image `{os.path.relpath(pred.get('path', '?'), paths.work_dir)}` "
+        f"Image `{os.path.relpath(image, paths.work_dir)}` "
         f"(objects drawn in it: {', '.join(truth) or 'none'}) through "
         f"`{os.path.relpath(doc.get('saved_model', '?'), paths.work_dir)}`:",
         "",
@@ -238,7 +305,7 @@ def _prediction_lines(paths: DemoPaths, truth: list[str]) -> list[str]:
     ]
     for rank, item in enumerate(pred.get("top_k", []), start=1):
         if isinstance(item, dict):
-            name, score = item.get("name", item.get("class", "?")), item.get("score")
+            name, score = item.get("class", item.get("name", "?")), item.get("score")
         else:
             name, score = item[1], item[2]
         lines.append(f"| {rank} | {name} | {_fmt(score)} |")
@@ -255,22 +322,20 @@ def write_report(
         run_dir = paths.run_dir(run)
         if os.path.isdir(run_dir):
             run_curves[run] = read_scalars(run_dir)
-            made = plot_run(run_curves[run], title, os.path.join(paths.plots, f"{run}.png"))
+            out = os.path.join(paths.plots, f"{run}.png")
+            made = plot_run(run_curves[run], title, out, read_phases(run_dir))
             if made:
                 plots.append(made)
-    transfer = {k: v for k, v in run_curves.items() if k in ("finetune", "scratch")}
-    if transfer:
-        tags = sorted(
-            {t for c in transfer.values() for t in c if t.startswith("eval/") or t == "train/loss"}
-        )
-        made = plot_comparison(
-            transfer,
-            tags,
-            "COCO-like transfer: pretrained vs scratch",
-            os.path.join(paths.plots, "transfer_comparison.png"),
-        )
-        if made:
-            plots.append(made)
+    transfer_runs = ("finetune", "scratch")
+    made = plot_comparison(
+        {run: run_curves.get(run, {}) for run in transfer_runs},
+        {run: read_json(paths.metrics(run)) for run in transfer_runs},
+        "COCO-like transfer: pretrained backbone vs scratch, same step budget",
+        os.path.join(paths.plots, "transfer_comparison.png"),
+        read_phases(paths.run_dir("finetune")),
+    )
+    if made:
+        plots.append(made)
 
     table, _ = _metrics_table(paths)
     missing = [r for r in results if r.status != "ok"]

@@ -166,45 +166,65 @@ def _record_seed(seed: int, shard: tf.Tensor, index: tf.Tensor, epoch: tf.Tensor
     return tf.random.experimental.stateless_fold_in(key, index)
 
 
+_CHUNK = 16
+
+
 def _guarded_map(ds, process, dummy, skip: bool, log_py: bool, deterministic: bool, parallel: int):
     """`ds.map(process)` that names the shard and record of any element whose processing fails.
 
-    tf.data has no try/except: each element runs in its own one-element dataset with
-    `ignore_errors`, followed by a failure marker, and the first of the two is kept.
+    tf.data has no try/except. Elements are grouped in chunks of 16; each chunk is processed as
+    its own small dataset with `ignore_errors`, its survivors carry their position in the chunk,
+    and a scan over them finds the gaps (failed elements) while the chunk's shard names and
+    record indices are still at hand. Chunks run in parallel through `interleave`. (One dataset
+    per element would cost more than a JPEG decode; per chunk the overhead is amortised.)
     """
 
-    def one(shard, index, epoch, payload):
-        good = tf.data.Dataset.from_tensors((shard, index, epoch, payload))
-        good = good.map(lambda *a: (process(*a), True)).ignore_errors()
-        bad = tf.data.Dataset.from_tensors((dummy, False))
-        return good.concatenate(bad).take(1).map(lambda out, ok: (out, ok, shard, index))
+    def one_chunk(shards, indices, epochs, payloads):
+        n = tf.shape(shards, out_type=tf.int64)[0]
+        elements = tf.data.Dataset.from_tensor_slices(
+            (shards, indices, epochs, payloads, tf.range(n))
+        )
+        done = elements.map(lambda s, i, e, p, j: (process(s, i, e, p), j, False))
+        done = done.ignore_errors().concatenate(tf.data.Dataset.from_tensors((dummy, n, True)))
 
-    out = ds.interleave(
-        one,
+        def check(expected, element):
+            out, j, is_end = element
+            failed = tf.range(expected, j)
+            if skip:
+                counted = tf.map_fn(
+                    lambda k: _skip_hook(shards[k], indices[k], log_py),
+                    failed,
+                    fn_output_signature=tf.int64,
+                )
+                deps = [counted]
+            else:
+                first = tf.minimum(expected, n - 1)
+                deps = [
+                    tf.debugging.Assert(
+                        tf.equal(j, expected),
+                        [
+                            f"{CORRUPT_PREFIX} cannot parse/decode record",
+                            indices[first],
+                            "of shard",
+                            shards[first],
+                        ],
+                    )
+                ]
+            with tf.control_dependencies(deps):
+                return j + 1, (out, tf.identity(is_end))
+
+        checked = done.scan(tf.constant(0, tf.int64), check)
+        return checked.filter(lambda out, is_end: tf.logical_not(is_end)).map(
+            lambda out, is_end: out
+        )
+
+    return ds.batch(_CHUNK).interleave(
+        one_chunk,
         cycle_length=parallel if parallel > 0 else AUTOTUNE,
         block_length=1,
         num_parallel_calls=parallel if parallel > 0 else AUTOTUNE,
         deterministic=deterministic,
     )
-    if skip:
-
-        def keep(out, ok, shard, index):
-            counted = tf.cond(
-                ok, lambda: tf.constant(0, tf.int64), lambda: _skip_hook(shard, index, log_py)
-            )
-            with tf.control_dependencies([counted]):
-                return tf.identity(ok)
-
-        return out.filter(keep).map(lambda out, ok, shard, index: out)
-
-    def check(out, ok, shard, index):
-        assert_op = tf.debugging.Assert(
-            ok, [f"{CORRUPT_PREFIX} cannot parse/decode record", index, "of shard", shard]
-        )
-        with tf.control_dependencies([assert_op]):
-            return tf.nest.map_structure(tf.identity, out)
-
-    return out.map(check)
 
 
 def _options(deterministic: bool, sharded_by_us: bool) -> tf.data.Options:
@@ -349,13 +369,16 @@ def build_dataset(
         parser = Parser(data_cfg, training=training, label_map=label_map)
         decode = make_decoder(schema).decode
 
+    mixes = training and (data_cfg.mixup_alpha > 0 or data_cfg.cutmix_alpha > 0)
     if training and data_cfg.shuffle_buffer > 1:
         source = source.shuffle(data_cfg.shuffle_buffer, seed=seed)
 
     def process(shard, index, epoch, payload):
         tensors = decode(payload) if decode is not None else payload
-        image, label = parser(tensors, _record_seed(seed, shard, index, epoch))
-        return image, label, _record_seed(seed + 1, shard, index, epoch)
+        key = _record_seed(seed, shard, index, epoch)
+        image, label = parser(tensors, key)
+        # The first record of a batch seeds that batch's MixUp/CutMix.
+        return image, label, key + 1 if mixes else tf.zeros([2], tf.int64)
 
     size = data_cfg.image_size
     dummy = (

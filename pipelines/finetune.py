@@ -48,7 +48,9 @@ def main(argv):
     result = run_finetuning(cfg, FLAGS.model_dir, init_checkpoint=FLAGS.init_checkpoint)
     metrics = {k: v for k, v in result["eval"].items() if not isinstance(v, list)}
     logging.info("done at global step %d: %s", result["global_step"], metrics)
-    print(json.dumps({"global_step": result["global_step"], **metrics}))
+    summary = {"global_step": result["global_step"], **metrics}
+    summary["weights_sha256"] = result["weights_sha256"]
+    print(json.dumps(summary))
 
 
 def run():

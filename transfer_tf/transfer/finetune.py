@@ -29,6 +29,7 @@ import tensorflow as tf
 from absl import logging
 
 from transfer_tf.config import ExperimentConfig, save_config
+from transfer_tf.distribute.cluster import weights_digest
 from transfer_tf.errors import UsageError
 from transfer_tf.models.resnet import build_classifier
 from transfer_tf.training import checkpoints, losses, optimizers
@@ -201,7 +202,13 @@ def _run_phases(cfg, trainer, phases, train_dataset_fn, eval_input_fn, on_phase_
     if eval_input_fn is not None:
         metrics = trainer.evaluate(eval_input_fn, EvalAccumulator(cfg))
         logging.info("final eval at step %d: %s", trainer.step, _summary(metrics))
-    return {"global_step": trainer.step, "phases": ran, "eval": metrics}
+    return {
+        "global_step": trainer.step,
+        "phases": ran,
+        "eval": metrics,
+        # Equal on every worker when the replicas stayed in sync (tests/test_multiworker.py).
+        "weights_sha256": weights_digest(model),
+    }
 
 
 def _summary(metrics: dict) -> dict:

@@ -1,0 +1,147 @@
+"""Input pipeline throughput: `python -m pipelines.benchmark_input --file_pattern='DIR/train-*'`.
+
+Prints one JSON line with `images_per_sec` (our pipeline, median of `--rounds`), and, in the same
+run and interleaved round by round, Model Garden 2.20's classification_input pipeline on the same
+shards (`--compare_model_garden --model_garden_path=DIR`, a scratch copy of the unpacked
+tf-models-official wheel; see DESIGN.md) and the raw JPEG full-decode ceiling on every core.
+Rates per process CPU-second are reported too: they are steadier on a shared machine.
+"""
+
+import json
+import statistics
+import sys
+
+from absl import flags, logging
+
+from transfer_tf import cli
+
+flags.DEFINE_string("file_pattern", None, "TFRecord shards (comma-separated globs or tfds:NAME).")
+flags.DEFINE_enum("mode", "train", ["train", "eval"], "Which pipeline to time.")
+flags.DEFINE_enum("schema", "classification", ["classification", "coco"], "Shard schema.")
+flags.DEFINE_integer("image_size", 224, "Output image size.")
+flags.DEFINE_integer("batch_size", 64, "Batch size.")
+flags.DEFINE_integer("num_images", 3000, "Images timed per round and pipeline.")
+flags.DEFINE_integer("rounds", 3, "Interleaved timing rounds (the median is reported).")
+flags.DEFINE_integer("num_classes", 1000, "Classes (labels must fit after label_offset).")
+flags.DEFINE_integer("label_offset", 1, "Stored label minus this is the class index.")
+flags.DEFINE_string("label_map_file", "", "COCO label map JSON (coco schema).")
+flags.DEFINE_integer("shuffle_buffer", 1000, "Record shuffle buffer (both pipelines).")
+flags.DEFINE_bool("compare_model_garden", False, "Also time Model Garden's pipeline.")
+flags.DEFINE_string("model_garden_path", "", "Folder holding Model Garden's `official` package.")
+flags.DEFINE_bool("decode_ceiling", True, "Also time full JPEG decode of the same images.")
+FLAGS = flags.FLAGS
+
+
+def _model_garden_dataset(files, training, image_size, batch_size, shuffle_buffer):
+    """Model Garden's classification pipeline as its InputReader assembles it for ImageNet."""
+    import tensorflow as tf
+
+    sys.path.insert(0, FLAGS.model_garden_path)
+    try:
+        from official.vision.dataloaders import classification_input
+    except ImportError as e:
+        raise cli.UsageError(
+            f"--model_garden_path='{FLAGS.model_garden_path}': cannot import Model Garden ({e})"
+        ) from None
+    decoder = classification_input.Decoder()
+    parser = classification_input.Parser(output_size=[image_size, image_size], num_classes=1001)
+    parse = parser.parse_fn(training)
+    autotune = tf.data.AUTOTUNE
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        ds = ds.shuffle(len(files)).repeat()
+    ds = ds.interleave(
+        tf.data.TFRecordDataset, cycle_length=10, num_parallel_calls=autotune, deterministic=False
+    )
+    if training:
+        ds = ds.shuffle(shuffle_buffer)
+    else:
+        ds = ds.repeat()
+    ds = ds.map(lambda r: parse(decoder.decode(r)), num_parallel_calls=autotune)
+    ds = ds.batch(batch_size, drop_remainder=True).prefetch(autotune)
+    options = tf.data.Options()
+    options.deterministic = False
+    return ds.with_options(options)
+
+
+def main(argv):
+    cli.reject_extra_args(argv)
+    cli.require_flags("file_pattern")
+    if FLAGS.compare_model_garden and not FLAGS.model_garden_path:
+        raise cli.UsageError("--compare_model_garden needs --model_garden_path")
+    from transfer_tf.config import DataConfig
+    from transfer_tf.data import input as input_lib
+    from transfer_tf.data import throughput
+
+    training = FLAGS.mode == "train"
+    data_cfg = DataConfig(
+        train_pattern=FLAGS.file_pattern,
+        eval_pattern=FLAGS.file_pattern,
+        schema=FLAGS.schema,
+        num_classes=FLAGS.num_classes,
+        label_offset=FLAGS.label_offset,
+        label_map_file=FLAGS.label_map_file,
+        image_size=FLAGS.image_size,
+        shuffle_buffer=FLAGS.shuffle_buffer,
+    )
+    pipelines = {
+        "ours": lambda: input_lib.build_dataset(
+            data_cfg, split=FLAGS.mode, global_batch_size=FLAGS.batch_size, repeat=True
+        )
+    }
+    if FLAGS.compare_model_garden:
+        files = input_lib.list_files(FLAGS.file_pattern)
+        pipelines["model_garden"] = lambda: _model_garden_dataset(
+            files, training, FLAGS.image_size, FLAGS.batch_size, FLAGS.shuffle_buffer
+        )
+    if FLAGS.decode_ceiling and not FLAGS.file_pattern.startswith("tfds:"):
+        images = throughput.load_encoded_images(FLAGS.file_pattern, FLAGS.num_images)
+        pipelines["decode_ceiling"] = lambda: throughput.decode_ceiling_dataset(
+            images, FLAGS.batch_size
+        )
+
+    rounds = {name: [] for name in pipelines}
+    for r in range(FLAGS.rounds):
+        for name, make in pipelines.items():
+            rate = throughput.measure(make(), FLAGS.num_images)
+            rounds[name].append(rate)
+            logging.info(
+                "round %d %s: %.0f images/s (%.0f per CPU-s)",
+                r,
+                name,
+                rate["images_per_sec"],
+                rate["images_per_cpu_sec"],
+            )
+
+    def median(name, key):
+        return round(statistics.median(x[key] for x in rounds[name]), 1)
+
+    def ratio(other, key):
+        per_round = [a[key] / b[key] for a, b in zip(rounds["ours"], rounds[other], strict=True)]
+        return round(statistics.median(per_round), 3)
+
+    result = {
+        "mode": FLAGS.mode,
+        "schema": FLAGS.schema,
+        "image_size": FLAGS.image_size,
+        "batch_size": FLAGS.batch_size,
+        "num_images": FLAGS.num_images,
+        "rounds": FLAGS.rounds,
+        "images_per_sec": median("ours", "images_per_sec"),
+        "images_per_cpu_sec": median("ours", "images_per_cpu_sec"),
+    }
+    for other in ("model_garden", "decode_ceiling"):
+        if other in rounds:
+            result[f"{other}_images_per_sec"] = median(other, "images_per_sec")
+            result[f"{other}_images_per_cpu_sec"] = median(other, "images_per_cpu_sec")
+            result[f"ratio_vs_{other}"] = ratio(other, "images_per_sec")
+            result[f"ratio_vs_{other}_cpu"] = ratio(other, "images_per_cpu_sec")
+    print(json.dumps(result), flush=True)
+
+
+def run():
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

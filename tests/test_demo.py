@@ -182,3 +182,15 @@ def test_reduced_demo_end_to_end(tmp_path):
     top = pred["top_k"][0]
     top_name = top["class"] if isinstance(top, dict) else top[1]
     assert re.search(rf"\| 1 \| {re.escape(top_name)} \|", report)
+
+
+def test_console_line_trims_absl_prefix_and_drops_startup_noise():
+    from transfer_tf.demo.stages import console_line
+
+    absl = "I1129 00:48:14.712522 140151437175680 sharded_writer.py:329] imagenet: 180 images"
+    assert console_line(absl) == "imagenet: 180 images"
+    assert console_line(absl.replace("I1129", "W1129")) == "warning: imagenet: 180 images"
+    noise = "I0000 00:00:1795913275.834643   10337 cudart_stub.cc:31] Could not find cuda drivers"
+    assert console_line(noise) is None
+    assert console_line("plain progress") == "plain progress"
+    assert len(console_line("x" * 1000)) < 300

@@ -30,12 +30,14 @@ _NOISE = re.compile(
 )
 # absl's prefix `I1129 00:48:14.712522 140151437175680 file.py:329] message`.
 _ABSL_PREFIX = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ [^\]]+\] ")
+_MAX_CHARS = 220
 _LEVELS = {"W": "warning", "E": "error", "F": "fatal"}
 
 
 def console_line(line: str) -> str | None:
     """What the console shows of a child's line: None for start-up noise, absl prefix trimmed."""
-    if _NOISE.search(line):
+    # TensorFlow's Python warnings reach the log twice (its own handler and absl's): keep absl's.
+    if _NOISE.search(line) or line.startswith("WARNING:tensorflow:"):
         return None
     match = _ABSL_PREFIX.match(line)
     if match:
@@ -43,7 +45,8 @@ def console_line(line: str) -> str | None:
         line = line[match.end() :]
         if level != "I":
             line = f"{_LEVELS[level]}: {line}"
-    return line
+    # The console is for progress; the log file has every line in full.
+    return line if len(line) <= _MAX_CHARS else line[: _MAX_CHARS - 3] + "..."
 
 
 @dataclass

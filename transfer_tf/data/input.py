@@ -218,7 +218,8 @@ def _guarded_map(ds, process, dummy, skip: bool, log_py: bool, deterministic: bo
             lambda out, is_end: out
         )
 
-    return ds.batch(_CHUNK).interleave(
+    # ragged: TFDS payloads hold per-image object lists of different lengths.
+    return ds.ragged_batch(_CHUNK).interleave(
         one_chunk,
         cycle_length=parallel if parallel > 0 else AUTOTUNE,
         block_length=1,

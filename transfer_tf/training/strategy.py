@@ -27,6 +27,10 @@ def _tpu_strategy(tpu: str) -> tf.distribute.Strategy:
         raise UsageError(
             "--strategy=tpu: no TPU on this machine and no --tpu=NAME_OR_ADDRESS (or TPU_NAME) given"
         )
+    from transfer_tf.distribute.preflight import check_tpu_address
+
+    # initialize_tpu_system blocks forever on a grpc:// address where nothing listens.
+    check_tpu_address(tpu)
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "local")
         tf.config.experimental_connect_to_cluster(resolver)

@@ -1,0 +1,85 @@
+"""TPU path without a TPU: `--strategy=tpu` from pretrain.py and finetune.py ends in one line
+`error: ...` (exit 2), through each stage the machine allows: the config checks (bfloat16, batch
+divisible by 8 cores), a gRPC address that does not answer, no TPU at all, and the TPU cluster
+resolver itself (a TPU name it cannot resolve)."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.slow
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once the socket is closed
+
+
+def test_strategy_tpu_without_a_tpu_is_a_one_line_error(tmp_path):
+    demo = f"--config={REPO}/configs/demo.yaml"
+    data = "--set=data.train_pattern=" + str(tmp_path / "none-*")
+    examples = "--set=data.num_train_examples=64"  # finetune checks its phase plan first
+    env = {k: v for k, v in os.environ.items() if k not in ("TPU_NAME", "TF_CONFIG")}
+    cases = [
+        # demo.yaml is bfloat16; float16 is refused before any connection is tried.
+        (
+            "pipelines.pretrain",
+            ["--strategy=tpu", "--mixed_precision=float16"],
+            "train.mixed_precision': TPU training runs in bfloat16",
+        ),
+        (
+            "pipelines.pretrain",
+            ["--strategy=tpu", f"--tpu=grpc://127.0.0.1:{closed_port()}"],
+            "--strategy=tpu: no TPU answers at 'grpc://127.0.0.1:",
+        ),
+        # No name, no TPU_NAME and no local TPU device: refused before the resolver.
+        (
+            "pipelines.finetune",
+            ["--set=train.strategy=tpu"],
+            "--strategy=tpu: no TPU on this machine",
+        ),
+        # A TPU name: the cluster resolver tries to look it up and fails.
+        (
+            "pipelines.finetune",
+            ["--set=train.strategy=tpu", "--set=train.tpu=no-such-tpu"],
+            "--strategy=tpu: no TPU 'no-such-tpu' could be reached",
+        ),
+        (
+            "pipelines.finetune",
+            ["--set=train.strategy=tpu", "--set=train.global_batch_size=12"],
+            "'train.global_batch_size': 12 is not divisible by 8",
+        ),
+    ]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                module,
+                demo,
+                data,
+                examples,
+                f"--model_dir={tmp_path / str(i)}",
+                *args,
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i, (module, args, _) in enumerate(cases)
+    ]
+    for proc, (module, _, needle) in zip(procs, cases, strict=True):
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2, (module, err[-3000:])
+        assert "Traceback" not in err, err[-3000:]
+        # TensorFlow's C++ runtime prints its own start-up lines; ours is exactly one line.
+        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and needle in errors[0], (module, err[-3000:])
+        assert not os.path.exists(tmp_path / "0" / "checkpoints")

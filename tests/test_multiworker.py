@@ -11,6 +11,7 @@ What remains is float summation order in the all-reduce, hence the tolerance bel
 
 import ast
 import io
+import json
 import os
 import re
 import socket
@@ -163,3 +164,52 @@ def test_two_workers_match_each_other_and_a_single_process(tmp_path):
     assert tf.train.latest_checkpoint(str(run_dir / "checkpoints")).endswith(f"ckpt-{STEPS}")
     assert sorted(os.listdir(run_dir)) == ["checkpoints", "config.yaml", "summaries"]
     assert os.listdir(tmpdirs[1]) == []
+
+
+def test_two_workers_finetune_phases_in_sync(tmp_path):
+    """finetune.py under MWMS: a head phase then an all-layers phase (freezing changes the
+    trained variable set between phases) ends with identical weights on both workers."""
+    pattern = write_shards(tmp_path)
+    hosts = ",".join(f"127.0.0.1:{p}" for p in free_ports(2))
+    phases = (
+        "[{name: head, trainable: head, steps: 1, learning_rate: 0.05, lr_schedule: constant},"
+        " {name: all, trainable: all, steps: 1, learning_rate: 0.01, lr_schedule: constant}]"
+    )
+    run_dir = tmp_path / "ft"
+    tmpdir = tmp_path / "tmp1"
+    tmpdir.mkdir()
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipelines.finetune",
+                f"--model_dir={run_dir}",
+                f"--config={REPO}/configs/demo.yaml",
+                *overrides(pattern),
+                "--set=train.strategy=multi_worker_mirrored",
+                f"--set=transfer.phases={phases}",
+                f"--worker_hosts={hosts}",
+                f"--task_index={i}",
+            ],
+            cwd=REPO,
+            env={**os.environ, "TMPDIR": str(tmpdir if i else tmp_path)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    results = []
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=400)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        assert proc.returncode == 0, err[-4000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert [r["global_step"] for r in results] == [2, 2]
+    assert results[0]["weights_sha256"] == results[1]["weights_sha256"]
+    assert tf.train.latest_checkpoint(str(run_dir / "checkpoints")).endswith("ckpt-2")
+    assert os.listdir(tmpdir) == []

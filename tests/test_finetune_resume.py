@@ -17,7 +17,7 @@ from transfer_tf.data.synthetic import write_coco_like
 from transfer_tf.models.resnet import build_classifier
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROBE_STEPS, FT_STEPS = 2, 14
+PROBE_STEPS, FT_STEPS = 2, 10
 
 
 def _latest_step(model_dir):

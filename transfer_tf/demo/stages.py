@@ -26,7 +26,7 @@ _TAIL_LINES = 15
 _NOISE = re.compile(
     r"All log messages before absl::InitializeLog|oneDNN custom operations|cudart_stub|"
     r"cuda_platform|cuda_executor|Unable to register cu|computation placer already registered|"
-    r"TF-TRT Warning|This TensorFlow binary is optimized"
+    r"TF-TRT Warning|This TensorFlow binary is optimized|Sharding callback duration"
 )
 # absl's prefix `I1129 00:48:14.712522 140151437175680 file.py:329] message`.
 _ABSL_PREFIX = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ [^\]]+\] ")

@@ -137,7 +137,10 @@ def read_phases(model_dir: str) -> list[tuple[str, int, int]]:
 
 
 def _mark_phases(ax, phases: Sequence[tuple[str, int, int]]) -> None:
-    """Shades alternate phases and names them at the top of the panel."""
+    """Shades alternate phases and names them at the top of the panel (x axis spans them all)."""
+    if phases:
+        lo, hi = ax.get_xlim()
+        ax.set_xlim(min(lo, phases[0][1]), max(hi, phases[-1][2]))
     for i, (name, start, end) in enumerate(phases):
         if i % 2 == 0:
             ax.axvspan(start, end, color="0.92", zorder=0)

@@ -144,9 +144,11 @@ def test_truncated_shard_file_is_reported_by_name(tmp_path):
     with open(bad, "wb") as f:
         f.write(data[:-40])  # cuts into the last record's framing
     cfg = _cfg(f"{tmp_path}/train-*")
-    with pytest.raises(tf.errors.InvalidArgumentError, match="truncated or corrupt") as info:
+    with pytest.raises(tf.errors.DataLossError) as info:
         _labels(build_dataset(cfg, split="eval", global_batch_size=2))
-    assert bad in str(corrupt_data_error(info.value))
+    error = corrupt_data_error(info.value)
+    assert isinstance(error, UsageError) and "\n" not in str(error)
+    assert bad in str(error) and "truncated or corrupt TFRecord framing after record 2" in str(error)
     skip_cfg = dataclasses.replace(cfg, skip_corrupt=True)
     assert len(_labels(build_dataset(skip_cfg, split="eval", global_batch_size=2))) == 5
 

@@ -1,6 +1,17 @@
 """Corrupt-data handling for the input pipeline: name the shard, or skip and count.
 
-tf.data has no try/except, so failures are turned into gaps and checked in the graph:
+Strict mode (the default) costs nothing while the data is good. The hot pipeline is a plain
+`TFRecordDataset -> map -> batch`; its map runs under a name scope that carries a pipeline tag
+(`transfer_tf_input_N`), which TensorFlow copies into the message of any op that fails there.
+`corrupt_data_error(error)` is the post-mortem: for a tagged error it re-reads that pipeline's
+shards (in parallel, fully decoding every image, then record by record in the first dirty shard)
+and returns a one-line `UsageError` naming the shard and record; for broken TFRecord framing
+(`DataLossError: truncated/corrupted record at OFFSET`, which carries no tag) it checks the
+framing of the shards of the pipelines built in this process. `cli.run` calls it for every
+TensorFlow error that reaches a binary, so a corrupt record stops a job with
+`error: transfer_tf corrupt data: cannot parse/decode record N of shard PATH (...)`.
+
+Skip mode (`data.skip_corrupt`) needs per-record bookkeeping, so it pays for it:
 
 * `read_shard`: a shard whose TFRecord framing breaks (bad CRC, truncated file) ends early under
   `ignore_errors`; an end marker compares the bytes consumed with the file size.
@@ -8,14 +19,18 @@ tf.data has no try/except, so failures are turned into gaps and checked in the g
   `ignore_errors`; a scan over the survivors finds the missing positions while the chunk's shard
   names and record indices are at hand. (One dataset per record would cost more than a decode.)
 
-Strict mode fails with `transfer_tf corrupt data: ... shard PATH` (`corrupt_data_error` turns
-that into a one-line UsageError); skip mode logs each skipped record and counts it
-(`skipped_records()`; counted in-process only: tf.data service workers just log).
+Each skipped record is logged with its shard and counted (`skipped_records()`; counted in-process
+only: tf.data service workers just log).
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import itertools
+import re
 import threading
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -52,18 +67,178 @@ def _count_skip(shard: bytes, index: np.int64) -> np.int64:
     return np.int64(total)
 
 
-def corrupt_data_error(error: BaseException) -> UsageError | None:
-    """Turns the pipeline's corrupt-data failure into a one-line UsageError (else None).
+# -- strict mode: the post-mortem ------------------------------------------------------------
 
-    Binaries wrap their loops: `except tf.errors.OpError as e: raise corrupt_data_error(e) or e`.
+_TAG_PREFIX = "transfer_tf_input_"
+_TAG_RE = re.compile(_TAG_PREFIX + r"(\d+)")
+_FRAMING_RE = re.compile(r"(?:truncated|corrupted) record at (\d+)")
+_MAX_PIPELINES = 64
+_SKIP_HINT = " (set data.skip_corrupt=true to skip such records)"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pipeline:
+    source: str  # the data pattern, for messages
+    files: tuple[str, ...]  # empty: not TFRecord files (TFDS)
+    check: Callable[[tf.Tensor], tf.Tensor] | None  # serialized record -> fails like the pipeline
+
+
+_pipelines: collections.OrderedDict[int, _Pipeline] = collections.OrderedDict()
+_next_id = itertools.count()
+_registry_lock = threading.Lock()
+
+
+def register_pipeline(
+    source: str, files: list[str], check: Callable[[tf.Tensor], tf.Tensor] | None
+) -> str:
+    """Remembers a strict-mode pipeline for the post-mortem; returns its name-scope tag.
+
+    Args:
+      source: the data pattern (named in messages); files: its TFRecord files (empty for TFDS).
+      check: serialized record -> tensor; must fail on every record the pipeline's map can fail
+        on, whatever the random crop (parse, label checks, full image decode).
+    The pipeline's map must run under `tf.name_scope(tag)` so that failing ops carry the tag.
     """
-    message = getattr(error, "message", str(error))
-    if CORRUPT_PREFIX not in message:
-        return None
-    text = message[message.index(CORRUPT_PREFIX) :].splitlines()[0]
-    for junk in ("[", "]", "\\n"):
-        text = text.replace(junk, "")
-    return UsageError(text.strip() + " (set data.skip_corrupt=true to skip such records)")
+    with _registry_lock:
+        number = next(_next_id)
+        _pipelines[number] = _Pipeline(source, tuple(files), check)
+        while len(_pipelines) > _MAX_PIPELINES:
+            _pipelines.popitem(last=False)
+    return f"{_TAG_PREFIX}{number}"
+
+
+def _first_line(message: str) -> str:
+    """The reason in a TensorFlow error message, without node/function decorations."""
+    text = re.sub(r"\{\{[^}]*\}\}|\[\[[^\]]*\]\]|\[Op:[^\]]*\].*", " ", message)
+    text = re.sub(r"Error in user-defined function passed to .* with iterator: \S+: ", "", text)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    skip = ("Graph execution error", "Detected at node", "File ", "<stack traces")
+    lines = [line for line in lines if not line.startswith(skip)]
+    return " ".join(lines[0].split()) if lines else "unknown error"
+
+
+def _consumed(check):
+    # Reduce to the values: a result that is never used (or only its static size) would let
+    # the decode be pruned from the graph.
+    return lambda record: tf.reduce_sum(tf.cast(check(record), tf.int64))
+
+
+def _file_summaries(files: tuple[str, ...], check) -> tf.data.Dataset:
+    """Per file, in order: (records framed, records passing `check`, bytes framed) computed in
+    C++ with ignore_errors (files in parallel), so a clean multi-TB dataset is scanned at decode
+    speed without a Python step per record."""
+
+    def summary(path):
+        framed = tf.data.TFRecordDataset(path).ignore_errors()
+        count, consumed = framed.reduce(
+            (tf.constant(0, tf.int64), tf.constant(0, tf.int64)),
+            lambda s, r: (s[0] + 1, s[1] + tf.cast(tf.strings.length(r), tf.int64) + 16),
+        )
+        good = count
+        if check is not None:
+            passed = framed.map(_consumed(check)).ignore_errors()
+            good = passed.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1)
+        return count, good, consumed
+
+    ds = tf.data.Dataset.from_tensor_slices(list(files))
+    return ds.map(summary, num_parallel_calls=AUTOTUNE, deterministic=True)
+
+
+def _first_bad_record(path: str, check) -> tuple[int, str] | None:
+    """(index, reason) of the first record of `path` that fails `check` (or breaks framing)."""
+    records = tf.data.TFRecordDataset(path)
+    if check is not None:
+        records = records.map(_consumed(check))
+    iterator, index = iter(records), 0
+    while True:
+        try:
+            next(iterator)
+        except StopIteration:
+            return None
+        except tf.errors.DataLossError as e:
+            return index, "framing: " + _first_line(e.message)
+        except tf.errors.OpError as e:  # the record itself; iteration can go on
+            return index, _first_line(e.message)
+        index += 1
+
+
+def _scan(pipeline: _Pipeline, framing_offset: int | None) -> str | None:
+    """The corrupt-data message for the first bad shard of `pipeline`, or None if all are clean."""
+    check = None if framing_offset is not None else pipeline.check
+    sizes = [tf.io.gfile.stat(f).length for f in pipeline.files]
+    summaries = _file_summaries(pipeline.files, check)
+    for path, size, (count, good, consumed) in zip(pipeline.files, sizes, summaries, strict=True):
+        count, good, consumed = int(count), int(good), int(consumed)
+        broken_framing = consumed != size
+        if framing_offset is not None and not (broken_framing and consumed == framing_offset):
+            continue
+        if good < count:
+            found = _first_bad_record(path, check)
+            if found is not None and not found[1].startswith("framing: "):
+                index, reason = found
+                return (
+                    f"{CORRUPT_PREFIX} cannot parse/decode record {index} of shard {path} "
+                    f"({reason})"
+                )
+        if broken_framing:
+            return (
+                f"{CORRUPT_PREFIX} truncated or corrupt TFRecord framing after record {count} "
+                f"in shard {path} (byte {consumed} of {size})"
+            )
+    return None
+
+
+def corrupt_data_error(error: BaseException) -> UsageError | None:
+    """Names the corrupt shard and record behind an input pipeline failure (post-mortem).
+
+    Returns a one-line UsageError `transfer_tf corrupt data: ... shard PATH (reason)` when
+    `error` (usually a `tf.errors.InvalidArgumentError` or `DataLossError` from iterating a
+    dataset of `build_dataset`) comes from bad data, else None. For a failure inside a strict-mode
+    pipeline's map this re-reads that pipeline's shards, decoding every image (minutes for
+    ImageNet on a few cores; it runs only after a failure); for broken TFRecord framing it reads
+    the framing of the shards of the pipelines built in this process.
+
+    Example:
+        try:
+            train(...)
+        except tf.errors.OpError as e:
+            raise corrupt_data_error(e) or e
+    """
+    message = getattr(error, "message", None) or str(error)
+    if CORRUPT_PREFIX in message:  # skip mode's read_shard/guarded_map, or an earlier call
+        text = message[message.index(CORRUPT_PREFIX) :].splitlines()[0]
+        for junk in ("[", "]", "\\n"):
+            text = text.replace(junk, "")
+        return UsageError(text.strip() + _SKIP_HINT)
+    tag = _TAG_RE.search(message)
+    framing = _FRAMING_RE.search(message)
+    with _registry_lock:
+        if tag:
+            found = _pipelines.get(int(tag.group(1)))
+            candidates = [found] if found is not None else []
+        elif framing:
+            candidates = list(reversed(_pipelines.values()))
+        else:
+            return None
+    for pipeline in candidates:
+        if not pipeline.files:  # TFDS: no shards of ours to re-read
+            return UsageError(
+                f"{CORRUPT_PREFIX} a record of {pipeline.source} cannot be parsed/decoded "
+                f"({_first_line(message)})" + _SKIP_HINT
+            )
+        logging.info(
+            "input pipeline failed (%s); scanning %d shard(s) of %s for the corrupt record",
+            _first_line(message),
+            len(pipeline.files),
+            pipeline.source,
+        )
+        text = _scan(pipeline, int(framing.group(1)) if framing and not tag else None)
+        if text is not None:
+            return UsageError(text + _SKIP_HINT)
+    return None
+
+
+# -- skip mode: per-record bookkeeping ----------------------------------------------------------
 
 
 def read_shard(shard: tf.Tensor, size: tf.Tensor, epoch: tf.Tensor, skip: bool, log_py: bool):

@@ -34,6 +34,7 @@ from transfer_tf.data.guard import (  # noqa: F401  (re-exported)
     corrupt_data_error,
     guarded_map,
     read_shard,
+    register_pipeline,
     skipped_records,
 )
 from transfer_tf.data.label_maps import read_label_map
@@ -70,12 +71,19 @@ def _file_sizes(files: list[str]) -> list[int]:
 
 
 def _record_seed(seed: int, shard: tf.Tensor, index: tf.Tensor, epoch: tf.Tensor) -> tf.Tensor:
+    # Skip mode only: the key follows the record, so the guarded map's chunks may run in any order.
     key = tf.constant([seed, 0x5EED], tf.int64)
     key = tf.random.experimental.stateless_fold_in(key, epoch)
     key = tf.random.experimental.stateless_fold_in(
         key, tf.strings.to_hash_bucket_fast(shard, 2**62)
     )
     return tf.random.experimental.stateless_fold_in(key, index)
+
+
+def _stream_key(seed: int, pipeline_id: int) -> int:
+    """First half of the per-record stateless seed `[key, position in the stream]`: distinct per
+    experiment seed and input pipeline (so workers do not draw the same crops)."""
+    return (seed * 1_000_003 + pipeline_id * 7_919 + 0x5EED) % (2**63)
 
 
 def _options(deterministic: bool, sharded_by_us: bool) -> tf.data.Options:
@@ -85,6 +93,9 @@ def _options(deterministic: bool, sharded_by_us: bool) -> tf.data.Options:
     options.autotune.enabled = True
     options.experimental_optimization.map_parallelization = True
     options.experimental_optimization.parallel_batch = True
+    # Each decode/resize is one small op: splitting it over intra-op threads costs more in
+    # hand-offs than it saves while every core already decodes its own image.
+    options.threading.max_intra_op_parallelism = 1
     if sharded_by_us:
         # We already split the input per pipeline; a strategy must not split it again.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
@@ -92,25 +103,28 @@ def _options(deterministic: bool, sharded_by_us: bool) -> tf.data.Options:
 
 
 def _tfrecord_source(
-    pattern,
+    files: list[str],
     *,
-    training,
-    repeat,
-    seed,
-    file_shuffle,
-    cycle_length,
-    context,
-    skip,
-    log_py,
-    deterministic,
-):
-    """(shard, index, epoch, serialized) elements for this input pipeline."""
-    files = list_files(pattern)
-    sizes = _file_sizes(files)
+    training: bool,
+    repeat: bool,
+    seed: int,
+    file_shuffle: bool,
+    cycle_length: int,
+    context: tf.distribute.InputContext | None,
+    deterministic: bool,
+    guarded: bool,
+    log_py: bool,
+) -> tf.data.Dataset:
+    """Records of this input pipeline's share of `files`.
+
+    Strict mode: serialized records (plain `TFRecordDataset`s, nothing per record). Skip mode
+    (`guarded`): `(shard, index, epoch, record)`, with broken framing skipped and counted.
+    """
     n, i = (context.num_input_pipelines, context.input_pipeline_id) if context else (1, 0)
     per_record = n > 1 and len(files) < n
     if n > 1 and not per_record:
-        files, sizes = files[i::n], sizes[i::n]
+        files = files[i::n]
+    sizes = _file_sizes(files) if guarded else [0] * len(files)
     num_files = len(files)
     epochs = tf.data.Dataset.range(_EPOCHS_FOREVER if repeat else 1)
     shuffle = training and file_shuffle and not per_record
@@ -128,9 +142,18 @@ def _tfrecord_source(
         table = (tf.constant(files), tf.constant(sizes, tf.int64))
         return order.map(lambda k: (table[0][k], table[1][k], epoch))
 
-    shards = epochs.flat_map(files_of_epoch)
-    records = shards.interleave(
-        lambda f, s, e: read_shard(f, s, e, skip, log_py),
+    if guarded:
+
+        def read(f, s, e):
+            return read_shard(f, s, e, True, log_py)
+
+    else:
+
+        def read(f, s, e):
+            return tf.data.TFRecordDataset(f)
+
+    records = epochs.flat_map(files_of_epoch).interleave(
+        read,
         cycle_length=max(1, min(cycle_length, num_files)),
         block_length=1,
         num_parallel_calls=AUTOTUNE,
@@ -196,20 +219,23 @@ def build_dataset(
             seed=seed,
             input_context=input_context,
         )
+        if not skip:
+            source = source.map(lambda shard, index, epoch, tensors: tensors)
         parser = Parser(data_cfg, training=training, label_offset=0, label_map=None)
-        decode = None
+        decode, files = None, []
     else:
+        files = list_files(pattern)
         source = _tfrecord_source(
-            pattern,
+            files,
             training=training,
             repeat=repeat,
             seed=seed,
             file_shuffle=data_cfg.file_shuffle,
             cycle_length=data_cfg.cycle_length,
             context=input_context,
-            skip=skip,
-            log_py=log_py,
             deterministic=deterministic,
+            guarded=skip,
+            log_py=log_py,
         )
         schema = data_cfg.schema
         label_map = None
@@ -223,26 +249,50 @@ def build_dataset(
     mixes = training and (data_cfg.mixup_alpha > 0 or data_cfg.cutmix_alpha > 0)
     if training and data_cfg.shuffle_buffer > 1:
         source = source.shuffle(data_cfg.shuffle_buffer, seed=seed)
+    order_fixed = deterministic or not training
 
-    def process(shard, index, epoch, payload):
-        tensors = decode(payload) if decode is not None else payload
-        key = _record_seed(seed, shard, index, epoch)
-        image, label = parser(tensors, key)
+    def model_inputs(payload, key):
+        image, label = parser(decode(payload) if decode is not None else payload, key)
         # The first record of a batch seeds that batch's MixUp/CutMix.
         return image, label, key + 1 if mixes else tf.zeros([2], tf.int64)
 
-    size = data_cfg.image_size
-    dummy = (
-        tf.zeros([size, size, 3], tf.uint8),
-        tf.zeros([data_cfg.num_classes], tf.float32),
-        tf.zeros([2], tf.int64),
-    )
-    ds = guarded_map(source, process, dummy, skip, log_py, deterministic or not training, parallel)
+    if skip:
+
+        def process(shard, index, epoch, payload):
+            return model_inputs(payload, _record_seed(seed, shard, index, epoch))
+
+        size = data_cfg.image_size
+        dummy = (
+            tf.zeros([size, size, 3], tf.uint8),
+            tf.zeros([data_cfg.num_classes], tf.float32),
+            tf.zeros([2], tf.int64),
+        )
+        ds = guarded_map(source, process, dummy, True, log_py, order_fixed, parallel)
+    else:
+        # Zero-cost strict mode: a plain map under a name scope that tags any failing op, so
+        # `corrupt_data_error` can find and name the bad shard afterwards (see guard.py).
+        tag = register_pipeline(
+            pattern, files, (lambda r: parser.validate(decode(r))) if decode is not None else None
+        )
+        pipeline_id = input_context.input_pipeline_id if input_context else 0
+        stream = tf.constant(_stream_key(seed, pipeline_id), tf.int64)
+
+        def process(position, payload):
+            with tf.name_scope(tag):
+                # Seed = (stream key, position in the shuffled stream): one op, and a
+                # deterministic run replays the same order, hence the same seeds.
+                return model_inputs(payload, tf.stack([stream, position]))
+
+        ds = source.enumerate().map(
+            process,
+            num_parallel_calls=parallel if parallel > 0 else AUTOTUNE,
+            deterministic=order_fixed,
+        )
     ds = ds.batch(
         batch,
         drop_remainder=training,
         num_parallel_calls=AUTOTUNE,
-        deterministic=deterministic or not training,
+        deterministic=order_fixed,
     )
 
     if training and (data_cfg.mixup_alpha > 0 or data_cfg.cutmix_alpha > 0):

@@ -87,15 +87,33 @@ class Parser:
             return self._parse_multilabel(tensors, seed)
         return self._parse_single_label(tensors, seed)
 
+    def validate(self, tensors: dict[str, tf.Tensor]) -> tf.Tensor:
+        """Fails wherever `__call__` can fail on `tensors`, whatever the random crop.
+
+        Checks the labels and decodes the whole image (a crop may miss a truncated tail). Used
+        by the corrupt-data post-mortem (`guard.corrupt_data_error`), never in the hot path.
+        Returns the decoded image's shape (int32 [3]).
+        """
+        if "boxes" in tensors:
+            checked = self._class_indices(tensors["classes"])
+        else:
+            checked = self._label_index(tensors)
+        image = tf.io.decode_image(tensors["image"], channels=3, expand_animations=False)
+        with tf.control_dependencies([checked]):
+            return tf.shape(image)
+
     # -- single label ----------------------------------------------------------------------
-    def _parse_single_label(self, tensors, seed):
+    def _label_index(self, tensors):
         index = tf.cast(tensors["label"], tf.int64) - self.label_offset
         tf.debugging.assert_equal(
             (index >= 0) & (index < self.num_classes),
             True,
             message=f"label - label_offset({self.label_offset}) outside 0..{self.num_classes - 1}",
         )
-        label = tf.one_hot(index, self.num_classes, dtype=tf.float32)
+        return index
+
+    def _parse_single_label(self, tensors, seed):
+        label = tf.one_hot(self._label_index(tensors), self.num_classes, dtype=tf.float32)
         cfg = self.cfg
         if self.training:
             image = augment.preprocess_for_train(

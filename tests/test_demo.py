@@ -132,10 +132,12 @@ def test_refuses_a_non_demo_work_dir(tmp_path):
 
 
 def _table_rows(report):
+    """The results table's rows: {source file: metric cells}."""
+    section = report.split("## Results", 1)[1].split("\n## ", 1)[0]
     rows = {}
-    for line in report.splitlines():
-        if line.startswith("| ") and "metrics/" in line:
-            cells = [c.strip() for c in line.strip("|").split("|")]
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and re.fullmatch(r"`metrics/\w+\.json`", cells[-1]):
             rows[cells[-1].strip("`")] = cells[1:-1]
     return rows
 

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 from test_input_data import write_classification_shards, write_coco_shard
 
+from transfer_tf import cli
 from transfer_tf.config import DataConfig
 from transfer_tf.data import input as input_lib
 from transfer_tf.data.input import build_dataset, corrupt_data_error, skipped_records
@@ -137,6 +138,34 @@ def test_corrupt_image_stops_naming_the_shard_or_is_skipped_and_counted(tmp_path
     assert skipped_records() == before + 1
 
 
+def test_train_failure_reaches_the_binary_as_one_line_naming_the_record(tmp_path, capsys):
+    bad = _write_with_truncated_jpeg(str(tmp_path))
+    cfg = _cfg(f"{tmp_path}/train-*")
+
+    def main(argv):  # what a training binary's loop does with the train split
+        ds = build_dataset(cfg, split="train", global_batch_size=2, repeat=False, seed=3)
+        _labels(ds)
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli._guarded(main)(["binary"])
+    assert exit_info.value.code == cli.USAGE_EXIT_CODE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(
+        f"error: transfer_tf corrupt data: cannot parse/decode record 1 of shard {bad} ("
+    )
+
+
+def test_bad_label_is_named_and_unrelated_errors_are_not_blamed_on_data(tmp_path):
+    written = write_classification_shards(str(tmp_path), 2, 4, num_classes=5, label_offset=1)
+    cfg = _cfg(f"{tmp_path}/train-*", label_offset=2)  # stored 1 -> class -1: out of range
+    path, index, _ = next(w for w in written if w[2] == 1)
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        _labels(build_dataset(cfg, split="eval", global_batch_size=4))
+    message = str(corrupt_data_error(info.value))
+    assert f"record {index} of shard {path} (" in message and "label_offset(2)" in message
+    assert corrupt_data_error(tf.errors.InvalidArgumentError(None, None, "shapes differ")) is None
+
+
 def test_truncated_shard_file_is_reported_by_name(tmp_path):
     written = write_classification_shards(str(tmp_path), 2, 3, seed=2)
     bad = written[0][0]
@@ -148,7 +177,9 @@ def test_truncated_shard_file_is_reported_by_name(tmp_path):
         _labels(build_dataset(cfg, split="eval", global_batch_size=2))
     error = corrupt_data_error(info.value)
     assert isinstance(error, UsageError) and "\n" not in str(error)
-    assert bad in str(error) and "truncated or corrupt TFRecord framing after record 2" in str(error)
+    assert bad in str(error) and "truncated or corrupt TFRecord framing after record 2" in str(
+        error
+    )
     skip_cfg = dataclasses.replace(cfg, skip_corrupt=True)
     assert len(_labels(build_dataset(skip_cfg, split="eval", global_batch_size=2))) == 5
 

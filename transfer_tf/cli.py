@@ -101,9 +101,27 @@ def _guarded(main: Callable[[list[str]], object]) -> Callable[[list[str]], objec
             fail(str(e))
         except FileNotFoundError as e:
             fail(f"file not found: {e.filename or e}")
+        except Exception as e:
+            usage = _corrupt_input_error(e)
+            if usage is None:
+                raise
+            fail(str(usage))
         return None
 
     return wrapper
+
+
+def _corrupt_input_error(error: Exception) -> UsageError | None:
+    """A TensorFlow error caused by a corrupt record/shard, named in one line (else None)."""
+    if "tensorflow" not in sys.modules:
+        return None
+    import tensorflow as tf
+
+    if not isinstance(error, tf.errors.OpError):
+        return None
+    from transfer_tf.data.guard import corrupt_data_error
+
+    return corrupt_data_error(error)
 
 
 def run(main: Callable[[list[str]], object]) -> None:

@@ -76,7 +76,6 @@ class DataConfig:
     cycle_length: int = 16
     num_parallel_calls: int = -1  # -1 = AUTOTUNE
     prefetch: int = -1  # -1 = AUTOTUNE
-    cache_decoded: bool = False
     skip_corrupt: bool = False
     # `grpc://HOST:PORT` of a tf.data service dispatcher; empty = preprocess in-process.
     tf_data_service: str = ""

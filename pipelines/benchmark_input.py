@@ -26,6 +26,9 @@ flags.DEFINE_integer("num_classes", 1000, "Classes (labels must fit after label_
 flags.DEFINE_integer("label_offset", 1, "Stored label minus this is the class index.")
 flags.DEFINE_string("label_map_file", "", "COCO label map JSON (coco schema).")
 flags.DEFINE_integer("shuffle_buffer", 1000, "Record shuffle buffer (both pipelines).")
+flags.DEFINE_bool(
+    "skip_corrupt", False, "Time our skip mode (per-record shard/index bookkeeping) instead."
+)
 flags.DEFINE_bool("compare_model_garden", False, "Also time Model Garden's pipeline.")
 flags.DEFINE_string("model_garden_path", "", "Folder holding Model Garden's `official` package.")
 flags.DEFINE_bool("decode_ceiling", True, "Also time full JPEG decode of the same images.")
@@ -83,6 +86,7 @@ def main(argv):
         label_map_file=FLAGS.label_map_file,
         image_size=FLAGS.image_size,
         shuffle_buffer=FLAGS.shuffle_buffer,
+        skip_corrupt=FLAGS.skip_corrupt,
     )
     pipelines = {
         "ours": lambda: input_lib.build_dataset(
@@ -127,6 +131,7 @@ def main(argv):
         "batch_size": FLAGS.batch_size,
         "num_images": FLAGS.num_images,
         "rounds": FLAGS.rounds,
+        "skip_corrupt": FLAGS.skip_corrupt,
         "images_per_sec": median("ours", "images_per_sec"),
         "images_per_cpu_sec": median("ours", "images_per_cpu_sec"),
     }

@@ -211,6 +211,10 @@ def build_dataset(
     log_py = not data_cfg.tf_data_service
     deterministic = bool(deterministic)
     parallel = data_cfg.num_parallel_calls
+    # Through the tf.data service, trainers consume one shared distributed_epoch job that already
+    # hands each record to exactly one consumer; splitting files per trainer first would give the
+    # trainers different datasets under one job name.
+    source_context = None if training and data_cfg.tf_data_service else input_context
 
     if pattern.startswith("tfds:"):
         from transfer_tf.data import tfds_source
@@ -221,7 +225,7 @@ def build_dataset(
             training=training,
             repeat=repeat,
             seed=seed,
-            input_context=input_context,
+            input_context=source_context,
         )
         if not skip:
             source = source.map(lambda shard, index, epoch, tensors: tensors)
@@ -236,7 +240,7 @@ def build_dataset(
             seed=seed,
             file_shuffle=data_cfg.file_shuffle,
             cycle_length=data_cfg.cycle_length,
-            context=input_context,
+            context=source_context,
             deterministic=deterministic,
             guarded=skip,
             log_py=log_py,

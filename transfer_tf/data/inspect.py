@@ -24,18 +24,10 @@ from typing import Any
 import tensorflow as tf
 
 from transfer_tf.data import schemas
+from transfer_tf.data.decoders import make_decoder
 from transfer_tf.errors import UsageError
 
 _MAX_EXAMPLES = 10
-
-
-def _features(schema: str) -> dict[str, Any]:
-    spec = {schemas.ENCODED: tf.io.FixedLenFeature([], tf.string)}
-    if schema == "classification":
-        spec[schemas.CLASS_LABEL] = tf.io.FixedLenFeature([], tf.int64)
-    else:
-        spec[schemas.OBJECT_LABEL] = tf.io.VarLenFeature(tf.int64)
-    return spec
 
 
 def detect_schema(serialized: bytes) -> str:
@@ -70,19 +62,21 @@ def _count_records(path: str, summary: dict) -> int:
 
 
 def _inspect_file(path: str, schema: str, summary: dict, per_label: Counter) -> None:
-    spec = _features(schema)
+    decoder = make_decoder(schema)
     # Only the records before a data-loss error (if any) are read.
     records = _count_records(path, summary)
     indexed = tf.data.TFRecordDataset(path).take(records).enumerate()
 
     def parse(i: tf.Tensor, rec: tf.Tensor) -> tuple:
-        ex = tf.io.parse_single_example(rec, spec)
-        label = (
-            tf.reshape(ex[schemas.CLASS_LABEL], [1])
-            if schema == "classification"
-            else ex[schemas.OBJECT_LABEL].values
-        )
-        return i, label, ex[schemas.ENCODED]
+        # The pipeline's own decoder: what inspect accepts is exactly what training reads.
+        tensors = decoder.decode(rec)
+        if schema == "classification":
+            # The decoder maps a missing label to -1 for the parser to reject; here it is unparsable.
+            label = tf.reshape(tensors["label"], [1])
+            tf.debugging.assert_non_negative(label, message="record has no image/class/label")
+        else:
+            label = tensors["classes"]
+        return i, label, tensors["image"]
 
     # Each record is parsed and decoded on its own: ignore_errors drops a failing element, which
     # is then found missing from the index set, so one bad record does not hide the others.

@@ -1,16 +1,11 @@
-"""Binary conventions: one-line usage errors with exit code 2, --helpfull, --flagfile."""
+"""Binary conventions: one-line usage errors with exit code 2, --helpfull, --flagfile.
 
-import os
-import subprocess
-import sys
+All cases go through the demo binary's real entry point in one harness process (one TensorFlow
+import); the first case is a fresh-process run, start-up noise included.
+"""
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_binary(module, *args, cwd=REPO):
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=120
-    )
+import pytest
+from binary_harness import run_cases
 
 
 def assert_one_line_usage_error(proc, *needles):
@@ -23,26 +18,37 @@ def assert_one_line_usage_error(proc, *needles):
         assert needle in lines[0]
 
 
-def test_unknown_config_key_is_one_line_exit_2(tmp_path):
-    proc = run_binary("pipelines.demo", f"--work_dir={tmp_path}", "--set=train.epoch=2")
-    assert_one_line_usage_error(proc, "train.epoch", "epochs")
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """Results of the demo binary on each command line below, keyed by case name."""
+    tmp = tmp_path_factory.mktemp("cli")
+    flagfile = tmp / "flags.txt"
+    flagfile.write_text("--set=train.epoch=1\n")
+    cases = {
+        "unknown_key": [f"--work_dir={tmp}", "--set=train.epoch=2"],
+        "bad_flag": ["--no_such_flag=1"],
+        "missing_config": [f"--config={tmp}/missing.yaml"],
+        "helpfull": ["--helpfull"],
+        "flagfile": [f"--flagfile={flagfile}", f"--work_dir={tmp}"],
+    }
+    results = run_cases("pipelines.demo:run", list(cases.values()), timeout=120)
+    return dict(zip(cases, results, strict=True))
 
 
-def test_bad_flag_is_one_line_exit_2(tmp_path):
-    proc = run_binary("pipelines.demo", "--no_such_flag=1")
-    assert_one_line_usage_error(proc, "no_such_flag")
+def test_unknown_config_key_is_one_line_exit_2(demo):
+    assert_one_line_usage_error(demo["unknown_key"], "train.epoch", "epochs")
 
 
-def test_missing_config_file_is_one_line_exit_2(tmp_path):
-    proc = run_binary("pipelines.demo", f"--config={tmp_path}/missing.yaml")
-    assert_one_line_usage_error(proc, "missing.yaml")
+def test_bad_flag_is_one_line_exit_2(demo):
+    assert_one_line_usage_error(demo["bad_flag"], "no_such_flag")
 
 
-def test_helpfull_and_flagfile(tmp_path):
-    proc = run_binary("pipelines.demo", "--helpfull")
+def test_missing_config_file_is_one_line_exit_2(demo):
+    assert_one_line_usage_error(demo["missing_config"], "missing.yaml")
+
+
+def test_helpfull_and_flagfile(demo):
+    proc = demo["helpfull"]
     # absl exits 1 after printing help; what matters is that the flags are documented.
     assert "--work_dir" in proc.stdout and "--set" in proc.stdout and "Traceback" not in proc.stderr
-    flagfile = tmp_path / "flags.txt"
-    flagfile.write_text("--set=train.epoch=1\n")
-    proc = run_binary("pipelines.demo", f"--flagfile={flagfile}", f"--work_dir={tmp_path}")
-    assert_one_line_usage_error(proc, "train.epoch")
+    assert_one_line_usage_error(demo["flagfile"], "train.epoch")

@@ -1,14 +1,14 @@
 """TPU path without a TPU: `--strategy=tpu` from pretrain.py and finetune.py ends in one line
 `error: ...` (exit 2), through each stage the machine allows: the config checks (bfloat16, batch
 divisible by 8 cores), a gRPC address that does not answer, no TPU at all, and the TPU cluster
-resolver itself (a TPU name it cannot resolve)."""
+resolver itself (a TPU name it cannot resolve). The cases of one binary share one harness process
+(tests/binary_harness.py); the resolver case runs last in its process."""
 
 import os
 import socket
-import subprocess
-import sys
 
 import pytest
+from binary_harness import start_cases
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow
@@ -43,41 +43,39 @@ def test_strategy_tpu_without_a_tpu_is_a_one_line_error(tmp_path):
             ["--set=train.strategy=tpu"],
             "--strategy=tpu: no TPU on this machine",
         ),
+        (
+            "pipelines.finetune",
+            ["--set=train.strategy=tpu", "--set=train.global_batch_size=12"],
+            "'train.global_batch_size': 12 is not divisible by 8",
+        ),
         # A TPU name: the cluster resolver tries to look it up and fails.
         (
             "pipelines.finetune",
             ["--set=train.strategy=tpu", "--set=train.tpu=no-such-tpu"],
             "--strategy=tpu: no TPU 'no-such-tpu' could be reached",
         ),
-        (
-            "pipelines.finetune",
-            ["--set=train.strategy=tpu", "--set=train.global_batch_size=12"],
-            "'train.global_batch_size': 12 is not divisible by 8",
-        ),
     ]
-    procs = [
-        subprocess.Popen(
+    # One harness process per binary (one TensorFlow import each), both running at once.
+    modules = ("pipelines.pretrain", "pipelines.finetune")
+    common = [demo, data, examples]
+    started = [
+        start_cases(
+            f"{module}:run",
             [
-                sys.executable,
-                "-m",
-                module,
-                demo,
-                data,
-                examples,
-                f"--model_dir={tmp_path / str(i)}",
-                *args,
+                [*common, f"--model_dir={tmp_path / str(i)}", *args]
+                for i, (m, args, _) in enumerate(cases)
+                if m == module
             ],
-            cwd=REPO,
             env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            cwd=REPO,
         )
-        for i, (module, args, _) in enumerate(cases)
+        for module in modules
     ]
-    for proc, (module, _, needle) in zip(procs, cases, strict=True):
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 2, (module, err[-3000:])
+    by_module = {m: iter(s.results(timeout=300)) for m, s in zip(modules, started, strict=True)}
+    for module, _, needle in cases:
+        result = next(by_module[module])
+        err = result.stderr
+        assert result.returncode == 2, (module, err[-3000:])
         assert "Traceback" not in err, err[-3000:]
         # TensorFlow's C++ runtime prints its own start-up lines; ours is exactly one line.
         errors = [line for line in err.splitlines() if line.startswith("error: ")]

@@ -94,6 +94,12 @@ def test_stage_commands_are_the_real_binaries(tmp_path):
             assert all(a.startswith("--") or a.endswith(".jpg") for a in args)
     coco = next(s for s in stages if s.name == "build_coco")
     assert len(coco.calls) == 2  # train and val
+    # Fine-tuning runs carry no eval set (no duplicate final eval); their evaluate stage names it.
+    paths = plan.DemoPaths.under(str(tmp_path))
+    assert plan.finetune_config(cfg, paths).data.eval_pattern == ""
+    for run in ("finetune", "scratch"):
+        ((module, args),) = next(s for s in stages if s.name == f"evaluate_{run}").calls
+        assert f"--eval_pattern={plan.coco_eval_pattern(paths)}" in args
 
 
 def test_read_scalars_and_plot(tmp_path):
@@ -196,3 +202,27 @@ def test_console_line_trims_absl_prefix_and_drops_startup_noise():
     assert console_line(noise) is None
     assert console_line("plain progress") == "plain progress"
     assert len(console_line("x" * 1000)) < 300
+
+
+def test_in_process_stage_failure_is_one_line_and_logged(tmp_path):
+    from transfer_tf.demo.inprocess import parse_args, supports
+    from transfer_tf.demo.stages import run_stage
+
+    assert parse_args(["--a=1", "--b=x=y", "--json", "img.jpg"]) == (
+        {"a": "1", "b": "x=y", "json": "true"},
+        ["img.jpg"],
+    )
+    assert supports("pipelines.evaluate") and not supports("pipelines.inspect_tfrecords")
+    missing = tmp_path / "no_such_run"
+    stage = plan.Stage(
+        "evaluate_x",
+        "Evaluate",
+        [("pipelines.evaluate", [f"--model_dir={missing}", f"--output={tmp_path / 'm.json'}"])],
+    )
+    shown = []
+    log = tmp_path / "logs" / "evaluate_x.log"
+    result = run_stage(stage, str(log), echo=shown.append, in_process=True)
+    assert result.status == "failed" and str(missing) in result.detail
+    assert "\n" not in result.detail and not (tmp_path / "m.json").exists()
+    # The traceback is in the stage log for debugging; the console gets the one line.
+    assert "Traceback" in log.read_text() and not any("Traceback" in s for s in shown)

@@ -216,6 +216,10 @@ class DemoConfig:
     # Fine-tuning from scratch at the same step budget: one `all` phase at this learning rate
     # (0 = the largest learning rate of transfer.phases).
     scratch_learning_rate: float = 0.0
+    # Run the training/evaluate/export/predict stages inside the demo process (the same library
+    # calls their binaries make; one TensorFlow start-up instead of one per stage) or, if false,
+    # as one `python -m pipelines.*` subprocess each.
+    in_process: bool = True
 
 
 @dataclass

@@ -195,15 +195,24 @@ def pretrain_config(cfg: ExperimentConfig, paths: DemoPaths) -> ExperimentConfig
     )
 
 
+def coco_eval_pattern(paths: DemoPaths) -> str:
+    """The COCO-like val shards (given to the evaluate stages with --eval_pattern)."""
+    return os.path.join(paths.coco_tfrecords, "val-*")
+
+
 def finetune_config(cfg: ExperimentConfig, paths: DemoPaths) -> ExperimentConfig:
-    """The COCO-like multi-label transfer experiment (schedule = `cfg.transfer.phases`)."""
+    """The COCO-like multi-label transfer experiment (schedule = `cfg.transfer.phases`).
+
+    No `data.eval_pattern`: the fine-tuning job would evaluate its final model, which the
+    evaluate stage does again from the checkpoint (`--eval_pattern`); once is enough on a CPU.
+    """
     tfr = paths.coco_tfrecords
     return _replace(
         cfg,
         f"{cfg.name}_finetune",
         schema="coco",
         train_pattern=os.path.join(tfr, "train-*"),
-        eval_pattern=os.path.join(tfr, "val-*"),
+        eval_pattern="",
         label_map_file=os.path.join(tfr, "label_map.json"),
         label_names_file=os.path.join(tfr, "label_names.txt"),
         num_classes=len(cfg.demo.coco_category_ids),
@@ -331,7 +340,8 @@ def plan_stages(cfg: ExperimentConfig, paths: DemoPaths) -> list[Stage]:
                 [
                     (
                         "pipelines.evaluate",
-                        [f"--model_dir={d.run_dir(run)}", f"--output={d.metrics(run)}"],
+                        [f"--model_dir={d.run_dir(run)}", f"--output={d.metrics(run)}"]
+                        + ([] if run == "pretrain" else [f"--eval_pattern={coco_eval_pattern(d)}"]),
                     )
                 ],
                 needs=(run,),

@@ -1,8 +1,8 @@
 """`run_demo`: generated data through every stage of the system, then a report.
 
-Stages run in order; each binary is a subprocess (see stages.py). A stage whose binary is not
-installed is listed as unavailable, a stage whose inputs failed is skipped, and nothing is faked:
-the report only shows what the stages wrote.
+Stages run in order, their jobs in-process or as subprocesses (see stages.py). A stage whose
+binary is not installed is listed as unavailable, a stage whose inputs failed is skipped, and
+nothing is faked: the report only shows what the stages wrote.
 
 Example:
     outcome = run_demo(load_config("configs/demo.yaml"), "demo_out", available=lambda m: True)
@@ -198,7 +198,9 @@ def run_demo(
                 stage.name, stage.title, "unavailable", detail=config_problems[stage.name]
             )
         else:
-            result = run_stage(stage, paths.log(stage.name), echo=echo)
+            result = run_stage(
+                stage, paths.log(stage.name), echo=echo, in_process=cfg.demo.in_process
+            )
             if result.status == "ok" and stage.name == "build_coco":
                 write_coco_label_names(paths)
             if result.status == "ok" and stage.name.startswith("evaluate_"):

@@ -3,12 +3,11 @@
 import io
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from binary_harness import run_cases
 from PIL import Image
 
 from transfer_tf import cli
@@ -21,16 +20,6 @@ from transfer_tf.models.resnet import build_classifier
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ["red circle", "blue star", "green cross"]
 pytestmark = pytest.mark.slow
-
-
-def run_binary(module, *args):
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def assert_one_line_usage_error(proc, *needles):
@@ -64,11 +53,18 @@ def run_and_export(tmp_path_factory):
     cli.write_resolved_config(cfg, str(model_dir))
     tf.train.Checkpoint(model=model).save(str(model_dir / "checkpoints" / "ckpt"))
     export_dir = root / "exports"
-    proc = run_binary(
-        "pipelines.export",
-        f"--model_dir={model_dir}",
-        f"--export_dir={export_dir}",
-        "--set=export.top_k=2",
+    # The export binary's usage error (a config that does not match the checkpoint) shares the
+    # harness process with the real export.
+    proc, mismatch = run_cases(
+        "pipelines.export:run",
+        [
+            [f"--model_dir={model_dir}", f"--export_dir={export_dir}", "--set=export.top_k=2"],
+            [
+                f"--model_dir={model_dir}",
+                f"--export_dir={root / 'rejected'}",
+                "--set=model.name=resnet50",
+            ],
+        ],
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith(os.path.join(str(export_dir), "1"))
@@ -80,7 +76,7 @@ def run_and_export(tmp_path_factory):
         path = root / f"img{i}.{fmt.lower()}"
         path.write_bytes(buf.getvalue())
         images.append(str(path))
-    return model, export_dir, images
+    return model, export_dir, images, mismatch
 
 
 def _expected(model, path):
@@ -88,9 +84,26 @@ def _expected(model, path):
     return tf.nn.softmax(model(pixels, training=False))[0].numpy()
 
 
-def test_predict_json_on_base_dir_matches_restored_weights(run_and_export):
-    model, export_dir, images = run_and_export
-    proc = run_binary("pipelines.predict", f"--saved_model={export_dir}", "--json", *images)
+@pytest.fixture(scope="module")
+def predict_runs(run_and_export, tmp_path_factory):
+    """The predict binary on three command lines, in one harness process."""
+    _, export_dir, images, _ = run_and_export
+    text = tmp_path_factory.mktemp("notes") / "notes.jpg"
+    text.write_text("not really a picture")
+    json_run, non_image, no_images = run_cases(
+        "pipelines.predict:run",
+        [
+            [f"--saved_model={export_dir}", "--json", *images],
+            [f"--saved_model={export_dir}", images[0], str(text)],
+            ["--saved_model=x"],
+        ],
+    )
+    return {"json": json_run, "non_image": (non_image, text), "no_images": no_images}
+
+
+def test_predict_json_on_base_dir_matches_restored_weights(run_and_export, predict_runs):
+    model, export_dir, images, _ = run_and_export
+    proc = predict_runs["json"]
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["saved_model"] == os.path.join(str(export_dir), "1")  # latest version picked
@@ -104,7 +117,7 @@ def test_predict_json_on_base_dir_matches_restored_weights(run_and_export):
 
 
 def test_predictor_on_version_dir_and_text_format(run_and_export):
-    model, export_dir, images = run_and_export
+    model, export_dir, images, _ = run_and_export
     predictor = Predictor(str(export_dir / "1"))
     assert predictor.version_dir == str(export_dir / "1")
     (pred,) = predictor.predict_files(images[:1], top_k=1)
@@ -116,7 +129,7 @@ def test_predictor_on_version_dir_and_text_format(run_and_export):
 
 
 def test_predictor_errors_name_the_file(run_and_export, tmp_path):
-    _, export_dir, images = run_and_export
+    _, export_dir, images, _ = run_and_export
     missing = str(tmp_path / "nope.jpg")
     with pytest.raises(UsageError, match="nope.jpg' does not exist"):
         check_image_paths([images[0], missing])
@@ -128,22 +141,11 @@ def test_predictor_errors_name_the_file(run_and_export, tmp_path):
         Predictor(str(tmp_path))
 
 
-def test_predict_cli_non_image_is_one_line_error(run_and_export, tmp_path):
-    _, export_dir, images = run_and_export
-    text = tmp_path / "notes.jpg"
-    text.write_text("not really a picture")
-    proc = run_binary("pipelines.predict", f"--saved_model={export_dir}", images[0], str(text))
+def test_predict_cli_non_image_is_one_line_error(predict_runs):
+    proc, text = predict_runs["non_image"]
     assert_one_line_usage_error(proc, str(text), "not a decodable image")
 
 
-def test_binaries_usage_errors(tmp_path):
-    assert_one_line_usage_error(
-        run_binary(
-            "pipelines.export",
-            f"--model_dir={tmp_path}",
-            f"--export_dir={tmp_path}/out",
-            "--set=model.name=resnet50",
-        ),
-        "model.name",
-    )
-    assert_one_line_usage_error(run_binary("pipelines.predict", "--saved_model=x"), "no images")
+def test_binaries_usage_errors(run_and_export, predict_runs):
+    assert_one_line_usage_error(run_and_export[3], "model.name")
+    assert_one_line_usage_error(predict_runs["no_images"], "no images")

@@ -2,14 +2,15 @@
 stop cleanly on SIGTERM, and refuse bad flags in one line."""
 
 import os
-import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
+from binary_harness import run_cases
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow
@@ -122,10 +123,11 @@ def test_bad_flags_are_one_line_errors(service):
             "dispatcher 127.0.0.1:1 is not reachable",
         ),
     ]
-    procs = [start(*args) for args, _ in cases]
-    for proc, (_, needle) in zip(procs, cases, strict=True):
-        _, err = proc.communicate(timeout=180)
-        assert proc.returncode == 2, err
+    # All three in one harness process (one TensorFlow import); the first is a fresh process.
+    results = run_cases("pipelines.data_service:run", [args for args, _ in cases], timeout=180)
+    for result, (_, needle) in zip(results, cases, strict=True):
+        err = result.stderr
+        assert result.returncode == 2, err
         # pipelines/__init__ silences TensorFlow's start-up lines: stderr holds our line only.
         lines = [line for line in err.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
@@ -136,31 +138,30 @@ def journal_bytes(journal) -> int:
 
 
 def test_pretrain_reads_through_the_service(service, tmp_path):
+    # In process: the binary's flag handling is tested elsewhere; what matters here is that
+    # training reads its batches from the service. Not deterministic: op determinism is
+    # process-wide and would leak into the tests that share this pytest process.
     from test_multiworker import overrides, write_shards
+
+    from transfer_tf.config import load_config
+    from transfer_tf.training.pretrain import run_pretraining
 
     pattern = write_shards(tmp_path)
     before = journal_bytes(service["journal"])
     model_dir = tmp_path / "run"
-    proc = subprocess.run(
+    sets = [o.removeprefix("--set=") for o in overrides(pattern) if o != "--set=deterministic=true"]
+    cfg = load_config(
+        f"{REPO}/configs/demo.yaml",
         [
-            sys.executable,
-            "-m",
-            "pipelines.pretrain",
-            f"--model_dir={model_dir}",
-            f"--config={REPO}/configs/demo.yaml",
-            *overrides(pattern),
-            "--strategy=one_device",
-            "--set=train.train_steps=2",
-            "--set=train.mixed_precision=none",
-            f"--set=data.tf_data_service={service['dispatcher']}",
+            *sets,
+            "train.strategy=one_device",
+            "train.train_steps=2",
+            "train.mixed_precision=none",
+            f"data.tf_data_service={service['dispatcher']}",
         ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=400,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert re.search(r"step 2/2 loss [0-9.]+", proc.stderr), proc.stderr[-2000:]
+    logs = run_pretraining(cfg, str(model_dir))
+    assert np.isfinite(logs["loss"]), logs
     assert tf_latest(model_dir).endswith("ckpt-2")
     # The dispatcher journaled the trainer's dataset registration and job: the batches came
     # from the service, not from a local pipeline.

@@ -10,6 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
+from binary_harness import run_cases
 from PIL import Image
 
 from transfer_tf.config import load_config
@@ -20,7 +21,6 @@ from transfer_tf.export import saved_model as sm
 from transfer_tf.models.resnet import build_classifier
 
 SIZE = 32
-SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
 pytestmark = pytest.mark.slow
 
 
@@ -77,6 +77,12 @@ def exports(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def loaded_single(exports):
+    """The single-label export loaded once (loading costs seconds; calls do not mutate it)."""
+    return tf.saved_model.load(exports["single"][2])
+
+
+@pytest.fixture(scope="module")
 def jpeg_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("img") / "photo.jpg"
     path.write_bytes(_encode(_image(0, 48, 40), "JPEG"))
@@ -93,9 +99,9 @@ def test_layout_and_label_asset(exports):
     assert open(multi_assets).read().splitlines() == ["0", "1", "2", "3"]
 
 
-def test_serving_equals_pipeline_eval_path(exports):
-    model, cfg, path = exports["single"]
-    loaded = tf.saved_model.load(path)
+def test_serving_equals_pipeline_eval_path(exports, loaded_single):
+    model, cfg, _ = exports["single"]
+    loaded = loaded_single
     blobs = [
         _encode(_image(1, 50, 70), "JPEG"),
         _encode(_image(2, 64, 33), "PNG"),
@@ -156,9 +162,8 @@ def test_multilabel_export_uses_sigmoid(exports):
     assert out["top_k_classes"].numpy()[0, 0].decode() == str(out["top_k_indices"].numpy()[0, 0])
 
 
-def test_bad_bytes_error_then_recovery(exports, jpeg_file):
-    loaded = tf.saved_model.load(exports["single"][2])
-    serve = loaded.signatures["serving_default"]
+def test_bad_bytes_error_then_recovery(loaded_single, jpeg_file):
+    serve = loaded_single.signatures["serving_default"]
     good = jpeg_file.read_bytes()
     for bad in (b"this is not an image", good[: len(good) // 3], b""):
         with pytest.raises(tf.errors.InvalidArgumentError):
@@ -170,8 +175,28 @@ def test_bad_bytes_error_then_recovery(exports, jpeg_file):
 
 def test_saved_model_cli_show_and_run(exports, jpeg_file, tmp_path):
     path = exports["single"][2]
-    show = subprocess.run(
-        [SAVED_MODEL_CLI, "show", "--dir", path, "--all"], capture_output=True, text=True
+    inputs = tmp_path / "in.npy"
+    np.save(inputs, np.array([jpeg_file.read_bytes()], dtype=object))
+    # The `saved_model_cli` console script's entry point, both commands in one process.
+    show, run = run_cases(
+        "tensorflow.python.tools.saved_model_cli:main",
+        [
+            ["show", "--dir", path, "--all"],
+            [
+                "run",
+                "--dir",
+                path,
+                "--tag_set",
+                "serve",
+                "--signature_def",
+                "serving_default",
+                "--inputs",
+                f"image_bytes={inputs}",
+                "--outdir",
+                str(tmp_path / "out"),
+            ],
+        ],
+        cwd=str(tmp_path),
     )
     assert show.returncode == 0, show.stderr
     for name in sm.SIGNATURES:
@@ -179,26 +204,6 @@ def test_saved_model_cli_show_and_run(exports, jpeg_file, tmp_path):
     for key in ("image_bytes", "examples", "images", *sm.OUTPUTS):
         assert f"['{key}']" in show.stdout
 
-    inputs = tmp_path / "in.npy"
-    np.save(inputs, np.array([jpeg_file.read_bytes()], dtype=object))
-    run = subprocess.run(
-        [
-            SAVED_MODEL_CLI,
-            "run",
-            "--dir",
-            path,
-            "--tag_set",
-            "serve",
-            "--signature_def",
-            "serving_default",
-            "--inputs",
-            f"image_bytes={inputs}",
-            "--outdir",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-    )
     assert run.returncode == 0, run.stderr
     probs = np.load(tmp_path / "out" / "probabilities.npy")
     classes = np.load(tmp_path / "out" / "top_k_classes.npy", allow_pickle=True)

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from binary_harness import run_cases
 
 from transfer_tf.data.schemas import classification_example
 
@@ -94,12 +95,17 @@ def _final_loss(stderr: str) -> float:
 
 @pytest.mark.slow
 def test_kill_and_resume_matches_uninterrupted_run(config_file, tmp_path):
-    straight = _run(_cmd(config_file, tmp_path / "straight"))
-    assert straight.returncode == 0, straight.stderr[-2000:]
-    want = _final_loss(straight.stderr)
-
-    run_dir = tmp_path / "killed"
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    # The uninterrupted reference and the run to kill start together (separate model dirs).
+    straight = subprocess.Popen(
+        _cmd(config_file, tmp_path / "straight"),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    run_dir = tmp_path / "killed"
     proc = subprocess.Popen(
         _cmd(config_file, run_dir),
         cwd=ROOT,
@@ -119,6 +125,9 @@ def test_kill_and_resume_matches_uninterrupted_run(config_file, tmp_path):
     proc.wait()
     killed_at = int(tf.train.latest_checkpoint(str(run_dir / "checkpoints")).rsplit("-", 1)[1])
     assert 4 <= killed_at < 16
+    _, straight_err = straight.communicate(timeout=300)
+    assert straight.returncode == 0, straight_err[-2000:]
+    want = _final_loss(straight_err)
 
     resumed = _run(_cmd(config_file, run_dir))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -128,35 +137,59 @@ def test_kill_and_resume_matches_uninterrupted_run(config_file, tmp_path):
     assert _final_loss(resumed.stderr) == pytest.approx(want, rel=1e-5, abs=1e-6)
     assert "eval at step 16" in resumed.stderr
 
-    ev = _run([sys.executable, "-m", "pipelines.evaluate", f"--model_dir={run_dir}"])
+    # The evaluate binary: a directory that is not a run is a one-line error; the run evaluates.
+    not_a_run, ev = run_cases(
+        "pipelines.evaluate:run",
+        [[f"--model_dir={tmp_path / 'empty'}"], [f"--model_dir={run_dir}"]],
+        env=env,
+    )
+    assert not_a_run.returncode == 2 and "no config.yaml" in not_a_run.stderr, not_a_run.stderr
     assert ev.returncode == 0, ev.stderr[-2000:]
     metrics = json.loads((run_dir / "eval_metrics.json").read_text())
     assert metrics["num_examples"] == 16 and 0.0 <= metrics["top_1_accuracy"] <= 1.0
     assert metrics["checkpoint"].endswith("ckpt-16")
+    assert json.loads(ev.stdout.strip().splitlines()[-1])["num_examples"] == 16
 
 
-@pytest.mark.parametrize(
-    "extra, message",
-    [
-        (["--strategy=tpu", "--mixed_precision=bfloat16"], "error: --strategy=tpu: no TPU"),
-        (
-            ["--set=train.optimzer=sgd"],
-            "error: unknown config key 'train.optimzer'; did you mean 'optimizer'",
-        ),
-        (["--mixed_precision=fp8"], "error: flag --mixed_precision=fp8"),
-        (["--set=train.global_batch_size=0"], "error: config key 'train.global_batch_size'"),
-    ],
-)
-def test_bad_flags_fail_in_one_line(config_file, tmp_path, extra, message):
-    result = _run(_cmd(config_file, tmp_path / "bad", *extra))
+BAD_FLAGS = {
+    "tpu": (["--strategy=tpu", "--mixed_precision=bfloat16"], "error: --strategy=tpu: no TPU"),
+    "unknown_key": (
+        ["--set=train.optimzer=sgd"],
+        "error: unknown config key 'train.optimzer'; did you mean 'optimizer'",
+    ),
+    "bad_enum": (["--mixed_precision=fp8"], "error: flag --mixed_precision=fp8"),
+    "zero_batch": (
+        ["--set=train.global_batch_size=0"],
+        "error: config key 'train.global_batch_size'",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_runs(config_file, tmp_path_factory):
+    """The pretrain binary on each bad command line, all in one harness process."""
+    tmp = tmp_path_factory.mktemp("bad")
+    cases = {
+        name: ["--config=" + config_file, f"--model_dir={tmp / name}", *extra]
+        for name, (extra, _) in BAD_FLAGS.items()
+    }
+    cases["no_model_dir"] = ["--config=configs/demo.yaml"]
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    env.pop("TPU_NAME", None)
+    return dict(
+        zip(cases, run_cases("pipelines.pretrain:run", list(cases.values()), env=env), strict=True)
+    )
+
+
+@pytest.mark.parametrize("case", list(BAD_FLAGS))
+def test_bad_flags_fail_in_one_line(bad_runs, case):
+    result, message = bad_runs[case], BAD_FLAGS[case][1]
     assert result.returncode == 2
     lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and lines[0].startswith(message), result.stderr[-1500:]
     assert "Traceback" not in result.stderr
 
 
-def test_missing_model_dir_and_evaluate_on_non_run(tmp_path):
-    result = _run([sys.executable, "-m", "pipelines.pretrain", "--config=configs/demo.yaml"])
+def test_missing_model_dir(bad_runs):
+    result = bad_runs["no_model_dir"]
     assert result.returncode == 2 and "error: --model_dir is required" in result.stderr
-    ev = _run([sys.executable, "-m", "pipelines.evaluate", f"--model_dir={tmp_path}"])
-    assert ev.returncode == 2 and "no config.yaml" in ev.stderr

@@ -269,6 +269,7 @@ class ReportContext:
     data_lines: list[str]
     total_seconds: float
     predict_truth: list[str]  # category names actually drawn in the predicted image
+    in_process: bool = False  # the jobs ran inside the demo process (demo.in_process)
 
 
 def _metrics_table(paths: DemoPaths) -> tuple[list[str], dict[str, dict | None]]:
@@ -367,6 +368,16 @@ def write_report(
         "",
         "## Stages",
         "",
+        *(
+            [
+                "Each command is what reruns the stage by hand; in this run the jobs ran inside "
+                "the demo process through the same library calls (`demo.in_process`), so "
+                "TensorFlow started once.",
+                "",
+            ]
+            if context.in_process
+            else []
+        ),
         "| stage | status | time (s) | command |",
         "|---|---|---|---|",
     ]

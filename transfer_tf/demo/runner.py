@@ -219,6 +219,7 @@ def run_demo(
         data_lines=data_lines,
         total_seconds=time.monotonic() - start,
         predict_truth=_predict_truth(paths),
+        in_process=cfg.demo.in_process,
     )
     report, plots = write_report(paths, results, context)
     seconds = time.monotonic() - start

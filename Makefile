@@ -21,9 +21,11 @@ $(STAMP): setup.py
 demo: $(STAMP)
 	$(PY) -m pipelines.demo --work_dir=$(DEMO_DIR)
 
+# Two pytest-xdist workers for the 2-core machine; whole files per worker (--dist loadfile) so
+# module-scoped fixtures (exports, services, shards) are built once.
 test: $(STAMP)
 	$(PY) -m ruff check transfer_tf pipelines tests
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 lint: $(STAMP)
 	$(PY) -m ruff check transfer_tf pipelines tests

@@ -1,0 +1,235 @@
+"""The typed schema of an experiment config: one dataclass per YAML section, and allowed values.
+
+Loading, overrides and validation live in `transfer_tf.config`, which re-exports these classes.
+
+Example:
+    cfg = ExperimentConfig(train=TrainConfig(epochs=2))
+    cfg.data.task  # -> "single_label" (derived from data.schema)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how it becomes model inputs."""
+
+    # Source: TFRecord file patterns (any TF filesystem path, comma-separated allowed), or
+    # `tfds:NAME[/CONFIG]` to read a TensorFlow Datasets builder through the same parsers.
+    train_pattern: str = ""
+    eval_pattern: str = ""
+    tfds_data_dir: str = ""
+    tfds_manual_dir: str = ""
+    # TFRecord schema of the shards: `classification` (imagenet_to_gcs.py) or `coco`.
+    schema: str = "classification"
+    num_classes: int = 1000
+    # Stored label minus this offset is the model's class index. Public ImageNet shards are 1..1000,
+    # so 1; shards written with --label_offset=0 use 0. Never guessed.
+    label_offset: int = 1
+    # COCO: JSON label map written by make_coco_tfrecords (category id -> contiguous index).
+    label_map_file: str = ""
+    # Human-readable class names, one per line, in class-index order (shipped with exports).
+    label_names_file: str = ""
+    num_train_examples: int = 0
+    num_eval_examples: int = 0
+    image_size: int = 224
+    # Train augmentation.
+    crop_area_range: tuple[float, float] = (0.08, 1.0)
+    crop_aspect_range: tuple[float, float] = (0.75, 4.0 / 3.0)
+    # COCO multi-label crops: minimum fraction of an object's box that must stay in the crop for
+    # its label to be kept.
+    min_object_covered: float = 0.5
+    random_flip: bool = True
+    augment_policy: str = "none"  # none | randaugment | autoaugment
+    randaugment_magnitude: float = 0.5
+    randaugment_layers: int = 2
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    # Eval: center crop of this fraction of the short side, then resize.
+    eval_crop_fraction: float = 0.875
+    # tf.data knobs.
+    shuffle_buffer: int = 10_000
+    file_shuffle: bool = True
+    cycle_length: int = 16
+    num_parallel_calls: int = -1  # -1 = AUTOTUNE
+    prefetch: int = -1  # -1 = AUTOTUNE
+    skip_corrupt: bool = False
+    # `grpc://HOST:PORT` of a tf.data service dispatcher; empty = preprocess in-process.
+    tf_data_service: str = ""
+
+    @property
+    def task(self) -> str:
+        """`single_label` (softmax) for the classification schema, `multilabel` (sigmoid) for COCO."""
+        return "multilabel" if self.schema == "coco" else "single_label"
+
+
+@dataclass
+class ModelConfig:
+    """Backbone and head."""
+
+    name: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101 | resnet152
+    dropout: float = 0.0
+    zero_init_residual_gamma: bool = True
+    sync_batchnorm: bool = False
+    batchnorm_momentum: float = 0.9
+    batchnorm_epsilon: float = 1e-5
+    # Keras weights file to start the backbone from (e.g. the standard
+    # resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5); empty = random init.
+    init_weights: str = ""
+    # Per-channel normalisation applied inside the model (inputs are uint8-range images).
+    mean_rgb: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    stddev_rgb: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    # `standardize`: (rgb - mean_rgb) / stddev_rgb. `caffe`: RGB->BGR minus the ImageNet BGR mean,
+    # unscaled: what the standard Keras ImageNet ResNet weights expect (use it with init_weights).
+    input_preprocessing: str = "standardize"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and the training loop."""
+
+    global_batch_size: int = 1024
+    epochs: float = 90.0
+    # If > 0, overrides epochs * num_train_examples / global_batch_size.
+    train_steps: int = 0
+    optimizer: str = "sgd"  # sgd | lars | adamw
+    momentum: float = 0.9
+    nesterov: bool = False
+    # Learning rate for a global batch of 256; scaled linearly with global_batch_size.
+    base_learning_rate: float = 0.1
+    lr_schedule: str = "cosine"  # cosine | step | constant
+    warmup_epochs: float = 5.0
+    step_decay_epochs: list[float] = field(default_factory=lambda: [30.0, 60.0, 80.0])
+    step_decay_rate: float = 0.1
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    ema_decay: float = 0.0  # 0 = no weight EMA
+    mixed_precision: str = "none"  # bfloat16 | float16 | none
+    xla: bool = False
+    steps_per_execution: int = 1
+    checkpoint_every_steps: int = 1000
+    keep_checkpoints: int = 5
+    eval_every_epochs: float = 1.0
+    log_every_steps: int = 100
+    strategy: str = "auto"  # auto | one_device | mirrored | multi_worker_mirrored | tpu
+    tpu: str = ""
+    # Warm start: a run dir or checkpoint prefix whose model weights seed a NEW run (ignored when
+    # model_dir already has a checkpoint: resuming wins).
+    init_checkpoint: str = ""
+    # Also checkpoint the tf.data iterator (exact resume; saves the shuffle buffer, one replica).
+    checkpoint_input: bool = False
+
+
+@dataclass
+class PhaseConfig:
+    """One phase of the transfer schedule: what trains, for how long, at which learning rate."""
+
+    name: str = ""
+    # What trains: `head`, `stage4`, `stage3+` (stage3 and above), `all`, or a comma list.
+    trainable: str = "head"
+    epochs: float = 0.0
+    steps: int = 0
+    learning_rate: float = 0.01
+    lr_schedule: str = "cosine"  # cosine | constant
+    warmup_steps: int = 0
+    # Optional per-stage multipliers of the phase learning rate, e.g. {stage3: 0.1}.
+    lr_multipliers: dict[str, float] = field(default_factory=dict)
+    # How frozen BatchNorm layers behave: `inference` (use moving stats, do not update) or `train`.
+    frozen_batchnorm: str = "inference"
+
+
+@dataclass
+class TransferConfig:
+    """Fine-tuning: task type, head, and the freeze/unfreeze schedule."""
+
+    # A named preset (linear_probe | lp_ft | gradual_unfreeze) used when `phases` is empty. Its
+    # budget is train.train_steps (or train.epochs); see transfer_tf/transfer/schedule.py.
+    preset: str = ""
+    # The pretrained backbone (finetune --init_checkpoint): a pretraining model_dir, a Keras
+    # weights .h5 / .weights.h5, or an exported SavedModel. Empty = model.init_weights or scratch.
+    init_checkpoint: str = ""
+    # Presets: learning rate of the head-only phase; later (unfrozen) phases use it times
+    # `finetune_lr_factor`.
+    learning_rate: float = 0.1
+    finetune_lr_factor: float = 0.1
+    phases: list[PhaseConfig] = field(default_factory=list)
+    optimizer: str = "sgd"  # sgd | adamw
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+    # Multi-label: weight on positive terms of the binary cross-entropy (1 = unweighted).
+    pos_weight: float = 1.0
+    threshold: float = 0.5
+
+
+@dataclass
+class ExportConfig:
+    """SavedModel export."""
+
+    top_k: int = 5
+    # `auto` derives softmax/sigmoid from the task.
+    output_activation: str = "auto"  # auto | softmax | sigmoid
+
+
+@dataclass
+class DemoConfig:
+    """`make demo` (pipelines/demo.py): sizes of the generated data; ignored by other binaries."""
+
+    # ImageNet-like set: data.num_classes classes (shape x colour), images per class.
+    train_per_class: int = 60
+    val_per_class: int = 10
+    # Generated images' width and height are each drawn from [min, max] pixels.
+    raw_image_size: tuple[int, int] = (48, 96)
+    # COCO-like scenes composing the same vocabulary; one category per id (gaps as in COCO).
+    coco_train_images: int = 240
+    coco_val_images: int = 80
+    coco_category_ids: list[int] = field(default_factory=lambda: [1, 3, 4, 7, 9, 13, 18, 22])
+    objects_per_image: tuple[int, int] = (1, 3)
+    coco_image_size: tuple[int, int] = (64, 112)
+    # TFRecord builders.
+    train_shards: int = 4
+    validation_shards: int = 2
+    num_workers: int = 2
+    # Fine-tuning from scratch at the same step budget: one `all` phase at this learning rate
+    # (0 = the largest learning rate of transfer.phases).
+    scratch_learning_rate: float = 0.0
+    # Run the training/evaluate/export/predict stages inside the demo process (the same library
+    # calls their binaries make; one TensorFlow start-up instead of one per stage) or, if false,
+    # as one `python -m pipelines.*` subprocess each.
+    in_process: bool = True
+
+
+@dataclass
+class ExperimentConfig:
+    """The whole experiment: one YAML file."""
+
+    name: str = "experiment"
+    seed: int = 0
+    # Deterministic ops and tf.data order (slower): for tests and debugging.
+    deterministic: bool = False
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+
+
+# Values a field may take, checked after loading: "section.key" -> allowed values.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.schema": ("classification", "coco"),
+    "data.augment_policy": ("none", "randaugment", "autoaugment"),
+    "model.name": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
+    "model.input_preprocessing": ("standardize", "caffe"),
+    "train.optimizer": ("sgd", "lars", "adamw"),
+    "train.lr_schedule": ("cosine", "step", "constant"),
+    "train.mixed_precision": ("bfloat16", "float16", "none"),
+    "train.strategy": ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu"),
+    "transfer.preset": ("", "linear_probe", "lp_ft", "gradual_unfreeze"),
+    "transfer.optimizer": ("sgd", "adamw"),
+    "export.output_activation": ("auto", "softmax", "sigmoid"),
+    "phase.lr_schedule": ("cosine", "constant"),
+    "phase.frozen_batchnorm": ("inference", "train"),
+}

@@ -24,7 +24,7 @@ from transfer_tf.models.resnet import build_classifier
 from transfer_tf.training import checkpoints, losses, optimizers, precision, schedules
 from transfer_tf.training import strategy as strategy_lib
 from transfer_tf.training.hooks import ProgressHook, SummaryHook
-from transfer_tf.training.loop import Trainer, evaluate_model
+from transfer_tf.training.loop import DatasetFn, Trainer, evaluate_model
 
 
 def setup_runtime(cfg: ExperimentConfig) -> None:
@@ -67,17 +67,24 @@ class EvalAccumulator:
         return self.acc.result()
 
 
-def eval_dataset_fn(cfg: ExperimentConfig, strategy: tf.distribute.Strategy):
-    """InputContext -> the eval split (one pass, fixed order, per-replica batches)."""
+def dataset_fn(cfg: ExperimentConfig, split: str) -> DatasetFn:
+    """InputContext -> per-replica batches of `split` (`train`: shuffled, repeated; `eval`: one pass,
+    fixed order), as `(images uint8 [b,S,S,3], labels float32 [b,C])`.
+
+    Raises:
+      UsageError: the split's file pattern (`data.train_pattern` / `data.eval_pattern`) is empty.
+    """
     from transfer_tf.data.input import build_dataset
 
-    if not cfg.data.eval_pattern:
-        raise UsageError("config key 'data.eval_pattern' is empty: nothing to evaluate on")
+    key = "train_pattern" if split == "train" else "eval_pattern"
+    if not getattr(cfg.data, key):
+        purpose = "train on" if split == "train" else "evaluate on"
+        raise UsageError(f"config key 'data.{key}' is empty: nothing to {purpose}")
 
     def fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         return build_dataset(
             cfg.data,
-            split="eval",
+            split=split,
             global_batch_size=cfg.train.global_batch_size,
             seed=cfg.seed,
             deterministic=cfg.deterministic,
@@ -93,10 +100,7 @@ def run_pretraining(cfg: ExperimentConfig, model_dir: str) -> dict:
     Writes model_dir/config.yaml, checkpoints/ and summaries/ (chief only). Evaluates on
     `data.eval_pattern` every `train.eval_every_epochs` when it is set.
     """
-    from transfer_tf.data.input import build_dataset
-
-    if not cfg.data.train_pattern:
-        raise UsageError("config key 'data.train_pattern' is empty: nothing to train on")
+    train_fn = dataset_fn(cfg, "train")
     # The strategy first: MultiWorkerMirroredStrategy configures collective ops, which must
     # happen before any op runs (setup_runtime's seeding initialises the eager context).
     strategy = strategy_lib.make_strategy(cfg.train.strategy, cfg.train.tpu)
@@ -136,19 +140,9 @@ def run_pretraining(cfg: ExperimentConfig, model_dir: str) -> dict:
         prefix = checkpoints.restore_model_weights(model, train_cfg.init_checkpoint)
         logging.info("warm start from %s", prefix)
 
-    def train_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-        return build_dataset(
-            cfg.data,
-            split="train",
-            global_batch_size=train_cfg.global_batch_size,
-            seed=cfg.seed,
-            deterministic=cfg.deterministic,
-            input_context=ctx,
-        )
-
     eval_fn, eval_every = None, 0
     if cfg.data.eval_pattern and train_cfg.eval_every_epochs > 0:
-        eval_input = eval_dataset_fn(cfg, strategy)
+        eval_input = dataset_fn(cfg, "eval")
 
         def eval_fn(step: int) -> dict:
             return trainer.evaluate(eval_input, EvalAccumulator(cfg))
@@ -180,6 +174,6 @@ def evaluate_run(model_dir: str, checkpoint: str | None = None, eval_pattern: st
     if eval_pattern:
         cfg.data.eval_pattern = eval_pattern
     strategy = tf.distribute.get_strategy()
-    metrics = evaluate_model(model, strategy, eval_dataset_fn(cfg, strategy), EvalAccumulator(cfg))
+    metrics = evaluate_model(model, strategy, dataset_fn(cfg, "eval"), EvalAccumulator(cfg))
     metrics["checkpoint"] = checkpoints.resolve_checkpoint(checkpoint or model_dir)
     return metrics

@@ -30,36 +30,16 @@ from absl import logging
 
 from transfer_tf.config import ExperimentConfig, save_config
 from transfer_tf.distribute.cluster import weights_digest
-from transfer_tf.errors import UsageError
 from transfer_tf.models.resnet import build_classifier
 from transfer_tf.training import checkpoints, losses, optimizers
 from transfer_tf.training import strategy as strategy_lib
 from transfer_tf.training.hooks import ProgressHook, SummaryHook
 from transfer_tf.training.loop import DatasetFn, Trainer
-from transfer_tf.training.pretrain import EvalAccumulator, eval_dataset_fn, setup_runtime
+from transfer_tf.training.pretrain import EvalAccumulator, dataset_fn, setup_runtime
 from transfer_tf.transfer import restore, schedule
 
 SCHEDULE_FILE = "schedule.json"
 PhaseCallback = Callable[[schedule.Phase, keras.Model], None]
-
-
-def _train_dataset_fn(cfg: ExperimentConfig) -> DatasetFn:
-    from transfer_tf.data.input import build_dataset
-
-    if not cfg.data.train_pattern:
-        raise UsageError("config key 'data.train_pattern' is empty: nothing to train on")
-
-    def fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-        return build_dataset(
-            cfg.data,
-            split="train",
-            global_batch_size=cfg.train.global_batch_size,
-            seed=cfg.seed,
-            deterministic=cfg.deterministic,
-            input_context=ctx,
-        )
-
-    return fn
 
 
 def _write_json(path: str, data) -> None:
@@ -164,9 +144,9 @@ def _run_phases(cfg, trainer, phases, train_dataset_fn, eval_input_fn, on_phase_
     end = schedule.total_steps(phases)
     if start >= end:
         logging.info("schedule already complete at global step %d", start)
-    train_fn = train_dataset_fn or _train_dataset_fn(cfg)
+    train_fn = train_dataset_fn or dataset_fn(cfg, "train")
     if eval_input_fn is None and cfg.data.eval_pattern:
-        eval_input_fn = eval_dataset_fn(cfg, strategy)
+        eval_input_fn = dataset_fn(cfg, "eval")
     steps_per_epoch = cfg.data.num_train_examples // cfg.train.global_batch_size or None
     loss_fn = losses.for_task(cfg.data.task, cfg.transfer.label_smoothing, cfg.transfer.pos_weight)
     ran = []

@@ -11,7 +11,7 @@ Same flags as official/vision/data/create_coco_tf_record.py for boxes and masks
 from absl import flags, logging
 
 from transfer_tf import cli
-from transfer_tf.data.builders import WriteOptions, build_coco
+from transfer_tf.data.builders import build_coco, write_flags
 
 flags.DEFINE_multi_string("image_dir", [], "Directory containing images (repeatable).")
 flags.DEFINE_string("object_annotations_file", "", "COCO instances JSON (boxes and masks).")
@@ -24,10 +24,8 @@ flags.DEFINE_string("output_file_prefix", "/tmp/train", "Shards are PREFIX-00000
 flags.DEFINE_integer("num_shards", 32, "Number of output shards.")
 flags.DEFINE_boolean("include_masks", False, "Write PNG instance masks (image/object/mask).")
 flags.DEFINE_boolean("skip_empty", False, "Drop images that have no annotations in the JSON.")
-flags.DEFINE_integer("num_workers", 1, "Worker processes (each writes whole shards).")
+write_flags.define_write_flags()
 flags.DEFINE_alias("num_processes", "num_workers")
-flags.DEFINE_integer("task_index", 0, "This machine's index in [0, --num_tasks).")
-flags.DEFINE_integer("num_tasks", 1, "Machines sharing the build; each writes every N-th shard.")
 FLAGS = flags.FLAGS
 
 
@@ -42,7 +40,7 @@ def main(argv):
         include_masks=FLAGS.include_masks,
         skip_empty=FLAGS.skip_empty,
         image_info_file=FLAGS.image_info_file,
-        options=WriteOptions(FLAGS.num_workers, FLAGS.task_index, FLAGS.num_tasks),
+        options=write_flags.write_options_from_flags(),
     )
     logging.info("Manifest: %s", manifest or "pending (other tasks' shards unfinished)")
 

@@ -9,7 +9,7 @@ Classes are the sorted subfolders; `labels.txt`/`label_names.txt` list them in c
 from absl import flags, logging
 
 from transfer_tf import cli
-from transfer_tf.data.builders import WriteOptions, build_folder
+from transfer_tf.data.builders import build_folder, write_flags
 
 flags.DEFINE_string("root", None, "Folder with one subfolder of images per class.")
 flags.DEFINE_string("output_dir", None, "Where the shards, labels.txt and manifest.json go.")
@@ -20,9 +20,7 @@ flags.DEFINE_float(
 )
 flags.DEFINE_integer("label_offset", 1, "Stored label = class index + this.")
 flags.DEFINE_integer("seed", 0, "Seed of the train/validation split and the training shuffle.")
-flags.DEFINE_integer("num_workers", 1, "Worker processes (each writes whole shards).")
-flags.DEFINE_integer("task_index", 0, "This machine's index in [0, --num_tasks).")
-flags.DEFINE_integer("num_tasks", 1, "Machines sharing the build; each writes every N-th shard.")
+write_flags.define_write_flags()
 FLAGS = flags.FLAGS
 
 
@@ -37,7 +35,7 @@ def main(argv):
         validation_fraction=FLAGS.validation_fraction,
         label_offset=FLAGS.label_offset,
         seed=FLAGS.seed,
-        options=WriteOptions(FLAGS.num_workers, FLAGS.task_index, FLAGS.num_tasks),
+        options=write_flags.write_options_from_flags(),
     )
     logging.info("Manifest: %s", manifest or "pending (other tasks' shards unfinished)")
 

@@ -10,7 +10,7 @@ Layout and label rules: `transfer_tf/data/builders/imagenet.py`. A rerun keeps f
 from absl import flags, logging
 
 from transfer_tf import cli
-from transfer_tf.data.builders import WriteOptions, build_imagenet
+from transfer_tf.data.builders import build_imagenet, write_flags
 
 flags.DEFINE_string("raw_data_dir", None, "Folder holding train/<wnid>/*.JPEG and val/.")
 flags.DEFINE_string("output_dir", None, "Where the shards, labels.txt and manifest.json go.")
@@ -27,9 +27,7 @@ flags.DEFINE_string(
 )
 flags.DEFINE_integer("label_offset", 1, "Stored label = class index + this (1: public shards).")
 flags.DEFINE_integer("seed", 0, "Seed of the training-record shuffle.")
-flags.DEFINE_integer("num_workers", 1, "Worker processes (each writes whole shards).")
-flags.DEFINE_integer("task_index", 0, "This machine's index in [0, --num_tasks).")
-flags.DEFINE_integer("num_tasks", 1, "Machines sharing the build; each writes every N-th shard.")
+write_flags.define_write_flags()
 FLAGS = flags.FLAGS
 
 
@@ -45,7 +43,7 @@ def main(argv):
         synset_names_file=FLAGS.synset_names_file,
         label_offset=FLAGS.label_offset,
         seed=FLAGS.seed,
-        options=WriteOptions(FLAGS.num_workers, FLAGS.task_index, FLAGS.num_tasks),
+        options=write_flags.write_options_from_flags(),
     )
     logging.info("Manifest: %s", manifest or "pending (other tasks' shards unfinished)")
 

@@ -94,6 +94,50 @@ def dataset_fn(cfg: ExperimentConfig, split: str) -> DatasetFn:
     return fn
 
 
+def start_run(
+    cfg: ExperimentConfig,
+    model_dir: str,
+    strategy: tf.distribute.Strategy,
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    *,
+    weight_decay: float,
+    checkpoint_input: bool = False,
+) -> Trainer:
+    """Lays out a training run and returns its Trainer (progress logs; summaries on the chief).
+
+    Writes `config.yaml` into this worker's write directory (`model_dir` on the chief, a temporary
+    directory elsewhere; `Trainer.close` removes the latter). `weight_decay` is the L2 coefficient
+    the loop adds to the loss (0 where the optimizer applies decay itself).
+    """
+    train_cfg = cfg.train
+    write_dir = strategy_lib.worker_dir(model_dir, strategy)
+    tf.io.gfile.makedirs(write_dir)
+    save_config(cfg, os.path.join(write_dir, checkpoints.CONFIG_FILE))
+    hooks = [ProgressHook(train_cfg.log_every_steps)]
+    if strategy_lib.is_chief(strategy):
+        hooks.append(
+            SummaryHook(
+                os.path.join(write_dir, checkpoints.SUMMARY_SUBDIR), train_cfg.log_every_steps
+            )
+        )
+    return Trainer(
+        model,
+        optimizer,
+        strategy,
+        model_dir,
+        global_batch_size=train_cfg.global_batch_size,
+        weight_decay=weight_decay,
+        steps_per_execution=train_cfg.steps_per_execution,
+        jit_compile=train_cfg.xla,
+        checkpoint_every_steps=train_cfg.checkpoint_every_steps,
+        keep_checkpoints=train_cfg.keep_checkpoints,
+        log_every_steps=train_cfg.log_every_steps,
+        hooks=hooks,
+        checkpoint_input=checkpoint_input,
+    )
+
+
 def run_pretraining(cfg: ExperimentConfig, model_dir: str) -> dict:
     """Trains `cfg` in `model_dir` (resuming from its latest checkpoint); returns the last logs.
 
@@ -110,29 +154,13 @@ def run_pretraining(cfg: ExperimentConfig, model_dir: str) -> dict:
     with strategy.scope():
         model = build_classifier(cfg.model, cfg.data.num_classes)
         optimizer = optimizers.make_optimizer(train_cfg)
-    write_dir = strategy_lib.worker_dir(model_dir, strategy)
-    tf.io.gfile.makedirs(write_dir)
-    save_config(cfg, os.path.join(write_dir, checkpoints.CONFIG_FILE))
-    hooks = [ProgressHook(train_cfg.log_every_steps)]
-    if strategy_lib.is_chief(strategy):
-        hooks.append(
-            SummaryHook(
-                os.path.join(write_dir, checkpoints.SUMMARY_SUBDIR), train_cfg.log_every_steps
-            )
-        )
-    trainer = Trainer(
+    trainer = start_run(
+        cfg,
+        model_dir,
+        strategy,
         model,
         optimizer,
-        strategy,
-        model_dir,
-        global_batch_size=train_cfg.global_batch_size,
         weight_decay=optimizers.loss_weight_decay(train_cfg.optimizer, train_cfg.weight_decay),
-        steps_per_execution=train_cfg.steps_per_execution,
-        jit_compile=train_cfg.xla,
-        checkpoint_every_steps=train_cfg.checkpoint_every_steps,
-        keep_checkpoints=train_cfg.keep_checkpoints,
-        log_every_steps=train_cfg.log_every_steps,
-        hooks=hooks,
         checkpoint_input=train_cfg.checkpoint_input,
     )
     start = trainer.restore()

@@ -28,14 +28,13 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from transfer_tf.config import ExperimentConfig, save_config
+from transfer_tf.config import ExperimentConfig
 from transfer_tf.distribute.cluster import weights_digest
 from transfer_tf.models.resnet import build_classifier
 from transfer_tf.training import checkpoints, losses, optimizers
 from transfer_tf.training import strategy as strategy_lib
-from transfer_tf.training.hooks import ProgressHook, SummaryHook
-from transfer_tf.training.loop import DatasetFn, Trainer
-from transfer_tf.training.pretrain import EvalAccumulator, dataset_fn, setup_runtime
+from transfer_tf.training.loop import DatasetFn
+from transfer_tf.training.pretrain import EvalAccumulator, dataset_fn, setup_runtime, start_run
 from transfer_tf.transfer import restore, schedule
 
 SCHEDULE_FILE = "schedule.json"
@@ -97,33 +96,18 @@ def run_finetuning(
         optimizer = optimizers.make_optimizer(
             train_cfg, optimizer=cfg.transfer.optimizer, weight_decay=cfg.transfer.weight_decay
         )
-    write_dir = strategy_lib.worker_dir(model_dir, strategy)
-    tf.io.gfile.makedirs(write_dir)
-    save_config(cfg, os.path.join(write_dir, checkpoints.CONFIG_FILE))
-    _write_json(os.path.join(write_dir, SCHEDULE_FILE), schedule.describe(phases))
-    hooks = [ProgressHook(train_cfg.log_every_steps)]
-    if strategy_lib.is_chief(strategy):
-        hooks.append(
-            SummaryHook(
-                os.path.join(write_dir, checkpoints.SUMMARY_SUBDIR), train_cfg.log_every_steps
-            )
-        )
-    trainer = Trainer(
+    trainer = start_run(
+        cfg,
+        model_dir,
+        strategy,
         model,
         optimizer,
-        strategy,
-        model_dir,
-        global_batch_size=train_cfg.global_batch_size,
         weight_decay=optimizers.loss_weight_decay(
             cfg.transfer.optimizer, cfg.transfer.weight_decay
         ),
-        steps_per_execution=train_cfg.steps_per_execution,
-        jit_compile=train_cfg.xla,
-        checkpoint_every_steps=train_cfg.checkpoint_every_steps,
-        keep_checkpoints=train_cfg.keep_checkpoints,
-        log_every_steps=train_cfg.log_every_steps,
-        hooks=hooks,
     )
+    write_dir = strategy_lib.worker_dir(model_dir, strategy)
+    _write_json(os.path.join(write_dir, SCHEDULE_FILE), schedule.describe(phases))
     try:
         return _run_phases(
             cfg, trainer, phases, train_dataset_fn, eval_input_fn, on_phase_end, strategy

@@ -7,10 +7,10 @@ DIR/eval_metrics.json) and prints it.
 import json
 import os
 
-import tensorflow as tf
 from absl import flags
 
 from transfer_tf import cli
+from transfer_tf.atomic_io import write_json_atomic
 
 flags.DEFINE_string("model_dir", None, "A training run directory (holds config.yaml).")
 flags.DEFINE_string("checkpoint", None, "Checkpoint prefix; default: the latest in model_dir.")
@@ -26,10 +26,7 @@ def main(argv):
 
     metrics = evaluate_run(FLAGS.model_dir, FLAGS.checkpoint, FLAGS.eval_pattern or "")
     path = FLAGS.output or os.path.join(FLAGS.model_dir, "eval_metrics.json")
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        json.dump(metrics, f, indent=2)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    write_json_atomic(path, metrics)
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list)}))
 
 

@@ -304,10 +304,6 @@ def _read_yaml(path: str, _seen: tuple[str, ...] = ()) -> dict:
 
 def save_config(cfg: ExperimentConfig, path: str) -> None:
     """Writes the resolved config as YAML (atomically) so the run can be reproduced from it."""
-    import tensorflow as tf  # gfile: model_dir may be gs://
+    from transfer_tf.atomic_io import write_text_atomic  # imports TensorFlow (gs:// paths)
 
-    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(text)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    write_text_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

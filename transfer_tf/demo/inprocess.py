@@ -18,11 +18,11 @@ import contextlib
 import gc
 import json
 import logging as std_logging
-import os
 from collections.abc import Callable, Iterator
 
 from absl import logging
 
+from transfer_tf.atomic_io import write_text_atomic
 from transfer_tf.errors import UsageError
 
 _MODULES = (
@@ -53,14 +53,6 @@ def parse_args(args: list[str]) -> tuple[dict[str, str], list[str]]:
         else:
             positional.append(arg)
     return flags, positional
-
-
-def _write_atomic(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _build(module: str, flags: dict[str, str]) -> None:
@@ -119,7 +111,7 @@ def run_call(module: str, args: list[str], stdout_file: str | None = None) -> No
         from transfer_tf.training.pretrain import evaluate_run
 
         metrics = evaluate_run(flags["model_dir"], eval_pattern=flags.get("eval_pattern", ""))
-        _write_atomic(flags["output"], json.dumps(metrics, indent=2))
+        write_text_atomic(flags["output"], json.dumps(metrics, indent=2))
         logging.info("%s", {k: v for k, v in metrics.items() if not isinstance(v, list)})
     elif module == "pipelines.export":
         from transfer_tf.export.saved_model import export_saved_model
@@ -140,7 +132,7 @@ def run_call(module: str, args: list[str], stdout_file: str | None = None) -> No
                 "saved_model": predictor.version_dir,
                 "predictions": [p.to_dict() for p in predictions],
             }
-            _write_atomic(stdout_file, json.dumps(doc, indent=2))
+            write_text_atomic(stdout_file, json.dumps(doc, indent=2))
     else:
         raise UsageError(f"{module} has no in-process runner (run it as a subprocess)")
 

@@ -18,6 +18,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from transfer_tf.atomic_io import write_text_atomic
 from transfer_tf.demo.plan import REAL_DATA_COMMANDS, DemoPaths
 from transfer_tf.demo.stages import StageResult
 
@@ -406,8 +407,5 @@ def write_report(
         "```",
         "",
     ]
-    tmp = f"{paths.report}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines))
-    os.replace(tmp, paths.report)
+    write_text_atomic(paths.report, "\n".join(lines))
     return paths.report, plots

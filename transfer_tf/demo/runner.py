@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from transfer_tf.atomic_io import write_json_atomic
 from transfer_tf.config import ExperimentConfig, save_config
 from transfer_tf.data import synthetic
 from transfer_tf.demo import plan
@@ -231,8 +232,5 @@ def run_demo(
         "plots": plots,
         "stages": [r.to_dict() for r in results],
     }
-    tmp = f"{paths.summary}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(summary, f, indent=2)
-    os.replace(tmp, paths.summary)
+    write_json_atomic(paths.summary, summary)
     return DemoOutcome(ok, paths.work_dir, headline(paths), report, plots, results, seconds)

@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Callable
 
@@ -28,6 +27,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from transfer_tf.atomic_io import write_json_atomic
 from transfer_tf.config import ExperimentConfig
 from transfer_tf.distribute.cluster import weights_digest
 from transfer_tf.models.resnet import build_classifier
@@ -39,13 +39,6 @@ from transfer_tf.transfer import restore, schedule
 
 SCHEDULE_FILE = "schedule.json"
 PhaseCallback = Callable[[schedule.Phase, keras.Model], None]
-
-
-def _write_json(path: str, data) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 def run_finetuning(
@@ -107,7 +100,7 @@ def run_finetuning(
         ),
     )
     write_dir = strategy_lib.worker_dir(model_dir, strategy)
-    _write_json(os.path.join(write_dir, SCHEDULE_FILE), schedule.describe(phases))
+    write_json_atomic(os.path.join(write_dir, SCHEDULE_FILE), schedule.describe(phases))
     try:
         return _run_phases(
             cfg, trainer, phases, train_dataset_fn, eval_input_fn, on_phase_end, strategy

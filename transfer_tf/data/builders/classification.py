@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from transfer_tf.atomic_io import write_text_atomic
 from transfer_tf.data import schemas
 from transfer_tf.data.builders.image_codec import BadImage, prepare_image
 from transfer_tf.data.builders.sharded_writer import (
@@ -30,7 +31,6 @@ from transfer_tf.data.builders.sharded_writer import (
     shard_name,
     write_manifests,
     write_shards,
-    write_text_atomic,
 )
 from transfer_tf.errors import UsageError
 

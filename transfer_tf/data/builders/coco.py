@@ -29,6 +29,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from transfer_tf.atomic_io import write_json_atomic
 from transfer_tf.data import schemas
 from transfer_tf.data.builders.image_codec import BadImage, prepare_image
 from transfer_tf.data.builders.sharded_writer import (
@@ -38,7 +39,6 @@ from transfer_tf.data.builders.sharded_writer import (
     WriteOptions,
     round_robin,
     shard_name,
-    write_json_atomic,
     write_manifests,
     write_shards,
 )
@@ -361,4 +361,4 @@ def _write_label_map(path: str, label_map: dict) -> None:
             raise UsageError(
                 f"{path} exists with different categories: write these shards to another folder"
             )
-    write_json_atomic(path, label_map)
+    write_json_atomic(path, label_map, indent=1)

@@ -34,6 +34,7 @@ from typing import Any
 import tensorflow as tf
 from absl import logging
 
+from transfer_tf.atomic_io import write_json_atomic
 from transfer_tf.errors import UsageError
 
 BUILD_DIR = ".build"
@@ -173,21 +174,6 @@ def read_finished(spec: ShardSpec, fp: str) -> dict | None:
     return info
 
 
-def write_json_atomic(path: str, data: Any) -> None:
-    """Writes JSON to `path.tmp-<pid>` and renames it into place."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(json.dumps(data, indent=1, sort_keys=False) + "\n")
-    tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
-def write_text_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(text)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
 # ---------------------------------------------------------------------------------------------
 # Writing one shard (runs in a worker process, or in-process with one worker).
 # ---------------------------------------------------------------------------------------------
@@ -248,7 +234,7 @@ def _write_one(job: tuple[ShardSpec, str]) -> dict:
         "converted": fixed,
     }
     # The sidecar is written last: it is what marks the shard as finished.
-    write_json_atomic(sidecar_path(spec), info)
+    write_json_atomic(sidecar_path(spec), info, indent=1)
     return info
 
 
@@ -442,6 +428,7 @@ def write_manifests(
         write_json_atomic(
             partial,
             {**header, "complete": False, **summarize(mine, task_results)},
+            indent=1,
         )
     infos = collect_finished(specs, encoder)
     if infos is None:
@@ -449,5 +436,7 @@ def write_manifests(
             "Manifest %s not written yet: shards of other tasks are unfinished", manifest_path
         )
         return None
-    write_json_atomic(manifest_path, {**header, "complete": True, **summarize(specs, infos)})
+    write_json_atomic(
+        manifest_path, {**header, "complete": True, **summarize(specs, infos)}, indent=1
+    )
     return manifest_path

@@ -33,6 +33,26 @@ def test_scaled_jpeg_decode_matches_the_full_decode_within_jpeg_noise():
     assert np.abs(a - b).mean() < 3.0
 
 
+def test_fused_crop_resize_flip_equals_the_unfused_steps():
+    data = tf.constant(encode(random_image(np.random.default_rng(2), 480, 640)))
+    # Full-scale and 1/2-scale windows (short side < and >= 2x the output), each with and
+    # without the flip: one switch_case must give what decode -> resize -> reverse gives.
+    for window in ([10, 20, 100, 90], [40, 80, 400, 480]):
+        window = tf.constant(window)
+        plain = augment.resize_to_uint8(augment.decode_jpeg_window(data, window, 96), 96).numpy()
+        for flip in (False, True):
+            fused = augment.resized_jpeg_crop(data, window, 96, flip=tf.constant(flip)).numpy()
+            np.testing.assert_array_equal(fused, plain[:, ::-1] if flip else plain)
+
+
+def test_resize_to_uint8_rounds_like_a_uint8_bilinear_resize():
+    image = tf.constant(random_image(np.random.default_rng(3), 37, 53))
+    reference = tf.image.resize(image, [24, 24], method="bilinear").numpy()  # uint8 input
+    np.testing.assert_array_equal(
+        augment.resize_to_uint8(image, 24).numpy(), np.floor(reference + 0.5).astype(np.uint8)
+    )
+
+
 def test_train_preprocessing_is_seeded_and_eval_is_deterministic():
     data = tf.constant(encode(random_image(np.random.default_rng(1), 60, 80)))
     a = augment.preprocess_for_train(data, 32, tf.constant([1, 2]))
@@ -41,6 +61,9 @@ def test_train_preprocessing_is_seeded_and_eval_is_deterministic():
     assert a.dtype == tf.uint8 and a.shape == (32, 32, 3)
     np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert not np.array_equal(a.numpy(), c.numpy())
+    # Skipping the format check changes nothing for a JPEG.
+    only = augment.preprocess_for_train(data, 32, tf.constant([1, 2]), jpeg_only=True)
+    np.testing.assert_array_equal(a.numpy(), only.numpy())
     e1 = augment.preprocess_for_eval(data, 32)
     np.testing.assert_array_equal(e1.numpy(), augment.preprocess_for_eval(data, 32).numpy())
 

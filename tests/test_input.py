@@ -101,12 +101,18 @@ def test_two_workers_together_see_every_record_once_per_epoch(tmp_path, num_shar
     assert sorted(seen) == expected
 
 
-def test_non_jpeg_and_minimal_records_decode(tmp_path):
-    write_classification_shards(str(tmp_path), 1, 3, minimal=True, fmt="PNG")
-    cfg = _cfg(f"{tmp_path}/train-*")
+def test_non_jpeg_and_minimal_records_decode_unless_jpeg_only(tmp_path):
+    written = write_classification_shards(str(tmp_path), 1, 3, minimal=True, fmt="PNG")
+    cfg = dataclasses.replace(_cfg(f"{tmp_path}/train-*"), jpeg_only=False)
     for split in ("train", "eval"):
         images, labels = next(iter(build_dataset(cfg, split=split, global_batch_size=3)))
         assert images.shape == (3, SIZE, SIZE, 3) and labels.shape == (3, 5)
+    # Default: shards hold JPEG; a PNG record is bad data, named by the post-mortem.
+    strict = dataclasses.replace(cfg, jpeg_only=True)
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        next(iter(build_dataset(strict, split="train", global_batch_size=3)))
+    error = str(corrupt_data_error(info.value))
+    assert written[0][0] in error and "not a JPEG" in error and "record 0" in error
 
 
 def _write_with_truncated_jpeg(directory: str) -> str:

@@ -251,7 +251,9 @@ def build_dataset(
             if not data_cfg.label_map_file:
                 raise UsageError("data.label_map_file is required for the coco schema")
             label_map = read_label_map(data_cfg.label_map_file)
-        parser = Parser(data_cfg, training=training, label_map=label_map)
+        parser = Parser(
+            data_cfg, training=training, label_map=label_map, jpeg_only=data_cfg.jpeg_only
+        )
         decode = make_decoder(schema).decode
 
     mixes = training and (data_cfg.mixup_alpha > 0 or data_cfg.cutmix_alpha > 0)

@@ -61,6 +61,8 @@ class Parser:
       dct_method: libjpeg IDCT for training decodes (`INTEGER_FAST` is faster than the default
         `INTEGER_ACCURATE` and the difference is far below augmentation noise; eval always uses
         the default inside `preprocess_for_eval`).
+      jpeg_only: training images are JPEG, so the per-image format check is skipped (TFRecord
+        shards of our schemas; `data.jpeg_only`); anything else then fails as bad data.
     """
 
     def __init__(
@@ -71,12 +73,14 @@ class Parser:
         label_offset: int | None = None,
         label_map: LabelMap | None = None,
         dct_method: str = "INTEGER_FAST",
+        jpeg_only: bool = False,
     ) -> None:
         self.cfg = data_cfg
         self.training = training
         self.num_classes = data_cfg.num_classes
         self.label_offset = data_cfg.label_offset if label_offset is None else label_offset
         self.dct_method = dct_method
+        self.jpeg_only = jpeg_only
         self._table = lookup_table(label_map) if label_map is not None else None
 
     def __call__(
@@ -98,8 +102,15 @@ class Parser:
             checked = self._class_indices(tensors["classes"])
         else:
             checked = self._label_index(tensors)
+        checks = [checked]
+        if self.jpeg_only and self.training:
+            checks.append(
+                tf.debugging.assert_equal(
+                    tf.io.is_jpeg(tensors["image"]), True, message="image is not a JPEG"
+                )
+            )
         image = tf.io.decode_image(tensors["image"], channels=3, expand_animations=False)
-        with tf.control_dependencies([checked]):
+        with tf.control_dependencies(checks):
             return tf.shape(image)
 
     # -- single label ----------------------------------------------------------------------
@@ -125,6 +136,7 @@ class Parser:
                 flip=cfg.random_flip,
                 fallback_fraction=cfg.eval_crop_fraction,
                 dct_method=self.dct_method,
+                jpeg_only=self.jpeg_only,
             )
         else:
             image = augment.preprocess_for_eval(
@@ -157,21 +169,19 @@ class Parser:
                 tensors["image"], cfg.image_size, cfg.eval_crop_fraction
             )
             return image, self._multi_hot(indices)
-        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         boxes = tf.reshape(tf.cast(tensors["boxes"], tf.float32), [-1, 4])
-        image, window, image_hw = augment.decode_and_random_crop(
+        image, window, image_hw = augment.random_resized_crop(
             tensors["image"],
-            crop_seed,
             cfg.image_size,
-            cfg.crop_area_range,
-            cfg.crop_aspect_range,
+            seed,
+            area_range=cfg.crop_area_range,
+            aspect_range=cfg.crop_aspect_range,
+            flip=cfg.random_flip,
             boxes=boxes,
             min_object_covered=cfg.min_object_covered,
             fallback_fraction=cfg.eval_crop_fraction,
             dct_method=self.dct_method,
+            jpeg_only=self.jpeg_only,
         )
         keep = box_coverage(boxes, window, image_hw) >= cfg.min_object_covered
-        image = augment.resize_to_uint8(image, cfg.image_size)
-        if cfg.random_flip:
-            image = augment.random_flip(image, flip_seed)
         return image, self._multi_hot(indices, keep)

@@ -6,6 +6,7 @@ JOBS = [
     "make_imagenet_tfrecords",
     "make_coco_tfrecords",
     "make_folder_tfrecords",
+    "make_benchmark_shards",
     "inspect_tfrecords",
     "benchmark_input",
     "pretrain",

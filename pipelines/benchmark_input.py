@@ -5,10 +5,16 @@ run and interleaved round by round, Model Garden 2.20's classification_input pip
 shards (`--compare_model_garden --model_garden_path=DIR`, a scratch copy of the unpacked
 tf-models-official wheel; see DESIGN.md) and the raw JPEG full-decode ceiling on every core.
 Rates per process CPU-second are reported too: they are steadier on a shared machine.
+
+With `--isolate` (the default) every timing round of every pipeline runs in a fresh child
+process (this binary with `--measure=NAME`): timed back to back in one process, a pipeline ran
+10-20% slower after another one (thread pools and buffers outlive their iterators), which
+skewed whichever pipeline came second.
 """
 
 import json
 import statistics
+import subprocess
 import sys
 
 from absl import flags, logging
@@ -22,6 +28,9 @@ flags.DEFINE_integer("image_size", 224, "Output image size.")
 flags.DEFINE_integer("batch_size", 64, "Batch size.")
 flags.DEFINE_integer("num_images", 3000, "Images timed per round and pipeline.")
 flags.DEFINE_integer("rounds", 3, "Interleaved timing rounds (the median is reported).")
+flags.DEFINE_integer(
+    "warmup_batches", 20, "Batches drawn before timing (tf.data autotuning ramps up over these)."
+)
 flags.DEFINE_integer("num_classes", 1000, "Classes (labels must fit after label_offset).")
 flags.DEFINE_integer("label_offset", 1, "Stored label minus this is the class index.")
 flags.DEFINE_string("label_map_file", "", "COCO label map JSON (coco schema).")
@@ -32,11 +41,16 @@ flags.DEFINE_bool(
 flags.DEFINE_bool("compare_model_garden", False, "Also time Model Garden's pipeline.")
 flags.DEFINE_string("model_garden_path", "", "Folder holding Model Garden's `official` package.")
 flags.DEFINE_bool("decode_ceiling", True, "Also time full JPEG decode of the same images.")
+flags.DEFINE_bool("isolate", True, "Time each round of each pipeline in a fresh process.")
+flags.DEFINE_string("measure", "", "Internal (--isolate): time this one pipeline once, print JSON.")
 FLAGS = flags.FLAGS
+_PIPELINES = ("ours", "model_garden", "decode_ceiling")
 
 
 def _model_garden_dataset(files, training, image_size, batch_size, shuffle_buffer):
-    """Model Garden's classification pipeline as its InputReader assembles it for ImageNet."""
+    """Model Garden's classification pipeline as its InputReader assembles it for ImageNet:
+    file shuffle, interleave (cycle 10, as many parallel calls), record shuffle, decoder map,
+    parser map (both AUTOTUNE), batch, prefetch."""
     import tensorflow as tf
 
     sys.path.insert(0, FLAGS.model_garden_path)
@@ -48,66 +62,93 @@ def _model_garden_dataset(files, training, image_size, batch_size, shuffle_buffe
         ) from None
     decoder = classification_input.Decoder()
     parser = classification_input.Parser(output_size=[image_size, image_size], num_classes=1001)
-    parse = parser.parse_fn(training)
     autotune = tf.data.AUTOTUNE
     ds = tf.data.Dataset.from_tensor_slices(files)
     if training:
         ds = ds.shuffle(len(files)).repeat()
     ds = ds.interleave(
-        tf.data.TFRecordDataset, cycle_length=10, num_parallel_calls=autotune, deterministic=False
+        tf.data.TFRecordDataset, cycle_length=10, num_parallel_calls=10, deterministic=False
     )
     if training:
         ds = ds.shuffle(shuffle_buffer)
     else:
         ds = ds.repeat()
-    ds = ds.map(lambda r: parse(decoder.decode(r)), num_parallel_calls=autotune)
+    ds = ds.map(decoder.decode, num_parallel_calls=autotune)
+    ds = ds.map(parser.parse_fn(training), num_parallel_calls=autotune)
     ds = ds.batch(batch_size, drop_remainder=True).prefetch(autotune)
     options = tf.data.Options()
     options.deterministic = False
     return ds.with_options(options)
 
 
-def main(argv):
-    cli.reject_extra_args(argv)
-    cli.require_flags("file_pattern")
-    if FLAGS.compare_model_garden and not FLAGS.model_garden_path:
-        raise cli.UsageError("--compare_model_garden needs --model_garden_path")
+def _measure_once(name: str) -> dict:
+    """Builds pipeline `name` in this process and times it once."""
     from transfer_tf.config import DataConfig
     from transfer_tf.data import input as input_lib
     from transfer_tf.data import throughput
 
-    training = FLAGS.mode == "train"
-    data_cfg = DataConfig(
-        train_pattern=FLAGS.file_pattern,
-        eval_pattern=FLAGS.file_pattern,
-        schema=FLAGS.schema,
-        num_classes=FLAGS.num_classes,
-        label_offset=FLAGS.label_offset,
-        label_map_file=FLAGS.label_map_file,
-        image_size=FLAGS.image_size,
-        shuffle_buffer=FLAGS.shuffle_buffer,
-        skip_corrupt=FLAGS.skip_corrupt,
-    )
-    pipelines = {
-        "ours": lambda: input_lib.build_dataset(
+    if name == "ours":
+        data_cfg = DataConfig(
+            train_pattern=FLAGS.file_pattern,
+            eval_pattern=FLAGS.file_pattern,
+            schema=FLAGS.schema,
+            num_classes=FLAGS.num_classes,
+            label_offset=FLAGS.label_offset,
+            label_map_file=FLAGS.label_map_file,
+            image_size=FLAGS.image_size,
+            shuffle_buffer=FLAGS.shuffle_buffer,
+            skip_corrupt=FLAGS.skip_corrupt,
+        )
+        dataset = input_lib.build_dataset(
             data_cfg, split=FLAGS.mode, global_batch_size=FLAGS.batch_size, repeat=True
         )
-    }
-    if FLAGS.compare_model_garden:
-        files = input_lib.list_files(FLAGS.file_pattern)
-        pipelines["model_garden"] = lambda: _model_garden_dataset(
-            files, training, FLAGS.image_size, FLAGS.batch_size, FLAGS.shuffle_buffer
+    elif name == "model_garden":
+        dataset = _model_garden_dataset(
+            input_lib.list_files(FLAGS.file_pattern),
+            FLAGS.mode == "train",
+            FLAGS.image_size,
+            FLAGS.batch_size,
+            FLAGS.shuffle_buffer,
         )
-    if FLAGS.decode_ceiling and not FLAGS.file_pattern.startswith("tfds:"):
+    else:
         images = throughput.load_encoded_images(FLAGS.file_pattern, FLAGS.num_images)
-        pipelines["decode_ceiling"] = lambda: throughput.decode_ceiling_dataset(
-            images, FLAGS.batch_size
-        )
+        dataset = throughput.decode_ceiling_dataset(images, FLAGS.batch_size)
+    return throughput.measure(dataset, FLAGS.num_images, FLAGS.warmup_batches)
+
+
+def _measure_in_child(name: str) -> dict:
+    """Runs this binary with `--measure=name` (same flags) and reads its JSON line."""
+    argv = [a for a in sys.argv[1:] if not a.startswith(("--measure", "--isolate", "--noisolate"))]
+    command = [sys.executable, "-m", "pipelines.benchmark_input", *argv, f"--measure={name}"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise cli.UsageError(f"timing {name} in a child process failed: {tail}")
+    return json.loads(lines[-1])
+
+
+def main(argv):
+    cli.reject_extra_args(argv)
+    cli.require_flags("file_pattern")
+    if FLAGS.measure:
+        if FLAGS.measure not in _PIPELINES:
+            raise cli.UsageError(f"--measure must be one of {', '.join(_PIPELINES)}")
+        print(json.dumps(_measure_once(FLAGS.measure)), flush=True)
+        return
+    if FLAGS.compare_model_garden and not FLAGS.model_garden_path:
+        raise cli.UsageError("--compare_model_garden needs --model_garden_path")
+    pipelines = ["ours"]
+    if FLAGS.compare_model_garden:
+        pipelines.append("model_garden")
+    if FLAGS.decode_ceiling and not FLAGS.file_pattern.startswith("tfds:"):
+        pipelines.append("decode_ceiling")
+    measure = _measure_in_child if FLAGS.isolate else _measure_once
 
     rounds = {name: [] for name in pipelines}
     for r in range(FLAGS.rounds):
-        for name, make in pipelines.items():
-            rate = throughput.measure(make(), FLAGS.num_images)
+        for name in pipelines:
+            rate = measure(name)
             rounds[name].append(rate)
             logging.info(
                 "round %d %s: %.0f images/s (%.0f per CPU-s)",
@@ -132,6 +173,7 @@ def main(argv):
         "num_images": FLAGS.num_images,
         "rounds": FLAGS.rounds,
         "skip_corrupt": FLAGS.skip_corrupt,
+        "isolated": FLAGS.isolate,
         "images_per_sec": median("ours", "images_per_sec"),
         "images_per_cpu_sec": median("ours", "images_per_cpu_sec"),
     }

@@ -7,7 +7,8 @@ Two kinds, both reproducible from `seed`:
   have) and re-encoded at a random JPEG quality. Their entropy, and so their decode cost, is close
   to ImageNet's.
 * `noise`: a smooth random colour field plus strong per-pixel noise at quality 90 -- the worst case
-  for the JPEG decoder (~100 KB per 500x375 image), the set the benchmark used before photos.
+  for the JPEG decoder (~0.7 bytes per pixel, ~150 KB per image; ImageNet averages ~110 KB),
+  the kind of set the benchmark used before photos.
 
 Records use `schemas.classification_example` with labels 1..1000, so the shards read exactly like
 public ImageNet shards (`label_offset=1`).

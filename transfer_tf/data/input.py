@@ -95,7 +95,9 @@ def _options(deterministic: bool, sharded_by_us: bool) -> tf.data.Options:
     options.deterministic = deterministic
     # Let tf.data parallelise/fuse our maps and batching and tune buffers to the host.
     options.autotune.enabled = True
-    options.experimental_optimization.map_parallelization = True
+    # A deterministic run keeps the maps we leave sequential (the keras-cv policy map, whose
+    # stateful generators must not be shared by parallel calls) sequential.
+    options.experimental_optimization.map_parallelization = not deterministic
     options.experimental_optimization.parallel_batch = True
     # Each decode/resize is one small op: splitting it over intra-op threads costs more in
     # hand-offs than it saves while every core already decodes its own image.
@@ -316,8 +318,12 @@ def build_dataset(
         ds = ds.map(mix, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     policy = policies.make_policy(data_cfg, seed) if training else None
     if policy is not None:
-        # Sequential: the keras-cv layers draw from one seeded generator.
-        ds = ds.map(lambda images, labels, seeds: (policy(images), labels, seeds))
+        # Sequential in a deterministic run (see _options and policies.py).
+        ds = ds.map(
+            lambda images, labels, seeds: (policy(images), labels, seeds),
+            num_parallel_calls=None if deterministic else AUTOTUNE,
+            deterministic=None if deterministic else False,
+        )
     ds = ds.map(lambda images, labels, seeds: (images, labels))
 
     if training and data_cfg.tf_data_service:

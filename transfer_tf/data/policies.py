@@ -1,8 +1,11 @@
 """RandAugment / AutoAugment-style colour and geometry policies (keras-cv layers), on batches.
 
-keras-cv 0.9's layers run inside `tf.data.map` with Keras 3 (see DESIGN.md). They draw randomness
-from a seeded Keras SeedGenerator, so the policy map runs sequentially over batches, which keeps a
-deterministic run reproducible given the same batch order.
+keras-cv 0.9's layers run inside `tf.data.map` with Keras 3 (see DESIGN.md). They draw from
+stateful generators (seeded with `seed` where the layer takes one, else TF's global generator),
+and apply per image in a `tf.map_fn` whose iterations run concurrently, so the draws land on the
+images in a varying order: policy output is NOT bit-reproducible, even in a deterministic run
+(crops, flips and MixUp/CutMix are; tested). Runs with a policy are reproducible in distribution
+only.
 
 * `randaugment`: `keras_cv.layers.RandAugment` (`randaugment_layers` ops per image at
   `randaugment_magnitude` in [0, 1]).

@@ -138,6 +138,10 @@ def main(argv):
         return
     if FLAGS.compare_model_garden and not FLAGS.model_garden_path:
         raise cli.UsageError("--compare_model_garden needs --model_garden_path")
+    if not FLAGS.file_pattern.startswith("tfds:"):
+        from transfer_tf.data import input as input_lib
+
+        input_lib.list_files(FLAGS.file_pattern)  # fail here, not in the first child
     pipelines = ["ours"]
     if FLAGS.compare_model_garden:
         pipelines.append("model_garden")

@@ -239,3 +239,19 @@ def test_list_files_accepts_comma_separated_patterns(shards):
     directory, _ = shards
     files = input_lib.list_files(f"{directory}/train-00000*, {directory}/train-0000[12]*")
     assert [os.path.basename(f) for f in files] == [f"train-{i:05d}-of-00003" for i in range(3)]
+
+
+def test_fixed_parallelism_by_default_autotune_on_request(shards):
+    directory, _ = shards
+    cfg = _cfg(f"{directory}/train-*")
+    assert input_lib.parallelism(cfg) == len(os.sched_getaffinity(0)) + 1
+    assert input_lib.parallelism(dataclasses.replace(cfg, num_parallel_calls=5)) == 5
+    tuned = dataclasses.replace(cfg, num_parallel_calls=-1)
+    assert input_lib.parallelism(tuned) == tf.data.AUTOTUNE
+    fixed_ds = build_dataset(cfg, split="train", global_batch_size=4)
+    tuned_ds = build_dataset(tuned, split="train", global_batch_size=4)
+    assert fixed_ds.options().autotune.enabled is False
+    assert tuned_ds.options().autotune.enabled is True
+    for ds in (fixed_ds, tuned_ds):
+        images, _ = next(iter(ds))
+        assert images.shape == (4, SIZE, SIZE, 3)

@@ -53,8 +53,12 @@ class DataConfig:
     shuffle_buffer: int = 10_000
     file_shuffle: bool = True
     cycle_length: int = 16
-    num_parallel_calls: int = -1  # -1 = AUTOTUNE
-    prefetch: int = -1  # -1 = AUTOTUNE
+    # Parallel calls of the record map (also the interleave and batch): 0 = one more than the
+    # schedulable CPU cores with tf.data autotuning OFF (its per-element bookkeeping cost ~7% of
+    # throughput on 2 cores, BENCHMARKS.md); N > 0 = N, autotuning off; -1 = tf.data AUTOTUNE.
+    num_parallel_calls: int = 0
+    # Batches prefetched: -1 = 2 with fixed parallelism, AUTOTUNE with num_parallel_calls=-1.
+    prefetch: int = -1
     skip_corrupt: bool = False
     # TFRecord shards hold JPEG (our builders and the public TensorFlow tools write JPEG), so
     # training skips a per-image format check (~3% throughput); a PNG/GIF/BMP record is then bad

@@ -89,6 +89,9 @@ def test_choice_and_range_validation():
         load_config(None, ["data.image_size=0"])
     with pytest.raises(ConfigError, match="crop_area_range"):
         load_config(None, ["data.crop_area_range=[0.5, 0.1]"])
+    with pytest.raises(ConfigError, match="'data.num_parallel_calls'.*-1 .*got -2"):
+        load_config(None, ["data.num_parallel_calls=-2"])
+    assert load_config(None, ["data.num_parallel_calls=-1"]).data.num_parallel_calls == -1
 
 
 def test_phases_are_typed_and_validated(tmp_path):

@@ -227,6 +227,11 @@ def _validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"config key 'data.crop_aspect_range': expected 0 < min <= max, got {[lo, hi]}"
         )
+    if cfg.data.num_parallel_calls < -1:
+        raise ConfigError(
+            "config key 'data.num_parallel_calls': expected -1 (AUTOTUNE), 0 (cores + 1) or a "
+            f"positive count, got {cfg.data.num_parallel_calls}"
+        )
     if not 0.0 < cfg.data.eval_crop_fraction <= 1.0:
         raise ConfigError("config key 'data.eval_crop_fraction': expected a value in (0, 1]")
     for i, phase in enumerate(cfg.transfer.phases):

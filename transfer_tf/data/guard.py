@@ -348,8 +348,8 @@ def guarded_map(ds, process, dummy, skip: bool, log_py: bool, deterministic: boo
     # ragged: TFDS payloads hold per-image object lists of different lengths.
     return ds.ragged_batch(_CHUNK).interleave(
         one_chunk,
-        cycle_length=parallel if parallel > 0 else AUTOTUNE,
+        cycle_length=parallel,
         block_length=1,
-        num_parallel_calls=parallel if parallel > 0 else AUTOTUNE,
+        num_parallel_calls=parallel,
         deterministic=deterministic,
     )

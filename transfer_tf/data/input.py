@@ -96,7 +96,9 @@ def parallelism(data_cfg: DataConfig) -> int:
     than the schedulable CPU cores and -1 means `tf.data.AUTOTUNE`."""
     if data_cfg.num_parallel_calls != 0:
         return data_cfg.num_parallel_calls
-    return len(os.sched_getaffinity(0)) + 1
+    # The cores this process may run on (a container's share), where the OS says; macOS does not.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (cores or 1) + 1
 
 
 def _options(deterministic: bool, sharded_by_us: bool, autotune: bool) -> tf.data.Options:

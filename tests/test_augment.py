@@ -69,14 +69,18 @@ def test_train_preprocessing_is_seeded_and_eval_is_deterministic():
 
 
 def test_flip_mirrors_exactly_half_the_time_on_average():
-    image = tf.cast(tf.reshape(tf.range(12), [2, 2, 3]), tf.uint8)
-    flips = [
-        not np.array_equal(augment.random_flip(image, tf.constant([s, 0])).numpy(), image.numpy())
-        for s in range(40)
-    ]
+    # Same seed, same crop: with the flip on, the output is that crop or exactly its mirror.
+    data = tf.constant(encode(random_image(np.random.default_rng(4), 60, 80)))
+    flips = []
+    for s in range(40):
+        seed = tf.constant([s, 0])
+        plain = augment.preprocess_for_train(data, 16, seed, flip=False).numpy()
+        out = augment.preprocess_for_train(data, 16, seed, flip=True).numpy()
+        assert not np.array_equal(plain, plain[:, ::-1])
+        flips.append(not np.array_equal(out, plain))
+        if flips[-1]:
+            np.testing.assert_array_equal(out, plain[:, ::-1])
     assert 8 < sum(flips) < 32
-    flipped = augment.random_flip(image, tf.constant([flips.index(True), 0])).numpy()
-    np.testing.assert_array_equal(flipped, image.numpy()[:, ::-1])
 
 
 def test_mixup_and_cutmix_mix_labels_by_pixel_share():

@@ -139,6 +139,15 @@ def _decode_ratio_index(window: tf.Tensor, min_size: int) -> tf.Tensor:
     return tf.add_n([tf.cast(short // r >= min_size, tf.int32) for r in _DECODE_RATIOS[1:]])
 
 
+def _decode_window_at(
+    image_bytes: tf.Tensor, window: tf.Tensor, ratio: int, dct_method: str
+) -> tf.Tensor:
+    # decode_and_crop_jpeg takes its window in the scaled image's coordinates.
+    return tf.io.decode_and_crop_jpeg(
+        image_bytes, window // ratio, channels=3, ratio=ratio, dct_method=dct_method
+    )
+
+
 def decode_jpeg_window(
     image_bytes: tf.Tensor,
     window: tf.Tensor,
@@ -156,9 +165,7 @@ def decode_jpeg_window(
     window = tf.cast(window, tf.int32)
 
     def branch(ratio: int):
-        return lambda: tf.io.decode_and_crop_jpeg(
-            image_bytes, window // ratio, channels=3, ratio=ratio, dct_method=dct_method
-        )
+        return lambda: _decode_window_at(image_bytes, window, ratio, dct_method)
 
     if min_size <= 0:
         return branch(1)()
@@ -193,10 +200,9 @@ def resized_jpeg_crop(
 
     def branch(ratio: int, mirrored: bool):
         def decode_resize():
-            image = tf.io.decode_and_crop_jpeg(
-                image_bytes, window // ratio, channels=3, ratio=ratio, dct_method=dct_method
+            image = resize_to_uint8(
+                _decode_window_at(image_bytes, window, ratio, dct_method), image_size
             )
-            image = resize_to_uint8(image, image_size)
             return tf.reverse(image, [1]) if mirrored else image
 
         return decode_resize
@@ -204,15 +210,6 @@ def resized_jpeg_crop(
     image = tf.switch_case(index, [branch(r, m) for r in _DECODE_RATIOS for m in (False, True)])
     image.set_shape([image_size, image_size, 3])
     return image
-
-
-def random_flip(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Mirrors `[H, W, C]` left-right with probability 1/2 (stateless)."""
-    return tf.cond(_flip_draw(seed), lambda: tf.reverse(image, [1]), lambda: image)
-
-
-def _flip_draw(seed: tf.Tensor) -> tf.Tensor:
-    return tf.random.stateless_uniform([], seed) < 0.5
 
 
 def random_resized_crop(
@@ -245,7 +242,8 @@ def random_resized_crop(
        pixels, image_hw int32 [2] original height and width).
     """
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    mirrored = _flip_draw(flip_seed) if flip else tf.constant(False)
+    # A left-right flip with probability 1/2, drawn once for either decode path.
+    mirrored = tf.random.stateless_uniform([], flip_seed) < 0.5 if flip else tf.constant(False)
 
     def window_for(shape: tf.Tensor) -> tf.Tensor:
         return sample_crop_window(

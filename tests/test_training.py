@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from transfer_tf.config import ModelConfig, TrainConfig
+from transfer_tf.errors import UsageError
 from transfer_tf.metrics import TopKAccumulator
 from transfer_tf.models.resnet import build_classifier, layers_by_stage
 from transfer_tf.training import schedules
@@ -194,3 +195,91 @@ def test_evaluate_traces_the_model_once_across_passes(tmp_path):
     for _ in range(2):
         assert trainer.evaluate(dataset_fn, TopKAccumulator((1,))) == first
     assert len(calls) == traces
+
+
+def _ema_run(tmp_path, mixed_precision="none", ema_decay=0.999):
+    """A tiny run with a weight EMA: per-step head kernels, the trainer, and its config."""
+    from transfer_tf.config import ExperimentConfig, save_config
+    from transfer_tf.training.precision import set_policy
+
+    cfg = ExperimentConfig()
+    cfg.model = dataclasses.replace(cfg.model, name="resnet18")
+    cfg.data.num_classes = 4
+    cfg.train = dataclasses.replace(
+        cfg.train, mixed_precision=mixed_precision, ema_decay=ema_decay, momentum=0.9
+    )
+    images, labels = _data(n=16)
+    set_policy(mixed_precision)
+    try:
+        strategy = make_strategy("one_device")
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            model = build_classifier(cfg.model, 4)
+            optimizer = make_optimizer(cfg.train)
+        trainer = Trainer(
+            model,
+            optimizer,
+            strategy,
+            str(tmp_path),
+            global_batch_size=16,
+            checkpoint_every_steps=100,
+            log_every_steps=100,
+            ema_decay=ema_decay,
+        )
+        fn = lambda ctx: tf.data.Dataset.from_tensors((images, labels)).repeat()  # noqa: E731
+        head = model.get_layer("head_dense").kernel
+        kernels = [head.numpy().copy()]
+        for step in (1, 2, 3):
+            trainer.train(
+                fn,
+                end_step=step,
+                lr_schedule=schedules.warmup_constant(0.1),
+                loss_fn=softmax_cross_entropy(),
+            )
+            kernels.append(head.numpy().copy())
+    finally:
+        set_policy("none")
+    save_config(cfg, str(tmp_path / "config.yaml"))
+    return kernels, trainer
+
+
+def test_ema_warms_up_and_load_model_returns_the_average(tmp_path):
+    kernels, _ = _ema_run(tmp_path)
+    # Model Garden's warm-up: the average starts at the weights before the first update, and
+    # update t (from 0) uses decay min(d, (1 + t) / (10 + t)).
+    want = kernels[0]
+    for t, w in enumerate(kernels[1:]):
+        d = min(0.999, (1 + t) / (10 + t))
+        want = d * want + (1 - d) * w
+    model, _ = load_model(str(tmp_path))
+    got = model.get_layer("head_dense").kernel.numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(got, kernels[-1])
+
+
+def test_float16_ema_checkpoint_restores_the_averages(tmp_path):
+    # The run trains under a LossScaleOptimizer; load_model (evaluate, export, fine-tune from a
+    # run) rebuilds a float32 model without it and must still find the averages (not zeros).
+    kernels, trainer = _ema_run(tmp_path, mixed_precision="float16", ema_decay=0.5)
+    model, _ = load_model(str(tmp_path))
+    got = model.get_layer("head_dense").kernel.numpy()
+    assert np.max(np.abs(got)) > 1e-3
+    want = kernels[0]
+    for t, w in enumerate(kernels[1:]):
+        d = min(0.5, (1 + t) / (10 + t))
+        want = d * want + (1 - d) * w
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_restore_asserts_the_checkpoint_holds_what_the_run_expects(tmp_path):
+    # A checkpoint without EMA averages restored by a trainer that keeps an EMA: an error naming
+    # the checkpoint, not averages silently left at their initial values.
+    trainer = _trainer(tmp_path)
+    trainer.save()
+    strategy = make_strategy("one_device")
+    with strategy.scope():
+        model = build_classifier(ModelConfig(name="resnet18"), 4)
+        optimizer = make_optimizer(TrainConfig(momentum=0.9))
+    other = Trainer(model, optimizer, strategy, str(tmp_path), global_batch_size=16, ema_decay=0.9)
+    with pytest.raises(UsageError, match=r"ckpt-0.*does not match"):
+        other.restore()

@@ -24,6 +24,7 @@ import yaml
 
 from transfer_tf.config_schema import (  # noqa: F401  (re-exported: the config API)
     CHOICES,
+    DEFAULT_WEIGHT_DECAY,
     DataConfig,
     DemoConfig,
     ExperimentConfig,
@@ -234,11 +235,31 @@ def _validate(cfg: ExperimentConfig) -> None:
         )
     if not 0.0 < cfg.data.eval_crop_fraction <= 1.0:
         raise ConfigError("config key 'data.eval_crop_fraction': expected a value in (0, 1]")
+    _validate_optimizers(cfg)
     for i, phase in enumerate(cfg.transfer.phases):
         if (phase.epochs > 0) == (phase.steps > 0):
             raise ConfigError(
                 f"config key 'transfer.phases[{i}]': set exactly one of epochs or steps"
             )
+
+
+def _validate_optimizers(cfg: ExperimentConfig) -> None:
+    for section in ("train", "transfer"):
+        sub = getattr(cfg, section)
+        wd = sub.weight_decay
+        if wd < 0 and wd != -1:
+            raise ConfigError(
+                f"config key '{section}.weight_decay': expected -1 (the optimizer's default) or a "
+                f"value >= 0, got {wd}"
+            )
+        if sub.optimizer == "adamw" and 0 < wd < 1e-3:
+            raise ConfigError(
+                f"config key '{section}.weight_decay': {wd} with optimizer adamw is decoupled decay "
+                "multiplied by the learning rate, i.e. no decay at all; use ~0.01-0.1 (-1 = 0.05) "
+                "or 0"
+            )
+        if not 0.0 <= sub.ema_decay < 1.0:
+            raise ConfigError(f"config key '{section}.ema_decay': expected 0 <= value < 1")
 
 
 def config_from_dict(

@@ -102,7 +102,9 @@ class TrainConfig:
     epochs: float = 90.0
     # If > 0, overrides epochs * num_train_examples / global_batch_size.
     train_steps: int = 0
-    optimizer: str = "sgd"  # sgd | lars | adamw
+    # sgd | lars | adam | adamw. Classic Adam recipes use a far lower LR than SGD's 0.1 (e.g. 1e-4
+    # pretraining, 1e-5 fine-tuning). Slots and iteration count are per phase (fine-tuning).
+    optimizer: str = "sgd"
     momentum: float = 0.9
     nesterov: bool = False
     # Learning rate for a global batch of 256; scaled linearly with global_batch_size.
@@ -111,9 +113,14 @@ class TrainConfig:
     warmup_epochs: float = 5.0
     step_decay_epochs: list[float] = field(default_factory=lambda: [30.0, 60.0, 80.0])
     step_decay_rate: float = 0.1
-    weight_decay: float = 1e-4
+    # Kernels only. sgd/adam: L2 in the loss; lars: inside the trust ratio; adamw: decoupled,
+    # multiplied by the LR. -1 = the optimizer's default (DEFAULT_WEIGHT_DECAY below).
+    weight_decay: float = -1.0
     label_smoothing: float = 0.1
-    ema_decay: float = 0.0  # 0 = no weight EMA
+    # Pretraining weight EMA (evaluated and exported instead of the raw weights); 0 = none. Warm-up
+    # decay min(ema_decay, (1 + t) / (10 + t)) at update t. Fine-tuning ignores it
+    # (transfer.ema_decay).
+    ema_decay: float = 0.0
     mixed_precision: str = "none"  # bfloat16 | float16 | none
     xla: bool = False
     steps_per_execution: int = 1
@@ -163,9 +170,13 @@ class TransferConfig:
     learning_rate: float = 0.1
     finetune_lr_factor: float = 0.1
     phases: list[PhaseConfig] = field(default_factory=list)
-    optimizer: str = "sgd"  # sgd | adamw
+    # sgd | adam | adamw; each phase starts with fresh optimizer slots and step count.
+    optimizer: str = "sgd"
     momentum: float = 0.9
-    weight_decay: float = 1e-4
+    # As train.weight_decay (-1 = the optimizer's default), for fine-tuning.
+    weight_decay: float = -1.0
+    # Fine-tuning weight EMA (0 = none); independent of the pretraining train.ema_decay.
+    ema_decay: float = 0.0
     label_smoothing: float = 0.0
     # Multi-label: weight on positive terms of the binary cross-entropy (1 = unweighted).
     pos_weight: float = 1.0
@@ -231,13 +242,17 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.augment_policy": ("none", "randaugment", "autoaugment"),
     "model.name": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
     "model.input_preprocessing": ("standardize", "caffe"),
-    "train.optimizer": ("sgd", "lars", "adamw"),
+    "train.optimizer": ("sgd", "lars", "adam", "adamw"),
     "train.lr_schedule": ("cosine", "step", "constant"),
     "train.mixed_precision": ("bfloat16", "float16", "none"),
     "train.strategy": ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu"),
     "transfer.preset": ("", "linear_probe", "lp_ft", "gradual_unfreeze"),
-    "transfer.optimizer": ("sgd", "adamw"),
+    "transfer.optimizer": ("sgd", "adam", "adamw"),
     "export.output_activation": ("auto", "softmax", "sigmoid"),
     "phase.lr_schedule": ("cosine", "constant"),
     "phase.frozen_batchnorm": ("inference", "train"),
 }
+
+# `weight_decay: -1` resolves to these (training/optimizers.py says how each optimizer applies it).
+# AdamW's is decoupled and multiplied by the LR each step, hence ~100x SGD's L2 coefficient.
+DEFAULT_WEIGHT_DECAY: dict[str, float] = {"sgd": 1e-4, "lars": 1e-4, "adam": 0.0, "adamw": 0.05}

@@ -1,13 +1,14 @@
 """The on-disk layout of a training run, and rebuilding its model.
 
     MODEL_DIR/config.yaml            the resolved ExperimentConfig (cli.write_resolved_config)
-    MODEL_DIR/checkpoints/ckpt-STEP  tf.train.Checkpoint(model=, optimizer=, global_step=[,
-                                     train_iterator=]), managed by tf.train.CheckpointManager
+    MODEL_DIR/checkpoints/ckpt-STEP  tf.train.Checkpoint(model=, optimizer=, global_step=,
+                                     optimizer_start_step=[, ema=][, train_iterator=]), managed
+                                     by tf.train.CheckpointManager (training/loop.py)
     MODEL_DIR/summaries/{train,eval} TensorBoard event files
     MODEL_DIR/eval_metrics.json      written by pipelines/evaluate.py
 
 Example:
-    model, cfg = load_model("runs/r50")          # latest checkpoint's weights (EMA ones if used)
+    model, cfg = load_model("runs/r50")          # latest checkpoint's weights (EMA ones if kept)
     logits = model(images_uint8, training=False)
 """
 
@@ -51,14 +52,24 @@ def restore_model_weights(model: keras.Model, path: str) -> str:
     is a bug); optimizer state and the global step in the file are ignored. Returns the prefix.
     """
     prefix = resolve_checkpoint(path)
-    status = tf.train.Checkpoint(model=model).restore(prefix)
+    _restore_asserted(tf.train.Checkpoint(model=model), prefix)
+    return prefix
+
+
+def _restore_asserted(checkpoint: tf.train.Checkpoint, prefix: str) -> None:
+    """Restores `prefix` into `checkpoint`; every object of `checkpoint` must be in the file."""
+    status = checkpoint.restore(prefix)
     try:
         status.assert_existing_objects_matched()
     except AssertionError as e:
         first = str(e).strip().splitlines()[0][:300]
         raise UsageError(f"checkpoint '{prefix}' does not fit the model: {first}") from None
-    status.expect_partial()
-    return prefix
+    status.expect_partial()  # the optimizer and step in the file are not wanted here
+
+
+def has_ema(prefix: str) -> bool:
+    """Whether the training checkpoint `prefix` holds weight EMA averages (training/ema.py)."""
+    return any(name.startswith("ema/") for name, _ in tf.train.list_variables(prefix))
 
 
 def read_run_config(model_dir: str) -> ExperimentConfig:
@@ -82,24 +93,26 @@ def load_model(
       checkpoint: a checkpoint prefix; default the latest in `model_dir/checkpoints`.
     Returns:
       (model, cfg): the float32 classifier (init_weights is not re-read) and the run's config.
-      With `train.ema_decay > 0` the model holds the EMA weights.
+      When the checkpoint holds a weight EMA (a pretraining run with `train.ema_decay > 0`, a
+      fine-tuning run with `transfer.ema_decay > 0`) the model holds the averages: what the run
+      evaluated. The EMA lives next to the model, not in the optimizer, so a float16 run (whose
+      optimizer is a LossScaleOptimizer) restores the same way.
+    Raises:
+      UsageError: no checkpoint, or one that lacks a model (or EMA) variable.
     """
     import dataclasses
 
     from transfer_tf.models.resnet import build_classifier
-    from transfer_tf.training.loop import swapped_ema
-    from transfer_tf.training.optimizers import make_optimizer
+    from transfer_tf.training.ema import WeightEMA
 
     cfg = read_run_config(model_dir)
     prefix = resolve_checkpoint(checkpoint or model_dir)
     model_cfg = dataclasses.replace(cfg.model, init_weights="")
     model = build_classifier(model_cfg, cfg.data.num_classes)
-    if cfg.train.ema_decay > 0:
-        optimizer = make_optimizer(dataclasses.replace(cfg.train, mixed_precision="none"))
-        optimizer.build([v for v in model.weights if v.trainable])
-        tf.train.Checkpoint(model=model, optimizer=optimizer).restore(prefix).expect_partial()
-        ema = swapped_ema(optimizer, tf.distribute.get_strategy())
-        ema._swap()  # keep the averages in the model
+    if has_ema(prefix):
+        ema = WeightEMA(model, decay=0.0)  # restore-only
+        _restore_asserted(tf.train.Checkpoint(model=model, ema=ema), prefix)
+        ema.copy_to_model()
     else:
         restore_model_weights(model, prefix)
     return model, cfg

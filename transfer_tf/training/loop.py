@@ -11,7 +11,8 @@ API (engineer "transfer" builds phases on it; "scaleout" runs it multi-worker/TP
     trainer = Trainer(model, optimizer, strategy, model_dir,
                       global_batch_size=1024, weight_decay=1e-4,   # L2 on kernels (0 for LARS/AdamW)
                       steps_per_execution=10, jit_compile=False,
-                      checkpoint_every_steps=1000, keep_checkpoints=5, log_every_steps=100)
+                      checkpoint_every_steps=1000, keep_checkpoints=5, log_every_steps=100,
+                      ema_decay=0.9999)                 # 0 = no weight EMA (training/ema.py)
     trainer.restore()                     # latest checkpoint of model_dir -> global step (0 if none)
     trainer.train(
         dataset_fn,                       # InputContext -> tf.data.Dataset of PER-REPLICA batches
@@ -20,7 +21,9 @@ API (engineer "transfer" builds phases on it; "scaleout" runs it multi-worker/TP
         lr_schedule=warmup_cosine(...),   # int64 global step -> float32 LR (any callable)
         loss_fn=softmax_cross_entropy(0.1),  # (labels [b,C], logits [b,C]) -> per-example [b]
         trainable_variables=None,         # default: model.trainable_variables NOW (after freezing)
-        gradient_multipliers=None,        # {variable.path: factor} = per-variable LR multiplier (SGD)
+        lr_multipliers=None,              # {variable.path: factor} on the learning rate
+        phase_start_step=None,            # global step where this call's phase began (resets
+                                          #   optimizer state at a new phase; None = continue)
         steps_per_epoch=1251,             # checkpoint + eval_fn at epoch ends
         eval_fn=None, eval_every_steps=0) # eval_fn(step) -> metrics dict, called every N steps
     metrics = trainer.evaluate(eval_dataset_fn, accumulator)   # one pass, any accumulator
@@ -31,7 +34,22 @@ Semantics:
   (`model_dir/checkpoints`) and one summary stream (`model_dir/summaries`). Resume = construct
   the same objects, `restore()`, call `train` with the same `end_step`: it continues mid-phase.
 - The optimizer is built once over ALL trainable-kind variables (`v.trainable`, even in frozen
-  layers), so any subset can be trained per call and its state persists across phases.
+  layers), so any subset can be trained per call.
+- Optimizer state is per phase: `train(..., phase_start_step=S)` starts the optimizer afresh
+  (slots zero, iteration count 0: `optimizers.PhaseAware.reset_state`) unless its state already
+  belongs to the phase starting at S. The checkpoint records that start (`optimizer_start_step`),
+  so a run resumed mid-phase keeps the phase's Adam moments and bias-correction count, and one
+  resumed at a phase boundary starts the next phase fresh. A checkpoint whose optimizer state
+  belongs to another phase than the one it is resumed into is an error (the schedule changed).
+  Without `phase_start_step` (pretraining) the state simply continues.
+- `lr_multipliers` scale the learning rate of those variables (`PhaseAware.set_lr_multipliers`):
+  the whole update, under SGD and Adam alike (a scaled gradient is normalised away by Adam).
+- Weight EMA (`ema_decay > 0`): a `training.ema.WeightEMA` over the model's weights, updated after
+  every step with Model Garden's warm-up decay `min(d, (1 + t) / (10 + t))`, started from the
+  weights the first `train` call sees, checkpointed as `ema`, and swapped in by `evaluate`. One
+  EMA per run: it continues across phases.
+- Restores assert that the checkpoint holds every object this run expects (model, optimizer, step,
+  EMA...): a mismatch is a UsageError naming the checkpoint, never a silent partial restore.
 - Freezing: set `layer.trainable = False` before `train`. Keras 3 BatchNormalization with
   `trainable=False` runs in inference mode (moving statistics, no update) even when the model is
   called with `training=True` (tests/test_models.py checks it). To train a frozen layer's BN
@@ -63,6 +81,7 @@ from absl import logging
 from transfer_tf.errors import UsageError
 from transfer_tf.models.resnet import is_decayed
 from transfer_tf.training import strategy as strategy_lib
+from transfer_tf.training.ema import WeightEMA
 from transfer_tf.training.hooks import Hook
 from transfer_tf.training.losses import LossFn
 from transfer_tf.training.schedules import Schedule
@@ -98,6 +117,7 @@ class Trainer:
         hooks: list[Hook] | None = None,
         checkpoint_input: bool = False,
         extra_checkpoint_objects: dict | None = None,
+        ema_decay: float = 0.0,
     ):
         self.model = model
         self.optimizer = optimizer
@@ -124,14 +144,30 @@ class Trainer:
                 name="global_step",
                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
             )
+            # The global step at which the optimizer's state was last reset (its phase's start).
+            self.optimizer_start_step = tf.Variable(
+                0,
+                dtype=tf.int64,
+                trainable=False,
+                name="optimizer_start_step",
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
             # Every trainable-kind variable, so later phases may train any subset.
             optimizer.build([v for v in model.weights if v.trainable])
+            self.ema = WeightEMA(model, ema_decay) if ema_decay > 0 else None
         self._iterator = None
         self._manager = self._make_manager()
 
     # -- checkpoints -----------------------------------------------------------------------
     def _make_manager(self) -> tf.train.CheckpointManager:
-        objects = dict(model=self.model, optimizer=self.optimizer, global_step=self.global_step)
+        objects = dict(
+            model=self.model,
+            optimizer=self.optimizer,
+            global_step=self.global_step,
+            optimizer_start_step=self.optimizer_start_step,
+        )
+        if self.ema is not None:
+            objects["ema"] = self.ema
         objects.update(self._extra)
         if self._iterator is not None and self.checkpoint_input:
             objects["train_iterator"] = self._iterator
@@ -148,9 +184,23 @@ class Trainer:
         """Restores the latest checkpoint of `model_dir` if there is one; returns the global step."""
         latest = tf.train.latest_checkpoint(os.path.join(self.model_dir, "checkpoints"))
         if latest:
-            self.checkpoint.restore(latest).expect_partial()
+            self._restore_checked(latest)
             logging.info("resumed from %s at step %d", latest, self.step)
         return self.step
+
+    def _restore_checked(self, prefix: str) -> None:
+        """Restores `prefix`, asserting it holds every object of this run's checkpoint (values the
+        run does not use, e.g. an iterator saved by another setting, may be left over)."""
+        status = self.checkpoint.restore(prefix)
+        try:
+            status.assert_existing_objects_matched()
+        except AssertionError as e:
+            first = str(e).strip().splitlines()[0][:300]
+            raise UsageError(
+                f"checkpoint '{prefix}' does not match this run (model, optimizer, EMA or input "
+                f"settings changed?): {first}"
+            ) from None
+        status.expect_partial()
 
     def save(self) -> str | None:
         """Saves a checkpoint at the current global step (no-op if one exists for it)."""
@@ -166,11 +216,9 @@ class Trainer:
         loss_fn: LossFn,
         lr_schedule: Schedule,
         variables: list,
-        multipliers: dict[str, float] | None,
     ) -> Callable:
-        model, optimizer, strategy = self.model, self.optimizer, self.strategy
+        model, optimizer, strategy, ema = self.model, self.optimizer, self.strategy, self.ema
         decayed = [v for v in variables if is_decayed(v)] if self.weight_decay > 0 else []
-        factors = [float((multipliers or {}).get(v.path, 1.0)) for v in variables]
 
         def replica_step(images, labels):
             with tf.GradientTape() as tape:
@@ -185,7 +233,6 @@ class Trainer:
                     total += tf.nn.scale_regularization_loss(self.weight_decay * l2)
                 scaled = optimizer.scale_loss(total)
             grads = tape.gradient(scaled, variables)
-            grads = [g if f == 1.0 else g * f for g, f in zip(grads, factors, strict=True)]
             optimizer.apply_gradients(zip(grads, variables, strict=True))
             return loss, total
 
@@ -202,6 +249,8 @@ class Trainer:
                     tf.cast(lr_schedule(self.global_step.read_value()), lr_variable.dtype)
                 )
                 loss, total = strategy.run(step_fn, args=next(iterator))
+                if ema is not None:
+                    ema.update(strategy)
                 loss_sum += strategy.reduce("SUM", loss, axis=None)
                 total_last = strategy.reduce("SUM", total, axis=None)
                 self.global_step.assign_add(1)
@@ -232,7 +281,8 @@ class Trainer:
         lr_schedule: Schedule,
         loss_fn: LossFn,
         trainable_variables: list | None = None,
-        gradient_multipliers: dict[str, float] | None = None,
+        lr_multipliers: dict[str, float] | None = None,
+        phase_start_step: int | None = None,
         steps_per_epoch: int | None = None,
         eval_fn: Callable[[int], dict] | None = None,
         eval_every_steps: int = 0,
@@ -241,7 +291,10 @@ class Trainer:
 
         Checkpoints every `checkpoint_every_steps`, at epoch ends (`steps_per_epoch`) and at the end.
         `eval_fn(step)` runs every `eval_every_steps` and at the end (its metrics go to the hooks).
-        Raises TrainingDivergedError on a non-finite loss.
+        `lr_multipliers` ({variable.path: factor}) scale those variables' learning rate;
+        `phase_start_step` gives this call's optimizer state its phase (see module doc).
+        Raises TrainingDivergedError on a non-finite loss; UsageError when the optimizer state of
+        the checkpoint belongs to another phase.
         """
         start = self.step
         if start >= end_step:
@@ -254,14 +307,15 @@ class Trainer:
         )
         if not variables:
             raise UsageError("nothing to train: every layer of the model is frozen")
+        self._start_phase(phase_start_step, start, variables, lr_multipliers or {})
         self._iterator = self._make_iterator(dataset_fn)
         if self.checkpoint_input:
             # The iterator joins the checkpoint; restore its position if the latest save has it.
             self._manager = self._make_manager()
             latest = self._manager.latest_checkpoint
             if latest and start > 0:
-                self.checkpoint.restore(latest).expect_partial()
-        train_steps = self._train_fn(loss_fn, lr_schedule, variables, gradient_multipliers)
+                self._restore_checked(latest)
+        train_steps = self._train_fn(loss_fn, lr_schedule, variables)
         for hook in self.hooks:
             hook.on_train_begin(self, start, end_step)
         boundaries = [self.checkpoint_every_steps, self.log_every_steps]
@@ -311,39 +365,57 @@ class Trainer:
             hook.on_train_end(step, logs)
         return logs
 
+    def _start_phase(
+        self,
+        phase_start_step: int | None,
+        start: int,
+        variables: list,
+        lr_multipliers: dict[str, float],
+    ) -> None:
+        """Optimizer state and LR multipliers for a `train` call starting at global step `start`."""
+        inner = _inner(self.optimizer)
+        phase_aware = hasattr(inner, "reset_state")
+        if phase_start_step is not None:
+            if not phase_aware:
+                raise UsageError(
+                    f"phase_start_step needs an optimizer of training.optimizers, got "
+                    f"{type(inner).__name__}"
+                )
+            owner = int(self.optimizer_start_step.numpy())
+            if owner != phase_start_step:
+                if start != phase_start_step:
+                    raise UsageError(
+                        f"the checkpoint at global step {start} holds optimizer state of a phase "
+                        f"starting at step {owner}, but the schedule puts step {start} in a phase "
+                        f"starting at {phase_start_step}: the schedule changed since it was saved"
+                    )
+                inner.reset_state()
+                self.optimizer_start_step.assign(phase_start_step)
+                logging.info("fresh optimizer state for the phase starting at step %d", start)
+        # Multipliers of variables this call does not train are moot.
+        by_path = {v.path: v for v in variables}
+        factors = [(by_path[p], f) for p, f in lr_multipliers.items() if p in by_path]
+        if phase_aware:
+            inner.set_lr_multipliers(factors)
+        elif any(f != 1.0 for _, f in factors):
+            raise UsageError(
+                f"lr_multipliers need an optimizer of training.optimizers, got {type(inner).__name__}"
+            )
+        if self.ema is not None and int(self.ema.num_updates.numpy()) == 0:
+            # The average starts at the weights the first update sees (a restored backbone, not
+            # the random initialisation the Trainer was built with).
+            self.ema.reset(self.strategy)
+
     def evaluate(self, dataset_fn: DatasetFn, accumulator) -> dict:
         """`evaluate_model` on this trainer's model, with the EMA weights if EMA is enabled."""
-        with swapped_ema(self.optimizer, self.strategy):
+        if self.ema is None:
+            return evaluate_model(self.model, self.strategy, dataset_fn, accumulator)
+        with self.ema.swapped(self.strategy):
             return evaluate_model(self.model, self.strategy, dataset_fn, accumulator)
 
     def close(self) -> None:
         """Removes a non-chief worker's throwaway directory."""
         strategy_lib.cleanup_worker_dir(self.model_dir, self.strategy)
-
-
-class swapped_ema:  # noqa: N801  (used as a context manager)
-    """Within the block the model holds the optimizer's EMA weights (no-op without EMA)."""
-
-    def __init__(self, optimizer: keras.optimizers.Optimizer, strategy: tf.distribute.Strategy):
-        self.opt = _inner(optimizer)
-        self.strategy = strategy
-
-    def _swap(self) -> None:
-        if not getattr(self.opt, "use_ema", False) or not self.opt.built:
-            return
-        averages = self.opt._model_variables_moving_average
-        for var, avg in zip(self.opt._trainable_variables, averages, strict=True):
-            value = tf.identity(var)
-            var.assign(avg)
-            avg.assign(value)
-
-    def __enter__(self):
-        self._swap()
-        return self
-
-    def __exit__(self, *exc):
-        self._swap()
-        return False
 
 
 # model -> {strategy: compiled eval step}. Weak keys, and the step holds the model weakly, so a

@@ -1,8 +1,25 @@
-"""Optimizers: SGD (momentum), LARS and AdamW as Keras optimizers, with weight decay on kernels only.
+"""Optimizers: SGD (momentum), LARS, Adam and AdamW as Keras optimizers with per-phase state.
 
-For SGD the weight decay is an L2 term added to the loss by the loop (Model Garden convention:
-`0.5 * wd * sum(kernel**2)`, i.e. gradient `wd * kernel`); LARS and AdamW apply it inside the
-optimizer (decoupled), so `loss_weight_decay()` tells the loop which case applies.
+Weight decay applies to conv/dense kernels only, decided once per variable by
+`models.resnet.is_decayed` (the one predicate; the loop's L2 term uses it too) and keyed on the
+variable itself, so every replica copy of a kernel under a tf.distribute strategy is treated alike:
+- `sgd`, `adam`: an L2 term in the loss, added by the loop (`0.5 * wd * sum(kernel**2)`, gradient
+  `wd * kernel`; Model Garden's SGD convention and the classic Adam one). `loss_weight_decay()`
+  says which case applies.
+- `lars`: `g + wd * w` inside the layer-wise trust ratio (You et al. 2017).
+- `adamw`: decoupled, `w -= lr * wd * w` each step (Loshchilov & Hutter; PyTorch/Keras convention:
+  multiplied by the learning rate, so useful values are ~0.01-0.1, not SGD's 1e-4).
+`weight_decay: -1` (the default of `train.weight_decay` and `transfer.weight_decay`) picks the
+optimizer's own default (`config_schema.DEFAULT_WEIGHT_DECAY`): 1e-4 for sgd/lars, 0 for adam,
+0.05 for adamw. An adamw value in (0, 1e-3) is a config error: it would be no decay at all.
+
+Phase-aware state (what the training loop uses; `PhaseAware`):
+- `reset_state()`: slots (momentum, Adam's first/second moments) to zero and the iteration count to
+  0, so a phase starts like a fresh optimizer: a layer unfrozen in phase 2 gets a fresh Adam's bias
+  correction, not that of the step count phase 1 left behind.
+- `set_lr_multipliers([(variable, factor)])`: per-variable factors on the LEARNING RATE (the whole
+  update, decoupled decay included). Scaling the gradient instead is a no-op under Adam, which
+  normalises it away.
 
 Example:
     opt = make_optimizer(cfg.train)            # under strategy.scope()
@@ -13,21 +30,92 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from transfer_tf.config import TrainConfig
+from transfer_tf.config import DEFAULT_WEIGHT_DECAY, TrainConfig
+from transfer_tf.models.resnet import is_decayed
 
 
-def _decayed(variable) -> bool:
-    # update_step sees the backend tf.Variable ("kernel:0"), elsewhere a keras.Variable (path).
-    name = getattr(variable, "path", None) or variable.name
-    return name.split(":")[0].endswith("kernel")
+class _PhaseState:
+    """Per-optimizer bookkeeping kept out of the checkpoint graph (a plain object is not
+    tracked): the slot variables created by `build`, decayed variable keys, LR factors."""
+
+    def __init__(self):
+        self.slots: list = []
+        self.decayed: set = set()
+        self.lr_factors: dict = {}
 
 
-class LARS(keras.optimizers.SGD):
+class PhaseAware:
+    """Mixin for Keras optimizers: kernel-only decay keyed on the variable, LR multipliers,
+    `reset_state()`. Subclasses set `decoupled_weight_decay` (0 = none)."""
+
+    decoupled_weight_decay: float = 0.0
+
+    def build(self, variables):
+        before = {id(v) for v in self.variables}
+        super().build(variables)
+        state = _PhaseState()
+        state.slots = [v for v in self.variables if id(v) not in before]
+        state.decayed = {self._var_key(v) for v in variables if is_decayed(v)}
+        self._phase = state
+
+    def uses_decay(self, variable) -> bool:
+        """Whether `variable` (a model variable or any replica copy of one) is decayed."""
+        return self._var_key(variable) in self._phase.decayed
+
+    def set_lr_multipliers(self, multipliers) -> None:
+        """`(variable, factor)` pairs on the learning rate; replaces the previous ones. Takes
+        effect in steps traced afterwards (the loop traces a new step per `train` call)."""
+        self._phase.lr_factors = {
+            self._var_key(v): float(f) for v, f in multipliers if float(f) != 1.0
+        }
+
+    def reset_state(self) -> None:
+        """A fresh optimizer: slots to zero, iteration count to 0 (call in cross-replica context;
+        the learning rate variable is left alone, the loop sets it every step)."""
+        self._iterations.assign(0)
+        for slot in self._phase.slots:
+            slot.assign(tf.zeros(slot.shape, slot.dtype))
+
+    def _decay_and_lr(self, variable, learning_rate):
+        factor = self._phase.lr_factors.get(self._var_key(variable), 1.0)
+        if factor != 1.0:
+            learning_rate = learning_rate * factor
+        if self.decoupled_weight_decay > 0 and self.uses_decay(variable):
+            lr = tf.cast(learning_rate, variable.dtype)
+            self.assign_sub(variable, variable * (self.decoupled_weight_decay * lr))
+        return learning_rate
+
+    def update_step(self, gradient, variable, learning_rate):
+        learning_rate = self._decay_and_lr(variable, learning_rate)
+        return super().update_step(gradient, variable, learning_rate)
+
+
+class SGD(PhaseAware, keras.optimizers.SGD):
+    """Keras SGD (momentum, optional Nesterov); weight decay is the loop's L2 term."""
+
+
+class Adam(PhaseAware, keras.optimizers.Adam):
+    """Keras Adam; weight decay is the loop's L2 term (classic Adam)."""
+
+
+class AdamW(PhaseAware, keras.optimizers.Adam):
+    """Adam with decoupled weight decay on kernels: `w -= lr * weight_decay_rate * w` per step."""
+
+    def __init__(self, *, weight_decay_rate: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.decoupled_weight_decay = float(weight_decay_rate)
+
+    def get_config(self):
+        return {**super().get_config(), "weight_decay_rate": self.decoupled_weight_decay}
+
+
+class LARS(PhaseAware, keras.optimizers.SGD):
     """SGD momentum with layer-wise adaptive rate scaling (You et al. 2017) for kernels.
 
     For a kernel `w` with (all-reduced) gradient `g`: `g' = g + wd * w`, trust
     `eta * ||w|| / ||g'||` (1 when either norm is 0), and the momentum update uses `trust * g'`.
-    BN parameters and biases get plain momentum SGD without decay.
+    BN parameters and biases get plain momentum SGD without decay. "Kernel" is decided per
+    variable at build time, so replica copies (`.../replica_1:0`) are kernels too.
     """
 
     def __init__(self, *, weight_decay_rate: float = 0.0, eta: float = 0.001, **kwargs):
@@ -36,14 +124,15 @@ class LARS(keras.optimizers.SGD):
         self.eta = eta
 
     def update_step(self, gradient, variable, learning_rate):
-        if _decayed(variable):
+        learning_rate = self._decay_and_lr(variable, learning_rate)
+        if self.uses_decay(variable):
             w = tf.cast(variable, gradient.dtype)
             gradient = gradient + self.weight_decay_rate * w
             w_norm = tf.norm(w)
             g_norm = tf.norm(gradient)
             trust = tf.where((w_norm > 0) & (g_norm > 0), self.eta * w_norm / (g_norm + 1e-12), 1.0)
             gradient = gradient * trust
-        return super().update_step(gradient, variable, learning_rate)
+        return keras.optimizers.SGD.update_step(self, gradient, variable, learning_rate)
 
     def get_config(self):
         return {
@@ -53,9 +142,17 @@ class LARS(keras.optimizers.SGD):
         }
 
 
+def resolve_weight_decay(optimizer_name: str, weight_decay: float) -> float:
+    """The weight decay in effect: `weight_decay`, or the optimizer's default when it is -1
+    (any negative value)."""
+    return DEFAULT_WEIGHT_DECAY[optimizer_name] if weight_decay < 0 else float(weight_decay)
+
+
 def loss_weight_decay(optimizer_name: str, weight_decay: float) -> float:
     """The L2 coefficient the loop adds to the loss (0 when the optimizer decays itself)."""
-    return weight_decay if optimizer_name == "sgd" else 0.0
+    if optimizer_name in ("sgd", "adam"):
+        return resolve_weight_decay(optimizer_name, weight_decay)
+    return 0.0
 
 
 def make_optimizer(
@@ -66,28 +163,31 @@ def make_optimizer(
 ) -> keras.optimizers.Optimizer:
     """Builds the optimizer (call under `strategy.scope()`).
 
-    The learning rate is a placeholder: the loop drives it from the global step. Weight EMA uses
-    Keras' built-in `use_ema` when `train.ema_decay > 0`. With `mixed_precision=float16` the result
-    is a `keras.optimizers.LossScaleOptimizer` (dynamic loss scaling).
+    `optimizer` / `weight_decay` override `train.optimizer` / `train.weight_decay` (fine-tuning
+    passes its `transfer.*` values). The learning rate is a placeholder: the loop drives it from
+    the global step. Weight EMA is not the optimizer's business (`training.ema.WeightEMA`, built by
+    the Trainer). With `mixed_precision=float16` the result is a
+    `keras.optimizers.LossScaleOptimizer` (dynamic loss scaling) around one of ours.
     """
     name = optimizer or train_cfg.optimizer
-    wd = train_cfg.weight_decay if weight_decay is None else weight_decay
-    ema = {"use_ema": True, "ema_momentum": train_cfg.ema_decay} if train_cfg.ema_decay > 0 else {}
+    wd = resolve_weight_decay(
+        name, train_cfg.weight_decay if weight_decay is None else weight_decay
+    )
     if name == "sgd":
-        opt = keras.optimizers.SGD(
-            0.0, momentum=train_cfg.momentum, nesterov=train_cfg.nesterov, **ema
-        )
+        opt = SGD(0.0, momentum=train_cfg.momentum, nesterov=train_cfg.nesterov)
     elif name == "lars":
         opt = LARS(
             learning_rate=0.0,
             momentum=train_cfg.momentum,
             nesterov=train_cfg.nesterov,
             weight_decay_rate=wd,
-            **ema,
         )
+    elif name == "adam":
+        opt = Adam(0.0)
+    elif name == "adamw":
+        opt = AdamW(learning_rate=0.0, weight_decay_rate=wd)
     else:
-        opt = keras.optimizers.AdamW(0.0, weight_decay=wd, **ema)
-        opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+        raise ValueError(f"unknown optimizer {name!r}")
     if train_cfg.mixed_precision == "float16":
         opt = keras.optimizers.LossScaleOptimizer(opt)
     return opt

@@ -103,12 +103,14 @@ def start_run(
     *,
     weight_decay: float,
     checkpoint_input: bool = False,
+    ema_decay: float = 0.0,
 ) -> Trainer:
     """Lays out a training run and returns its Trainer (progress logs; summaries on the chief).
 
     Writes `config.yaml` into this worker's write directory (`model_dir` on the chief, a temporary
     directory elsewhere; `Trainer.close` removes the latter). `weight_decay` is the L2 coefficient
-    the loop adds to the loss (0 where the optimizer applies decay itself).
+    the loop adds to the loss (0 where the optimizer applies decay itself); `ema_decay > 0` keeps
+    a weight EMA (`train.ema_decay` for pretraining, `transfer.ema_decay` for fine-tuning).
     """
     train_cfg = cfg.train
     write_dir = strategy_lib.worker_dir(model_dir, strategy)
@@ -135,6 +137,7 @@ def start_run(
         log_every_steps=train_cfg.log_every_steps,
         hooks=hooks,
         checkpoint_input=checkpoint_input,
+        ema_decay=ema_decay,
     )
 
 
@@ -162,6 +165,7 @@ def run_pretraining(cfg: ExperimentConfig, model_dir: str) -> dict:
         optimizer,
         weight_decay=optimizers.loss_weight_decay(train_cfg.optimizer, train_cfg.weight_decay),
         checkpoint_input=train_cfg.checkpoint_input,
+        ema_decay=train_cfg.ema_decay,
     )
     start = trainer.restore()
     if start == 0 and train_cfg.init_checkpoint:

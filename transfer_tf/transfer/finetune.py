@@ -8,7 +8,8 @@ that has no checkpoint yet: afterwards the checkpoint holds everything).
 
     model_dir/config.yaml     resolved config (transfer.init_checkpoint records the source)
     model_dir/schedule.json   the resolved phases (global step ranges, stages, learning rates)
-    model_dir/checkpoints/    model, optimizer, global step
+    model_dir/checkpoints/    model, optimizer (its state belongs to the current phase), global step,
+                              weight EMA when transfer.ema_decay > 0
     model_dir/summaries/      TensorBoard, one stream for all phases
 
 Example:
@@ -55,7 +56,9 @@ def run_finetuning(
     Args:
       cfg: the experiment; `transfer.phases` (or `transfer.preset`) is the schedule, `data.task`
         picks the head loss (softmax CE with `transfer.label_smoothing`, or sigmoid BCE with
-        `transfer.pos_weight`), `transfer.optimizer/momentum/weight_decay` the optimizer,
+        `transfer.pos_weight`), `transfer.optimizer/momentum/weight_decay` the optimizer (fresh
+        slots and step count per phase), `transfer.ema_decay` the weight EMA (the pretraining
+        recipe's `train.ema_decay` is not inherited),
         `train.global_batch_size/strategy/mixed_precision/checkpoint_every_steps` the loop.
       model_dir: run directory (see module doc).
       init_checkpoint: backbone source (overrides `transfer.init_checkpoint`); empty/None with no
@@ -98,7 +101,14 @@ def run_finetuning(
         weight_decay=optimizers.loss_weight_decay(
             cfg.transfer.optimizer, cfg.transfer.weight_decay
         ),
+        ema_decay=cfg.transfer.ema_decay,
     )
+    if cfg.train.ema_decay > 0 and cfg.transfer.ema_decay != cfg.train.ema_decay:
+        logging.info(
+            "train.ema_decay=%g is the pretraining recipe's; fine-tuning uses transfer.ema_decay=%g",
+            cfg.train.ema_decay,
+            cfg.transfer.ema_decay,
+        )
     write_dir = strategy_lib.worker_dir(model_dir, strategy)
     write_json_atomic(os.path.join(write_dir, SCHEDULE_FILE), schedule.describe(phases))
     try:
@@ -149,7 +159,8 @@ def _run_phases(cfg, trainer, phases, train_dataset_fn, eval_input_fn, on_phase_
             lr_schedule=schedule.phase_schedule(phase),
             loss_fn=loss_fn,
             trainable_variables=variables,
-            gradient_multipliers=schedule.lr_multipliers(model, phase) or None,
+            lr_multipliers=schedule.lr_multipliers(model, phase) or None,
+            phase_start_step=phase.start_step,
             steps_per_epoch=steps_per_epoch,
         )
         ran.append(phase.name)

@@ -223,20 +223,34 @@ def _ema_run(tmp_path, mixed_precision="none", ema_decay=0.999):
             str(tmp_path),
             global_batch_size=16,
             checkpoint_every_steps=100,
-            log_every_steps=100,
+            log_every_steps=1,  # one step per execution: the hook sees every step's weights
             ema_decay=ema_decay,
         )
-        fn = lambda ctx: tf.data.Dataset.from_tensors((images, labels)).repeat()  # noqa: E731
         head = model.get_layer("head_dense").kernel
         kernels = [head.numpy().copy()]
-        for step in (1, 2, 3):
-            trainer.train(
-                fn,
-                end_step=step,
-                lr_schedule=schedules.warmup_constant(0.1),
-                loss_fn=softmax_cross_entropy(),
-            )
-            kernels.append(head.numpy().copy())
+
+        class Record:
+            def on_train_begin(self, *a):
+                pass
+
+            def on_eval_end(self, *a):
+                pass
+
+            def on_train_end(self, *a):
+                pass
+
+            def on_execution_end(self, step, logs):
+                kernels.append(head.numpy().copy())
+
+        trainer.hooks.append(Record())
+        fn = lambda ctx: tf.data.Dataset.from_tensors((images, labels)).repeat()  # noqa: E731
+        trainer.train(
+            fn,
+            end_step=3,
+            lr_schedule=schedules.warmup_constant(0.1),
+            loss_fn=softmax_cross_entropy(),
+        )
+        assert len(kernels) == 4
     finally:
         set_policy("none")
     save_config(cfg, str(tmp_path / "config.yaml"))

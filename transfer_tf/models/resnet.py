@@ -237,7 +237,12 @@ def features_model(model: keras.Model) -> keras.Model:
 
 
 def is_decayed(variable: keras.Variable) -> bool:
-    """Weight decay applies to conv/dense kernels only (not BN gamma/beta, not biases)."""
+    """Weight decay applies to conv/dense kernels only (not BN gamma/beta, not biases).
+
+    The one "is this variable decayed" predicate: the loop's L2 term and the optimizers'
+    decoupled/LARS decay both use it, on the model's variables (optimizers key the answer on the
+    variable, so replica copies under a tf.distribute strategy inherit it).
+    """
     return variable.path.endswith("kernel") or variable.name == "kernel"
 
 

@@ -123,9 +123,15 @@ def run(name):
     trainer = Trainer(model, opt, strategy, tempfile.mkdtemp(), global_batch_size=8,
                       weight_decay=0.0, checkpoint_every_steps=100, log_every_steps=100,
                       ema_decay=0.9)
-    fn = lambda ctx: tf.data.Dataset.from_tensor_slices((images, labels)).batch(
+    fn = lambda ctx: tf.data.Dataset.from_tensor_slices((images, labels)).repeat().batch(
         ctx.get_per_replica_batch_size(8), drop_remainder=True)
-    trainer.train(fn, end_step=4, lr_schedule=warmup_constant(5.0), loss_fn=softmax_cross_entropy())
+    # Two phases (dense only, then all): the optimizer state is reset at step 2 on every replica.
+    dense = model.get_layer("dense").trainable_weights
+    trainer.train(fn, end_step=2, lr_schedule=warmup_constant(5.0), loss_fn=softmax_cross_entropy(),
+                  trainable_variables=dense, phase_start_step=0)
+    trainer.train(fn, end_step=4, lr_schedule=warmup_constant(5.0), loss_fn=softmax_cross_entropy(),
+                  phase_start_step=2)
+    assert int(opt.iterations.numpy()) == 2
     # Every replica's copy of every variable (model weights and EMA averages).
     tf_vars = [v.value for v in model.weights] + list(trainer.ema.averages)
     copies = [[c.numpy() for c in getattr(v, "values", [v])] for v in tf_vars]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from transfer_tf.config import DataConfig
-from transfer_tf.data import augment
+from transfer_tf.data import augment, distort
 from transfer_tf.data.label_maps import LabelMap, lookup_table
 
 
@@ -137,6 +137,8 @@ class Parser:
                 fallback_fraction=cfg.eval_crop_fraction,
                 dct_method=self.dct_method,
                 jpeg_only=self.jpeg_only,
+                rotation_degrees=cfg.random_rotation_degrees,
+                color_jitter=cfg.color_jitter,
             )
         else:
             image = augment.preprocess_for_eval(
@@ -184,4 +186,7 @@ class Parser:
             jpeg_only=self.jpeg_only,
         )
         keep = box_coverage(boxes, window, image_hw) >= cfg.min_object_covered
+        image = distort.distort_for_train(
+            image, seed, cfg.random_rotation_degrees, cfg.color_jitter
+        )
         return image, self._multi_hot(indices, keep)

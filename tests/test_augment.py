@@ -146,6 +146,13 @@ def test_color_jitter_changes_colour_not_geometry():
         assert ratio[keep].std() < 0.01
         factors.append(ratio[keep].mean())
     assert max(factors) - min(factors) > 0.05
+    # Contrast stretches about the mean gray level, which stays put (no clipping here).
+    mid = tf.constant(np.clip(random_image(rng, 16, 16) // 2 + 64, 0, 255).astype(np.uint8))
+    gray_mean = tf.reduce_mean(tf.image.rgb_to_grayscale(tf.cast(mid, tf.float32))).numpy()
+    stretched = distort.color_jitter(mid, tf.constant([2, 1]), contrast=0.5)
+    assert not np.array_equal(stretched.numpy(), mid.numpy())
+    stretched_mean = tf.reduce_mean(tf.image.rgb_to_grayscale(tf.cast(stretched, tf.float32)))
+    assert abs(stretched_mean.numpy() - gray_mean) < 1.0
     # All off: the identity.
     off = distort.color_jitter(colourful, tf.constant([0, 1])).numpy()
     np.testing.assert_array_equal(off, colourful.numpy())

@@ -4,7 +4,7 @@ The classic recipe is resize, random crop, flip, random rotation, colour (`augme
 first three in one fused decode). These functions take and return one uint8 image `[H, W, 3]`
 and an explicit stateless seed (int32/int64 `[2]`): same image and seed, same output, on the
 graph inside a `tf.data` map. They are built from TensorFlow's own image ops (the projective
-transform behind Keras' `RandomRotation`, `tf.image.adjust_*`), not hand-written kernels.
+transform behind Keras' `RandomRotation`, `tf.image` colour ops), not hand-written kernels.
 
 `color_jitter` is meant to be composed: the SimCLR-style two-view pipeline calls it with its own
 strengths and seeds (and may add grayscale and blur next to it).
@@ -81,13 +81,14 @@ def color_jitter(
 ) -> tf.Tensor:
     """torchvision-style colour jitter of uint8 `[H, W, 3]` -> uint8 `[H, W, 3]`.
 
-    In this fixed order, each only when its strength is > 0 (as Model Garden applies them):
-    brightness scales the pixels by a factor in [max(0, 1 - brightness), 1 + brightness];
-    contrast blends with the image's mean gray by a factor in [max(0, 1 - c), 1 + c]
-    (`tf.image.adjust_contrast`); saturation scales HSV saturation likewise
-    (`tf.image.adjust_saturation`); hue turns the hue by up to +-`hue` of a full turn
+    In this fixed order, each only when its strength is > 0 (as Model Garden applies them), with
+    torchvision's definitions: brightness scales the pixels by a factor in
+    [max(0, 1 - brightness), 1 + brightness]; contrast blends with the image's mean gray level,
+    saturation with the image's own grayscale (`tf.image.rgb_to_grayscale`), each by a factor in
+    [max(0, 1 - s), 1 + s]; hue turns the hue by up to +-`hue` of a full turn
     (`tf.image.adjust_hue`, hue <= 0.5). Pixels are clipped to range after each step. Factors are
     drawn from sub-seeds of `seed` (int32/int64 [2]). The work is done once in float32 [0, 1].
+    (The grayscale blend costs a third of `tf.image.adjust_saturation`'s HSV round trip.)
     """
     steps = [s for s in (brightness, contrast, saturation, hue) if s > 0]
     if not steps:
@@ -98,13 +99,16 @@ def color_jitter(
     def factor(k: int, strength: float) -> tf.Tensor:
         return tf.random.stateless_uniform([], seeds[k], max(0.0, 1.0 - strength), 1.0 + strength)
 
+    def blend(degenerate: tf.Tensor, f: tf.Tensor) -> tf.Tensor:
+        # torchvision's _blend: f * image + (1 - f) * degenerate, clipped.
+        return tf.clip_by_value(degenerate + f * (out - degenerate), 0.0, 1.0)
+
     if brightness > 0:
         out = tf.minimum(out * factor(0, brightness), 1.0)
     if contrast > 0:
-        out = tf.clip_by_value(tf.image.adjust_contrast(out, factor(1, contrast)), 0.0, 1.0)
+        out = blend(tf.reduce_mean(tf.image.rgb_to_grayscale(out)), factor(1, contrast))
     if saturation > 0:
-        # HSV saturation is clipped to [0, 1] inside the op; values stay in range.
-        out = tf.image.adjust_saturation(out, factor(2, saturation))
+        out = blend(tf.image.rgb_to_grayscale(out), factor(2, saturation))
     if hue > 0:
         delta = tf.random.stateless_uniform([], seeds[3], -hue, hue)
         out = tf.image.adjust_hue(out, delta)

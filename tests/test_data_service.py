@@ -240,7 +240,9 @@ def test_policy_pipeline_through_the_service(service, tmp_path):
         assert b.dtype == np.uint8 and b.shape == a.shape == (2, 16, 16, 3)
         # Same records, crops and labels (fixed order, position seeds); the policy moved pixels.
         np.testing.assert_array_equal(la, lb)
-    assert any(not np.array_equal(a, b) for (a, _), (b, _) in zip(without, with_policy, strict=True))
+    assert any(
+        not np.array_equal(a, b) for (a, _), (b, _) in zip(without, with_policy, strict=True)
+    )
 
 
 def test_two_trainers_share_one_service(service, tmp_path):

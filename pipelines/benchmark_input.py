@@ -38,6 +38,14 @@ flags.DEFINE_integer("shuffle_buffer", 1000, "Record shuffle buffer (both pipeli
 flags.DEFINE_bool(
     "skip_corrupt", False, "Time our skip mode (per-record shard/index bookkeeping) instead."
 )
+flags.DEFINE_float(
+    "random_rotation_degrees", 0.0, "Our pipeline: data.random_rotation_degrees (0 = off)."
+)
+flags.DEFINE_list(
+    "color_jitter",
+    ["0", "0", "0", "0"],
+    "Our pipeline: data.color_jitter, brightness,contrast,saturation,hue (0 = off).",
+)
 flags.DEFINE_bool("compare_model_garden", False, "Also time Model Garden's pipeline.")
 flags.DEFINE_string("model_garden_path", "", "Folder holding Model Garden's `official` package.")
 flags.DEFINE_bool("decode_ceiling", True, "Also time full JPEG decode of the same images.")
@@ -81,6 +89,19 @@ def _model_garden_dataset(files, training, image_size, batch_size, shuffle_buffe
     return ds.with_options(options)
 
 
+def _color_jitter() -> tuple[float, float, float, float]:
+    try:
+        values = tuple(float(v) for v in FLAGS.color_jitter)
+    except ValueError:
+        values = ()
+    if len(values) != 4 or min(values) < 0:
+        raise cli.UsageError(
+            f"--color_jitter: expected 4 numbers >= 0 (brightness,contrast,saturation,hue), "
+            f"got {','.join(FLAGS.color_jitter)}"
+        )
+    return values  # type: ignore[return-value]
+
+
 def _measure_once(name: str) -> dict:
     """Builds pipeline `name` in this process and times it once."""
     from transfer_tf.config import DataConfig
@@ -98,6 +119,8 @@ def _measure_once(name: str) -> dict:
             image_size=FLAGS.image_size,
             shuffle_buffer=FLAGS.shuffle_buffer,
             skip_corrupt=FLAGS.skip_corrupt,
+            random_rotation_degrees=FLAGS.random_rotation_degrees,
+            color_jitter=_color_jitter(),
         )
         dataset = input_lib.build_dataset(
             data_cfg, split=FLAGS.mode, global_batch_size=FLAGS.batch_size, repeat=True
@@ -177,6 +200,8 @@ def main(argv):
         "num_images": FLAGS.num_images,
         "rounds": FLAGS.rounds,
         "skip_corrupt": FLAGS.skip_corrupt,
+        "random_rotation_degrees": FLAGS.random_rotation_degrees,
+        "color_jitter": list(_color_jitter()),
         "isolated": FLAGS.isolate,
         "images_per_sec": median("ours", "images_per_sec"),
         "images_per_cpu_sec": median("ours", "images_per_cpu_sec"),

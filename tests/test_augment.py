@@ -95,3 +95,127 @@ def test_mixup_and_cutmix_mix_labels_by_pixel_share():
         share = out.numpy()[0].astype(float).mean() / 255.0
         np.testing.assert_allclose(share, soft.numpy()[0, 1], atol=0.01)
         np.testing.assert_allclose(soft.numpy().sum(axis=1), 1.0, rtol=1e-6)
+
+
+# -- rotation and colour jitter ---------------------------------------------------------------
+
+
+def test_rotation_turns_the_image_counterclockwise_about_its_centre():
+    from transfer_tf.data import distort
+
+    image = random_image(np.random.default_rng(5), 24, 24)
+    turned = distort.rotate(tf.constant(image), tf.constant(np.pi / 2)).numpy()
+    assert turned.dtype == np.uint8 and turned.shape == image.shape
+    assert np.abs(turned.astype(int) - np.rot90(image).astype(int)).max() <= 1
+    # A random rotation draws its angle from the seed: same seed, same image; angles vary.
+    a, b, c = (
+        distort.random_rotation(tf.constant(image), tf.constant(s), 30.0).numpy()
+        for s in ([1, 2], [1, 2], [1, 3])
+    )
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c) and not np.array_equal(a, image)
+
+
+def test_color_jitter_changes_colour_not_geometry():
+    from transfer_tf.data import distort
+
+    rng = np.random.default_rng(6)
+    colourful = tf.constant(random_image(rng, 16, 16))
+    gray = tf.constant(np.repeat(random_image(rng, 16, 16)[..., :1], 3, axis=-1))
+    changes = []
+    for s in range(4):
+        seed = tf.constant([s, 9])
+        # Saturation and hue leave gray pixels gray and unchanged.
+        same = distort.color_jitter(gray, seed, saturation=0.8, hue=0.4).numpy()
+        assert same.dtype == np.uint8 and same.shape == (16, 16, 3)
+        assert np.abs(same.astype(int) - gray.numpy().astype(int)).max() <= 1
+        # A hue turn keeps each pixel's max and min channel values (HSV value and chroma).
+        turned = distort.color_jitter(colourful, seed, hue=0.5).numpy().astype(int)
+        rgb = colourful.numpy().astype(int)
+        assert np.abs(turned.max(-1) - rgb.max(-1)).max() <= 1
+        assert np.abs(turned.min(-1) - rgb.min(-1)).max() <= 1
+        changes.append(np.abs(turned - rgb).max())
+    assert min(changes) > 0 and max(changes) > 30  # turns of different sizes per seed
+    # Brightness scales every pixel by one factor in [1 - b, 1 + b], drawn per seed.
+    factors = []
+    for s in range(4):
+        scaled = distort.color_jitter(colourful, tf.constant([s, 1]), brightness=0.3).numpy()
+        ratio = scaled.astype(float) / np.maximum(colourful.numpy().astype(float), 1)
+        keep = (colourful.numpy() > 60) & (scaled < 255)
+        assert 0.7 - 0.02 <= ratio[keep].min() and ratio[keep].max() <= 1.3 + 0.02
+        assert ratio[keep].std() < 0.01
+        factors.append(ratio[keep].mean())
+    assert max(factors) - min(factors) > 0.05
+    # Contrast stretches about the mean gray level, which stays put (no clipping here).
+    mid = tf.constant(np.clip(random_image(rng, 16, 16) // 2 + 64, 0, 255).astype(np.uint8))
+    gray_mean = tf.reduce_mean(tf.image.rgb_to_grayscale(tf.cast(mid, tf.float32))).numpy()
+    stretched = distort.color_jitter(mid, tf.constant([2, 1]), contrast=0.5)
+    assert not np.array_equal(stretched.numpy(), mid.numpy())
+    stretched_mean = tf.reduce_mean(tf.image.rgb_to_grayscale(tf.cast(stretched, tf.float32)))
+    assert abs(stretched_mean.numpy() - gray_mean) < 1.0
+    # All off: the identity.
+    off = distort.color_jitter(colourful, tf.constant([0, 1])).numpy()
+    np.testing.assert_array_equal(off, colourful.numpy())
+
+
+def test_rotation_and_colour_are_seeded_per_image_and_leave_the_crop_alone():
+    data = tf.constant(encode(random_image(np.random.default_rng(7), 60, 80)))
+    jitter = (0.4, 0.4, 0.4, 0.1)
+    for s in range(6):
+        seed = tf.constant([s, 2])
+        plain = augment.preprocess_for_train(data, 32, seed).numpy().astype(int)
+        # A vanishing rotation: the same crop and flip as without it.
+        tiny = augment.preprocess_for_train(data, 32, seed, rotation_degrees=1e-4).numpy()
+        assert np.abs(tiny.astype(int) - plain).max() <= 1
+        # Brightness alone: the same crop, scaled by one factor.
+        bright = augment.preprocess_for_train(data, 32, seed, color_jitter=(0.5, 0, 0, 0))
+        bright = bright.numpy().astype(float)
+        keep = (plain > 60) & (bright < 255)
+        assert (bright[keep] / plain[keep]).std() < 0.02
+    both = [
+        augment.preprocess_for_train(
+            data, 32, tf.constant(s), rotation_degrees=20.0, color_jitter=jitter
+        ).numpy()
+        for s in ([1, 2], [1, 2], [1, 3])
+    ]
+    assert both[0].dtype == np.uint8 and both[0].shape == (32, 32, 3)
+    np.testing.assert_array_equal(both[0], both[1])
+    assert not np.array_equal(both[0], both[2])
+
+
+def test_rotation_and_colour_config_keys_reach_the_parsers():
+    import pytest
+
+    from transfer_tf.config import ConfigError, config_from_dict
+    from transfer_tf.data.parsers import Parser
+
+    cfg = config_from_dict(
+        {"data": {"random_rotation_degrees": 15, "color_jitter": [0.4, 0.4, 0.4, 0.1]}}
+    )
+    assert cfg.data.random_rotation_degrees == 15.0
+    assert cfg.data.color_jitter == (0.4, 0.4, 0.4, 0.1)
+    for bad, key in (
+        ({"random_rotation_degrees": -1}, "data.random_rotation_degrees"),
+        ({"random_rotation_degrees": 181}, "data.random_rotation_degrees"),
+        ({"color_jitter": [0.4, -0.1, 0, 0]}, "data.color_jitter"),
+        ({"color_jitter": [0, 0, 0, 0.6]}, "data.color_jitter"),
+    ):
+        with pytest.raises(ConfigError, match=key):
+            config_from_dict({"data": bad})
+    data = tf.constant(encode(random_image(np.random.default_rng(8), 60, 80)))
+    seed = tf.constant([3, 4], tf.int64)
+    single = {"image": data, "label": tf.constant(1, tf.int64)}
+    coco = {
+        "image": data,
+        "boxes": tf.constant([[0.0, 0.0, 1.0, 1.0]]),
+        "classes": tf.constant([0], tf.int64),
+    }
+    for tensors in (single, coco):
+        schema = "coco" if "boxes" in tensors else "classification"
+        base = dict(image_size=32, num_classes=3, schema=schema)
+        off = Parser(type(cfg.data)(**base), training=True)(tensors, seed)[0].numpy()
+        on = Parser(
+            type(cfg.data)(**base, random_rotation_degrees=30.0, color_jitter=(0.4, 0.4, 0.4, 0.1)),
+            training=True,
+        )(tensors, seed)[0].numpy()
+        assert on.shape == off.shape == (32, 32, 3) and not np.array_equal(on, off)

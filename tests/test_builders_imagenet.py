@@ -128,3 +128,54 @@ def test_folder_builder_with_validation_split(tmp_path):
     manifest = json.loads(open(manifest_path).read())
     assert manifest["ignored"] == ["cat/notes.txt"]
     assert len(manifest["converted"]) == 10  # the PNGs and BMPs became JPEGs
+
+
+def _exif_jpeg(seed: int, orientation: int) -> bytes:
+    """A 48x64 (h x w) JPEG whose EXIF says: rotate by `orientation` (6: 90 degrees clockwise)."""
+    import io
+
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(image_bytes(seed, (48, 64))))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=95, exif=exif.tobytes())
+    return out.getvalue()
+
+
+def test_folder_builder_applies_exif_orientation_imagenet_keeps_stored_pixels(tmp_path):
+    import io
+
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    photo = _exif_jpeg(3, orientation=6)  # a phone photo taken in portrait
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(photo))))
+    assert upright.shape == (64, 48, 3)
+    root, out = tmp_path / "photos", str(tmp_path / "out")
+    write(str(root / "cat" / "portrait.jpg"), photo)
+    write(str(root / "dog" / "plain.jpg"), image_bytes(4, (48, 64)))
+    manifest_path = build_folder(str(root), out, train_shards=1)
+    records = {r["filename"]: r for r in read_shards(f"{out}/train-*")}
+    # Training sees the photo the way a viewer shows it: 64 high, 48 wide, pixels turned.
+    assert records["portrait.jpg"]["hw"] == (64, 48)
+    assert records["portrait.jpg"]["shape"] == (64, 48, 3)
+    assert records["plain.jpg"]["hw"] == (48, 64)
+    (rec,) = [
+        tf.train.Example.FromString(r.numpy()).features.feature
+        for r in tf.data.TFRecordDataset(glob.glob(f"{out}/train-*"))
+        if b"portrait" in r.numpy()
+    ]
+    pixels = tf.io.decode_jpeg(rec[schemas.ENCODED].bytes_list.value[0]).numpy()
+    assert np.abs(pixels.astype(int) - upright.astype(int)).mean() < 3
+    converted = json.loads(open(manifest_path).read())["converted"]
+    assert [c["file"] for c in converted] == ["cat/portrait.jpg"], converted
+    assert "EXIF orientation 6" in converted[0]["converted"], converted
+    # ImageNet keeps the stored-pixel frame (the public shards and box annotations use it).
+    raw = tmp_path / "raw"
+    write(str(raw / "train" / WNIDS[0] / "a.JPEG"), photo)
+    write(str(raw / "val" / WNIDS[0] / "ILSVRC2012_val_00000001.JPEG"), photo)
+    build_imagenet(str(raw), str(tmp_path / "imagenet"), train_shards=1, validation_shards=1)
+    (stored,) = read_shards(f"{tmp_path}/imagenet/train-*")
+    assert stored["hw"] == (48, 64) and stored["shape"] == (48, 64, 3)

@@ -228,6 +228,17 @@ def _validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"config key 'data.crop_aspect_range': expected 0 < min <= max, got {[lo, hi]}"
         )
+    if not 0.0 <= cfg.data.random_rotation_degrees <= 180.0:
+        raise ConfigError(
+            "config key 'data.random_rotation_degrees': expected 0 (off) to 180 degrees, got "
+            f"{cfg.data.random_rotation_degrees}"
+        )
+    jitter = cfg.data.color_jitter
+    if min(jitter) < 0.0 or jitter[3] > 0.5:
+        raise ConfigError(
+            "config key 'data.color_jitter': expected [brightness, contrast, saturation, hue] "
+            f">= 0 with hue <= 0.5, got {list(jitter)}"
+        )
     if cfg.data.num_parallel_calls < -1:
         raise ConfigError(
             "config key 'data.num_parallel_calls': expected -1 (AUTOTUNE), 0 (cores + 1) or a "

@@ -42,6 +42,13 @@ class DataConfig:
     # its label to be kept.
     min_object_covered: float = 0.5
     random_flip: bool = True
+    # After the crop and flip, per image, from sub-seeds of the crop's seed (turning them on
+    # changes no crop): a rotation by an angle drawn uniformly from +-this many degrees (0 = off;
+    # reflected borders, as Keras' RandomRotation), then colour jitter with torchvision's
+    # meaning: [brightness, contrast, saturation, hue], factors drawn from [1 - s, 1 + s] (hue:
+    # a turn of up to +-s of the colour circle, s <= 0.5); 0 = that one off.
+    random_rotation_degrees: float = 0.0
+    color_jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     augment_policy: str = "none"  # none | randaugment | autoaugment
     randaugment_magnitude: float = 0.5
     randaugment_layers: int = 2

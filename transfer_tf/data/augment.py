@@ -2,7 +2,8 @@
 
 `preprocess_for_eval` is the single definition of evaluation preprocessing: the input pipeline's
 eval mode and the exported serving signatures both call it, so there is no train/serve skew.
-`preprocess_for_train` is the Inception-style random resized crop + flip + resize.
+`preprocess_for_train` is the Inception-style random resized crop + flip + resize, optionally
+followed by a random rotation and colour jitter (`distort.py`).
 
 Images leave this module as uint8 `[size, size, 3]`; mean/std normalisation happens in the model's
 first layer (4x less host memory traffic than shipping float32).
@@ -15,6 +16,8 @@ and the element's position in the stream).
 from __future__ import annotations
 
 import tensorflow as tf
+
+from transfer_tf.data import distort
 
 
 def center_crop_window(height: tf.Tensor, width: tf.Tensor, crop_fraction: float) -> tf.Tensor:
@@ -291,11 +294,16 @@ def preprocess_for_train(
     fallback_fraction: float = 0.875,
     dct_method: str = "INTEGER_FAST",
     jpeg_only: bool = False,
+    rotation_degrees: float = 0.0,
+    color_jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
 ) -> tf.Tensor:
     """Inception-style training preprocessing: bytes -> uint8 `[image_size, image_size, 3]`.
 
     Random resized crop (area 0.08-1, aspect 3/4-4/3, 10 attempts, center-crop fallback), random
-    horizontal flip, bilinear resize. Same seed, same output.
+    horizontal flip, bilinear resize; then, when on, a random rotation of up to
+    +-`rotation_degrees` and colour jitter `(brightness, contrast, saturation, hue)` (see
+    `distort.distort_for_train`: sub-seeds of `seed`, so they leave the crop unchanged). Same
+    seed, same output.
 
     Example:
         image = preprocess_for_train(jpeg_bytes, 224, seed=tf.constant([0, 7]))  # uint8 [224,224,3]
@@ -311,4 +319,4 @@ def preprocess_for_train(
         dct_method=dct_method,
         jpeg_only=jpeg_only,
     )
-    return image
+    return distort.distort_for_train(image, seed, rotation_degrees, color_jitter)

@@ -27,11 +27,13 @@ Example:
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
+import json
 import os
 
 import tensorflow as tf
 
-from transfer_tf.config import DataConfig
+from transfer_tf.config import DataConfig, to_dict
 from transfer_tf.data import mixing, policies
 from transfer_tf.data.decoders import make_decoder
 from transfer_tf.data.guard import (  # noqa: F401  (re-exported)
@@ -89,6 +91,29 @@ def _stream_key(seed: int, pipeline_id: int) -> int:
     """First half of the per-record stateless seed `[key, position in the stream]`: distinct per
     experiment seed and input pipeline (so workers do not draw the same crops)."""
     return (seed * 1_000_003 + pipeline_id * 7_919 + 0x5EED) % (2**63)
+
+
+def service_job_name(
+    data_cfg: DataConfig, split: str, seed: int, batch: int, deterministic: bool, run_id: str = ""
+) -> str:
+    """The tf.data service job of a dataset: `transfer_tf-SPLIT-DIGEST`.
+
+    Trainers that build the same dataset (data section, seed, per-replica batch, determinism)
+    for the same run (`run_id`, e.g. the model_dir every worker of a run is given) share one
+    `distributed_epoch` job and so split each epoch's records between them. Anything else gets a
+    job of its own: the dispatcher hands a job name to whoever asks with it, whatever dataset
+    they registered, so a shared name would feed one experiment another's batches.
+    """
+    identity = {
+        "data": to_dict(data_cfg),
+        "split": split,
+        "seed": seed,
+        "batch": batch,
+        "deterministic": deterministic,
+        "run": run_id,
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    return f"transfer_tf-{split}-{digest[:20]}"
 
 
 def parallelism(data_cfg: DataConfig) -> int:
@@ -194,6 +219,7 @@ def build_dataset(
     deterministic: bool = False,
     input_context: tf.distribute.InputContext | None = None,
     repeat: bool | None = None,
+    run_id: str = "",
 ) -> tf.data.Dataset:
     """Builds the train or eval dataset of `(images, labels)` batches.
 
@@ -205,6 +231,8 @@ def build_dataset(
         per-replica batch and reads its own files.
       seed: the experiment seed (`cfg.seed`); deterministic: fixed order too (tests, debugging).
       repeat: override the split's default (train repeats forever, eval does not).
+      run_id: with `data.tf_data_service`, the trainers given the same run_id (and building the
+        same dataset) share one service job; see `service_job_name`.
     Returns:
       Dataset of `(images uint8 [B, S, S, 3], labels float32 [B, num_classes])`. Labels are
       one-hot (classification), multi-hot (COCO) or soft (after MixUp/CutMix).
@@ -345,12 +373,13 @@ def build_dataset(
     if training and data_cfg.tf_data_service:
         # distributed_epoch: the dispatcher hands each worker whole epochs/shards, so every
         # record is produced once per epoch across all workers (parallel_epochs would have each
-        # worker replay the full dataset). One job name: all replicas read from the same job.
+        # worker replay the full dataset). One job per run and dataset: all replicas of a run
+        # read from the same job, other experiments on the same service from their own.
         ds = ds.apply(
             tf.data.experimental.service.distribute(
                 processing_mode="distributed_epoch",
                 service=data_cfg.tf_data_service,
-                job_name=f"transfer_tf-{split}-{seed}",
+                job_name=service_job_name(data_cfg, split, seed, batch, deterministic, run_id),
             )
         )
     default_prefetch = AUTOTUNE if autotune else 2

@@ -23,7 +23,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from transfer_tf.config import DataConfig
-from transfer_tf.data import augment
+from transfer_tf.data import augment, distort
 from transfer_tf.data.label_maps import LabelMap, lookup_table
 
 
@@ -95,15 +95,15 @@ class Parser:
         """Fails wherever `__call__` can fail on `tensors`, whatever the random crop.
 
         Checks the labels and decodes the whole image (a crop may miss a truncated tail). Used
-        by the corrupt-data post-mortem (`guard.corrupt_data_error`), never in the hot path.
-        Returns the decoded image's shape (int32 [3]).
+        by the corrupt-data post-mortem (`guard.corrupt_data_error`) and `inspect_tfrecords`,
+        never in the hot path. Returns the decoded image's shape (int32 [3]).
         """
         if "boxes" in tensors:
             checked = self._class_indices(tensors["classes"])
         else:
             checked = self._label_index(tensors)
         checks = [checked]
-        if self.jpeg_only and self.training:
+        if self.requires_jpeg:
             checks.append(
                 tf.debugging.assert_equal(
                     tf.io.is_jpeg(tensors["image"]), True, message="image is not a JPEG"
@@ -113,13 +113,31 @@ class Parser:
         with tf.control_dependencies(checks):
             return tf.shape(image)
 
+    @property
+    def requires_jpeg(self) -> bool:
+        """Whether a non-JPEG image is bad data here (training on shards with `jpeg_only`)."""
+        return self.jpeg_only and self.training
+
+    def labels_in_range(self, tensors: dict[str, tf.Tensor]) -> tf.Tensor:
+        """bool scalar: every stored label maps to a class index in 0..num_classes-1 (what
+        `__call__` asserts; `label_error` is its message otherwise)."""
+        if "boxes" in tensors:
+            indices = self._lookup(tensors["classes"])
+        else:
+            indices = tf.cast(tensors["label"], tf.int64) - self.label_offset
+        return tf.reduce_all((indices >= 0) & (indices < self.num_classes))
+
+    def label_error(self, multilabel: bool) -> str:
+        """The message of a failed `labels_in_range` (COCO tensors: `multilabel`)."""
+        if multilabel:
+            return "COCO category id not in the label map (or index >= data.num_classes)"
+        return f"label - label_offset({self.label_offset}) outside 0..{self.num_classes - 1}"
+
     # -- single label ----------------------------------------------------------------------
     def _label_index(self, tensors):
         index = tf.cast(tensors["label"], tf.int64) - self.label_offset
         tf.debugging.assert_equal(
-            (index >= 0) & (index < self.num_classes),
-            True,
-            message=f"label - label_offset({self.label_offset}) outside 0..{self.num_classes - 1}",
+            self.labels_in_range(tensors), True, message=self.label_error(False)
         )
         return index
 
@@ -137,6 +155,8 @@ class Parser:
                 fallback_fraction=cfg.eval_crop_fraction,
                 dct_method=self.dct_method,
                 jpeg_only=self.jpeg_only,
+                rotation_degrees=cfg.random_rotation_degrees,
+                color_jitter=cfg.color_jitter,
             )
         else:
             image = augment.preprocess_for_eval(
@@ -145,13 +165,16 @@ class Parser:
         return image, label
 
     # -- multi label (COCO) ----------------------------------------------------------------
-    def _class_indices(self, classes: tf.Tensor) -> tf.Tensor:
+    def _lookup(self, classes: tf.Tensor) -> tf.Tensor:
         classes = tf.cast(classes, tf.int64)
-        indices = self._table.lookup(classes) if self._table is not None else classes
+        return self._table.lookup(classes) if self._table is not None else classes
+
+    def _class_indices(self, classes: tf.Tensor) -> tf.Tensor:
+        indices = self._lookup(classes)
         tf.debugging.assert_equal(
             tf.reduce_all((indices >= 0) & (indices < self.num_classes)),
             True,
-            message="COCO category id not in the label map (or index >= data.num_classes)",
+            message=self.label_error(True),
         )
         return indices
 
@@ -184,4 +207,7 @@ class Parser:
             jpeg_only=self.jpeg_only,
         )
         keep = box_coverage(boxes, window, image_hw) >= cfg.min_object_covered
+        image = distort.distort_for_train(
+            image, seed, cfg.random_rotation_degrees, cfg.color_jitter
+        )
         return image, self._multi_hot(indices, keep)

@@ -67,9 +67,10 @@ class EvalAccumulator:
         return self.acc.result()
 
 
-def dataset_fn(cfg: ExperimentConfig, split: str) -> DatasetFn:
+def dataset_fn(cfg: ExperimentConfig, split: str, run_id: str = "") -> DatasetFn:
     """InputContext -> per-replica batches of `split` (`train`: shuffled, repeated; `eval`: one pass,
-    fixed order), as `(images uint8 [b,S,S,3], labels float32 [b,C])`.
+    fixed order), as `(images uint8 [b,S,S,3], labels float32 [b,C])`. `run_id` (the model_dir)
+    names the run's tf.data service job (`input.service_job_name`).
 
     Raises:
       UsageError: the split's file pattern (`data.train_pattern` / `data.eval_pattern`) is empty.
@@ -89,6 +90,7 @@ def dataset_fn(cfg: ExperimentConfig, split: str) -> DatasetFn:
             seed=cfg.seed,
             deterministic=cfg.deterministic,
             input_context=ctx,
+            run_id=run_id,
         )
 
     return fn
@@ -147,7 +149,7 @@ def run_pretraining(cfg: ExperimentConfig, model_dir: str) -> dict:
     Writes model_dir/config.yaml, checkpoints/ and summaries/ (chief only). Evaluates on
     `data.eval_pattern` every `train.eval_every_epochs` when it is set.
     """
-    train_fn = dataset_fn(cfg, "train")
+    train_fn = dataset_fn(cfg, "train", run_id=model_dir)
     # The strategy first: MultiWorkerMirroredStrategy configures collective ops, which must
     # happen before any op runs (setup_runtime's seeding initialises the eager context).
     strategy = strategy_lib.make_strategy(cfg.train.strategy, cfg.train.tpu)

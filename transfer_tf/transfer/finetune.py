@@ -131,7 +131,7 @@ def _run_phases(cfg, trainer, phases, train_dataset_fn, eval_input_fn, on_phase_
     end = schedule.total_steps(phases)
     if start >= end:
         logging.info("schedule already complete at global step %d", start)
-    train_fn = train_dataset_fn or dataset_fn(cfg, "train")
+    train_fn = train_dataset_fn or dataset_fn(cfg, "train", run_id=trainer.model_dir)
     if eval_input_fn is None and cfg.data.eval_pattern:
         eval_input_fn = dataset_fn(cfg, "eval")
     steps_per_epoch = cfg.data.num_train_examples // cfg.train.global_batch_size or None

@@ -45,13 +45,18 @@ class ClassificationEncoder(Encoder):
     class_keys: tuple[str, ...]
     class_names: tuple[str, ...] | None
     label_offset: int
+    # Turn pixels upright as their EXIF orientation says (folder builder); see image_codec.
+    exif_orientation: bool = False
 
     def options(self) -> dict[str, Any]:
-        return {
+        options = {
             "class_keys": list(self.class_keys),
             "class_names": list(self.class_names) if self.class_names else None,
             "label_offset": self.label_offset,
         }
+        if self.exif_orientation:  # absent when off: ImageNet builds keep their fingerprints
+            options["exif_orientation"] = True
+        return options
 
     def encode(self, item: Any) -> Encoded:
         rel, index = item
@@ -59,7 +64,7 @@ class ClassificationEncoder(Encoder):
         try:
             with open(os.path.join(self.root, rel), "rb") as f:
                 data = f.read()
-            image = prepare_image(data)
+            image = prepare_image(data, self.exif_orientation)
         except FileNotFoundError:
             return Encoded(None, rel, skip_reason="file is missing")
         except OSError as e:
@@ -126,9 +131,11 @@ def write_classification(
     options: WriteOptions,
     builder: str,
     extra_header: dict[str, Any] | None = None,
+    exif_orientation: bool = False,
 ) -> str | None:
     """Writes label files, this task's shards and the manifest; returns the manifest path
-    (None while other tasks' shards are unfinished)."""
+    (None while other tasks' shards are unfinished). `exif_orientation`: turn photos upright
+    (see `image_codec.prepare_image`)."""
     import tensorflow as tf
 
     tf.io.gfile.makedirs(output_dir)
@@ -137,7 +144,11 @@ def write_classification(
     write_text_atomic(os.path.join(output_dir, "labels.txt"), "".join(k + "\n" for k in class_keys))
     write_text_atomic(os.path.join(output_dir, "label_names.txt"), "".join(n + "\n" for n in names))
     encoder = ClassificationEncoder(
-        root, tuple(class_keys), tuple(class_names) if class_names else None, label_offset
+        root,
+        tuple(class_keys),
+        tuple(class_names) if class_names else None,
+        label_offset,
+        exif_orientation,
     )
     results = write_shards(specs, encoder, options, label=builder)
     header = {

@@ -5,6 +5,11 @@ Classes are the sorted non-hidden subfolders of `root` (class index = position).
 `validation-*` shards, the rest to `train-*` (shuffled with `seed`). Files with other extensions
 are ignored and listed in the manifest's `ignored` entry.
 
+Photos are stored upright: a JPEG whose EXIF orientation tag says "rotate" (phone cameras store
+portrait shots sideways with such a tag; TensorFlow's decoders ignore it) is turned and
+re-encoded, and listed under `converted` in the manifest. (The ImageNet and COCO builders keep
+the stored pixels, which their annotations refer to.)
+
 Example:
     build_folder("photos/", "photos-tfrecords/", train_shards=8, validation_fraction=0.1)
 """
@@ -95,4 +100,5 @@ def build_folder(
         options,
         builder="folder",
         extra_header={"seed": seed, "validation_fraction": validation_fraction, "ignored": ignored},
+        exif_orientation=True,
     )

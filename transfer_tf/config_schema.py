@@ -99,7 +99,9 @@ class TrainConfig:
     """Optimisation and the training loop."""
 
     global_batch_size: int = 1024
-    epochs: float = 90.0
+    # The run's length (pretraining; also the budget of a transfer.preset). 0 = unset: a run
+    # needs epochs or train_steps, never a silent default length.
+    epochs: float = 0.0
     # If > 0, overrides epochs * num_train_examples / global_batch_size.
     train_steps: int = 0
     optimizer: str = "sgd"  # sgd | lars | adamw
@@ -108,10 +110,13 @@ class TrainConfig:
     # Learning rate for a global batch of 256; scaled linearly with global_batch_size.
     base_learning_rate: float = 0.1
     lr_schedule: str = "cosine"  # cosine | step | constant
+    # Linear warmup; capped at the run's length (a 100-step run warms up over its 100 steps).
     warmup_epochs: float = 5.0
     step_decay_epochs: list[float] = field(default_factory=lambda: [30.0, 60.0, 80.0])
     step_decay_rate: float = 0.1
     weight_decay: float = 1e-4
+    # Single-label: softmax targets y * (1 - e) + e / C. Multi-label (coco): sigmoid targets
+    # y * (1 - e) + e / 2 (as keras.losses.BinaryCrossentropy).
     label_smoothing: float = 0.1
     ema_decay: float = 0.0  # 0 = no weight EMA
     mixed_precision: str = "none"  # bfloat16 | float16 | none
@@ -152,8 +157,10 @@ class PhaseConfig:
 class TransferConfig:
     """Fine-tuning: task type, head, and the freeze/unfreeze schedule."""
 
-    # A named preset (linear_probe | lp_ft | gradual_unfreeze) used when `phases` is empty. Its
-    # budget is train.train_steps (or train.epochs); see transfer_tf/transfer/schedule.py.
+    # A named preset (linear_probe | lp_ft | gradual_unfreeze) used INSTEAD of `phases`: setting
+    # both is an error (a config with phases takes a preset with `--set=transfer.phases=[]`, or
+    # finetune's --preset flag, which does that). Its budget is train.train_steps or train.epochs
+    # (one must be set); see transfer_tf/transfer/schedule.py.
     preset: str = ""
     # The pretrained backbone (finetune --init_checkpoint): a pretraining model_dir, a Keras
     # weights .h5 / .weights.h5, or an exported SavedModel. Empty = model.init_weights or scratch.
@@ -166,6 +173,7 @@ class TransferConfig:
     optimizer: str = "sgd"  # sgd | adamw
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    # As train.label_smoothing: softmax (single-label) or binary (multi-label) smoothing.
     label_smoothing: float = 0.0
     # Multi-label: weight on positive terms of the binary cross-entropy (1 = unweighted).
     pos_weight: float = 1.0

@@ -40,6 +40,8 @@ def plan_steps(cfg: ExperimentConfig) -> tuple[int | None, int]:
     per_epoch = cfg.data.num_train_examples // cfg.train.global_batch_size
     if cfg.train.train_steps > 0:
         return (per_epoch or None), cfg.train.train_steps
+    if cfg.train.epochs <= 0:
+        raise UsageError("config: the run has no length: set train.epochs or train.train_steps")
     if per_epoch <= 0:
         raise UsageError(
             "config: set data.num_train_examples (>= train.global_batch_size) or train.train_steps"

@@ -12,7 +12,10 @@ that has no checkpoint yet: afterwards the checkpoint holds everything).
     model_dir/summaries/      TensorBoard, one stream for all phases
 
 Example:
-    cfg = load_config("configs/coco_multilabel_resnet50.yaml", ["transfer.preset=lp_ft"])
+    cfg = load_config(
+        "configs/coco_multilabel_resnet50.yaml",
+        ["transfer.preset=lp_ft", "transfer.phases=[]", "train.epochs=12"],
+    )
     result = run_finetuning(cfg, "runs/coco_ft", init_checkpoint="runs/pretrain_r50")
     result["eval"]["mAP"]
 """

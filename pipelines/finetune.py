@@ -6,7 +6,7 @@
 SRC is a pretraining model_dir (its latest checkpoint), a Keras weights file (.h5 / .weights.h5,
 e.g. resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5) or an exported SavedModel; only the
 backbone is restored, the head is new. Rerunning the same command after a crash resumes in the
-phase it stopped in. `python -m pipelines.evaluate --model_dir=DIR` evaluates the result.
+phase it stopped in (a changed config is an error naming the keys, unless --allow_config_change). `python -m pipelines.evaluate --model_dir=DIR` evaluates the result.
 
 --preset replaces the config's `transfer.phases` (it also sets `transfer.phases=[]`); its budget
 is train.train_steps or train.epochs. `--set=transfer.preset=...` alone on a config with phases
@@ -21,6 +21,7 @@ from transfer_tf import cli
 from transfer_tf.distribute import cluster
 
 cli.define_config_flags()
+cli.define_allow_config_change_flag()
 cluster.define_cluster_flags()
 flags.DEFINE_string("model_dir", None, "Run directory: config.yaml, checkpoints/, summaries/.")
 flags.DEFINE_string(
@@ -52,7 +53,12 @@ def main(argv):
     from transfer_tf.distribute.preflight import check_distributed_config
 
     check_distributed_config(cfg, cluster.configure_cluster_from_flags())
-    result = run_finetuning(cfg, FLAGS.model_dir, init_checkpoint=FLAGS.init_checkpoint)
+    result = run_finetuning(
+        cfg,
+        FLAGS.model_dir,
+        init_checkpoint=FLAGS.init_checkpoint,
+        allow_config_change=FLAGS.allow_config_change,
+    )
     metrics = {k: v for k, v in result["eval"].items() if not isinstance(v, list)}
     logging.info("done at global step %d: %s", result["global_step"], metrics)
     summary = {"global_step": result["global_step"], **metrics}

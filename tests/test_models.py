@@ -96,6 +96,9 @@ def test_standard_keras_resnet50_weights_file_loads(tmp_path):
 
     with pytest.raises(UsageError, match="unexpected layers conv2_block1_0_bn"):
         load_backbone_weights(resnet.build_classifier(_cfg(), 5), path)
+    # Issue 13 item 8: model.init_weights with the Keras ImageNet file needs caffe inputs.
+    with pytest.raises(UsageError, match=r"model.input_preprocessing is 'standardize'"):
+        resnet.build_classifier(dataclasses.replace(cfg, input_preprocessing="standardize"), 5)
 
 
 def test_resnet50_v15_strides_on_the_3x3_conv():

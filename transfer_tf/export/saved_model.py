@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -41,6 +42,8 @@ from transfer_tf.data import schemas
 from transfer_tf.data.augment import center_crop_and_resize, preprocess_for_eval
 from transfer_tf.data.label_maps import read_label_map
 from transfer_tf.errors import UsageError
+from transfer_tf.models.resnet import model_signature
+from transfer_tf.models.weights import SIGNATURE_FILE
 
 LABELS_ASSET = "labels.txt"
 BYTES_INPUT = "image_bytes"
@@ -235,6 +238,16 @@ def existing_versions(export_dir: str) -> list[int]:
     return sorted(versions)
 
 
+def write_model_signature(model, saved_model_dir: str) -> str:
+    """Writes `resnet.model_signature(model)` as `assets.extra/model_signature.json` of a
+    SavedModel (what `transfer.restore` checks before restoring it as a backbone); returns it."""
+    path = os.path.join(saved_model_dir, SIGNATURE_FILE)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(json.dumps(model_signature(model), indent=1))
+    return path
+
+
 def export_saved_model(
     model,
     cfg: ExperimentConfig,
@@ -282,6 +295,7 @@ def export_saved_model(
             tf.saved_model.save(module, tmp_dir, signatures=module.signatures())
         finally:
             logging.set_verbosity(verbosity)
+        write_model_signature(model, tmp_dir)
         tf.io.gfile.rename(tmp_dir, final_dir, overwrite=False)
     except BaseException:
         if tf.io.gfile.exists(tmp_dir):

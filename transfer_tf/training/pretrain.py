@@ -25,6 +25,7 @@ from transfer_tf.training import checkpoints, losses, optimizers, precision, sch
 from transfer_tf.training import strategy as strategy_lib
 from transfer_tf.training.hooks import ProgressHook, SummaryHook
 from transfer_tf.training.loop import DatasetFn, Trainer, evaluate_model
+from transfer_tf.training.resume import check_resume_config
 
 
 def setup_runtime(cfg: ExperimentConfig) -> None:
@@ -140,12 +141,17 @@ def start_run(
     )
 
 
-def run_pretraining(cfg: ExperimentConfig, model_dir: str) -> dict:
+def run_pretraining(
+    cfg: ExperimentConfig, model_dir: str, *, allow_config_change: bool = False
+) -> dict:
     """Trains `cfg` in `model_dir` (resuming from its latest checkpoint); returns the last logs.
 
     Writes model_dir/config.yaml, checkpoints/ and summaries/ (chief only). Evaluates on
-    `data.eval_pattern` every `train.eval_every_epochs` when it is set.
+    `data.eval_pattern` every `train.eval_every_epochs` when it is set. A resume whose config
+    differs from model_dir/config.yaml is a UsageError unless `allow_config_change`
+    (`training.resume.check_resume_config`).
     """
+    check_resume_config(cfg, model_dir, allow_change=allow_config_change)
     train_fn = dataset_fn(cfg, "train")
     # The strategy first: MultiWorkerMirroredStrategy configures collective ops, which must
     # happen before any op runs (setup_runtime's seeding initialises the eager context).

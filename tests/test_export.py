@@ -97,6 +97,10 @@ def test_layout_and_label_asset(exports):
     assert open(assets).read().splitlines() == ["red circle", "blue star", "green cross"]
     multi_assets = os.path.join(exports["multi"][2], "assets", sm.LABELS_ASSET)
     assert open(multi_assets).read().splitlines() == ["0", "1", "2", "3"]
+    # What a later restore of this export as a backbone checks (issue 13 item 8).
+    with open(os.path.join(path, "assets.extra", "model_signature.json")) as f:
+        signature = json.load(f)
+    assert signature["name"] == "resnet18" and signature["input_preprocessing"] == "standardize"
 
 
 def test_serving_equals_pipeline_eval_path(exports, loaded_single):

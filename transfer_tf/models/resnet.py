@@ -227,18 +227,20 @@ def model_signature(model: keras.Model) -> dict:
     """What a backbone's weights depend on beyond their shapes, read from a built classifier:
     `{"name", "input_preprocessing", "mean_rgb", "stddev_rgb", "resnet_variant"}` (variant `v1`
     or `v1.5` for bottleneck ResNets, None for resnet18/34; mean/stddev None in `caffe` mode).
-    Compare with `config_signature` of a source's config (transfer.restore does)."""
-    norm = model.get_layer("stem_normalize")
-    standardize = norm.mode == "standardize"
+    Compare with `config_signature` of a source's config (transfer.restore does). Entries a model
+    not built here cannot tell (no `stem_normalize` layer, ...) are None."""
+    by_name = {layer.name: layer for layer in model.layers}
+    norm = by_name.get("stem_normalize")
+    mode = norm.mode if isinstance(norm, InputNormalization) else None
     variant = None
-    if model.name in _BOTTLENECK:
-        strided = tuple(model.get_layer("conv3_block1_2_conv").strides) == (2, 2)
+    if model.name in _BOTTLENECK and "conv3_block1_2_conv" in by_name:
+        strided = tuple(by_name["conv3_block1_2_conv"].strides) == (2, 2)
         variant = "v1.5" if strided else "v1"
     return {
         "name": model.name,
-        "input_preprocessing": norm.mode,
-        "mean_rgb": list(norm.mean) if standardize else None,
-        "stddev_rgb": list(norm.stddev) if standardize else None,
+        "input_preprocessing": mode,
+        "mean_rgb": list(norm.mean) if mode == "standardize" else None,
+        "stddev_rgb": list(norm.stddev) if mode == "standardize" else None,
         "resnet_variant": variant,
     }
 

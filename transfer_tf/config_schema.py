@@ -86,6 +86,11 @@ class ModelConfig:
     resnet_variant: str = "v1"
     dropout: float = 0.0
     zero_init_residual_gamma: bool = True
+    # false: each replica normalises with its own batch statistics (Model Garden's default; BN
+    # batch = global_batch_size / replicas). The moving statistics are averaged over replicas
+    # whatever this says (ON_READ + MEAN variables): checkpoints, evaluation from them and exports
+    # hold the replica mean, not the first replica's. true: batch statistics all-reduced every
+    # step (one collective per BN layer), so every replica normalises with the global batch.
     sync_batchnorm: bool = False
     batchnorm_momentum: float = 0.9
     batchnorm_epsilon: float = 1e-5

@@ -28,6 +28,7 @@ import re
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from transfer_tf.config import ModelConfig
 from transfer_tf.errors import UsageError
@@ -86,6 +87,40 @@ class InputNormalization(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode, "mean": self.mean, "stddev": self.stddev}
+
+
+_MOVING_STATISTICS = ("moving_mean", "moving_variance")
+
+
+def _replica_mean_variable(next_creator, **kwargs):
+    # tf.distribute's own convention for BN statistics (tf.keras did the same): each replica
+    # updates its local copy, and a read outside the replicas (checkpoint, export, get_weights)
+    # returns their mean.
+    kwargs["synchronization"] = tf.VariableSynchronization.ON_READ
+    kwargs["aggregation"] = tf.VariableAggregation.MEAN
+    return next_creator(**kwargs)
+
+
+@keras.saving.register_keras_serializable(package="transfer_tf")
+class BatchNormalization(keras.layers.BatchNormalization):
+    """Keras BatchNormalization whose moving statistics are averaged across replicas.
+
+    Keras 3 creates `moving_mean` / `moving_variance` with aggregation `none`: under a
+    MirroredStrategy every replica keeps statistics of its own 1/N of the batch, and a checkpoint
+    holds the first replica's. Here they are ON_READ + MEAN variables (Model Garden's tf.keras
+    convention): replicas update local copies, and every read outside a replica context averages
+    them. Averaged EMAs are the EMA of the replicas' averaged batch moments, so the checkpointed
+    mean equals that of one replica on the global batch, and the variance is the mean of the
+    per-replica variances (it misses the spread of the per-replica means; with
+    `synchronized=True` the replicas already agree and the average changes nothing).
+    Without a strategy (one device) they are ordinary variables.
+    """
+
+    def add_weight(self, *args, **kwargs):
+        if kwargs.get("name") in _MOVING_STATISTICS and not kwargs.get("trainable", True):
+            with tf.variable_creator_scope(_replica_mean_variable):
+                return super().add_weight(*args, **{**kwargs, "aggregation": "mean"})
+        return super().add_weight(*args, **kwargs)
 
 
 def _basic_block(x, filters: int, stride: int, project: bool, name: str, bn: dict):
@@ -170,7 +205,7 @@ def _configure_layers(model: keras.Model, model_cfg: ModelConfig) -> keras.Model
             )
             if model_cfg.zero_init_residual_gamma and last_bn.match(layer.name):
                 config["gamma_initializer"] = "zeros"
-            return keras.layers.BatchNormalization.from_config(config)
+            return BatchNormalization.from_config(config)
         return layer.__class__.from_config(config)
 
     return keras.models.clone_model(model, clone_function=clone)

@@ -13,6 +13,7 @@ from transfer_tf.config import ModelConfig
 from transfer_tf.errors import UsageError
 from transfer_tf.export.saved_model import write_model_signature
 from transfer_tf.models.resnet import backbone_layers, build_classifier
+from transfer_tf.training.resume import check_warm_start
 from transfer_tf.transfer.restore import detect_source_kind, restore_backbone
 
 
@@ -162,3 +163,7 @@ def test_model_dir_resnet_variant_must_match(tmp_path):
     v15 = build_classifier(ModelConfig(name="resnet50", resnet_variant="v1.5"), 80)
     with pytest.raises(UsageError, match=r"model.resnet_variant is 'v1.5', the source has 'v1'"):
         restore_backbone(v15, str(run))
+    # A pretraining warm start (train.init_checkpoint) from that run, or one checkpoint of it.
+    for source in (run, run / "checkpoints" / "ckpt-5"):
+        with pytest.raises(UsageError, match=r"model.resnet_variant is 'v1.5'"):
+            check_warm_start(v15, str(source))

@@ -25,7 +25,7 @@ from transfer_tf.training import checkpoints, losses, optimizers, precision, sch
 from transfer_tf.training import strategy as strategy_lib
 from transfer_tf.training.hooks import ProgressHook, SummaryHook
 from transfer_tf.training.loop import DatasetFn, Trainer, evaluate_model
-from transfer_tf.training.resume import check_resume_config
+from transfer_tf.training.resume import check_resume_config, check_warm_start
 
 
 def setup_runtime(cfg: ExperimentConfig) -> None:
@@ -173,6 +173,7 @@ def run_pretraining(
     )
     start = trainer.restore()
     if start == 0 and train_cfg.init_checkpoint:
+        check_warm_start(model, train_cfg.init_checkpoint)
         prefix = checkpoints.restore_model_weights(model, train_cfg.init_checkpoint)
         logging.info("warm start from %s", prefix)
 

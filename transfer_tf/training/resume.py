@@ -8,6 +8,9 @@ run executes); any other difference is a UsageError naming each key with its sto
 unless the caller accepts the change deliberately (`--allow_config_change` on pipelines/pretrain.py
 and pipelines/finetune.py), e.g. to extend a finished run with a larger `train.train_steps`.
 
+`check_warm_start` applies restore's model checks (`models.weights.check_signature`) to a
+pretraining warm start (`train.init_checkpoint`) from another run's checkpoint.
+
 Example:
     check_resume_config(cfg, "runs/r50")                            # before building anything
     check_resume_config(cfg, "runs/r50", allow_change=True)         # logs the accepted changes
@@ -17,11 +20,14 @@ from __future__ import annotations
 
 import os
 
+import keras
 import tensorflow as tf
 from absl import logging
 
 from transfer_tf.config import ExperimentConfig, to_dict
 from transfer_tf.errors import UsageError
+from transfer_tf.models.resnet import config_signature
+from transfer_tf.models.weights import check_signature
 from transfer_tf.training.checkpoints import CONFIG_FILE, checkpoint_dir, read_run_config
 
 # Dotted keys (or `section.*`) whose change on resume cannot change the trained model.
@@ -55,6 +61,19 @@ RESUME_MAY_CHANGE = (
     "export.*",
     "demo.*",
 )
+
+
+def check_warm_start(model: keras.Model, path: str) -> None:
+    """Checks a training checkpoint used as a warm start (`train.init_checkpoint`: a run dir, its
+    `checkpoints/` dir or a `ckpt-N` prefix in it) against `model`, from the run's config.yaml:
+    model.name, input preprocessing and ResNet variant (v1 and v1.5 have the same variables). A
+    checkpoint outside a run dir cannot be checked (logged). Raises UsageError naming the key."""
+    path = path.rstrip("/")
+    for run_dir in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
+        if run_dir and tf.io.gfile.exists(os.path.join(run_dir, CONFIG_FILE)):
+            check_signature(model, config_signature(read_run_config(run_dir).model), path)
+            return
+    logging.warning("%s is not inside a run dir: its model config is not checked", path)
 
 
 def _flatten(data: dict, prefix: str = "") -> dict:

@@ -2,7 +2,8 @@
 
 Flags override the config (`--strategy`, `--mixed_precision`, `--xla`, ... are shorthands for
 `--set=train.KEY=VALUE`). Rerunning the same command after a crash resumes from the latest
-checkpoint in DIR.
+checkpoint in DIR; a rerun whose config differs from DIR/config.yaml beyond paths and
+logging/checkpoint cadence is an error naming the keys, unless --allow_config_change.
 """
 
 import json
@@ -13,6 +14,7 @@ from transfer_tf import cli
 from transfer_tf.distribute import cluster
 
 cli.define_config_flags()
+cli.define_allow_config_change_flag()
 cluster.define_cluster_flags()
 flags.DEFINE_string("model_dir", None, "Run directory: config.yaml, checkpoints/, summaries/.")
 flags.DEFINE_enum(
@@ -67,7 +69,7 @@ def main(argv):
     from transfer_tf.distribute.preflight import check_distributed_config
 
     check_distributed_config(cfg, cluster.configure_cluster_from_flags())
-    logs = run_pretraining(cfg, FLAGS.model_dir)
+    logs = run_pretraining(cfg, FLAGS.model_dir, allow_config_change=FLAGS.allow_config_change)
     logging.info("done: %s", logs)
 
 

@@ -97,6 +97,10 @@ def test_layout_and_label_asset(exports):
     assert open(assets).read().splitlines() == ["red circle", "blue star", "green cross"]
     multi_assets = os.path.join(exports["multi"][2], "assets", sm.LABELS_ASSET)
     assert open(multi_assets).read().splitlines() == ["0", "1", "2", "3"]
+    # What a later restore of this export as a backbone checks (issue 13 item 8).
+    with open(os.path.join(path, "assets.extra", "model_signature.json")) as f:
+        signature = json.load(f)
+    assert signature["name"] == "resnet18" and signature["input_preprocessing"] == "standardize"
 
 
 def test_serving_equals_pipeline_eval_path(exports, loaded_single):
@@ -288,3 +292,34 @@ def test_label_names_file_must_match_num_classes(tmp_path):
         sm.label_names(_cfg("classification", 3, 1, str(names)))
     with pytest.raises(UsageError, match="does not exist"):
         sm.label_names(_cfg("classification", 3, 1, str(tmp_path / "missing.txt")))
+
+
+def test_coco_export_names_come_from_the_label_map(tmp_path):
+    # Issue 13 item 10: a COCO run without data.label_names_file exported "0".."K-1".
+    label_map = tmp_path / "label_map.json"
+    label_map.write_text(
+        json.dumps(
+            {
+                "categories": [
+                    {"id": 1, "name": "person", "index": 0},
+                    {"id": 3, "name": "car", "index": 1},
+                    {"id": 90, "name": "toothbrush", "index": 2},
+                ]
+            }
+        )
+    )
+    cfg = _cfg("coco", 3, 1)
+    cfg.data.label_map_file = str(label_map)
+    assert sm.label_names(cfg) == ["person", "car", "toothbrush"]
+    # A map without names falls back to the category ids (not the class indices).
+    label_map.write_text(json.dumps({"1": 0, "3": 1, "90": 2}))
+    assert sm.label_names(cfg) == ["1", "3", "90"]
+    cfg.data.num_classes = 4
+    with pytest.raises(UsageError, match="data.label_map_file.*3 categories.*num_classes=4"):
+        sm.label_names(cfg)
+    # An explicit names file still wins.
+    names = tmp_path / "names.txt"
+    names.write_text("a\nb\nc\n")
+    cfg.data.num_classes = 3
+    cfg.data.label_names_file = str(names)
+    assert sm.label_names(cfg) == ["a", "b", "c"]

@@ -96,3 +96,36 @@ def test_standard_keras_resnet50_weights_file_loads(tmp_path):
 
     with pytest.raises(UsageError, match="unexpected layers conv2_block1_0_bn"):
         load_backbone_weights(resnet.build_classifier(_cfg(), 5), path)
+    # Issue 13 item 8: model.init_weights with the Keras ImageNet file needs caffe inputs.
+    with pytest.raises(UsageError, match=r"model.input_preprocessing is 'standardize'"):
+        resnet.build_classifier(dataclasses.replace(cfg, input_preprocessing="standardize"), 5)
+
+
+def test_resnet50_v15_strides_on_the_3x3_conv():
+    """Issue 13 item 9: v1.5 (Model Garden, NVIDIA, torchvision) downsamples in each stage's first
+    3x3 conv; v1 (keras.applications, its ImageNet weights) in the first 1x1 conv. Same variables."""
+    v1 = resnet.build_classifier(ModelConfig(name="resnet50", resnet_variant="v1"), 5)
+    v15 = resnet.build_classifier(ModelConfig(name="resnet50", resnet_variant="v1.5"), 5)
+    for stage in ("conv3", "conv4", "conv5"):
+        assert v1.get_layer(f"{stage}_block1_1_conv").strides == (2, 2)
+        assert v1.get_layer(f"{stage}_block1_2_conv").strides == (1, 1)
+        assert v15.get_layer(f"{stage}_block1_1_conv").strides == (1, 1)
+        assert v15.get_layer(f"{stage}_block1_2_conv").strides == (2, 2)
+        # The shortcut projection downsamples in both.
+        assert v15.get_layer(f"{stage}_block1_0_conv").strides == (2, 2)
+    assert v15.get_layer("conv2_block1_1_conv").strides == (1, 1)
+    assert [(w.path, w.shape) for w in v1.weights] == [(w.path, w.shape) for w in v15.weights]
+    # The 1x1 conv now sees the full-resolution map: 8x8 at 32 px instead of 4x4.
+    probe = keras.Model(v15.input, v15.get_layer("conv3_block1_1_conv").output)
+    assert probe(tf.zeros([1, 32, 32, 3])).shape == (1, 8, 8, 128)
+    assert v15(tf.zeros([2, 64, 64, 3])).shape == (2, 5)
+    assert resnet.model_signature(v15)["resnet_variant"] == "v1.5"
+    assert resnet.model_signature(v1)["resnet_variant"] == "v1"
+
+
+def test_imagenet_recipe_is_v15_and_old_configs_stay_v1():
+    from transfer_tf.config import load_config
+
+    assert load_config("configs/imagenet_resnet50.yaml").model.resnet_variant == "v1.5"
+    # Run dirs written before the key existed were all v1 (keras.applications).
+    assert ModelConfig().resnet_variant == "v1"

@@ -174,6 +174,19 @@ def bad_runs(config_file, tmp_path_factory):
         for name, (extra, _) in BAD_FLAGS.items()
     }
     cases["no_model_dir"] = ["--config=configs/demo.yaml"]
+    # A run with a checkpoint, resumed with another learning rate (issue 13 item 8).
+    from transfer_tf.config import load_config, save_config
+
+    changed = tmp / "changed_config"
+    changed.mkdir()
+    save_config(load_config(config_file), str(changed / "config.yaml"))
+    ckpt = tf.train.Checkpoint(step=tf.Variable(4, dtype=tf.int64))
+    tf.train.CheckpointManager(ckpt, str(changed / "checkpoints"), 1).save(checkpoint_number=4)
+    cases["changed_config"] = [
+        "--config=" + config_file,
+        f"--model_dir={changed}",
+        "--set=train.base_learning_rate=0.3",
+    ]
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
     env.pop("TPU_NAME", None)
     return dict(
@@ -188,6 +201,14 @@ def test_bad_flags_fail_in_one_line(bad_runs, case):
     lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and lines[0].startswith(message), result.stderr[-1500:]
     assert "Traceback" not in result.stderr
+
+
+def test_resume_with_a_changed_config_names_the_keys(bad_runs):
+    result = bad_runs["changed_config"]
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-1500:]
+    assert "train.base_learning_rate: 0.2 -> 0.3" in lines[0]
+    assert "--allow_config_change" in lines[0]
 
 
 def test_missing_model_dir(bad_runs):

@@ -11,7 +11,9 @@ from keras.src.legacy.saving import legacy_h5_format
 
 from transfer_tf.config import ModelConfig
 from transfer_tf.errors import UsageError
+from transfer_tf.export.saved_model import write_model_signature
 from transfer_tf.models.resnet import backbone_layers, build_classifier
+from transfer_tf.training.resume import check_warm_start
 from transfer_tf.transfer.restore import detect_source_kind, restore_backbone
 
 
@@ -51,6 +53,17 @@ def test_standard_keras_resnet50_notop_file(tmp_path):
     np.testing.assert_array_equal(model.get_layer("head_dense").kernel.numpy(), head_before)
     with pytest.raises(UsageError, match="does not fit"):
         restore_backbone(build_classifier(ModelConfig(name="resnet18"), 3), path)
+    # Issue 13 item 8: the same variables, but trained on caffe inputs with the v1 stride.
+    standardize = build_classifier(ModelConfig(name="resnet50"), 80)
+    before = standardize.get_layer("conv1_conv").kernel.numpy().copy()
+    with pytest.raises(
+        UsageError, match=r"model.input_preprocessing is 'standardize', the source has 'caffe'"
+    ):
+        restore_backbone(standardize, path)
+    np.testing.assert_array_equal(standardize.get_layer("conv1_conv").kernel.numpy(), before)
+    v15 = ModelConfig(name="resnet50", input_preprocessing="caffe", resnet_variant="v1.5")
+    with pytest.raises(UsageError, match=r"model.resnet_variant is 'v1.5', the source has 'v1'"):
+        restore_backbone(build_classifier(v15, 80), path)
 
 
 def test_keras3_weights_file(tmp_path):
@@ -69,7 +82,9 @@ def _save_like_export(model, export_dir, version=1):
     (the exporter's own tests cover those; tracing them here would triple this test's time)."""
     module = tf.Module()
     module.model_variables = list(model.variables)
-    tf.saved_model.save(module, os.path.join(export_dir, str(version)))
+    version_dir = os.path.join(export_dir, str(version))
+    tf.saved_model.save(module, version_dir)
+    write_model_signature(model, version_dir)
 
 
 def test_saved_model_export(tmp_path):
@@ -87,6 +102,13 @@ def test_saved_model_export(tmp_path):
     _assert_backbone_equal(source, target)
     with pytest.raises(UsageError, match="does not fit model 'resnet34'"):
         restore_backbone(build_classifier(ModelConfig(name="resnet34"), 3), export_dir)
+    # The export records its input preprocessing; another one is an error naming the key.
+    caffe = build_classifier(ModelConfig(name="resnet18", input_preprocessing="caffe"), 7)
+    with pytest.raises(UsageError, match=r"model.input_preprocessing is 'caffe'"):
+        restore_backbone(caffe, export_dir)
+    other_mean = build_classifier(ModelConfig(name="resnet18", mean_rgb=(127.0, 127.0, 127.0)), 7)
+    with pytest.raises(UsageError, match=r"model.mean_rgb is \[127.0, 127.0, 127.0\]"):
+        restore_backbone(other_mean, export_dir)
 
 
 def test_bad_sources_are_one_line_errors(tmp_path):
@@ -125,3 +147,23 @@ def test_pretraining_model_dir(tmp_path):
     _assert_backbone_equal(source, target)
     with pytest.raises(UsageError, match="is a resnet18, the model is a resnet34"):
         restore_backbone(build_classifier(ModelConfig(name="resnet34"), 80), str(run))
+    caffe = build_classifier(ModelConfig(name="resnet18", input_preprocessing="caffe"), 80)
+    with pytest.raises(UsageError, match=r"model.input_preprocessing is 'caffe'.*'standardize'"):
+        restore_backbone(caffe, str(run))
+
+
+def test_model_dir_resnet_variant_must_match(tmp_path):
+    from transfer_tf.config import config_from_dict, save_config
+
+    # v1 and v1.5 have identical variables: only the run's config can tell them apart. The check
+    # comes from config.yaml, before the checkpoint would be read.
+    run = tmp_path / "pretrain_v1"
+    (run / "checkpoints").mkdir(parents=True)
+    save_config(config_from_dict({"model": {"name": "resnet50"}}), str(run / "config.yaml"))
+    v15 = build_classifier(ModelConfig(name="resnet50", resnet_variant="v1.5"), 80)
+    with pytest.raises(UsageError, match=r"model.resnet_variant is 'v1.5', the source has 'v1'"):
+        restore_backbone(v15, str(run))
+    # A pretraining warm start (train.init_checkpoint) from that run, or one checkpoint of it.
+    for source in (run, run / "checkpoints" / "ckpt-5"):
+        with pytest.raises(UsageError, match=r"model.resnet_variant is 'v1.5'"):
+            check_warm_start(v15, str(source))

@@ -49,6 +49,16 @@ def define_config_flags(default_config: str | None = None) -> None:
     )
 
 
+def define_allow_config_change_flag() -> None:
+    """Defines `--allow_config_change` (training binaries: accept a changed config on resume)."""
+    flags.DEFINE_bool(
+        "allow_config_change",
+        False,
+        "Resume a run whose resolved config differs from its model_dir/config.yaml in keys other "
+        "than paths and logging/checkpoint cadence (listed in the error); the new config is saved.",
+    )
+
+
 def load_config_from_flags() -> ExperimentConfig:
     """Loads `--config` with the `--set` overrides applied (ConfigError on any problem)."""
     return load_config(FLAGS.config, FLAGS.set)

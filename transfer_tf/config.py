@@ -252,6 +252,16 @@ def _validate(cfg: ExperimentConfig) -> None:
             raise ConfigError(
                 f"config key 'transfer.phases[{i}]': set exactly one of epochs or steps"
             )
+    if cfg.transfer.preset and cfg.transfer.phases:
+        raise ConfigError(
+            f"config keys 'transfer.preset' ({cfg.transfer.preset!r}) and 'transfer.phases' "
+            f"({len(cfg.transfer.phases)} phases) conflict: the preset replaces the phases; "
+            "use --set=transfer.phases=[] with the preset (finetune --preset does), or drop it"
+        )
+    for name in ("train.label_smoothing", "transfer.label_smoothing"):
+        section, key = name.split(".")
+        if not 0.0 <= getattr(getattr(cfg, section), key) < 1.0:
+            raise ConfigError(f"config key '{name}': expected a value in [0, 1)")
 
 
 def _validate_optimizers(cfg: ExperimentConfig) -> None:

@@ -85,8 +85,19 @@ class ModelConfig:
     """Backbone and head."""
 
     name: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101 | resnet152
+    # Bottleneck ResNets (50/101/152): `v1.5` downsamples in each stage's first 3x3 conv (Model
+    # Garden, NVIDIA, torchvision; ~+0.5% top-1), `v1` in its first 1x1 conv (keras.applications:
+    # what the standard Keras ImageNet weights need). Same variables, so restore checks it
+    # (configs/imagenet_resnet50.yaml uses v1.5). No effect on resnet18/34. The default stays v1
+    # because run dirs written before this key were v1.
+    resnet_variant: str = "v1"
     dropout: float = 0.0
     zero_init_residual_gamma: bool = True
+    # false: each replica normalises with its own batch statistics (Model Garden's default; BN
+    # batch = global_batch_size / replicas). The moving statistics are averaged over replicas
+    # whatever this says (ON_READ + MEAN variables): checkpoints, evaluation from them and exports
+    # hold the replica mean, not the first replica's. true: batch statistics all-reduced every
+    # step (one collective per BN layer), so every replica normalises with the global batch.
     sync_batchnorm: bool = False
     batchnorm_momentum: float = 0.9
     batchnorm_epsilon: float = 1e-5
@@ -106,7 +117,9 @@ class TrainConfig:
     """Optimisation and the training loop."""
 
     global_batch_size: int = 1024
-    epochs: float = 90.0
+    # The run's length (pretraining; also the budget of a transfer.preset). 0 = unset: a run
+    # needs epochs or train_steps, never a silent default length.
+    epochs: float = 0.0
     # If > 0, overrides epochs * num_train_examples / global_batch_size.
     train_steps: int = 0
     # sgd | lars | adam | adamw. Classic Adam recipes use a far lower LR than SGD's 0.1 (e.g. 1e-4
@@ -117,12 +130,15 @@ class TrainConfig:
     # Learning rate for a global batch of 256; scaled linearly with global_batch_size.
     base_learning_rate: float = 0.1
     lr_schedule: str = "cosine"  # cosine | step | constant
+    # Linear warmup; capped at the run's length (a 100-step run warms up over its 100 steps).
     warmup_epochs: float = 5.0
     step_decay_epochs: list[float] = field(default_factory=lambda: [30.0, 60.0, 80.0])
     step_decay_rate: float = 0.1
     # Kernels only. sgd/adam: L2 in the loss; lars: inside the trust ratio; adamw: decoupled,
     # multiplied by the LR. -1 = the optimizer's default (DEFAULT_WEIGHT_DECAY below).
     weight_decay: float = -1.0
+    # Single-label: softmax targets y * (1 - e) + e / C. Multi-label (coco): sigmoid targets
+    # y * (1 - e) + e / 2 (as keras.losses.BinaryCrossentropy).
     label_smoothing: float = 0.1
     # Pretraining weight EMA (evaluated and exported instead of the raw weights); 0 = none. Warm-up
     # decay min(ema_decay, (1 + t) / (10 + t)) at update t. Fine-tuning ignores it
@@ -166,8 +182,10 @@ class PhaseConfig:
 class TransferConfig:
     """Fine-tuning: task type, head, and the freeze/unfreeze schedule."""
 
-    # A named preset (linear_probe | lp_ft | gradual_unfreeze) used when `phases` is empty. Its
-    # budget is train.train_steps (or train.epochs); see transfer_tf/transfer/schedule.py.
+    # A named preset (linear_probe | lp_ft | gradual_unfreeze) used INSTEAD of `phases`: setting
+    # both is an error (a config with phases takes a preset with `--set=transfer.phases=[]`, or
+    # finetune's --preset flag, which does that). Its budget is train.train_steps or train.epochs
+    # (one must be set); see transfer_tf/transfer/schedule.py.
     preset: str = ""
     # The pretrained backbone (finetune --init_checkpoint): a pretraining model_dir, a Keras
     # weights .h5 / .weights.h5, or an exported SavedModel. Empty = model.init_weights or scratch.
@@ -184,6 +202,7 @@ class TransferConfig:
     weight_decay: float = -1.0
     # Fine-tuning weight EMA (0 = none); independent of the pretraining train.ema_decay.
     ema_decay: float = 0.0
+    # As train.label_smoothing: softmax (single-label) or binary (multi-label) smoothing.
     label_smoothing: float = 0.0
     # Multi-label: weight on positive terms of the binary cross-entropy (1 = unweighted).
     pos_weight: float = 1.0
@@ -249,6 +268,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.augment_policy": ("none", "randaugment", "autoaugment"),
     "model.name": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
     "model.input_preprocessing": ("standardize", "caffe"),
+    "model.resnet_variant": ("v1", "v1.5"),
     "train.optimizer": ("sgd", "lars", "adam", "adamw"),
     "train.lr_schedule": ("cosine", "step", "constant"),
     "train.mixed_precision": ("bfloat16", "float16", "none"),

@@ -13,7 +13,8 @@ Each returns:
   logits         float32 [B, C]
   top_k_indices  int32   [B, K]  K = min(export.top_k, C), best first
   top_k_scores   float32 [B, K]
-  top_k_classes  string  [B, K]  names from the `labels.txt` asset (one per line, class order)
+  top_k_classes  string  [B, K]  names from the `labels.txt` asset (one per line, class order;
+                                 see `label_names`: COCO runs use the label map's names)
 
 Preprocessing in the graph is `augment.preprocess_for_eval` (bytes) and
 `augment.center_crop_and_resize` (decoded tensors): the same functions as the eval input pipeline,
@@ -28,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -38,7 +40,10 @@ from absl import logging
 from transfer_tf.config import ExperimentConfig
 from transfer_tf.data import schemas
 from transfer_tf.data.augment import center_crop_and_resize, preprocess_for_eval
+from transfer_tf.data.label_maps import read_label_map
 from transfer_tf.errors import UsageError
+from transfer_tf.models.resnet import model_signature
+from transfer_tf.models.weights import SIGNATURE_FILE
 
 LABELS_ASSET = "labels.txt"
 BYTES_INPUT = "image_bytes"
@@ -57,15 +62,22 @@ def output_activation(cfg: ExperimentConfig) -> str:
 
 
 def label_names(cfg: ExperimentConfig) -> list[str]:
-    """Class names in class-index order: `data.label_names_file`, else "0", "1", ... as strings.
+    """Class names in class-index order, from the first that applies:
+
+    1. `data.label_names_file` (one name per line);
+    2. for COCO (`data.schema: coco`), the names of `data.label_map_file` (its category ids where
+       the map has no names), so an exported detector-style classifier answers "person", not "0";
+    3. "0", "1", ... as strings.
 
     Raises:
-      UsageError: the names file is missing, or its number of non-empty lines differs from
-        `data.num_classes`.
+      UsageError: the names file or label map is missing or invalid, or its number of classes
+        differs from `data.num_classes`.
     """
     num_classes = cfg.data.num_classes
     path = cfg.data.label_names_file
     if not path:
+        if cfg.data.schema == "coco" and cfg.data.label_map_file:
+            return _label_map_names(cfg.data.label_map_file, num_classes)
         return [str(i) for i in range(num_classes)]
     if not tf.io.gfile.exists(path):
         raise UsageError(f"config key 'data.label_names_file': file '{path}' does not exist")
@@ -80,6 +92,18 @@ def label_names(cfg: ExperimentConfig) -> list[str]:
             f"expected data.num_classes={num_classes} (one per line, class-index order)"
         )
     return names
+
+
+def _label_map_names(path: str, num_classes: int) -> list[str]:
+    """Names of a COCO label map in class-index order; a nameless category is its id."""
+    label_map = read_label_map(path)
+    if label_map.num_classes != num_classes:
+        raise UsageError(
+            f"config key 'data.label_map_file': '{path}' has {label_map.num_classes} categories, "
+            f"expected data.num_classes={num_classes}"
+        )
+    ids = {index: cid for cid, index in label_map.id_to_index.items()}
+    return [name or str(ids[i]) for i, name in enumerate(label_map.names)]
 
 
 class _Untracked:
@@ -214,6 +238,16 @@ def existing_versions(export_dir: str) -> list[int]:
     return sorted(versions)
 
 
+def write_model_signature(model, saved_model_dir: str) -> str:
+    """Writes `resnet.model_signature(model)` as `assets.extra/model_signature.json` of a
+    SavedModel (what `transfer.restore` checks before restoring it as a backbone); returns it."""
+    path = os.path.join(saved_model_dir, SIGNATURE_FILE)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(json.dumps(model_signature(model), indent=1))
+    return path
+
+
 def export_saved_model(
     model,
     cfg: ExperimentConfig,
@@ -261,6 +295,7 @@ def export_saved_model(
             tf.saved_model.save(module, tmp_dir, signatures=module.signatures())
         finally:
             logging.set_verbosity(verbosity)
+        write_model_signature(model, tmp_dir)
         tf.io.gfile.rename(tmp_dir, final_dir, overwrite=False)
     except BaseException:
         if tf.io.gfile.exists(tmp_dir):

@@ -1,8 +1,11 @@
 """ResNet classifiers (18/34/50/101/152) with named stages, built for pretraining and transfer.
 
-ResNet-50/101/152 are `keras.applications` ResNets (v1, same layer names, so the standard Keras
-ImageNet weights file loads into them); ResNet-18/34 are basic-block ResNets written here with the
-same naming convention (`conv1_*`, `pool1_*`, `conv{2..5}_block{i}_{j}_{conv,bn}`, `..._out`).
+ResNet-50/101/152 are `keras.applications` ResNets (same layer names, so the standard Keras
+ImageNet weights file loads into them): `model.resnet_variant: v1` as built there (stride 2 on the
+first 1x1 conv of a stage), or `v1.5` with that stride moved to the block's 3x3 conv (Model Garden,
+NVIDIA, torchvision). Both have the same variables; `model_signature` tells them apart. ResNet-18/34
+are basic-block ResNets written here with the same naming convention (`conv1_*`, `pool1_*`,
+`conv{2..5}_block{i}_{j}_{conv,bn}`, `..._out`).
 
 The classifier takes uint8 (or float) images `[B, H, W, 3]` in 0..255 and returns float32 logits
 `[B, num_classes]`, float32 even under a mixed precision policy. Normalisation is its first layer.
@@ -25,6 +28,7 @@ import re
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from transfer_tf.config import ModelConfig
 from transfer_tf.errors import UsageError
@@ -85,6 +89,40 @@ class InputNormalization(keras.layers.Layer):
         return {**super().get_config(), "mode": self.mode, "mean": self.mean, "stddev": self.stddev}
 
 
+_MOVING_STATISTICS = ("moving_mean", "moving_variance")
+
+
+def _replica_mean_variable(next_creator, **kwargs):
+    # tf.distribute's own convention for BN statistics (tf.keras did the same): each replica
+    # updates its local copy, and a read outside the replicas (checkpoint, export, get_weights)
+    # returns their mean.
+    kwargs["synchronization"] = tf.VariableSynchronization.ON_READ
+    kwargs["aggregation"] = tf.VariableAggregation.MEAN
+    return next_creator(**kwargs)
+
+
+@keras.saving.register_keras_serializable(package="transfer_tf")
+class BatchNormalization(keras.layers.BatchNormalization):
+    """Keras BatchNormalization whose moving statistics are averaged across replicas.
+
+    Keras 3 creates `moving_mean` / `moving_variance` with aggregation `none`: under a
+    MirroredStrategy every replica keeps statistics of its own 1/N of the batch, and a checkpoint
+    holds the first replica's. Here they are ON_READ + MEAN variables (Model Garden's tf.keras
+    convention): replicas update local copies, and every read outside a replica context averages
+    them. Averaged EMAs are the EMA of the replicas' averaged batch moments, so the checkpointed
+    mean equals that of one replica on the global batch, and the variance is the mean of the
+    per-replica variances (it misses the spread of the per-replica means; with
+    `synchronized=True` the replicas already agree and the average changes nothing).
+    Without a strategy (one device) they are ordinary variables.
+    """
+
+    def add_weight(self, *args, **kwargs):
+        if kwargs.get("name") in _MOVING_STATISTICS and not kwargs.get("trainable", True):
+            with tf.variable_creator_scope(_replica_mean_variable):
+                return super().add_weight(*args, **{**kwargs, "aggregation": "mean"})
+        return super().add_weight(*args, **kwargs)
+
+
 def _basic_block(x, filters: int, stride: int, project: bool, name: str, bn: dict):
     """A ResNet-18/34 residual block: two 3x3 convs (stride on the first), keras naming."""
     layers = keras.layers
@@ -137,16 +175,28 @@ def _last_bn_pattern(name: str) -> re.Pattern:
     return re.compile(rf"^conv[2-5]_block\d+_{last}_bn$")
 
 
-def _configure_batchnorm(model: keras.Model, model_cfg: ModelConfig) -> keras.Model:
-    """Clones `model`, rebuilding every BatchNormalization from the config (fresh weights).
+# The stride-2 convs of the first block of stages 2-4 (keras.applications naming).
+_V1_STRIDED = re.compile(r"^conv[345]_block1_1_conv$")
+_V15_STRIDED = re.compile(r"^conv[345]_block1_2_conv$")
+
+
+def _configure_layers(model: keras.Model, model_cfg: ModelConfig) -> keras.Model:
+    """Clones `model`, rebuilding every BatchNormalization from the config (fresh weights), and for
+    a bottleneck ResNet with `resnet_variant: v1.5` moving each stage's stride from the block's
+    first 1x1 conv to its 3x3 conv (padding `same`, as Model Garden's bottleneck block).
 
     Momentum/epsilon/synchronized come from `model_cfg`; with `zero_init_residual_gamma` the last
     BN of each residual block starts with gamma = 0, so every block starts as the identity.
     """
     last_bn = _last_bn_pattern(model_cfg.name)
+    v15 = model_cfg.name in _BOTTLENECK and model_cfg.resnet_variant == "v1.5"
 
     def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
         config = layer.get_config()
+        if v15 and _V1_STRIDED.match(layer.name):
+            config["strides"] = (1, 1)
+        elif v15 and _V15_STRIDED.match(layer.name):
+            config["strides"] = (2, 2)
         if isinstance(layer, keras.layers.BatchNormalization):
             config.update(
                 momentum=model_cfg.batchnorm_momentum,
@@ -155,7 +205,7 @@ def _configure_batchnorm(model: keras.Model, model_cfg: ModelConfig) -> keras.Mo
             )
             if model_cfg.zero_init_residual_gamma and last_bn.match(layer.name):
                 config["gamma_initializer"] = "zeros"
-            return keras.layers.BatchNormalization.from_config(config)
+            return BatchNormalization.from_config(config)
         return layer.__class__.from_config(config)
 
     return keras.models.clone_model(model, clone_function=clone)
@@ -200,12 +250,46 @@ def build_classifier(
         x = keras.layers.Dropout(model_cfg.dropout, name="head_dropout")(x)
     # float32 logits keep softmax/sigmoid losses stable under bfloat16/float16 compute.
     logits = keras.layers.Dense(num_classes, dtype="float32", name="head_dense")(x)
-    model = _configure_batchnorm(keras.Model(inputs, logits, name=model_cfg.name), model_cfg)
+    model = _configure_layers(keras.Model(inputs, logits, name=model_cfg.name), model_cfg)
     if model_cfg.init_weights:
         from transfer_tf.models.weights import load_backbone_weights  # avoids h5py at import
 
         load_backbone_weights(model, model_cfg.init_weights)
     return model
+
+
+def model_signature(model: keras.Model) -> dict:
+    """What a backbone's weights depend on beyond their shapes, read from a built classifier:
+    `{"name", "input_preprocessing", "mean_rgb", "stddev_rgb", "resnet_variant"}` (variant `v1`
+    or `v1.5` for bottleneck ResNets, None for resnet18/34; mean/stddev None in `caffe` mode).
+    Compare with `config_signature` of a source's config (transfer.restore does). Entries a model
+    not built here cannot tell (no `stem_normalize` layer, ...) are None."""
+    by_name = {layer.name: layer for layer in model.layers}
+    norm = by_name.get("stem_normalize")
+    mode = norm.mode if isinstance(norm, InputNormalization) else None
+    variant = None
+    if model.name in _BOTTLENECK and "conv3_block1_2_conv" in by_name:
+        strided = tuple(by_name["conv3_block1_2_conv"].strides) == (2, 2)
+        variant = "v1.5" if strided else "v1"
+    return {
+        "name": model.name,
+        "input_preprocessing": mode,
+        "mean_rgb": list(norm.mean) if mode == "standardize" else None,
+        "stddev_rgb": list(norm.stddev) if mode == "standardize" else None,
+        "resnet_variant": variant,
+    }
+
+
+def config_signature(model_cfg: ModelConfig) -> dict:
+    """`model_signature` of the classifier that `build_classifier(model_cfg, ...)` builds."""
+    standardize = model_cfg.input_preprocessing == "standardize"
+    return {
+        "name": model_cfg.name,
+        "input_preprocessing": model_cfg.input_preprocessing,
+        "mean_rgb": [float(m) for m in model_cfg.mean_rgb] if standardize else None,
+        "stddev_rgb": [float(s) for s in model_cfg.stddev_rgb] if standardize else None,
+        "resnet_variant": model_cfg.resnet_variant if model_cfg.name in _BOTTLENECK else None,
+    }
 
 
 def stage_of(layer_name: str) -> str:

@@ -10,6 +10,12 @@ Every backbone layer with weights must be in the file with the same shapes, and 
 with weights must be a backbone layer (a classifier top such as `predictions` is ignored): a silent
 partial restore is the classic transfer bug, so anything else is a UsageError listing the names.
 
+Shapes are not enough: weights also depend on the input normalisation they were trained with and,
+for bottleneck ResNets, on where each stage downsamples (v1 and v1.5 have identical variables).
+`check_signature` compares what is known of a source with the model (`resnet.model_signature`);
+a legacy-layout `.h5` is taken to be keras.applications ImageNet weights (caffe inputs, v1), the
+only kind of legacy file this project reads (it writes Keras 3 `.weights.h5` itself).
+
 Example:
     model = build_classifier(cfg.model, num_classes=80)
     load_backbone_weights(model, "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
@@ -23,10 +29,68 @@ import keras
 import numpy as np
 
 from transfer_tf.errors import UsageError
-from transfer_tf.models.resnet import backbone_layers
+from transfer_tf.models.resnet import backbone_layers, model_signature
 
 # Top layers of keras.applications models: present in full-model files, never in our backbone.
 _IGNORED_FILE_LAYERS = ("predictions", "probs", "fc1000", "avg_pool", "max_pool")
+# Written by export.saved_model into a SavedModel (TF Serving ignores assets.extra/): the exported
+# model's `resnet.model_signature`, checked when the export is restored as a backbone.
+SIGNATURE_FILE = os.path.join("assets.extra", "model_signature.json")
+# What the keras.applications ImageNet ResNet weights (legacy .h5 layout) were trained with.
+KERAS_APPLICATIONS_SIGNATURE = {"input_preprocessing": "caffe", "resnet_variant": "v1"}
+# Signature keys -> the config key that sets them in the model being restored into.
+_SIGNATURE_KEYS = {
+    "name": "model.name",
+    "input_preprocessing": "model.input_preprocessing",
+    "mean_rgb": "model.mean_rgb",
+    "stddev_rgb": "model.stddev_rgb",
+    "resnet_variant": "model.resnet_variant",
+}
+
+
+def check_signature(model: keras.Model, source: dict | None, where: str) -> None:
+    """Raises UsageError naming the config keys where `source` (a partial `model_signature`-style
+    dict; None or missing/None entries = unknown) disagrees with `model`'s own signature."""
+    if not source:
+        return
+    target = model_signature(model)
+    problems = []
+    for key, config_key in _SIGNATURE_KEYS.items():
+        want, have = source.get(key), target.get(key)
+        if want is None or have is None:
+            continue
+        if isinstance(want, (list, tuple)):
+            same = len(want) == len(have) and np.allclose(want, have, rtol=1e-6, atol=0.0)
+        else:
+            same = want == have
+        if not same:
+            problems.append(f"{config_key} is {_value(have)}, the source has {_value(want)}")
+    if problems:
+        raise UsageError(
+            f"backbone source '{where}' does not fit model '{model.name}': {'; '.join(problems)} "
+            "(set the model's keys to the source's)"
+        )
+
+
+def _value(v) -> str:
+    return repr(v) if isinstance(v, str) else str([round(float(x), 4) for x in v])
+
+
+def is_legacy_weight_file(path: str) -> bool:
+    """True for the legacy Keras HDF5 layout (root or `model_weights/` attribute `layer_names`)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            root = f["model_weights"] if "model_weights" in f else f
+            return "layer_names" in root.attrs
+    except OSError:
+        return False
+
+
+def weight_file_signature(path: str) -> dict | None:
+    """What a weights file's backbone expects (see module doc); None when the file cannot say."""
+    return dict(KERAS_APPLICATIONS_SIGNATURE) if is_legacy_weight_file(path) else None
 
 
 def _decode(value) -> str:
@@ -71,7 +135,8 @@ def load_backbone_weights(model: keras.Model, path: str) -> None:
     """Assigns the backbone weights of `model` (all stages but `head`) from a Keras weights file.
 
     Raises:
-      UsageError: missing file, missing/unexpected layers, or shape mismatches (all listed).
+      UsageError: missing file, missing/unexpected layers, or shape mismatches (all listed); a
+        legacy Keras ImageNet file into a model without `caffe` inputs or with the v1.5 stride.
     """
     stored = read_weight_file(path)
     targets = {layer.name: layer for layer in backbone_layers(model) if layer.weights}
@@ -91,6 +156,7 @@ def load_backbone_weights(model: keras.Model, path: str) -> None:
         raise UsageError(
             f"weights file '{path}' does not fit model '{model.name}': {'; '.join(problems[:5])}"
         )
+    check_signature(model, weight_file_signature(path), path)
     for name, layer in targets.items():
         for variable, value in zip(layer.weights, stored[name], strict=True):
             variable.assign(value.astype(variable.dtype))

@@ -29,12 +29,18 @@ def softmax_cross_entropy(label_smoothing: float = 0.0) -> LossFn:
     return loss_fn
 
 
-def sigmoid_cross_entropy(pos_weight: float = 1.0) -> LossFn:
-    """Multi-label binary CE, averaged over classes, with `pos_weight` on the positive terms."""
+def sigmoid_cross_entropy(pos_weight: float = 1.0, label_smoothing: float = 0.0) -> LossFn:
+    """Multi-label binary CE, averaged over classes, with `pos_weight` on the positive terms.
+
+    `label_smoothing` e moves every binary target towards 1/2: y * (1 - e) + e / 2 (the
+    keras.losses.BinaryCrossentropy convention), so a negative class is aimed at e / 2."""
 
     def loss_fn(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+        labels = tf.cast(labels, tf.float32)
+        if label_smoothing > 0:
+            labels = labels * (1.0 - label_smoothing) + 0.5 * label_smoothing
         per_class = tf.nn.weighted_cross_entropy_with_logits(
-            tf.cast(labels, tf.float32), tf.cast(logits, tf.float32), pos_weight
+            labels, tf.cast(logits, tf.float32), pos_weight
         )
         return tf.reduce_mean(per_class, axis=-1)
 
@@ -42,7 +48,7 @@ def sigmoid_cross_entropy(pos_weight: float = 1.0) -> LossFn:
 
 
 def for_task(task: str, label_smoothing: float = 0.0, pos_weight: float = 1.0) -> LossFn:
-    """`single_label` -> softmax CE, `multilabel` -> sigmoid BCE."""
+    """`single_label` -> softmax CE, `multilabel` -> sigmoid BCE (both with label smoothing)."""
     if task == "multilabel":
-        return sigmoid_cross_entropy(pos_weight)
+        return sigmoid_cross_entropy(pos_weight, label_smoothing)
     return softmax_cross_entropy(label_smoothing)

@@ -25,6 +25,7 @@ from transfer_tf.training import checkpoints, losses, optimizers, precision, sch
 from transfer_tf.training import strategy as strategy_lib
 from transfer_tf.training.hooks import ProgressHook, SummaryHook
 from transfer_tf.training.loop import DatasetFn, Trainer, evaluate_model
+from transfer_tf.training.resume import check_resume_config, check_warm_start
 
 
 def setup_runtime(cfg: ExperimentConfig) -> None:
@@ -40,6 +41,8 @@ def plan_steps(cfg: ExperimentConfig) -> tuple[int | None, int]:
     per_epoch = cfg.data.num_train_examples // cfg.train.global_batch_size
     if cfg.train.train_steps > 0:
         return (per_epoch or None), cfg.train.train_steps
+    if cfg.train.epochs <= 0:
+        raise UsageError("config: the run has no length: set train.epochs or train.train_steps")
     if per_epoch <= 0:
         raise UsageError(
             "config: set data.num_train_examples (>= train.global_batch_size) or train.train_steps"
@@ -143,12 +146,17 @@ def start_run(
     )
 
 
-def run_pretraining(cfg: ExperimentConfig, model_dir: str) -> dict:
+def run_pretraining(
+    cfg: ExperimentConfig, model_dir: str, *, allow_config_change: bool = False
+) -> dict:
     """Trains `cfg` in `model_dir` (resuming from its latest checkpoint); returns the last logs.
 
     Writes model_dir/config.yaml, checkpoints/ and summaries/ (chief only). Evaluates on
-    `data.eval_pattern` every `train.eval_every_epochs` when it is set.
+    `data.eval_pattern` every `train.eval_every_epochs` when it is set. A resume whose config
+    differs from model_dir/config.yaml is a UsageError unless `allow_config_change`
+    (`training.resume.check_resume_config`).
     """
+    check_resume_config(cfg, model_dir, allow_change=allow_config_change)
     train_fn = dataset_fn(cfg, "train", run_id=model_dir)
     # The strategy first: MultiWorkerMirroredStrategy configures collective ops, which must
     # happen before any op runs (setup_runtime's seeding initialises the eager context).
@@ -171,6 +179,7 @@ def run_pretraining(cfg: ExperimentConfig, model_dir: str) -> dict:
     )
     start = trainer.restore()
     if start == 0 and train_cfg.init_checkpoint:
+        check_warm_start(model, train_cfg.init_checkpoint)
         prefix = checkpoints.restore_model_weights(model, train_cfg.init_checkpoint)
         logging.info("warm start from %s", prefix)
 

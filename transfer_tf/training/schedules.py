@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import tensorflow as tf
+from absl import logging
 
 from transfer_tf.config import TrainConfig
 
@@ -68,10 +69,20 @@ def warmup_constant(peak: float, warmup_steps: int = 0, start_step: int = 0) -> 
 
 def from_train_config(train_cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -> Schedule:
     """The pretraining schedule: peak LR = base_learning_rate * global_batch_size / 256, warmup
-    `warmup_epochs`, then `lr_schedule` (cosine to 0 at `total_steps`, step decay at
-    `step_decay_epochs` by `step_decay_rate`, or constant)."""
+    `warmup_epochs` (capped at `total_steps`, with a warning, as transfer phases cap theirs), then
+    `lr_schedule` (cosine to 0 at `total_steps`, step decay at `step_decay_epochs` by
+    `step_decay_rate`, or constant)."""
     peak = train_cfg.base_learning_rate * train_cfg.global_batch_size / 256.0
     warmup = int(round(train_cfg.warmup_epochs * steps_per_epoch))
+    if warmup > total_steps:
+        logging.warning(
+            "train.warmup_epochs=%g is %d steps, longer than the run (%d steps): warming up over "
+            "the whole run instead",
+            train_cfg.warmup_epochs,
+            warmup,
+            total_steps,
+        )
+        warmup = total_steps
     if train_cfg.lr_schedule == "cosine":
         return warmup_cosine(peak, warmup, total_steps)
     if train_cfg.lr_schedule == "step":

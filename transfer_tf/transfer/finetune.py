@@ -13,7 +13,10 @@ that has no checkpoint yet: afterwards the checkpoint holds everything).
     model_dir/summaries/      TensorBoard, one stream for all phases
 
 Example:
-    cfg = load_config("configs/coco_multilabel_resnet50.yaml", ["transfer.preset=lp_ft"])
+    cfg = load_config(
+        "configs/coco_multilabel_resnet50.yaml",
+        ["transfer.preset=lp_ft", "transfer.phases=[]", "train.epochs=12"],
+    )
     result = run_finetuning(cfg, "runs/coco_ft", init_checkpoint="runs/pretrain_r50")
     result["eval"]["mAP"]
 """
@@ -36,6 +39,7 @@ from transfer_tf.training import checkpoints, losses, optimizers
 from transfer_tf.training import strategy as strategy_lib
 from transfer_tf.training.loop import DatasetFn
 from transfer_tf.training.pretrain import EvalAccumulator, dataset_fn, setup_runtime, start_run
+from transfer_tf.training.resume import check_resume_config
 from transfer_tf.transfer import restore, schedule
 
 SCHEDULE_FILE = "schedule.json"
@@ -50,6 +54,7 @@ def run_finetuning(
     train_dataset_fn: DatasetFn | None = None,
     eval_input_fn: DatasetFn | None = None,
     on_phase_end: PhaseCallback | None = None,
+    allow_config_change: bool = False,
 ) -> dict:
     """Fine-tunes `cfg` in `model_dir`, resuming from its latest checkpoint if it has one.
 
@@ -66,6 +71,8 @@ def run_finetuning(
       train_dataset_fn / eval_input_fn: InputContext -> per-replica batches `(uint8 [b,S,S,3],
         float32 [b,C])`; default: `data.input.build_dataset` on data.train_pattern/eval_pattern.
       on_phase_end: called with (phase, model) after each phase that ran in this call.
+      allow_config_change: resume even if `cfg` differs from model_dir/config.yaml in keys that
+        change training (`training.resume`); otherwise that is a UsageError naming them.
     Returns:
       {"global_step", "phases": [names run in this call], "eval": metrics of the final model
        (mAP/F1 for multi-label, top-k for single-label), or {} without eval data}.
@@ -76,6 +83,7 @@ def run_finetuning(
         cfg = dataclasses.replace(
             cfg, transfer=dataclasses.replace(cfg.transfer, init_checkpoint=init_checkpoint)
         )
+    check_resume_config(cfg, model_dir, allow_change=allow_config_change)
     phases = schedule.resolve_phases(cfg)
     source = cfg.transfer.init_checkpoint
     if source and not tf.train.latest_checkpoint(checkpoints.checkpoint_dir(model_dir)):

@@ -15,6 +15,14 @@ backbone variable that the source lacks (missing), any source variable that is n
 the source's own head (unexpected), and any shape mismatch is a UsageError listing them: a silent
 partial restore is the classic transfer bug.
 
+Shapes do not say everything: the source must also have been trained with the model's input
+normalisation (`model.input_preprocessing`, mean/stddev) and, for ResNet-50/101/152, the same
+`model.resnet_variant` (v1 and v1.5 have identical variables). What is known of the source is
+compared before anything is assigned (`models.weights.check_signature`): a model_dir's
+config.yaml, the `assets.extra/model_signature.json` that export writes into a SavedModel (older
+exports without it are not checked), and for a legacy Keras `.h5` the keras.applications ImageNet
+recipe (caffe inputs, v1). A mismatch is a UsageError naming the config key.
+
 Example:
     model = build_classifier(cfg.model, num_classes=80)
     report = restore_backbone(model, "runs/pretrain_r50")          # or .h5 / export dir
@@ -23,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
@@ -32,7 +41,8 @@ import tensorflow as tf
 from absl import logging
 
 from transfer_tf.errors import UsageError
-from transfer_tf.models.resnet import backbone_layers, stage_of
+from transfer_tf.models.resnet import backbone_layers, config_signature, stage_of
+from transfer_tf.models.weights import SIGNATURE_FILE, check_signature, weight_file_signature
 
 KINDS = ("model_dir", "keras_weights", "saved_model")
 # Classifier tops of keras.applications models (full-model files): never part of a backbone.
@@ -88,16 +98,20 @@ def _short(names: list[str], n: int = 6) -> str:
 
 
 def assign_backbone(
-    model: keras.Model, stored: dict[str, dict[str, np.ndarray]], source: str
+    model: keras.Model,
+    stored: dict[str, dict[str, np.ndarray]],
+    source: str,
+    signature: dict | None = None,
 ) -> int:
     """Assigns `stored` (`{layer name: {weight name: array}}`) to `model`'s backbone.
 
     Every backbone layer with weights must be in `stored` with the same weight names and shapes;
     every stored layer must be a backbone layer or a `head_*` layer (the source's own head, which
-    is not restored). Returns the number of variables assigned.
+    is not restored); `signature` (what is known of the source's input preprocessing / ResNet
+    variant, see module doc) must agree with the model. Returns the number of variables assigned.
     Raises:
-      UsageError: listing missing layers, unexpected layers and mismatched weights (nothing is
-        assigned in that case).
+      UsageError: listing missing layers, unexpected layers and mismatched weights, or naming the
+        config keys the source disagrees on (nothing is assigned in either case).
     """
     targets = {layer.name: layer for layer in backbone_layers(model) if layer.weights}
     missing = sorted(set(targets) - set(stored))
@@ -119,6 +133,7 @@ def assign_backbone(
         raise UsageError(
             f"backbone source '{source}' does not fit model '{model.name}': {'; '.join(problems)}"
         )
+    check_signature(model, signature, source)
     count = 0
     for name, layer in targets.items():
         for variable in layer.weights:
@@ -139,11 +154,12 @@ def _read_model_dir(model: keras.Model, path: str) -> dict[str, dict[str, np.nda
     from transfer_tf.training.checkpoints import load_model, read_run_config  # training stack
 
     # Compare architectures from the config before paying for a model build.
-    source_name = read_run_config(path).model.name
-    if source_name != model.name:
+    source_cfg = read_run_config(path).model
+    if source_cfg.name != model.name:
         raise UsageError(
-            f"backbone source '{path}' is a {source_name}, the model is a {model.name}"
+            f"backbone source '{path}' is a {source_cfg.name}, the model is a {model.name}"
         )
+    check_signature(model, config_signature(source_cfg), path)
     source_model, _ = load_model(path)
     return _from_model(source_model)
 
@@ -164,6 +180,19 @@ def _read_keras_weights(model: keras.Model, path: str) -> dict[str, dict[str, np
             names = [f"weight{i}" for i in range(len(arrays))]
         stored[name] = dict(zip(names, arrays, strict=True))
     return stored
+
+
+def saved_model_signature(path: str) -> dict | None:
+    """The model signature an export recorded (SIGNATURE_FILE), or None for older exports."""
+    sig_path = os.path.join(_saved_model_dir(path), SIGNATURE_FILE)
+    if not tf.io.gfile.exists(sig_path):
+        logging.warning("%s has no %s: input preprocessing/variant not checked", path, sig_path)
+        return None
+    with tf.io.gfile.GFile(sig_path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError:
+            raise UsageError(f"SavedModel '{path}': {SIGNATURE_FILE} is not valid JSON") from None
 
 
 def _read_saved_model(path: str) -> dict[str, dict[str, np.ndarray]]:
@@ -210,16 +239,21 @@ def restore_backbone(
     doc); the head is left as initialised.
 
     Raises:
-      UsageError: unknown/unreadable source, or any missing/unexpected/mis-shaped backbone variable.
+      UsageError: unknown/unreadable source, any missing/unexpected/mis-shaped backbone variable,
+        or a source trained with other input preprocessing / another ResNet variant (naming the
+        `model.*` key).
     """
     kind = detect_source_kind(path, flag)
+    signature = None  # model_dir: checked from its config before its checkpoint is read
     if kind == "keras_weights":
         stored = _read_keras_weights(model, path)
+        signature = weight_file_signature(path)
     elif kind == "model_dir":
         stored = _read_model_dir(model, path)
     else:
+        signature = saved_model_signature(path)
         stored = _read_saved_model(path)
-    count = assign_backbone(model, stored, path)
+    count = assign_backbone(model, stored, path, signature)
     layers = [la for la in backbone_layers(model) if la.weights]
     logging.info(
         "Restored %d backbone variables (%d layers) from %s %s", count, len(layers), kind, path

@@ -162,6 +162,11 @@ def resolve_phases(cfg: ExperimentConfig) -> list[Phase]:
                 "config key 'transfer.phases': empty; give phases or a transfer.preset "
                 f"({', '.join(PRESETS)})"
             )
+        if cfg.train.train_steps <= 0 and cfg.train.epochs <= 0:
+            raise ConfigError(
+                f"config key 'transfer.preset': {cfg.transfer.preset} has no step budget; set "
+                "train.train_steps or train.epochs"
+            )
         total = schedule_steps(cfg, cfg.train.epochs, cfg.train.train_steps, "train.epochs")
         configs = preset_phases(
             cfg.transfer.preset, total, cfg.transfer.learning_rate, cfg.transfer.finetune_lr_factor

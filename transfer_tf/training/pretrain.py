@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from transfer_tf import metrics
 from transfer_tf.config import ExperimentConfig, save_config
 from transfer_tf.distribute.cluster import weights_digest
 from transfer_tf.errors import UsageError
@@ -59,7 +60,7 @@ class EvalAccumulator:
 
     def update(self, labels: np.ndarray, logits: np.ndarray) -> None:
         if self.multilabel:
-            self.acc.update(labels, 1.0 / (1.0 + np.exp(-logits)))
+            self.acc.update(labels, metrics.sigmoid(logits))
         else:
             self.acc.update(labels, logits)
 

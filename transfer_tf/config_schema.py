@@ -114,8 +114,16 @@ class TrainConfig:
     weight_decay: float = 1e-4
     label_smoothing: float = 0.1
     ema_decay: float = 0.0  # 0 = no weight EMA
-    mixed_precision: str = "none"  # bfloat16 | float16 | none
-    xla: bool = False
+    # bfloat16 | float16 | none, or `auto`: what the hardware computes natively (bfloat16 on
+    # TPU, GPU compute capability >= 8.0 and CPUs with AMX-BF16/AVX512-BF16; float16 with loss
+    # scaling on 7.x GPUs; float32 otherwise). The run logs its choice and model_dir/config.yaml
+    # records the resolved value (transfer_tf/training/precision.py).
+    mixed_precision: str = "none"
+    # XLA-compile the train step: true | false, or `auto`: a measured probe (a few steps of this
+    # model, batch and image size on synthetic tensors, XLA on/off x the precisions allowed)
+    # picks the fastest, cached per machine in $XDG_CACHE_HOME/transfer_tf
+    # (transfer_tf/training/autotune.py).
+    xla: bool | str = False
     steps_per_execution: int = 1
     checkpoint_every_steps: int = 1000
     keep_checkpoints: int = 5
@@ -233,7 +241,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.input_preprocessing": ("standardize", "caffe"),
     "train.optimizer": ("sgd", "lars", "adamw"),
     "train.lr_schedule": ("cosine", "step", "constant"),
-    "train.mixed_precision": ("bfloat16", "float16", "none"),
+    "train.mixed_precision": ("auto", "bfloat16", "float16", "none"),
     "train.strategy": ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu"),
     "transfer.preset": ("", "linear_probe", "lp_ft", "gradual_unfreeze"),
     "transfer.optimizer": ("sgd", "adamw"),

@@ -17,23 +17,36 @@ import tensorflow as tf
 from absl import logging
 
 from transfer_tf import metrics
+from transfer_tf.atomic_io import write_json_atomic
 from transfer_tf.config import ExperimentConfig, save_config
 from transfer_tf.distribute.cluster import weights_digest
 from transfer_tf.errors import UsageError
 from transfer_tf.metrics import MultilabelAccumulator, TopKAccumulator
 from transfer_tf.models.resnet import build_classifier
-from transfer_tf.training import checkpoints, losses, optimizers, precision, schedules
+from transfer_tf.training import autotune, checkpoints, losses, optimizers, precision, schedules
 from transfer_tf.training import strategy as strategy_lib
 from transfer_tf.training.hooks import ProgressHook, SummaryHook
 from transfer_tf.training.loop import DatasetFn, Trainer, evaluate_model
 
+# The precision/XLA decision of a run (autotune.Decision.to_dict), next to config.yaml.
+RUNTIME_FILE = "runtime.json"
 
-def setup_runtime(cfg: ExperimentConfig) -> None:
-    """Seeds, op determinism and the mixed precision policy (before any model is built)."""
+
+def setup_runtime(
+    cfg: ExperimentConfig, strategy: tf.distribute.Strategy | None = None
+) -> tuple[ExperimentConfig, autotune.Decision]:
+    """Resolves `train.mixed_precision/xla: auto` for this machine (autotune.resolve: a cached
+    probe), then seeds, op determinism and the precision policy (before any model is built).
+
+    Returns the config with concrete precision and XLA values (what model_dir/config.yaml
+    records) and the decision (what was chosen and why: model_dir/runtime.json).
+    """
+    cfg, decision = autotune.resolve(cfg, strategy)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
     precision.set_policy(cfg.train.mixed_precision)
+    return cfg, decision
 
 
 def plan_steps(cfg: ExperimentConfig) -> tuple[int | None, int]:
@@ -104,17 +117,21 @@ def start_run(
     *,
     weight_decay: float,
     checkpoint_input: bool = False,
+    runtime: autotune.Decision | None = None,
 ) -> Trainer:
     """Lays out a training run and returns its Trainer (progress logs; summaries on the chief).
 
     Writes `config.yaml` into this worker's write directory (`model_dir` on the chief, a temporary
-    directory elsewhere; `Trainer.close` removes the latter). `weight_decay` is the L2 coefficient
+    directory elsewhere; `Trainer.close` removes the latter), and `runtime.json` (the precision/XLA
+    decision) when `runtime` is given. `weight_decay` is the L2 coefficient
     the loop adds to the loss (0 where the optimizer applies decay itself).
     """
     train_cfg = cfg.train
     write_dir = strategy_lib.worker_dir(model_dir, strategy)
     tf.io.gfile.makedirs(write_dir)
     save_config(cfg, os.path.join(write_dir, checkpoints.CONFIG_FILE))
+    if runtime is not None:
+        write_json_atomic(os.path.join(write_dir, RUNTIME_FILE), runtime.to_dict())
     hooks = [ProgressHook(train_cfg.log_every_steps)]
     if strategy_lib.is_chief(strategy):
         hooks.append(
@@ -149,7 +166,7 @@ def run_pretraining(cfg: ExperimentConfig, model_dir: str) -> dict:
     # The strategy first: MultiWorkerMirroredStrategy configures collective ops, which must
     # happen before any op runs (setup_runtime's seeding initialises the eager context).
     strategy = strategy_lib.make_strategy(cfg.train.strategy, cfg.train.tpu)
-    setup_runtime(cfg)
+    cfg, runtime = setup_runtime(cfg, strategy)
     steps_per_epoch, total_steps = plan_steps(cfg)
     train_cfg = cfg.train
     with strategy.scope():
@@ -163,6 +180,7 @@ def run_pretraining(cfg: ExperimentConfig, model_dir: str) -> dict:
         optimizer,
         weight_decay=optimizers.loss_weight_decay(train_cfg.optimizer, train_cfg.weight_decay),
         checkpoint_input=train_cfg.checkpoint_input,
+        runtime=runtime,
     )
     start = trainer.restore()
     if start == 0 and train_cfg.init_checkpoint:

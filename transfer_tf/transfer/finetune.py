@@ -81,7 +81,7 @@ def run_finetuning(
     # The strategy first: MultiWorkerMirroredStrategy must configure collective ops before any
     # op runs (setup_runtime's seeding initialises the eager context).
     strategy = strategy_lib.make_strategy(cfg.train.strategy, cfg.train.tpu)
-    setup_runtime(cfg)
+    cfg, runtime = setup_runtime(cfg, strategy)
     # Transfer has its own optimizer settings; the loop drives the learning rate.
     train_cfg = dataclasses.replace(cfg.train, momentum=cfg.transfer.momentum)
     with strategy.scope():
@@ -98,6 +98,7 @@ def run_finetuning(
         weight_decay=optimizers.loss_weight_decay(
             cfg.transfer.optimizer, cfg.transfer.weight_decay
         ),
+        runtime=runtime,
     )
     write_dir = strategy_lib.worker_dir(model_dir, strategy)
     write_json_atomic(os.path.join(write_dir, SCHEDULE_FILE), schedule.describe(phases))

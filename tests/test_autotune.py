@@ -1,0 +1,130 @@
+"""train.mixed_precision/xla `auto`: the hardware rule, the measured XLA probe and its cache.
+
+The probe's step function is injected (sleeps of known length), so no model trains here."""
+
+import json
+import logging
+import time
+
+import pytest
+
+from transfer_tf.config import load_config
+from transfer_tf.training import autotune, hardware, precision
+
+AVX2 = hardware.Hardware("cpu", cpu_class="avx2-only", cpu_model="Test EPYC", cores=2)
+BF16_CPU = hardware.Hardware("cpu", cpu_class="avx512_bf16", cpu_model="Test EPYC", cores=2)
+
+
+@pytest.fixture(autouse=True)
+def cache_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+class FakeSteps:
+    """A step factory whose steps sleep: XLA candidates `xla_ms`, others `plain_ms`."""
+
+    def __init__(self, plain_ms=1.0, xla_ms=15.0, fail_xla=False):
+        self.plain_ms, self.xla_ms, self.fail_xla = plain_ms, xla_ms, fail_xla
+        self.built = []
+
+    def __call__(self, candidate):
+        self.built.append(candidate.name)
+        if candidate.xla and self.fail_xla:
+            raise RuntimeError("XLA compilation is not available on this platform")
+        ms = self.xla_ms if candidate.xla else self.plain_ms
+        if candidate.precision == "bfloat16":
+            ms /= 2
+        return lambda: time.sleep(ms / 1000)
+
+
+def _cfg(*overrides):
+    return load_config(None, ["model.name=resnet18", "data.image_size=32", *overrides])
+
+
+def test_precision_rule_per_hardware():
+    gpu = lambda cc: hardware.Hardware(  # noqa: E731
+        "gpu", "avx2-only", "x", 8, gpu_name="G", gpu_compute_capability=cc
+    )
+    assert precision.choose(hardware.Hardware("tpu", "avx2-only", "x", 8))[0] == "bfloat16"
+    assert precision.choose(gpu((9, 0)))[0] == "bfloat16"
+    assert precision.choose(gpu((7, 0)))[0] == "float16"
+    assert precision.choose(gpu((6, 1)))[0] == "none"
+    assert precision.choose(BF16_CPU) == ("bfloat16", "CPU has avx512_bf16: native bfloat16 matmul")
+    assert precision.choose(AVX2)[0] == "none"
+    assert precision.candidates(AVX2) == ["none"]
+    assert precision.candidates(BF16_CPU) == ["bfloat16", "none"]
+
+
+def test_cpu_class_from_cpuinfo_flags(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor : 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 fma\n")
+    flags = hardware.cpu_flags(str(info))
+    assert hardware.cpu_class(flags) == "avx512_bf16"
+    assert hardware.cpu_class(flags | {"amx_bf16"}) == "amx_bf16"
+    assert hardware.cpu_class({"avx2", "fma"}) == "avx2-only"
+
+
+def test_probe_picks_the_fastest_and_a_cache_hit_skips_it(cache_home, caplog):
+    caplog.set_level(logging.INFO)
+    steps = FakeSteps(plain_ms=15.0, xla_ms=1.0)
+    cfg, decision = autotune.resolve(
+        _cfg("train.xla=auto", "train.mixed_precision=auto"), make_step=steps, hw=BF16_CPU
+    )
+    assert sorted(steps.built) == ["bfloat16", "bfloat16+xla", "float32", "float32+xla"]
+    assert (cfg.train.mixed_precision, cfg.train.xla) == ("bfloat16", True)
+    assert decision.probe["cached"] is False and decision.step_seconds < 0.01
+    assert "fastest bfloat16+xla" in caplog.text and "mixed precision: bfloat16" in caplog.text
+    doc = json.loads((cache_home / "transfer_tf" / autotune.CACHE_FILE).read_text())
+    assert (
+        list(doc) == [decision.probe["key"]] and "resnet18|32px|batch1024" in decision.probe["key"]
+    )
+
+    again = FakeSteps()
+    cfg2, decision2 = autotune.resolve(
+        _cfg("train.xla=auto", "train.mixed_precision=auto"), make_step=again, hw=BF16_CPU
+    )
+    assert again.built == []  # cache hit: nothing built or timed
+    assert decision2.probe["cached"] is True
+    assert (cfg2.train.mixed_precision, cfg2.train.xla) == ("bfloat16", True)
+    # Another image size is another key: probed again.
+    autotune.resolve(_cfg("train.xla=auto", "data.image_size=64"), make_step=again, hw=BF16_CPU)
+    assert sorted(again.built) == ["float32", "float32+xla"]  # explicit precision: XLA only
+
+
+def test_explicit_settings_skip_the_probe(cache_home):
+    steps = FakeSteps()
+    cfg, decision = autotune.resolve(
+        _cfg("train.xla=false", "train.mixed_precision=auto"), make_step=steps, hw=BF16_CPU
+    )
+    assert steps.built == [] and decision.probe is None
+    assert (cfg.train.mixed_precision, cfg.train.xla) == ("bfloat16", False)
+    assert decision.precision_reason.startswith("auto: CPU has avx512_bf16")
+    cfg, _ = autotune.resolve(
+        _cfg("train.xla=true", "train.mixed_precision=none"), make_step=steps, hw=AVX2
+    )
+    assert steps.built == [] and (cfg.train.mixed_precision, cfg.train.xla) == ("none", True)
+    assert not (cache_home / "transfer_tf").exists()
+
+
+def test_failing_candidate_is_skipped_with_a_log_line(cache_home, caplog):
+    caplog.set_level(logging.INFO)
+    cfg, decision = autotune.resolve(
+        _cfg("train.xla=auto", "train.mixed_precision=auto"),
+        make_step=FakeSteps(plain_ms=10.0, xla_ms=1.0, fail_xla=True),
+        hw=AVX2,
+    )
+    assert (cfg.train.mixed_precision, cfg.train.xla) == ("none", False)
+    assert decision.probe["step_seconds"]["float32+xla"] is None
+    assert "candidate float32+xla failed, skipped: XLA compilation is not available" in caplog.text
+
+    # Every candidate failing still trains (XLA off), and caches nothing.
+    def broken(candidate):
+        raise RuntimeError("no device")
+
+    cfg, decision = autotune.resolve(
+        _cfg("train.xla=auto", "data.image_size=48"), make_step=broken, hw=AVX2
+    )
+    assert cfg.train.xla is False and "every candidate failed" in decision.xla_reason
+    doc = json.loads((cache_home / "transfer_tf" / autotune.CACHE_FILE).read_text())
+    assert len(doc) == 1

@@ -128,3 +128,31 @@ def test_failing_candidate_is_skipped_with_a_log_line(cache_home, caplog):
     assert cfg.train.xla is False and "every candidate failed" in decision.xla_reason
     doc = json.loads((cache_home / "transfer_tf" / autotune.CACHE_FILE).read_text())
     assert len(doc) == 1
+
+
+def test_run_dir_records_the_resolved_choice_and_why(tmp_path, monkeypatch):
+    import keras
+
+    from transfer_tf.training import pretrain
+    from transfer_tf.training.strategy import make_strategy
+
+    monkeypatch.setattr(hardware, "detect", lambda strategy=None: AVX2)
+    strategy = make_strategy("one_device")
+    cfg, decision = pretrain.setup_runtime(
+        _cfg("train.xla=false", "train.mixed_precision=auto"), strategy
+    )
+    assert keras.mixed_precision.global_policy().name == "float32"
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        optimizer = keras.optimizers.SGD(0.1)
+    run = tmp_path / "run"
+    pretrain.start_run(
+        cfg, str(run), strategy, model, optimizer, weight_decay=0.0, runtime=decision
+    )
+    saved = load_config(str(run / "config.yaml"))
+    assert (saved.train.mixed_precision, saved.train.xla) == ("none", False)
+    why = json.loads((run / pretrain.RUNTIME_FILE).read_text())
+    assert why["precision_reason"].startswith("auto: CPU has neither amx_bf16 nor avx512_bf16")
+    assert (
+        why["xla_reason"].startswith("set in the config") and why["hardware"] == AVX2.fingerprint()
+    )

@@ -156,3 +156,44 @@ def test_run_dir_records_the_resolved_choice_and_why(tmp_path, monkeypatch):
     assert (
         why["xla_reason"].startswith("set in the config") and why["hardware"] == AVX2.fingerprint()
     )
+
+
+def test_short_runs_weigh_compile_time_and_slow_candidates_stop_early():
+    class SlowCompile(FakeSteps):
+        def __call__(self, candidate):
+            step = super().__call__(candidate)
+            calls = []
+
+            def run():
+                if candidate.xla and not calls:
+                    time.sleep(0.3)  # the XLA compile, paid on the first call only
+                calls.append(1)
+                step()
+
+            self.calls[candidate.name] = calls
+            return run
+
+    steps = SlowCompile(plain_ms=20.0, xla_ms=5.0)
+    steps.calls = {}
+    cfg = _cfg("train.xla=auto", "train.mixed_precision=none")
+    long_run, decision = autotune.resolve(cfg, make_step=steps, hw=AVX2, total_steps=1000)
+    assert long_run.train.xla is True  # 15 ms x 1000 steps repays 0.3 s of compile
+    assert decision.probe["setup_seconds"]["float32+xla"] >= 0.25
+    short_run, decision = autotune.resolve(cfg, make_step=steps, hw=AVX2, total_steps=5)
+    assert decision.probe["cached"] and short_run.train.xla is False  # 5 steps do not
+    assert "for 5 steps including build and compile" in decision.xla_reason
+    assert len(steps.calls["float32+xla"]) == 1 + autotune.PROBE_WARMUP - 1 + autotune.PROBE_STEPS
+    # A candidate over twice the best step so far is not timed further: first call + one step.
+    slow_xla = SlowCompile(plain_ms=2.0, xla_ms=20.0)
+    slow_xla.calls = {}
+    autotune.resolve(_cfg("train.xla=auto", "data.image_size=40"), make_step=slow_xla, hw=AVX2)
+    assert len(slow_xla.calls["float32+xla"]) == 2
+
+
+def test_cpu_class_override_for_benchmarks(monkeypatch):
+    monkeypatch.setenv(hardware.CPU_CLASS_ENV, "avx2-only")
+    hw = hardware.detect()
+    assert hw.kind == "cpu" and hw.cpu_class == "avx2-only" and "avx2-only" in hw.fingerprint()
+    monkeypatch.setenv(hardware.CPU_CLASS_ENV, "avx3")
+    with pytest.raises(hardware.UsageError, match="TRANSFER_TF_CPU_CLASS='avx3': expected one"):
+        hardware.detect()

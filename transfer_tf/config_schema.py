@@ -211,6 +211,11 @@ class DemoConfig:
     # Fine-tuning from scratch at the same step budget: one `all` phase at this learning rate
     # (0 = the largest learning rate of transfer.phases).
     scratch_learning_rate: float = 0.0
+    # Wall-clock target of the whole demo in seconds: after building the TFRecords the demo
+    # measures the pretraining step (the XLA probe, transfer_tf/demo/budget.py) and trains fewer
+    # pretraining epochs (never more than train.epochs) when the configured ones would not fit;
+    # the report says what it chose. 0 = train exactly the configured epochs.
+    time_budget_s: float = 0.0
     # Run the training/evaluate/export/predict stages inside the demo process (the same library
     # calls their binaries make; one TensorFlow start-up instead of one per stage) or, if false,
     # as one `python -m pipelines.*` subprocess each.

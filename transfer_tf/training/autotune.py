@@ -69,8 +69,8 @@ class Decision:
     xla_reason: str
     hardware: str
     # Probe results: {"cached": bool, "seconds": cost of the probe when it ran, "key": cache key,
-    # "step_seconds": {candidate name: median s/step, None when it failed}, "candidate_seconds":
-    # {candidate name: s it cost, build and trace/compile included}}; None without probe.
+    # "step_seconds": {candidate name: median s/step, None when it failed}, "setup_seconds": {name:
+    # build + trace/compile s}, "candidate_seconds": {name: s it cost}}; None without probe.
     probe: dict | None = None
 
     @property
@@ -131,42 +131,49 @@ def probe(
     warmup: int = PROBE_WARMUP,
     steps: int = PROBE_STEPS,
     release: Callable[[], None] | None = None,
-) -> tuple[dict[str, float | None], dict[str, float]]:
-    """Times each candidate: ({name: median seconds per step, None if it failed},
-    {name: seconds it cost in all: build, trace/compile, warmup and timed steps}).
+) -> dict[str, dict]:
+    """Times each candidate. Returns {"step_seconds": {name: median s/step, None if it failed},
+    "setup_seconds": {name: build + trace/compile s, i.e. first call minus one step},
+    "candidate_seconds": {name: s the candidate cost the probe}}.
 
-    `release()` runs after each candidate (the real factory's: clear the Keras session).
+    A candidate whose step is already over twice the best one's is not timed further (its exact
+    figure does not matter). `release()` runs after each candidate (the real factory's: clear
+    the Keras session).
     """
-    results: dict[str, float | None] = {}
-    costs: dict[str, float] = {}
+    out: dict[str, dict] = {"step_seconds": {}, "setup_seconds": {}, "candidate_seconds": {}}
     for c in candidates:
         t0 = time.perf_counter()
+        best = min((v for v in out["step_seconds"].values() if v is not None), default=None)
         try:
             step = make_step(c)
-            for _ in range(warmup):
-                step()
-            times = []
-            for _ in range(steps):
+            step()  # trace (and XLA compile) + one step
+            first = time.perf_counter() - t0
+            times: list[float] = []
+            for _ in range(warmup - 1 + steps):
                 t = time.perf_counter()
                 step()
                 times.append(time.perf_counter() - t)
-            results[c.name] = float(np.median(times))
+                if best is not None and times[-1] > 2 * best:
+                    break
+            seconds = float(np.median(times[warmup - 1 :] or times))
+            out["step_seconds"][c.name] = seconds
+            out["setup_seconds"][c.name] = round(max(0.0, first - seconds), 2)
             logging.info(
-                "xla probe: %-14s %8.1f ms/step (%.1f s with build and compile)",
+                "xla probe: %-14s %8.1f ms/step (%.1f s build and trace/compile)",
                 c.name,
-                1000 * results[c.name],
-                time.perf_counter() - t0,
+                1000 * seconds,
+                first - seconds,
             )
         except Exception as e:  # noqa: BLE001  (any failure only removes this candidate)
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            logging.warning("xla probe: candidate %s failed, skipped: %s", c.name, first[:300])
-            results[c.name] = None
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            logging.warning("xla probe: candidate %s failed, skipped: %s", c.name, first_line[:300])
+            out["step_seconds"][c.name] = None
         finally:
             step = None
             if release is not None:
                 release()
-            costs[c.name] = round(time.perf_counter() - t0, 2)
-    return results, costs
+            out["candidate_seconds"][c.name] = round(time.perf_counter() - t0, 2)
+    return out
 
 
 def _release() -> None:
@@ -245,8 +252,13 @@ def resolve(
     *,
     make_step: StepFactory | None = None,
     hw: hardware.Hardware | None = None,
+    total_steps: int | None = None,
 ) -> tuple[ExperimentConfig, Decision]:
     """Returns (cfg with concrete `train.mixed_precision` and `train.xla`, the Decision).
+
+    `total_steps`: the steps the run will train; when given, the choice minimises build +
+    compile + total_steps x step time (a short fine-tune may not win an XLA compile back),
+    otherwise the step time alone.
 
     Call after the strategy exists and before the run's model is built (the probe builds and
     discards its own models and leaves the Keras session cleared). Logs the choice and why.
@@ -278,14 +290,12 @@ def resolve(
         else:
             t0 = time.perf_counter()
             if make_step is None:
-                timings, costs = probe(
-                    candidates, real_step_factory(cfg, strategy), release=_release
-                )
+                measured = probe(candidates, real_step_factory(cfg, strategy), release=_release)
             else:
-                timings, costs = probe(candidates, make_step)
+                measured = probe(candidates, make_step)
+            timings = measured["step_seconds"]
             probe_info = {
-                "step_seconds": timings,
-                "candidate_seconds": costs,
+                **measured,
                 "seconds": round(time.perf_counter() - t0, 2),
                 "cached": False,
                 "key": key,
@@ -300,11 +310,24 @@ def resolve(
             for c in candidates
         )
         if ok:
-            best = min(ok, key=lambda c: timings[c.name])
+            setup = probe_info.get("setup_seconds") or {}
+
+            def predicted(c: Candidate) -> float:
+                # With the run's length known, compile time counts: XLA must win it back.
+                return timings[c.name] * (total_steps or 1) + (
+                    setup.get(c.name, 0.0) if total_steps else 0.0
+                )
+
+            best = min(ok, key=predicted)
             xla = best.xla
             chosen_precision = best.precision
             cost = "cached" if probe_info["cached"] else f"{probe_info['seconds']:.1f} s"
             xla_reason = f"probe ({cost}): {shown} per step; fastest {best.name}"
+            if total_steps:
+                xla_reason += (
+                    f" for {total_steps} steps including build and compile "
+                    f"(predicted {predicted(best):.0f} s)"
+                )
             if train.mixed_precision == "auto" and best.precision != rule:
                 precision_reason = f"auto: probe measured {best.name} fastest ({why} otherwise)"
         else:

@@ -16,8 +16,12 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
+from transfer_tf.errors import UsageError
+
 # CPU classes, from the best native bfloat16 support down (names are the /proc/cpuinfo flags).
 CPU_CLASSES = ("amx_bf16", "avx512_bf16", "avx2-only")
+# Environment variable that overrides the detected CPU class (one of CPU_CLASSES).
+CPU_CLASS_ENV = "TRANSFER_TF_CPU_CLASS"
 
 
 @dataclass(frozen=True)
@@ -111,10 +115,20 @@ def _cores() -> int:
 def detect(strategy: tf.distribute.Strategy | None = None) -> Hardware:
     """The hardware `strategy` (default: the current one) computes on."""
     strategy = strategy or tf.distribute.get_strategy()
-    devices = list(strategy.extended.worker_devices)
+    try:
+        devices = list(strategy.extended.worker_devices)
+    except RuntimeError:  # the default strategy: the first GPU, else the CPU
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [(gpus[0] if gpus else tf.config.list_logical_devices("CPU")[0]).name]
     kinds = {d.split("device:")[-1].split(":")[0].upper() for d in devices}
-    flags = cpu_flags()
-    common = dict(cpu_class=cpu_class(flags), cpu_model=_cpu_model(), cores=_cores())
+    # For benchmarking one CPU class on another (with ONEDNN_MAX_CPU_ISA=AVX2 and
+    # XLA_FLAGS=--xla_cpu_max_isa=AVX2 the kernels follow; BENCHMARKS.md).
+    forced = os.environ.get(CPU_CLASS_ENV, "")
+    if forced and forced not in CPU_CLASSES:
+        raise UsageError(f"{CPU_CLASS_ENV}={forced!r}: expected one of {', '.join(CPU_CLASSES)}")
+    common = dict(
+        cpu_class=forced or cpu_class(cpu_flags()), cpu_model=_cpu_model(), cores=_cores()
+    )
     if "TPU" in kinds:
         return Hardware("tpu", num_devices=len(devices), **common)
     if "GPU" in kinds:

@@ -33,15 +33,19 @@ RUNTIME_FILE = "runtime.json"
 
 
 def setup_runtime(
-    cfg: ExperimentConfig, strategy: tf.distribute.Strategy | None = None
+    cfg: ExperimentConfig,
+    strategy: tf.distribute.Strategy | None = None,
+    *,
+    total_steps: int | None = None,
 ) -> tuple[ExperimentConfig, autotune.Decision]:
     """Resolves `train.mixed_precision/xla: auto` for this machine (autotune.resolve: a cached
-    probe), then seeds, op determinism and the precision policy (before any model is built).
+    probe; `total_steps` lets it weigh compile time against the run's length), then seeds, op
+    determinism and the precision policy (before any model is built).
 
     Returns the config with concrete precision and XLA values (what model_dir/config.yaml
     records) and the decision (what was chosen and why: model_dir/runtime.json).
     """
-    cfg, decision = autotune.resolve(cfg, strategy)
+    cfg, decision = autotune.resolve(cfg, strategy, total_steps=total_steps)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -166,8 +170,8 @@ def run_pretraining(cfg: ExperimentConfig, model_dir: str) -> dict:
     # The strategy first: MultiWorkerMirroredStrategy configures collective ops, which must
     # happen before any op runs (setup_runtime's seeding initialises the eager context).
     strategy = strategy_lib.make_strategy(cfg.train.strategy, cfg.train.tpu)
-    cfg, runtime = setup_runtime(cfg, strategy)
     steps_per_epoch, total_steps = plan_steps(cfg)
+    cfg, runtime = setup_runtime(cfg, strategy, total_steps=total_steps)
     train_cfg = cfg.train
     with strategy.scope():
         model = build_classifier(cfg.model, cfg.data.num_classes)

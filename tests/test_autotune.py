@@ -197,3 +197,12 @@ def test_cpu_class_override_for_benchmarks(monkeypatch):
     monkeypatch.setenv(hardware.CPU_CLASS_ENV, "avx3")
     with pytest.raises(hardware.UsageError, match="TRANSFER_TF_CPU_CLASS='avx3': expected one"):
         hardware.detect()
+
+
+def test_benchmark_training_variant_names():
+    from pipelines.benchmark_training import parse_variant
+
+    assert parse_variant("loop_bf16_xla") == ("loop", "bfloat16", True)
+    assert parse_variant("fit_fp32") == ("fit", "none", False)
+    with pytest.raises(Exception, match="--variants: unknown 'loop_fp16'"):
+        parse_variant("loop_fp16")

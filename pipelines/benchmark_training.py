@@ -39,6 +39,12 @@ flags.DEFINE_list(
 flags.DEFINE_integer("warmup", 2, "Untimed steps per measurement.")
 flags.DEFINE_integer("repeats", 1, "Interleaved repetitions of every variant.")
 flags.DEFINE_integer("num_classes", 100, "Head width.")
+flags.DEFINE_float(
+    "loop_weight_decay",
+    0.0,
+    "L2 coefficient of the loop variants (0: none, like model.fit; the real SGD jobs use 1e-4).",
+)
+flags.DEFINE_integer("steps_per_execution", 1, "Steps per tf.function call of the loop variants.")
 flags.DEFINE_list(
     "variants",
     ["loop_fp32", "fit_fp32", "loop_bf16", "tfrecord_bf16"],
@@ -75,18 +81,21 @@ def parse_variant(name: str) -> tuple[str, str, bool]:
     return parts[0], PRECISIONS[parts[1]], xla
 
 
-def _rate(marks: list[tuple[float, float]], batch: int, warmup: int) -> dict:
-    """Images/s (median over steps) and CPU s/image from (wall, cpu) marks at step ends."""
-    wall = np.diff([m[0] for m in marks])[warmup:]
-    cpu = np.diff([m[1] for m in marks])[warmup:]
+def _rate(marks: list[tuple[float, float, int]], batch: int, warmup: int) -> dict:
+    """Images/s (median over executions) and CPU s/image from (wall, cpu, global step) marks
+    taken at execution ends; executions ending at or before step `warmup` are not timed."""
+    wall, cpu, step = (np.array(x, dtype=float) for x in zip(*marks, strict=True))
+    keep = step[1:] > warmup
+    per_step_wall = (np.diff(wall) / np.diff(step))[keep]
+    per_step_cpu = (np.diff(cpu) / np.diff(step))[keep]
     return {
-        "images_per_sec": float(batch / np.median(wall)),
-        "cpu_seconds_per_image": float(np.median(cpu) / batch),
+        "images_per_sec": float(batch / np.median(per_step_wall)),
+        "cpu_seconds_per_image": float(np.median(per_step_cpu) / batch),
     }
 
 
-def _mark() -> tuple[float, float]:
-    return time.perf_counter(), time.process_time()
+def _mark(step: int) -> tuple[float, float, int]:
+    return time.perf_counter(), time.process_time(), step
 
 
 def _data(batch, size, classes):
@@ -132,14 +141,14 @@ def _loop(precision_name, xla, dataset_fn, steps):
     strategy = make_strategy("one_device")
     with strategy.scope():
         model, opt = _build(precision_name)
-    marks: list[tuple[float, float]] = []
+    marks: list[tuple[float, float, int]] = []
 
     class Clock:
         def on_train_begin(self, *a):
-            marks.append(_mark())
+            marks.append(_mark(0))
 
         def on_execution_end(self, step, logs):
-            marks.append(_mark())
+            marks.append(_mark(step))
 
         def on_eval_end(self, *a):
             pass
@@ -154,8 +163,9 @@ def _loop(precision_name, xla, dataset_fn, steps):
             strategy,
             d,
             global_batch_size=FLAGS.batch_size,
-            # The model.fit baseline compiles no L2 term: leave it out here too (same loss).
-            weight_decay=0.0,
+            # The model.fit baseline compiles no L2 term: by default none here either.
+            weight_decay=FLAGS.loop_weight_decay,
+            steps_per_execution=FLAGS.steps_per_execution,
             jit_compile=xla,
             checkpoint_every_steps=10**9,
             log_every_steps=10**9,
@@ -180,14 +190,14 @@ def _fit(precision_name, xla, size, steps):
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1),
         jit_compile=xla,
     )
-    marks: list[tuple[float, float]] = []
+    marks: list[tuple[float, float, int]] = []
 
     class Clock(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
-            marks.append(_mark())
+            marks.append(_mark(0))
 
         def on_train_batch_end(self, batch, logs=None):
-            marks.append(_mark())
+            marks.append(_mark(batch + 1))
 
     data = _data(FLAGS.batch_size, size, FLAGS.num_classes)
     model.fit(data, steps_per_epoch=FLAGS.warmup + steps, epochs=1, verbose=0, callbacks=[Clock()])
@@ -329,6 +339,8 @@ def main(argv):
         "model": FLAGS.model,
         "batch_size": FLAGS.batch_size,
         "warmup": FLAGS.warmup,
+        "loop_weight_decay": FLAGS.loop_weight_decay,
+        "steps_per_execution": FLAGS.steps_per_execution,
         "repeats": FLAGS.repeats,
         "seconds": round(time.perf_counter() - start, 1),
         "table": table,

@@ -28,6 +28,9 @@ from transfer_tf.demo import plan
 # export, predict, report and plots (~25 s on 2 cores, BENCHMARKS.md), plus interpreter start-up
 # before the demo's clock starts.
 RESERVE_S = 35.0
+# Per training job beyond its compiles: building the model, restoring, checkpoint saves (the
+# reduced demo's jobs, 2026-12-01, under load: 7 s each, 28 s for the two-phase fine-tune).
+JOB_OVERHEAD_S = 8.0
 # A head-only step runs the whole forward pass but back-propagates through the head alone.
 HEAD_STEP_FRACTION = 0.5
 # Below this the pretrained backbone no longer clearly beats scratch: the demo says it is over
@@ -47,13 +50,16 @@ def fit_epochs(
     full_steps: int,
     scratch_steps: int,
     compiles: int = 4,
+    jobs: int = 3,
 ) -> tuple[float, float]:
     """(pretraining epochs, predicted total demo seconds with them).
 
-    `compiles`: train-step traces still to come (pretrain, two fine-tuning phases, scratch).
+    `compiles`: train-step traces still to come (pretrain, two fine-tuning phases, scratch);
+    `jobs`: training jobs still to come (pretrain, fine-tune, scratch).
     """
     after = (
         RESERVE_S
+        + jobs * JOB_OVERHEAD_S
         + compiles * compile_s
         + (HEAD_STEP_FRACTION * head_steps + full_steps + scratch_steps) * step_s
     )

@@ -325,12 +325,16 @@ def resolve(
         )
         if ok:
             setup = probe_info.get("setup_seconds") or {}
+            # Every candidate builds and traces the model; XLA's extra is the compile on top of
+            # the plain trace. (Setup differences between plain candidates are mostly which one
+            # ran first in the process, not a property of the candidate.)
+            plain = [setup[c.name] for c in ok if not c.xla and c.name in setup]
+            baseline = min(plain, default=0.0)
 
             def predicted(c: Candidate) -> float:
                 # With the run's length known, compile time counts: XLA must win it back.
-                return timings[c.name] * (total_steps or 1) + (
-                    setup.get(c.name, 0.0) if total_steps else 0.0
-                )
+                extra = max(0.0, setup.get(c.name, 0.0) - baseline) if c.xla else 0.0
+                return timings[c.name] * (total_steps or 1) + (extra if total_steps else 0.0)
 
             best = min(ok, key=predicted)
             xla = best.xla
@@ -339,11 +343,13 @@ def resolve(
             xla_reason = f"probe ({cost}): {shown} per step; fastest {best.name}"
             if total_steps:
                 xla_reason += (
-                    f" for {total_steps} steps including build and compile "
+                    f" for {total_steps} steps including XLA compile "
                     f"(predicted {predicted(best):.0f} s)"
                 )
             if train.mixed_precision == "auto" and best.precision != rule:
-                precision_reason = f"auto: probe measured {best.name} fastest ({why} otherwise)"
+                precision_reason = (
+                    f"auto: probe measured {best.name} fastest (hardware rule: {rule}, {why})"
+                )
         else:
             xla, xla_reason = False, f"probe: every candidate failed ({shown}); XLA off"
     resolved = dataclasses.replace(

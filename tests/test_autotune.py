@@ -67,7 +67,7 @@ def test_cpu_class_from_cpuinfo_flags(tmp_path):
 
 def test_probe_picks_the_fastest_and_a_cache_hit_skips_it(cache_home, caplog):
     caplog.set_level(logging.INFO)
-    steps = FakeSteps(plain_ms=15.0, xla_ms=1.0)
+    steps = FakeSteps(plain_ms=30.0, xla_ms=1.0)
     cfg, decision = autotune.resolve(
         _cfg("train.xla=auto", "train.mixed_precision=auto"), make_step=steps, hw=BF16_CPU
     )
@@ -79,9 +79,7 @@ def test_probe_picks_the_fastest_and_a_cache_hit_skips_it(cache_home, caplog):
     assert "fastest float32+xla" in caplog.text and "mixed precision: none" in caplog.text
     assert "auto: probe measured float32+xla fastest" in decision.precision_reason
     doc = json.loads((cache_home / "transfer_tf" / autotune.CACHE_FILE).read_text())
-    assert (
-        list(doc) == [decision.probe["key"]] and "resnet18|32px|batch1024" in decision.probe["key"]
-    )
+    assert list(doc) == [decision.probe["key"]] and "|32px|batch1024|" in decision.probe["key"]
 
     again = FakeSteps()
     cfg2, decision2 = autotune.resolve(
@@ -90,7 +88,10 @@ def test_probe_picks_the_fastest_and_a_cache_hit_skips_it(cache_home, caplog):
     assert again.built == []  # cache hit: nothing built or timed
     assert decision2.probe["cached"] is True
     assert (cfg2.train.mixed_precision, cfg2.train.xla) == ("none", True)
-    # Another image size is another key: probed again.
+    # Another model option is another key (a different step), and so is another image size.
+    assert autotune.cache_key(BF16_CPU, _cfg("model.dropout=0.5"), []) != autotune.cache_key(
+        BF16_CPU, _cfg(), []
+    )
     autotune.resolve(_cfg("train.xla=auto", "data.image_size=64"), make_step=again, hw=BF16_CPU)
     assert sorted(again.built) == ["float32", "float32+xla"]  # explicit precision: XLA only
 
@@ -187,7 +188,7 @@ def test_short_runs_weigh_compile_time_and_slow_candidates_stop_early():
     assert "for 5 steps including XLA compile" in decision.xla_reason
     assert len(steps.calls["float32+xla"]) == 1 + autotune.PROBE_WARMUP - 1 + autotune.PROBE_STEPS
     # A candidate over twice the best step so far is not timed further: first call + one step.
-    slow_xla = SlowCompile(plain_ms=2.0, xla_ms=20.0)
+    slow_xla = SlowCompile(plain_ms=2.0, xla_ms=60.0)
     slow_xla.calls = {}
     autotune.resolve(_cfg("train.xla=auto", "data.image_size=40"), make_step=slow_xla, hw=AVX2)
     assert len(slow_xla.calls["float32+xla"]) == 2
@@ -226,7 +227,7 @@ def test_plain_candidates_are_not_charged_for_running_first():
 
     cfg, decision = autotune.resolve(
         _cfg("train.xla=auto", "train.mixed_precision=auto"),
-        make_step=FirstIsSlowToStart(plain_ms=10.0, xla_ms=40.0),
+        make_step=FirstIsSlowToStart(plain_ms=40.0, xla_ms=160.0),
         hw=BF16_CPU,
         total_steps=5,
     )

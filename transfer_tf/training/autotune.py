@@ -91,11 +91,19 @@ def cache_dir() -> str:
 
 
 def cache_key(hw: hardware.Hardware, cfg: ExperimentConfig, candidates: list[Candidate]) -> str:
-    """What a probe result is valid for: machine, model, image size, batch, candidates."""
+    """What a probe result is valid for: machine, model (name + a digest of every model.* key,
+    so variants and BN options count), image size, batch, candidates."""
+    import hashlib
+
+    from transfer_tf.config import to_dict
+
+    model_digest = hashlib.sha256(
+        json.dumps(to_dict(cfg.model), sort_keys=True).encode()
+    ).hexdigest()[:8]
     return "|".join(
         [
             hw.fingerprint(),
-            cfg.model.name,
+            f"{cfg.model.name}:{model_digest}",
             f"{cfg.data.image_size}px",
             f"batch{cfg.train.global_batch_size}",
             ",".join(c.name for c in candidates),

@@ -186,6 +186,10 @@ def test_short_runs_weigh_compile_time_and_slow_candidates_stop_early():
     short_run, decision = autotune.resolve(cfg, make_step=steps, hw=AVX2, total_steps=5)
     assert decision.probe["cached"] and short_run.train.xla is False  # 5 steps do not
     assert "for 5 steps including XLA compile" in decision.xla_reason
+    # 60 steps repay one compile (0.9 s saved > 0.3 s), not six (one per fine-tuning phase).
+    assert autotune.resolve(cfg, make_step=steps, hw=AVX2, total_steps=60)[0].train.xla is True
+    six = autotune.resolve(cfg, make_step=steps, hw=AVX2, total_steps=60, compiles=6)[0]
+    assert six.train.xla is False
     assert len(steps.calls["float32+xla"]) == 1 + autotune.PROBE_WARMUP - 1 + autotune.PROBE_STEPS
     # A candidate over twice the best step so far is not timed further: first call + one step.
     slow_xla = SlowCompile(plain_ms=2.0, xla_ms=60.0)

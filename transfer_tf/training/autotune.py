@@ -275,12 +275,14 @@ def resolve(
     make_step: StepFactory | None = None,
     hw: hardware.Hardware | None = None,
     total_steps: int | None = None,
+    compiles: int = 1,
 ) -> tuple[ExperimentConfig, Decision]:
     """Returns (cfg with concrete `train.mixed_precision` and `train.xla`, the Decision).
 
     `total_steps`: the steps the run will train; when given, the choice minimises build +
     compile + total_steps x step time (a short fine-tune may not win an XLA compile back),
-    otherwise the step time alone.
+    otherwise the step time alone. `compiles`: how many times the run traces its train step
+    (one per fine-tuning phase), each paying XLA's compile again.
 
     Call after the strategy exists and before the run's model is built (the probe builds and
     discards its own models and leaves the Keras session cleared). Logs the choice and why.
@@ -341,7 +343,7 @@ def resolve(
 
             def predicted(c: Candidate) -> float:
                 # With the run's length known, compile time counts: XLA must win it back.
-                extra = max(0.0, setup.get(c.name, 0.0) - baseline) if c.xla else 0.0
+                extra = compiles * max(0.0, setup.get(c.name, 0.0) - baseline) if c.xla else 0.0
                 return timings[c.name] * (total_steps or 1) + (extra if total_steps else 0.0)
 
             best = min(ok, key=predicted)

@@ -37,15 +37,16 @@ def setup_runtime(
     strategy: tf.distribute.Strategy | None = None,
     *,
     total_steps: int | None = None,
+    compiles: int = 1,
 ) -> tuple[ExperimentConfig, autotune.Decision]:
     """Resolves `train.mixed_precision/xla: auto` for this machine (autotune.resolve: a cached
-    probe; `total_steps` lets it weigh compile time against the run's length), then seeds, op
-    determinism and the precision policy (before any model is built).
+    probe; `total_steps` and `compiles` let it weigh compile time against the run's length), then
+    seeds, op determinism and the precision policy (before any model is built).
 
     Returns the config with concrete precision and XLA values (what model_dir/config.yaml
     records) and the decision (what was chosen and why: model_dir/runtime.json).
     """
-    cfg, decision = autotune.resolve(cfg, strategy, total_steps=total_steps)
+    cfg, decision = autotune.resolve(cfg, strategy, total_steps=total_steps, compiles=compiles)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()

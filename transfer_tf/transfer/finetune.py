@@ -81,7 +81,9 @@ def run_finetuning(
     # The strategy first: MultiWorkerMirroredStrategy must configure collective ops before any
     # op runs (setup_runtime's seeding initialises the eager context).
     strategy = strategy_lib.make_strategy(cfg.train.strategy, cfg.train.tpu)
-    cfg, runtime = setup_runtime(cfg, strategy, total_steps=schedule.total_steps(phases))
+    cfg, runtime = setup_runtime(
+        cfg, strategy, total_steps=schedule.total_steps(phases), compiles=len(phases)
+    )
     # Transfer has its own optimizer settings; the loop drives the learning rate.
     train_cfg = dataclasses.replace(cfg.train, momentum=cfg.transfer.momentum)
     with strategy.scope():

@@ -108,6 +108,11 @@ def test_explicit_settings_skip_the_probe(cache_home):
         _cfg("train.xla=true", "train.mixed_precision=none"), make_step=steps, hw=AVX2
     )
     assert steps.built == [] and (cfg.train.mixed_precision, cfg.train.xla) == ("none", True)
+    # Explicit bfloat16 on a CPU leaves one candidate (no bfloat16+xla on CPUs): nothing to probe.
+    cfg, decision = autotune.resolve(
+        _cfg("train.xla=auto", "train.mixed_precision=bfloat16"), make_step=steps, hw=BF16_CPU
+    )
+    assert steps.built == [] and cfg.train.xla is False and "only candidate" in decision.xla_reason
     assert not (cache_home / "transfer_tf").exists()
 
 

@@ -258,6 +258,11 @@ def probe_candidates(hw: hardware.Hardware, precisions: list[str]) -> list[Candi
     return out
 
 
+def _precisions(hw: hardware.Hardware, configured: str, chosen: str) -> list[str]:
+    """Precisions to probe: those the hardware allows under `auto`, else the configured one."""
+    return precision.candidates(hw) if configured == "auto" else [chosen]
+
+
 def _rule_only(strategy: tf.distribute.Strategy | None, hw: hardware.Hardware) -> str | None:
     """Why the probe cannot run here (None when it can)."""
     if hw.kind == "tpu":
@@ -296,15 +301,16 @@ def resolve(
         chosen_precision, precision_reason = train.mixed_precision, "set in the config"
     probe_info = None
     no_probe = _rule_only(strategy, hw)
+    candidates = []
+    if train.xla == "auto" and not no_probe:
+        candidates = probe_candidates(hw, _precisions(hw, train.mixed_precision, chosen_precision))
     if train.xla != "auto":
         xla, xla_reason = bool(train.xla), "set in the config (no probe)"
     elif no_probe:
         xla, xla_reason = False, no_probe
+    elif len(candidates) == 1:
+        xla, xla_reason = candidates[0].xla, f"{candidates[0].name} is the only candidate; no probe"
     else:
-        precisions = (
-            precision.candidates(hw) if train.mixed_precision == "auto" else [chosen_precision]
-        )
-        candidates = probe_candidates(hw, precisions)
         key = cache_key(hw, cfg, candidates)
         path = os.path.join(cache_dir(), CACHE_FILE)
         entry = _read_cache(path).get(key)

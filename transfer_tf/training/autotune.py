@@ -246,8 +246,8 @@ def real_step_factory(cfg: ExperimentConfig, strategy: tf.distribute.Strategy) -
 
 def probe_candidates(hw: hardware.Hardware, precisions: list[str]) -> list[Candidate]:
     """XLA off/on for each precision, except bfloat16 + XLA on a CPU: XLA's CPU backend has no
-    native bfloat16 convolutions (ResNet-50 at 32 px on an avx512_bf16 EPYC: 3,345 ms/step against
-    379 ms without XLA, BENCHMARKS.md), and its compile would cost the probe ~1 minute."""
+    native bfloat16 convolutions (ResNet-50 on an avx512_bf16 EPYC: 0.48x bfloat16 without XLA at
+    32 px, 0.21x at 64 px, BENCHMARKS.md), and its compile would cost the probe ~1 minute."""
     out = []
     for p in precisions:
         for xla in (False, True):

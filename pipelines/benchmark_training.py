@@ -1,11 +1,22 @@
-"""Training throughput: our custom loop vs bare `model.fit`, float32 vs bfloat16, synthetic vs
-TFRecords through the real input pipeline. Prints one JSON line.
+"""Training throughput: our custom loop vs bare `model.fit`, float32 vs bfloat16, XLA on/off,
+synthetic tensors vs TFRecords through the real input pipeline, at one or several image sizes.
+Prints one JSON document.
 
-    python -m pipelines.benchmark_training --model=resnet50 --image_size=64 --batch_size=32 \
-        --steps=20 --repeats=2
+    # The BENCHMARKS.md table in one command (ResNet-50, 32/64/128/224 px, loop/fit at 224 px):
+    python -m pipelines.benchmark_training --table
+    # One cell family:
+    python -m pipelines.benchmark_training --model=resnet50 --image_sizes=64 --batch_size=32 \
+        --variants=loop_fp32,loop_fp32_xla,fit_fp32 --steps=10 --repeats=2
 
-Each measurement discards the first `--warmup` steps (tracing, allocation) and reports the median
-images/s of the timed steps; the variants are interleaved `--repeats` times to spread machine noise.
+Variant names are KIND_PRECISION[_xla]: KIND `loop` (our Trainer on an in-memory synthetic batch),
+`fit` (bare `model.fit` of the same Keras model, optimizer and loss), `tfrecord` (our Trainer fed by
+`build_dataset` from generated JPEG records: the real input pipeline on the same cores);
+PRECISION `fp32` | `bf16`; `_xla` compiles the step with XLA. The loop trains without the L2 term
+(model.fit compiles none), with label smoothing 0.1 for both.
+
+Each measurement discards `--warmup` steps (tracing, XLA compile, allocation) and reports the
+median images/s of the timed steps, plus process CPU seconds per image (less sensitive to other
+jobs on the machine than wall time); variants are interleaved `--repeats` times.
 """
 
 import json
@@ -19,23 +30,73 @@ from absl import flags
 from transfer_tf import cli
 
 flags.DEFINE_string("model", "resnet50", "Model name.")
-flags.DEFINE_integer("image_size", 64, "Square image side.")
+flags.DEFINE_list("image_sizes", ["64"], "Square image sides, e.g. 32,64,128,224.")
 flags.DEFINE_integer("batch_size", 32, "Global batch size.")
-flags.DEFINE_integer("steps", 20, "Timed steps per measurement.")
-flags.DEFINE_integer("warmup", 3, "Untimed steps per measurement.")
-flags.DEFINE_integer("repeats", 2, "Interleaved repetitions of every variant.")
+flags.DEFINE_integer("steps", 10, "Timed steps per measurement (see --steps_by_size).")
+flags.DEFINE_list(
+    "steps_by_size", [], "SIZE:STEPS overrides of --steps, e.g. 224:3 (big images are slow)."
+)
+flags.DEFINE_integer("warmup", 2, "Untimed steps per measurement.")
+flags.DEFINE_integer("repeats", 1, "Interleaved repetitions of every variant.")
 flags.DEFINE_integer("num_classes", 100, "Head width.")
+flags.DEFINE_float(
+    "loop_weight_decay",
+    0.0,
+    "L2 coefficient of the loop variants (0: none, like model.fit; the real SGD jobs use 1e-4).",
+)
+flags.DEFINE_integer("steps_per_execution", 1, "Steps per tf.function call of the loop variants.")
 flags.DEFINE_list(
     "variants",
-    "loop_fp32,fit_fp32,loop_bf16,tfrecord_bf16",
-    "Which of loop_fp32, fit_fp32, loop_bf16, fit_bf16, tfrecord_fp32, tfrecord_bf16 to run.",
+    ["loop_fp32", "fit_fp32", "loop_bf16", "tfrecord_bf16"],
+    "KIND_PRECISION[_xla] with KIND loop|fit|tfrecord and PRECISION fp32|bf16.",
+)
+flags.DEFINE_list("fit_sizes", [], "Run fit_* variants only at these sizes (default: every size).")
+flags.DEFINE_list(
+    "tfrecord_sizes", [], "Run tfrecord_* variants only at these sizes (default: every size)."
+)
+flags.DEFINE_bool(
+    "table",
+    False,
+    "The BENCHMARKS.md table: ResNet-50, batch 32, sizes 32,64,128,224, loop fp32/bf16 x XLA "
+    "on/off, fit_fp32 and loop_fp32 at 224 (loop/fit ratio), tfrecord_fp32/bf16 at 64; "
+    "steps 6/4/3/2 by size after 1 warmup. Overrides --model/--image_sizes/--variants/"
+    "--steps_by_size/--warmup.",
 )
 FLAGS = flags.FLAGS
 
+KINDS = ("loop", "fit", "tfrecord")
+PRECISIONS = {"fp32": "none", "bf16": "bfloat16"}
 
-def _rate(times: list[float], batch: int, warmup: int) -> float:
-    timed = np.diff(times)[warmup:]
-    return float(batch / np.median(timed))
+
+def parse_variant(name: str) -> tuple[str, str, bool]:
+    """`loop_bf16_xla` -> ("loop", "bfloat16", True); raises UsageError for unknown names."""
+    parts = name.split("_")
+    xla = parts[-1] == "xla"
+    if xla:
+        parts = parts[:-1]
+    if len(parts) != 2 or parts[0] not in KINDS or parts[1] not in PRECISIONS:
+        raise cli.UsageError(
+            f"--variants: unknown {name!r} (expected KIND_PRECISION[_xla] with KIND "
+            f"{'|'.join(KINDS)} and PRECISION {'|'.join(PRECISIONS)})"
+        )
+    return parts[0], PRECISIONS[parts[1]], xla
+
+
+def _rate(marks: list[tuple[float, float, int]], batch: int, warmup: int) -> dict:
+    """Images/s (median over executions) and CPU s/image from (wall, cpu, global step) marks
+    taken at execution ends; executions ending at or before step `warmup` are not timed."""
+    wall, cpu, step = (np.array(x, dtype=float) for x in zip(*marks, strict=True))
+    keep = step[1:] > warmup
+    per_step_wall = (np.diff(wall) / np.diff(step))[keep]
+    per_step_cpu = (np.diff(cpu) / np.diff(step))[keep]
+    return {
+        "images_per_sec": float(batch / np.median(per_step_wall)),
+        "cpu_seconds_per_image": float(np.median(per_step_cpu) / batch),
+    }
+
+
+def _mark(step: int) -> tuple[float, float, int]:
+    return time.perf_counter(), time.process_time(), step
 
 
 def _data(batch, size, classes):
@@ -45,6 +106,16 @@ def _data(batch, size, classes):
     images = rng.integers(0, 255, [batch, size, size, 3]).astype("uint8")
     labels = np.eye(classes, dtype="float32")[rng.integers(0, classes, batch)]
     return tf.data.Dataset.from_tensors((images, labels)).repeat()
+
+
+def _reset():
+    """Drops the previous variant's models (outside any strategy scope)."""
+    import gc
+
+    import keras
+
+    keras.backend.clear_session()
+    gc.collect()
 
 
 def _build(precision_name):
@@ -61,24 +132,24 @@ def _build(precision_name):
     return model, make_optimizer(TrainConfig(mixed_precision=precision_name))
 
 
-def _loop(precision_name, dataset_fn):
-
+def _loop(precision_name, xla, dataset_fn, steps):
     from transfer_tf.training.loop import Trainer
     from transfer_tf.training.losses import softmax_cross_entropy
     from transfer_tf.training.schedules import warmup_constant
     from transfer_tf.training.strategy import make_strategy
 
+    _reset()
     strategy = make_strategy("one_device")
     with strategy.scope():
         model, opt = _build(precision_name)
-    times: list[float] = []
+    marks: list[tuple[float, float, int]] = []
 
     class Clock:
         def on_train_begin(self, *a):
-            times.append(time.perf_counter())
+            marks.append(_mark(0))
 
         def on_execution_end(self, step, logs):
-            times.append(time.perf_counter())
+            marks.append(_mark(step))
 
         def on_eval_end(self, *a):
             pass
@@ -93,46 +164,48 @@ def _loop(precision_name, dataset_fn):
             strategy,
             d,
             global_batch_size=FLAGS.batch_size,
-            # The model.fit baseline compiles no L2 term: leave it out here too (same loss).
-            weight_decay=0.0,
+            # The model.fit baseline compiles no L2 term: by default none here either.
+            weight_decay=FLAGS.loop_weight_decay,
+            steps_per_execution=FLAGS.steps_per_execution,
+            jit_compile=xla,
             checkpoint_every_steps=10**9,
             log_every_steps=10**9,
             hooks=[Clock()],
         )
         trainer.train(
             dataset_fn,
-            end_step=FLAGS.warmup + FLAGS.steps,
+            end_step=FLAGS.warmup + steps,
             lr_schedule=warmup_constant(0.01),
             loss_fn=softmax_cross_entropy(0.1),
         )
-    return _rate(times, FLAGS.batch_size, FLAGS.warmup)
+    return _rate(marks, FLAGS.batch_size, FLAGS.warmup)
 
 
-def _fit(precision_name):
+def _fit(precision_name, xla, size, steps):
     import keras
 
+    _reset()
     model, opt = _build(precision_name)
     model.compile(
         optimizer=opt,
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1),
+        jit_compile=xla,
     )
-    times: list[float] = []
+    marks: list[tuple[float, float, int]] = []
 
     class Clock(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
-            times.append(time.perf_counter())
+            marks.append(_mark(0))
 
         def on_train_batch_end(self, batch, logs=None):
-            times.append(time.perf_counter())
+            marks.append(_mark(batch + 1))
 
-    data = _data(FLAGS.batch_size, FLAGS.image_size, FLAGS.num_classes)
-    model.fit(
-        data, steps_per_epoch=FLAGS.warmup + FLAGS.steps, epochs=1, verbose=0, callbacks=[Clock()]
-    )
-    return _rate(times, FLAGS.batch_size, FLAGS.warmup)
+    data = _data(FLAGS.batch_size, size, FLAGS.num_classes)
+    model.fit(data, steps_per_epoch=FLAGS.warmup + steps, epochs=1, verbose=0, callbacks=[Clock()])
+    return _rate(marks, FLAGS.batch_size, FLAGS.warmup)
 
 
-def _tfrecord_fn(work_dir):
+def _tfrecord_fn(work_dir, size):
     """Writes 256 JPEG records (1.5x the model size) and returns a dataset_fn over them."""
     import tensorflow as tf
 
@@ -140,10 +213,12 @@ def _tfrecord_fn(work_dir):
     from transfer_tf.data.input import build_dataset
     from transfer_tf.data.schemas import classification_example
 
-    side = int(FLAGS.image_size * 1.5)
+    side = int(size * 1.5)
     rng = np.random.default_rng(0)
+    folder = os.path.join(work_dir, str(size))
+    os.makedirs(folder, exist_ok=True)
     for s in range(4):
-        with tf.io.TFRecordWriter(os.path.join(work_dir, f"train-{s:05d}-of-00004")) as w:
+        with tf.io.TFRecordWriter(os.path.join(folder, f"train-{s:05d}-of-00004")) as w:
             for i in range(64):
                 img = rng.integers(0, 255, [side, side, 3]).astype("uint8")
                 jpeg = tf.io.encode_jpeg(img, quality=90).numpy()
@@ -154,9 +229,9 @@ def _tfrecord_fn(work_dir):
                     ).SerializeToString()
                 )
     data_cfg = DataConfig(
-        train_pattern=os.path.join(work_dir, "train-*"),
+        train_pattern=os.path.join(folder, "train-*"),
         num_classes=FLAGS.num_classes,
-        image_size=FLAGS.image_size,
+        image_size=size,
         shuffle_buffer=256,
     )
     return lambda ctx: build_dataset(
@@ -164,43 +239,115 @@ def _tfrecord_fn(work_dir):
     )
 
 
+def _apply_table_preset() -> None:
+    FLAGS.model = "resnet50"
+    FLAGS.batch_size = 32
+    FLAGS.image_sizes = ["32", "64", "128", "224"]
+    FLAGS.variants = [
+        "loop_fp32",
+        "loop_fp32_xla",
+        "loop_bf16",
+        "loop_bf16_xla",
+        "fit_fp32",
+        "tfrecord_fp32",
+        "tfrecord_bf16",
+    ]
+    FLAGS.fit_sizes = ["224"]
+    FLAGS.tfrecord_sizes = ["64"]
+    # Small step counts at large sizes: an XLA float32 step at 224 px takes minutes on 2 cores.
+    FLAGS.steps_by_size = ["32:6", "64:4", "128:3", "224:2"]
+    FLAGS.warmup = 1
+
+
+def _ratio(a: dict | None, b: dict | None) -> float | None:
+    if not a or not b:
+        return None
+    return round(a["images_per_sec"] / b["images_per_sec"], 3)
+
+
 def main(argv):
     cli.reject_extra_args(argv)
-    known = {"loop_fp32", "fit_fp32", "loop_bf16", "fit_bf16", "tfrecord_fp32", "tfrecord_bf16"}
-    bad = [v for v in FLAGS.variants if v not in known]
-    if bad:
-        raise cli.UsageError(f"--variants: unknown {bad} (expected some of {sorted(known)})")
-    results: dict[str, list[float]] = {v: [] for v in FLAGS.variants}
+    if FLAGS.table:
+        _apply_table_preset()
+    parsed = {v: parse_variant(v) for v in FLAGS.variants}
+    try:
+        sizes = [int(s) for s in FLAGS.image_sizes]
+        steps_by_size = {int(k): int(v) for k, v in (s.split(":") for s in FLAGS.steps_by_size)}
+    except ValueError:
+        raise cli.UsageError(
+            "--image_sizes/--steps_by_size: expected integers like 32,64 and 224:3"
+        ) from None
+    only = {"fit": FLAGS.fit_sizes, "tfrecord": FLAGS.tfrecord_sizes}
+    from transfer_tf.training import hardware
+
+    hw = hardware.detect()
+    start = time.perf_counter()
+    table: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as work:
-        tf_fn = (
-            _tfrecord_fn(work) if any(v.startswith("tfrecord") for v in FLAGS.variants) else None
-        )
-        synthetic = lambda ctx: _data(FLAGS.batch_size, FLAGS.image_size, FLAGS.num_classes)  # noqa: E731
-        for _ in range(FLAGS.repeats):
-            for v in FLAGS.variants:
-                kind, prec = v.split("_")
-                prec = "bfloat16" if prec == "bf16" else "none"
-                if kind == "fit":
-                    results[v].append(_fit(prec))
-                else:
-                    results[v].append(_loop(prec, tf_fn if kind == "tfrecord" else synthetic))
-    out = {
-        "model": FLAGS.model,
-        "image_size": FLAGS.image_size,
-        "batch_size": FLAGS.batch_size,
-        "images_per_sec": {v: round(float(np.median(r)), 2) for v, r in results.items()},
-        "all_runs": {v: [round(x, 2) for x in r] for v, r in results.items()},
-    }
-    ips = out["images_per_sec"]
-    if "loop_fp32" in ips and "fit_fp32" in ips:
-        out["loop_over_fit_fp32"] = round(ips["loop_fp32"] / ips["fit_fp32"], 3)
-    if "loop_fp32" in ips and "loop_bf16" in ips:
-        out["bf16_speedup"] = round(ips["loop_bf16"] / ips["loop_fp32"], 3)
-    for prec in ("fp32", "bf16"):
-        if f"tfrecord_{prec}" in ips and f"loop_{prec}" in ips:
-            out[f"tfrecord_fraction_{prec}"] = round(
-                ips[f"tfrecord_{prec}"] / ips[f"loop_{prec}"], 3
+        for size in sizes:
+            steps = steps_by_size.get(size, FLAGS.steps)
+            runs: dict[str, list[dict]] = {}
+            wanted = [
+                v
+                for v, (kind, _, _) in parsed.items()
+                if not only.get(kind) or str(size) in only[kind]
+            ]
+            tf_fn = (
+                _tfrecord_fn(work, size) if any(v.startswith("tfrecord") for v in wanted) else None
             )
+
+            def synthetic(ctx, size=size):
+                return _data(FLAGS.batch_size, size, FLAGS.num_classes)
+
+            for _ in range(FLAGS.repeats):
+                for v in wanted:
+                    kind, prec, xla = parsed[v]
+                    if kind == "fit":
+                        result = _fit(prec, xla, size, steps)
+                    else:
+                        result = _loop(prec, xla, tf_fn if kind == "tfrecord" else synthetic, steps)
+                    runs.setdefault(v, []).append(result)
+            cells = {}
+            for v, rs in runs.items():
+                cells[v] = {
+                    "images_per_sec": round(float(np.median([r["images_per_sec"] for r in rs])), 2),
+                    "cpu_seconds_per_image": round(
+                        float(np.median([r["cpu_seconds_per_image"] for r in rs])), 4
+                    ),
+                    "runs": [round(r["images_per_sec"], 2) for r in rs],
+                }
+            derived = {
+                "bf16_over_fp32": _ratio(cells.get("loop_bf16"), cells.get("loop_fp32")),
+                "xla_over_plain_fp32": _ratio(cells.get("loop_fp32_xla"), cells.get("loop_fp32")),
+                "xla_over_plain_bf16": _ratio(cells.get("loop_bf16_xla"), cells.get("loop_bf16")),
+                "loop_over_fit_fp32": _ratio(cells.get("loop_fp32"), cells.get("fit_fp32")),
+                "tfrecord_over_synthetic_fp32": _ratio(
+                    cells.get("tfrecord_fp32"), cells.get("loop_fp32")
+                ),
+                "tfrecord_over_synthetic_bf16": _ratio(
+                    cells.get("tfrecord_bf16"), cells.get("loop_bf16")
+                ),
+            }
+            best = max(cells, key=lambda v: cells[v]["images_per_sec"]) if cells else None
+            table[str(size)] = {
+                "steps": steps,
+                "images_per_sec": cells,
+                "derived": {k: v for k, v in derived.items() if v is not None},
+                "fastest": best,
+            }
+    out = {
+        "cpu_class": hw.cpu_class,
+        "hardware": hw.describe(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "model": FLAGS.model,
+        "batch_size": FLAGS.batch_size,
+        "warmup": FLAGS.warmup,
+        "loop_weight_decay": FLAGS.loop_weight_decay,
+        "steps_per_execution": FLAGS.steps_per_execution,
+        "repeats": FLAGS.repeats,
+        "seconds": round(time.perf_counter() - start, 1),
+        "table": table,
+    }
     print(json.dumps(out))
 
 

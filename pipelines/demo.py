@@ -7,7 +7,9 @@ Generates an ImageNet-like and a COCO-like dataset in their real raw layouts, co
 TFRecord builders, pretrains, fine-tunes (from the pretrained backbone and from scratch), evaluates,
 exports a SavedModel and predicts one image through it, each with the project's own binary; then
 writes WORK_DIR/report.md with the metrics table, curves (plots/*.png) and every command it ran.
-Sizes come from configs/demo.yaml (`demo.*`, `data.*`, `train.*`, `transfer.phases`) and `--set`.
+Sizes come from configs/demo.yaml (`demo.*`, `data.*`, `train.*`, `transfer.phases`) and `--set`;
+`demo.time_budget_s` (330 s there) trains fewer pretraining epochs when the measured training step
+says the configured ones would not fit on this machine (the report says what it chose).
 Exit status: 0 when every stage succeeded, 1 when one failed or is not available, 2 on usage errors.
 """
 

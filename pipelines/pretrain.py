@@ -25,9 +25,17 @@ flags.DEFINE_enum(
 )
 flags.DEFINE_string("tpu", None, "TPU name or grpc:// address (overrides train.tpu).")
 flags.DEFINE_enum(
-    "mixed_precision", None, ["bfloat16", "float16", "none"], "Overrides train.mixed_precision."
+    "mixed_precision",
+    None,
+    ["auto", "bfloat16", "float16", "none"],
+    "Overrides train.mixed_precision (auto: the hardware's native precision).",
 )
-flags.DEFINE_bool("xla", None, "Compile the train step with XLA (overrides train.xla).")
+flags.DEFINE_enum(
+    "xla",
+    None,
+    ["auto", "true", "false"],
+    "Compile the train step with XLA (overrides train.xla; auto: a cached measured probe).",
+)
 flags.DEFINE_integer("steps_per_execution", None, "Overrides train.steps_per_execution.")
 flags.DEFINE_string("init_checkpoint", None, "Warm start from a run dir or checkpoint prefix.")
 flags.DEFINE_string(
@@ -56,6 +64,8 @@ def main(argv):
             # Strings JSON-quoted so paths with ':' stay strings in the YAML parse of --set.
             if isinstance(value, bool):
                 text = str(value).lower()
+            elif flag == "xla":
+                text = value  # true | false | auto, parsed by YAML as bool or string
             elif isinstance(value, int):
                 text = str(value)
             else:

@@ -138,3 +138,17 @@ def test_resolved_config_round_trips(tmp_path):
     again = load_config(path)
     assert to_dict(again) == to_dict(cfg)
     assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]
+
+
+def test_auto_precision_and_xla_are_the_shipped_defaults(tmp_path):
+    for name in sorted(os.listdir(os.path.join(REPO, "configs"))):
+        cfg = load_config(os.path.join(REPO, "configs", name))
+        assert (cfg.train.mixed_precision, cfg.train.xla) == ("auto", "auto"), name
+    cfg = load_config(None, ["train.xla=auto", "train.mixed_precision=auto"])
+    assert cfg.train.xla == "auto"
+    assert load_config(None, ["train.xla=true"]).train.xla is True
+    with pytest.raises(ConfigError, match="'train.xla'.*true or false .*'auto'.*'fast'"):
+        load_config(None, ["train.xla=fast"])
+    # The resolved file round-trips both forms.
+    save_config(cfg, str(tmp_path / "c.yaml"))
+    assert load_config(str(tmp_path / "c.yaml")).train.xla == "auto"

@@ -37,6 +37,8 @@ TINY = [
     "--set=demo.num_workers=1",
     "--set=transfer.phases.0.epochs=1",
     "--set=transfer.phases.1.epochs=1",
+    # demo.yaml's XLA probe times 4 candidates; explicit here, the size stage times just this one.
+    "--set=train.xla=false",
 ]
 
 
@@ -168,6 +170,11 @@ def test_reduced_demo_end_to_end(tmp_path):
 
     # Every number in the metrics table is the one its stage wrote.
     report = (work / "report.md").read_text()
+    sizing = json.loads((work / "sizing.json").read_text())
+    assert sizing["step_seconds"] > 0 and sizing["runtime"]["xla"] is False
+    assert f"sized to {sizing['epochs']:g} of the configured 2 epochs" in report
+    pre = json.loads((work / "runs" / "pretrain" / "runtime.json").read_text())
+    assert pre["mixed_precision"] == sizing["runtime"]["mixed_precision"]
     rows = _table_rows(report)
     assert set(rows) == {f"metrics/{r}.json" for r in ("pretrain", "finetune", "scratch")}
     header = next(line for line in report.splitlines() if line.startswith("| run |"))
@@ -226,3 +233,22 @@ def test_in_process_stage_failure_is_one_line_and_logged(tmp_path):
     assert "\n" not in result.detail and not (tmp_path / "m.json").exists()
     # The traceback is in the stage log for debugging; the console gets the one line.
     assert "Traceback" in log.read_text() and not any("Traceback" in s for s in shown)
+
+
+def test_time_budget_sizes_pretraining_epochs():
+    from transfer_tf.demo import budget
+
+    sizes = dict(
+        budget_s=330.0, elapsed_s=40.0, compile_s=10.0, steps_per_epoch=18,
+        configured_epochs=8.0, head_steps=15, full_steps=15, scratch_steps=30,
+    )  # fmt: skip
+    # A fast machine keeps the configured epochs.
+    epochs, total = budget.fit_epochs(step_s=0.4, **sizes)
+    assert epochs == 8.0 and total < 330
+    # A 3x slower step: fewer pretraining epochs, in halves, and the prediction fits the budget.
+    epochs, total = budget.fit_epochs(step_s=1.2, **sizes)
+    assert 2.0 <= epochs < 8.0 and epochs * 2 == int(epochs * 2) and total <= 330
+    assert budget.fit_epochs(step_s=1.2, **{**sizes, "compile_s": 30.0})[0] < epochs
+    # Too slow for even the minimum: the minimum, and the prediction says it is over budget.
+    epochs, total = budget.fit_epochs(step_s=4.0, **sizes)
+    assert epochs == budget.MIN_EPOCHS and total > 330

@@ -92,3 +92,21 @@ def test_bad_shapes_are_usage_errors():
         metrics.mean_average_precision(np.zeros((3, 2)), np.zeros((3, 4)))
     with pytest.raises(UsageError, match="no evaluation examples"):
         metrics.MultilabelAccumulator(2).result()
+
+
+def test_multilabel_eval_sigmoid_is_stable_for_large_logits():
+    import warnings
+
+    from transfer_tf.config import load_config
+    from transfer_tf.training.pretrain import EvalAccumulator
+
+    cfg = load_config(None, ["data.schema=coco", "data.num_classes=3"])
+    acc = EvalAccumulator(cfg)
+    logits = np.array([[-1000.0, 0.0, 1000.0], [800.0, -800.0, -3.0]], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # overflow in exp would raise here
+        acc.update(np.array([[0, 1, 1], [1, 0, 0]], np.float32), logits)
+    probs = acc.acc._scores[0]
+    np.testing.assert_allclose(
+        probs, [[0.0, 0.5, 1.0], [1.0, 0.0, 1 / (1 + np.exp(3.0))]], rtol=1e-6, atol=1e-30
+    )

@@ -84,6 +84,7 @@ def overrides(pattern: str) -> list[str]:
         "train.base_learning_rate=0.5",
         "train.log_every_steps=1",
         "train.mixed_precision=none",
+        "train.xla=false",  # demo.yaml says auto: no probe, the same step on every run
         "train.eval_every_epochs=0",
         "deterministic=true",
     ]
@@ -162,7 +163,12 @@ def test_two_workers_match_each_other_and_a_single_process(tmp_path):
 
     # Only the chief wrote into the shared model_dir; the other worker's throwaway dir is gone.
     assert tf.train.latest_checkpoint(str(run_dir / "checkpoints")).endswith(f"ckpt-{STEPS}")
-    assert sorted(os.listdir(run_dir)) == ["checkpoints", "config.yaml", "summaries"]
+    assert sorted(os.listdir(run_dir)) == [
+        "checkpoints",
+        "config.yaml",
+        "runtime.json",
+        "summaries",
+    ]
     assert os.listdir(tmpdirs[1]) == []
 
 

@@ -6,7 +6,11 @@ import tensorflow as tf
 
 from transfer_tf.config import config_from_dict, save_config
 from transfer_tf.errors import UsageError
-from transfer_tf.training.resume import check_resume_config, config_changes
+from transfer_tf.training.resume import (
+    adopt_recorded_runtime,
+    check_resume_config,
+    config_changes,
+)
 
 
 def _cfg(**train):
@@ -65,3 +69,18 @@ def test_no_checkpoint_is_not_a_resume(tmp_path):
     run = _run_dir(tmp_path, _cfg(), with_checkpoint=False)
     assert check_resume_config(_cfg(base_learning_rate=0.4), run) == {}
     assert check_resume_config(_cfg(), str(tmp_path / "fresh")) == {}
+
+
+def test_auto_resumes_with_the_recorded_precision_and_xla(tmp_path):
+    # config.yaml records what `auto` resolved to; rerunning the same command (still `auto`) is
+    # the same run, and it keeps the recorded choice rather than probing again.
+    run = _run_dir(tmp_path, _cfg(mixed_precision="bfloat16", xla=True))
+    rerun = _cfg(mixed_precision="auto", xla="auto")
+    assert check_resume_config(rerun, run) == {}
+    adopted = adopt_recorded_runtime(rerun, run)
+    assert (adopted.train.mixed_precision, adopted.train.xla) == ("bfloat16", True)
+    # An explicit value that differs is still a change; a fresh run keeps `auto`.
+    with pytest.raises(UsageError, match="train.mixed_precision: 'bfloat16' -> 'none'"):
+        check_resume_config(_cfg(mixed_precision="none", xla=True), run)
+    fresh = adopt_recorded_runtime(rerun, str(tmp_path / "fresh"))
+    assert (fresh.train.mixed_precision, fresh.train.xla) == ("auto", "auto")

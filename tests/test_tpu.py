@@ -26,7 +26,7 @@ def test_strategy_tpu_without_a_tpu_is_a_one_line_error(tmp_path):
     examples = "--set=data.num_train_examples=64"  # finetune checks its phase plan first
     env = {k: v for k, v in os.environ.items() if k not in ("TPU_NAME", "TF_CONFIG")}
     cases = [
-        # demo.yaml is bfloat16; float16 is refused before any connection is tried.
+        # demo.yaml is auto (bfloat16 on a TPU); float16 is refused before any connection.
         (
             "pipelines.pretrain",
             ["--strategy=tpu", "--mixed_precision=float16"],

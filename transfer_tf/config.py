@@ -61,7 +61,14 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], key)
+        # The first alternative that takes the value (e.g. `bool | str`: true/false or "auto").
+        first_error = None
+        for alternative in inner:
+            try:
+                return _convert(value, alternative, key)
+            except ConfigError as e:
+                first_error = first_error or e
+        raise first_error
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
@@ -243,6 +250,10 @@ def _validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             "config key 'data.num_parallel_calls': expected -1 (AUTOTUNE), 0 (cores + 1) or a "
             f"positive count, got {cfg.data.num_parallel_calls}"
+        )
+    if isinstance(cfg.train.xla, str) and cfg.train.xla != "auto":
+        raise ConfigError(
+            f"config key 'train.xla': expected true or false (or 'auto'), got {cfg.train.xla!r}"
         )
     if not 0.0 < cfg.data.eval_crop_fraction <= 1.0:
         raise ConfigError("config key 'data.eval_crop_fraction': expected a value in (0, 1]")

@@ -144,8 +144,16 @@ class TrainConfig:
     # decay min(ema_decay, (1 + t) / (10 + t)) at update t. Fine-tuning ignores it
     # (transfer.ema_decay).
     ema_decay: float = 0.0
-    mixed_precision: str = "none"  # bfloat16 | float16 | none
-    xla: bool = False
+    # bfloat16 | float16 | none, or `auto`: what the hardware computes natively (bfloat16 on
+    # TPU, GPU compute capability >= 8.0 and CPUs with AMX-BF16/AVX512-BF16; float16 with loss
+    # scaling on 7.x GPUs; float32 otherwise). The run logs its choice and model_dir/config.yaml
+    # records the resolved value (transfer_tf/training/precision.py).
+    mixed_precision: str = "none"
+    # XLA-compile the train step: true | false, or `auto`: a measured probe (a few steps of this
+    # model, batch and image size on synthetic tensors, XLA on/off x the precisions allowed)
+    # picks the fastest, cached per machine in $XDG_CACHE_HOME/transfer_tf
+    # (transfer_tf/training/autotune.py).
+    xla: bool | str = False
     steps_per_execution: int = 1
     checkpoint_every_steps: int = 1000
     keep_checkpoints: int = 5
@@ -240,6 +248,11 @@ class DemoConfig:
     # Fine-tuning from scratch at the same step budget: one `all` phase at this learning rate
     # (0 = the largest learning rate of transfer.phases).
     scratch_learning_rate: float = 0.0
+    # Wall-clock target of the whole demo in seconds: after building the TFRecords the demo
+    # measures the pretraining step (the XLA probe, transfer_tf/demo/budget.py) and trains fewer
+    # pretraining epochs (never more than train.epochs) when the configured ones would not fit;
+    # the report says what it chose. 0 = train exactly the configured epochs.
+    time_budget_s: float = 0.0
     # Run the training/evaluate/export/predict stages inside the demo process (the same library
     # calls their binaries make; one TensorFlow start-up instead of one per stage) or, if false,
     # as one `python -m pipelines.*` subprocess each.
@@ -271,7 +284,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.resnet_variant": ("v1", "v1.5"),
     "train.optimizer": ("sgd", "lars", "adam", "adamw"),
     "train.lr_schedule": ("cosine", "step", "constant"),
-    "train.mixed_precision": ("bfloat16", "float16", "none"),
+    "train.mixed_precision": ("auto", "bfloat16", "float16", "none"),
     "train.strategy": ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu"),
     "transfer.preset": ("", "linear_probe", "lp_ft", "gradual_unfreeze"),
     "transfer.optimizer": ("sgd", "adam", "adamw"),

@@ -116,6 +116,17 @@ def f1_at_threshold(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.
     }
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function of float logits [...] -> probabilities, same shape.
+
+    `1 / (1 + exp(-x))` overflows (RuntimeWarning) for x < ~-88 in float32; here exp only ever
+    sees -|x| <= 0, so no input overflows and saturated logits give exactly 0 or 1.
+    """
+    x = np.asarray(logits, dtype=np.float32)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32)
+
+
 def top_k_correct(labels: np.ndarray, logits: np.ndarray, k: int) -> np.ndarray:
     """Per example, whether the true class is among the k highest logits.
 

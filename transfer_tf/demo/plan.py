@@ -95,6 +95,10 @@ class DemoPaths:
         return self._p("summary.json")
 
     @property
+    def sizing(self) -> str:
+        return self._p("sizing.json")
+
+    @property
     def predict_output(self) -> str:
         return self._p("metrics", "predict.json")
 
@@ -161,6 +165,10 @@ def check_demo_config(cfg: ExperimentConfig) -> None:
     if len(d.coco_category_ids) > synthetic.MAX_CLASSES:
         raise ConfigError(
             f"config key 'demo.coco_category_ids': at most {synthetic.MAX_CLASSES} categories"
+        )
+    if d.time_budget_s < 0:
+        raise ConfigError(
+            f"config key 'demo.time_budget_s': expected seconds >= 0 (0 = off), got {d.time_budget_s}"
         )
     if not cfg.transfer.phases:
         raise ConfigError("config key 'transfer.phases': the demo needs an explicit schedule")
@@ -307,6 +315,15 @@ def plan_stages(cfg: ExperimentConfig, paths: DemoPaths) -> list[Stage]:
             outputs=(os.path.join(d.coco_tfrecords, "label_map.json"),),
         ),
     ]
+    if demo.time_budget_s > 0:
+        stages.append(
+            Stage(
+                "size",
+                f"Size pretraining to the {demo.time_budget_s:.0f} s time budget (measured step)",
+                needs=("build_imagenet",),
+                outputs=(d.sizing,),
+            )
+        )
     for run in ("pretrain", "finetune", "scratch"):
         if run == "pretrain":
             title = "Pretrain on the ImageNet-like set"

@@ -317,6 +317,19 @@ def _prediction_lines(paths: DemoPaths, truth: list[str]) -> list[str]:
     return lines
 
 
+def _runtime_lines(paths: DemoPaths) -> list[str]:
+    """Precision/XLA and time-budget sizing as the size stage and the pretraining job wrote them."""
+    from transfer_tf.demo import budget
+
+    lines = budget.describe(read_json(paths.sizing))
+    if not lines:
+        runtime = read_json(os.path.join(paths.run_dir("pretrain"), "runtime.json"))
+        if not runtime:
+            return ["Not recorded (the pretraining stage did not run)."]
+        lines = budget.describe_runtime(runtime) + ["- No time budget (`demo.time_budget_s: 0`)."]
+    return lines
+
+
 def write_report(
     paths: DemoPaths, results: Sequence[StageResult], context: ReportContext
 ) -> tuple[str, list[str]]:
@@ -358,6 +371,10 @@ def write_report(
         "COCO-like rows are multi-label mAP on the COCO-like val split at the same number of "
         "training steps (the fine-tuned one follows the `transfer.phases` freeze -> unfreeze "
         "schedule; the scratch one trains everything from random weights).",
+        "",
+        "## Hardware and time budget",
+        "",
+        *_runtime_lines(paths),
         "",
         "## Prediction through the exported SavedModel",
         "",

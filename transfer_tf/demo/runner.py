@@ -54,7 +54,7 @@ def prepare_work_dir(paths: plan.DemoPaths) -> None:
     os.makedirs(work, exist_ok=True)
     for name in paths.owned:
         shutil.rmtree(os.path.join(work, name), ignore_errors=True)
-    for path in (paths.report, paths.summary):
+    for path in (paths.report, paths.summary, paths.sizing):
         if os.path.exists(path):
             os.remove(path)
     # evaluate/predict write their JSON into metrics/, which must exist.
@@ -138,6 +138,45 @@ def _predict_truth(paths: plan.DemoPaths) -> list[str]:
     )
 
 
+def _size_stage(
+    cfg: ExperimentConfig,
+    paths: plan.DemoPaths,
+    stage: plan.Stage,
+    elapsed_s: float,
+    echo: Callable[[str], None],
+) -> StageResult:
+    """Measures the pretraining step and sizes its epochs (budget.py); a failure keeps the
+    configured epochs and is reported, like any stage's."""
+    from transfer_tf.demo import budget, inprocess
+
+    t0 = time.monotonic()
+    log_path = paths.log(stage.name)
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with open(log_path, "w") as log:
+
+        def write(line: str) -> None:
+            log.write(line + "\n")
+            log.flush()
+            if " ms/step" in line or "time budget" in line or "failed" in line:
+                echo(f"  [{stage.name}] {line.split('] ', 1)[-1]}")
+
+        try:
+            with inprocess.captured_logs(write):
+                record = budget.size_pretraining(cfg, paths, elapsed_s)
+        except Exception as e:  # noqa: BLE001  (reported; pretraining keeps its configured epochs)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return StageResult(
+                stage.name, stage.title, "failed", time.monotonic() - t0, log=log_path,
+                detail=f"{type(e).__name__}: {first}; pretraining keeps train.epochs",
+            )  # fmt: skip
+        finally:
+            inprocess.release_models()
+    detail = f"pretrain {record['epochs']:g} of {record['configured_epochs']:g} epochs"
+    return StageResult(
+        stage.name, stage.title, "ok", time.monotonic() - t0, log=log_path, detail=detail
+    )
+
+
 def run_demo(
     cfg: ExperimentConfig,
     work_dir: str,
@@ -194,6 +233,8 @@ def run_demo(
                 commands=stage.commands(),
                 detail=f"needs {', '.join(failed_needs)}",
             )
+        elif stage.name == "size":
+            result = _size_stage(cfg, paths, stage, time.monotonic() - start, echo)
         elif stage.name in config_problems:
             result = StageResult(
                 stage.name, stage.title, "unavailable", detail=config_problems[stage.name]

@@ -51,7 +51,7 @@ def check_tpu_address(tpu: str, timeout_s: float = TPU_CONNECT_TIMEOUT_S) -> Non
 def check_distributed_config(cfg: ExperimentConfig, cluster: ClusterInfo) -> None:
     """Config constraints of the chosen strategy and cluster (ConfigError/UsageError naming keys).
 
-    - `tpu`: `train.mixed_precision` must be `bfloat16` (the TPU's native matmul type; float16
+    - `tpu`: `train.mixed_precision` must be `bfloat16` or `auto` (the TPU's native matmul type; float16
       has no TPU units and float32 wastes them). Shapes are static by construction: train batches
       use drop_remainder, images are `data.image_size` square, and the global batch must split
       evenly over the replicas (checked again once the replica count is known).
@@ -61,7 +61,7 @@ def check_distributed_config(cfg: ExperimentConfig, cluster: ClusterInfo) -> Non
     - `multi_worker_mirrored` requires no cluster: a lone process trains as one worker.
     """
     strategy = cfg.train.strategy
-    if strategy == "tpu" and cfg.train.mixed_precision != "bfloat16":
+    if strategy == "tpu" and cfg.train.mixed_precision not in ("bfloat16", "auto"):
         raise ConfigError(
             f"config key 'train.mixed_precision': TPU training runs in bfloat16 "
             f"(got {cfg.train.mixed_precision!r}); set train.mixed_precision=bfloat16"

@@ -16,24 +16,47 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from transfer_tf import metrics
+from transfer_tf.atomic_io import write_json_atomic
 from transfer_tf.config import ExperimentConfig, save_config
 from transfer_tf.distribute.cluster import weights_digest
 from transfer_tf.errors import UsageError
 from transfer_tf.metrics import MultilabelAccumulator, TopKAccumulator
 from transfer_tf.models.resnet import build_classifier
-from transfer_tf.training import checkpoints, losses, optimizers, precision, schedules
+from transfer_tf.training import autotune, checkpoints, losses, optimizers, precision, schedules
 from transfer_tf.training import strategy as strategy_lib
 from transfer_tf.training.hooks import ProgressHook, SummaryHook
 from transfer_tf.training.loop import DatasetFn, Trainer, evaluate_model
-from transfer_tf.training.resume import check_resume_config, check_warm_start
+from transfer_tf.training.resume import (
+    adopt_recorded_runtime,
+    check_resume_config,
+    check_warm_start,
+)
+
+# The precision/XLA decision of a run (autotune.Decision.to_dict), next to config.yaml.
+RUNTIME_FILE = "runtime.json"
 
 
-def setup_runtime(cfg: ExperimentConfig) -> None:
-    """Seeds, op determinism and the mixed precision policy (before any model is built)."""
+def setup_runtime(
+    cfg: ExperimentConfig,
+    strategy: tf.distribute.Strategy | None = None,
+    *,
+    total_steps: int | None = None,
+    compiles: int = 1,
+) -> tuple[ExperimentConfig, autotune.Decision]:
+    """Resolves `train.mixed_precision/xla: auto` for this machine (autotune.resolve: a cached
+    probe; `total_steps` and `compiles` let it weigh compile time against the run's length), then
+    seeds, op determinism and the precision policy (before any model is built).
+
+    Returns the config with concrete precision and XLA values (what model_dir/config.yaml
+    records) and the decision (what was chosen and why: model_dir/runtime.json).
+    """
+    cfg, decision = autotune.resolve(cfg, strategy, total_steps=total_steps, compiles=compiles)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
     precision.set_policy(cfg.train.mixed_precision)
+    return cfg, decision
 
 
 def plan_steps(cfg: ExperimentConfig) -> tuple[int | None, int]:
@@ -62,7 +85,7 @@ class EvalAccumulator:
 
     def update(self, labels: np.ndarray, logits: np.ndarray) -> None:
         if self.multilabel:
-            self.acc.update(labels, 1.0 / (1.0 + np.exp(-logits)))
+            self.acc.update(labels, metrics.sigmoid(logits))
         else:
             self.acc.update(labels, logits)
 
@@ -109,18 +132,22 @@ def start_run(
     weight_decay: float,
     checkpoint_input: bool = False,
     ema_decay: float = 0.0,
+    runtime: autotune.Decision | None = None,
 ) -> Trainer:
     """Lays out a training run and returns its Trainer (progress logs; summaries on the chief).
 
     Writes `config.yaml` into this worker's write directory (`model_dir` on the chief, a temporary
-    directory elsewhere; `Trainer.close` removes the latter). `weight_decay` is the L2 coefficient
-    the loop adds to the loss (0 where the optimizer applies decay itself); `ema_decay > 0` keeps
-    a weight EMA (`train.ema_decay` for pretraining, `transfer.ema_decay` for fine-tuning).
+    directory elsewhere; `Trainer.close` removes the latter), and `runtime.json` (the precision/XLA
+    decision) when `runtime` is given. `weight_decay` is the L2 coefficient the loop adds to the
+    loss (0 where the optimizer applies decay itself); `ema_decay > 0` keeps a weight EMA
+    (`train.ema_decay` for pretraining, `transfer.ema_decay` for fine-tuning).
     """
     train_cfg = cfg.train
     write_dir = strategy_lib.worker_dir(model_dir, strategy)
     tf.io.gfile.makedirs(write_dir)
     save_config(cfg, os.path.join(write_dir, checkpoints.CONFIG_FILE))
+    if runtime is not None:
+        write_json_atomic(os.path.join(write_dir, RUNTIME_FILE), runtime.to_dict())
     hooks = [ProgressHook(train_cfg.log_every_steps)]
     if strategy_lib.is_chief(strategy):
         hooks.append(
@@ -157,12 +184,13 @@ def run_pretraining(
     (`training.resume.check_resume_config`).
     """
     check_resume_config(cfg, model_dir, allow_change=allow_config_change)
+    cfg = adopt_recorded_runtime(cfg, model_dir)
     train_fn = dataset_fn(cfg, "train", run_id=model_dir)
     # The strategy first: MultiWorkerMirroredStrategy configures collective ops, which must
     # happen before any op runs (setup_runtime's seeding initialises the eager context).
     strategy = strategy_lib.make_strategy(cfg.train.strategy, cfg.train.tpu)
-    setup_runtime(cfg)
     steps_per_epoch, total_steps = plan_steps(cfg)
+    cfg, runtime = setup_runtime(cfg, strategy, total_steps=total_steps)
     train_cfg = cfg.train
     with strategy.scope():
         model = build_classifier(cfg.model, cfg.data.num_classes)
@@ -176,6 +204,7 @@ def run_pretraining(
         weight_decay=optimizers.loss_weight_decay(train_cfg.optimizer, train_cfg.weight_decay),
         checkpoint_input=train_cfg.checkpoint_input,
         ema_decay=train_cfg.ema_decay,
+        runtime=runtime,
     )
     start = trainer.restore()
     if start == 0 and train_cfg.init_checkpoint:

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import keras
@@ -99,14 +100,37 @@ def _may_change(key: str) -> bool:
     )
 
 
+# Keys whose `auto` config.yaml records resolved (training/autotune.py): `auto` on resume means
+# "what this run chose", never a new choice mid-run.
+RESOLVED_AUTO = ("train.mixed_precision", "train.xla")
+
+
 def config_changes(stored: ExperimentConfig, new: ExperimentConfig) -> dict[str, tuple]:
     """`{dotted key: (stored value, new value)}` for every key that differs and may not."""
     old, cur = _flatten(to_dict(stored)), _flatten(to_dict(new))
     return {
         key: (old.get(key), cur.get(key))
         for key in sorted(set(old) | set(cur))
-        if old.get(key) != cur.get(key) and not _may_change(key)
+        if old.get(key) != cur.get(key)
+        and not _may_change(key)
+        and not (key in RESOLVED_AUTO and cur.get(key) == "auto")
     }
+
+
+def adopt_recorded_runtime(cfg: ExperimentConfig, model_dir: str) -> ExperimentConfig:
+    """`cfg` with `train.mixed_precision/xla: auto` replaced by the values a resumed run recorded
+    in its config.yaml (no probe, no precision switch mid-run); unchanged for a fresh run."""
+    if not tf.train.latest_checkpoint(checkpoint_dir(model_dir)):
+        return cfg
+    if not tf.io.gfile.exists(os.path.join(model_dir, CONFIG_FILE)):
+        return cfg
+    recorded = read_run_config(model_dir).train
+    train = cfg.train
+    if train.mixed_precision == "auto":
+        train = dataclasses.replace(train, mixed_precision=recorded.mixed_precision)
+    if train.xla == "auto":
+        train = dataclasses.replace(train, xla=recorded.xla)
+    return dataclasses.replace(cfg, train=train)
 
 
 def check_resume_config(

@@ -39,7 +39,7 @@ from transfer_tf.training import checkpoints, losses, optimizers
 from transfer_tf.training import strategy as strategy_lib
 from transfer_tf.training.loop import DatasetFn
 from transfer_tf.training.pretrain import EvalAccumulator, dataset_fn, setup_runtime, start_run
-from transfer_tf.training.resume import check_resume_config
+from transfer_tf.training.resume import adopt_recorded_runtime, check_resume_config
 from transfer_tf.transfer import restore, schedule
 
 SCHEDULE_FILE = "schedule.json"
@@ -84,6 +84,7 @@ def run_finetuning(
             cfg, transfer=dataclasses.replace(cfg.transfer, init_checkpoint=init_checkpoint)
         )
     check_resume_config(cfg, model_dir, allow_change=allow_config_change)
+    cfg = adopt_recorded_runtime(cfg, model_dir)
     phases = schedule.resolve_phases(cfg)
     source = cfg.transfer.init_checkpoint
     if source and not tf.train.latest_checkpoint(checkpoints.checkpoint_dir(model_dir)):
@@ -92,7 +93,9 @@ def run_finetuning(
     # The strategy first: MultiWorkerMirroredStrategy must configure collective ops before any
     # op runs (setup_runtime's seeding initialises the eager context).
     strategy = strategy_lib.make_strategy(cfg.train.strategy, cfg.train.tpu)
-    setup_runtime(cfg)
+    cfg, runtime = setup_runtime(
+        cfg, strategy, total_steps=schedule.total_steps(phases), compiles=len(phases)
+    )
     # Transfer has its own optimizer settings; the loop drives the learning rate.
     train_cfg = dataclasses.replace(cfg.train, momentum=cfg.transfer.momentum)
     with strategy.scope():
@@ -110,6 +113,7 @@ def run_finetuning(
             cfg.transfer.optimizer, cfg.transfer.weight_decay
         ),
         ema_decay=cfg.transfer.ema_decay,
+        runtime=runtime,
     )
     if cfg.train.ema_decay > 0 and cfg.transfer.ema_decay != cfg.train.ema_decay:
         logging.info(

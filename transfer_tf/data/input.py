@@ -3,13 +3,30 @@
     files (glob, comma-separated patterns, any TF filesystem)
       -> shard by InputContext (files; per record when fewer files than pipelines)
       -> per epoch: stateless file shuffle -> parallel interleave of plain TFRecordDatasets
-      -> record shuffle buffer -> enumerate -> parse (decoder + parser) -> batch
-      -> MixUp/CutMix, policy -> [tf.data service] -> prefetch
+         -> record shuffle buffer seeded by (seed, epoch)
+      -> epochs from the start position on -> enumerate (position) -> parse (decoder + parser)
+      -> policy (RandAugment/AutoAugment, per image) -> batch -> MixUp/CutMix
+      -> [tf.data service] -> prefetch
 
-Randomness: a record's crop/flip seed is `[stream key, position in the shuffled stream]`; the
-stream key mixes `seed` and the input pipeline id. A `deterministic=True` run fixes the order,
-hence the positions, and is reproducible bit-for-bit (also across a checkpointed iterator);
-otherwise the order, and so the pairing of seeds and records, varies run to run.
+One input stream per run: the train stream is a function of the global step. `start_step` (the
+Trainer passes its global step whenever it builds an iterator: each phase, each resume) puts the
+pipeline at record `start_step * global_batch_size / num_input_pipelines` of its stream, i.e. at
+epoch `position // epoch_size` and that many records into it; the epoch's length comes from the
+builders' manifest (record counts per shard) or, for shards without one, from one counting pass
+over this pipeline's files. Phases therefore continue the stream, and a resumed run continues
+where its checkpoint left off without `train.checkpoint_input` (which also saves the shuffle
+buffer and prefetched elements: the same records, restored instead of re-read).
+
+Randomness: a record's crop/flip seed is `[stream key, position in the stream]` in both strict and
+skip mode; the stream key mixes `seed` and the input pipeline id. Guarantees:
+* `deterministic=True`: the order is fixed, so a stream started at step k yields exactly what an
+  uninterrupted stream yields from step k on (records, crops, flips, MixUp/CutMix), and turning
+  `data.skip_corrupt` on changes nothing on clean data.
+* otherwise (parallel interleave/maps out of order): epochs, file order and the position counter
+  are exact, so a resumed stream is in the right epoch with the right number of its records
+  already consumed and never replays epoch 0; which records sit near the cut (within the
+  interleave's cycle and the shuffle buffer) and the pairing of seeds and records vary run to run.
+Resuming mid-epoch reads (without decoding) the records of that epoch before the cut.
 
 Corrupt data (see guard.py): strict mode adds nothing per record. The map runs under a name
 scope that tags failing ops with the pipeline, and `corrupt_data_error(e)` (called by `cli.run`)
@@ -18,6 +35,12 @@ re-reads that pipeline's shards after a failure to name the bad shard and record
 corrupt TFRecord framing after record N in shard PATH`. With `data_cfg.skip_corrupt` records
 carry their shard and index through a guarded map instead, and each bad one is skipped, logged
 and counted (`skipped_records()`); that bookkeeping costs ~10-25% throughput.
+
+Remote patterns (`gs://`, `s3://`, any `scheme://` but `file://`): 8 MiB TFRecord read buffers (the
+TPU reference input's) and, unless `data.num_parallel_calls` is set, tf.data AUTOTUNE parallelism.
+
+Before any record is read the config is checked against the manifest the builders wrote beside
+the shards (data/manifest.py).
 
 Example:
     ds = build_dataset(cfg.data, split="train", global_batch_size=256, seed=cfg.seed)
@@ -28,11 +51,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import threading
+from collections.abc import Callable
 
 import tensorflow as tf
+from absl import logging
 
 from transfer_tf.config import DataConfig
-from transfer_tf.data import mixing, policies
+from transfer_tf.data import manifest, mixing, policies
 from transfer_tf.data.decoders import make_decoder
 from transfer_tf.data.guard import (  # noqa: F401  (re-exported)
     CORRUPT_PREFIX,
@@ -48,6 +74,9 @@ from transfer_tf.errors import UsageError
 
 AUTOTUNE = tf.data.AUTOTUNE
 _EPOCHS_FOREVER = 2**62
+# Read buffer per open remote shard: the TPU reference ImageNet input's 8 MiB. TensorFlow's
+# default (256 KiB) would cost one request to the object store every two or three images.
+REMOTE_READ_BUFFER = 8 << 20
 
 
 def list_files(pattern: str) -> list[str]:
@@ -75,27 +104,28 @@ def _file_sizes(files: list[str]) -> list[int]:
         return list(pool.map(lambda f: tf.io.gfile.stat(f).length, files))
 
 
-def _record_seed(seed: int, shard: tf.Tensor, index: tf.Tensor, epoch: tf.Tensor) -> tf.Tensor:
-    # Skip mode only: the key follows the record, so the guarded map's chunks may run in any order.
-    key = tf.constant([seed, 0x5EED], tf.int64)
-    key = tf.random.experimental.stateless_fold_in(key, epoch)
-    key = tf.random.experimental.stateless_fold_in(
-        key, tf.strings.to_hash_bucket_fast(shard, 2**62)
-    )
-    return tf.random.experimental.stateless_fold_in(key, index)
-
-
 def _stream_key(seed: int, pipeline_id: int) -> int:
     """First half of the per-record stateless seed `[key, position in the stream]`: distinct per
     experiment seed and input pipeline (so workers do not draw the same crops)."""
     return (seed * 1_000_003 + pipeline_id * 7_919 + 0x5EED) % (2**63)
 
 
-def parallelism(data_cfg: DataConfig) -> int:
+def is_remote(pattern: str) -> bool:
+    """True when a pattern names a non-local filesystem (`gs://`, `s3://`, ...; not `file://`)."""
+    parts = [p.strip() for p in pattern.split(",") if p.strip()]
+    return any("://" in p and not p.startswith("file://") for p in parts)
+
+
+def parallelism(data_cfg: DataConfig, pattern: str | None = None) -> int:
     """Parallel calls for the pipeline's maps: `data.num_parallel_calls`, where 0 means one more
-    than the schedulable CPU cores and -1 means `tf.data.AUTOTUNE`."""
+    than the schedulable CPU cores, or `tf.data.AUTOTUNE` for a remote `pattern` (default: the
+    train pattern), and -1 means AUTOTUNE."""
     if data_cfg.num_parallel_calls != 0:
         return data_cfg.num_parallel_calls
+    # Remote reads wait on the network, not the CPU: a count tuned to the cores would under-feed
+    # a big host, so let tf.data's autotuner size the parallelism.
+    if is_remote(data_cfg.train_pattern if pattern is None else pattern):
+        return AUTOTUNE
     # The cores this process may run on (a container's share), where the OS says; macOS does not.
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (cores or 1) + 1
@@ -120,11 +150,41 @@ def _options(deterministic: bool, sharded_by_us: bool, autotune: bool) -> tf.dat
     return options
 
 
-def _tfrecord_source(
+_counts_lock = threading.Lock()
+_counted: dict[tuple[str, ...], list[int]] = {}
+
+
+def _record_counts(files: list[str]) -> list[int]:
+    """Records per file: from the builders' manifests, else one counting pass (memoised)."""
+    counts = manifest.record_counts(files)
+    if counts is not None:
+        return counts
+    key = tuple(files)
+    with _counts_lock:
+        if key in _counted:
+            return _counted[key]
+    logging.warning(
+        "no builder manifest lists these %d shard(s): reading them once to count their records "
+        "(the epoch length, needed to continue the input stream mid-run)",
+        len(files),
+    )
+    per_file = tf.data.Dataset.from_tensor_slices(files).map(
+        lambda f: tf.data.TFRecordDataset(f).ignore_errors().reduce(
+            tf.constant(0, tf.int64), lambda n, _: n + 1
+        ),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
+    )
+    counts = [int(c) for c in per_file]
+    with _counts_lock:
+        _counted[key] = counts
+    return counts
+
+
+def _tfrecord_epochs(
     files: list[str],
     *,
     training: bool,
-    repeat: bool,
     seed: int,
     file_shuffle: bool,
     cycle_length: int,
@@ -133,11 +193,14 @@ def _tfrecord_source(
     guarded: bool,
     log_py: bool,
     parallel: int = AUTOTUNE,
-) -> tf.data.Dataset:
-    """Records of this input pipeline's share of `files`.
+    read_buffer: int | None = None,
+) -> tuple[Callable[[tf.Tensor], tf.data.Dataset], Callable[[], int]]:
+    """This input pipeline's share of `files`, one epoch at a time.
 
-    Strict mode: serialized records (plain `TFRecordDataset`s, nothing per record). Skip mode
-    (`guarded`): `(shard, index, epoch, record)`, with broken framing skipped and counted.
+    Returns `(records, epoch_size)`: `records(epoch)` is the epoch's records (strict mode:
+    serialized records from plain `TFRecordDataset`s, nothing per record; skip mode (`guarded`):
+    `(shard, index, epoch, record)`, with broken framing skipped and counted), files in a
+    stateless order drawn from `(seed, epoch)`; `epoch_size()` is their number.
     """
     n, i = (context.num_input_pipelines, context.input_pipeline_id) if context else (1, 0)
     per_record = n > 1 and len(files) < n
@@ -145,7 +208,6 @@ def _tfrecord_source(
         files = files[i::n]
     sizes = _file_sizes(files) if guarded else [0] * len(files)
     num_files = len(files)
-    epochs = tf.data.Dataset.range(_EPOCHS_FOREVER if repeat else 1)
     shuffle = training and file_shuffle and not per_record
 
     def files_of_epoch(epoch):
@@ -164,25 +226,73 @@ def _tfrecord_source(
     if guarded:
 
         def read(f, s, e):
-            return read_shard(f, s, e, True, log_py)
+            return read_shard(f, s, e, True, log_py, buffer_size=read_buffer)
 
     else:
 
         def read(f, s, e):
-            return tf.data.TFRecordDataset(f)
+            return tf.data.TFRecordDataset(f, buffer_size=read_buffer)
 
     cycle = max(1, min(cycle_length, num_files))
-    records = epochs.flat_map(files_of_epoch).interleave(
-        read,
-        cycle_length=cycle,
-        block_length=1,
-        num_parallel_calls=parallel if parallel == AUTOTUNE else min(parallel, cycle),
-        # Per-record sharding needs the same record order in every pipeline.
-        deterministic=deterministic or per_record or not training,
-    )
-    if per_record:
-        records = records.shard(n, i)
-    return records
+
+    def records(epoch):
+        out = files_of_epoch(epoch).interleave(
+            read,
+            cycle_length=cycle,
+            block_length=1,
+            num_parallel_calls=parallel if parallel == AUTOTUNE else min(parallel, cycle),
+            # Per-record sharding needs the same record order in every pipeline.
+            deterministic=deterministic or per_record or not training,
+        )
+        # Per epoch, so that every record is read once per epoch across the pipelines.
+        return out.shard(n, i) if per_record else out
+
+    def epoch_size() -> int:
+        total = sum(_record_counts(files))
+        return max(0, (total - i + n - 1) // n) if per_record else total
+
+    return records, epoch_size
+
+
+def _stream(
+    records: Callable[[tf.Tensor], tf.data.Dataset],
+    epoch_size: Callable[[], int],
+    *,
+    start: int,
+    repeat: bool,
+    shuffle_buffer: int,
+    seed: int,
+    pattern: str,
+) -> tf.data.Dataset:
+    """`(position, element)` from record `start` of the stream of epochs on (see module doc).
+
+    Epoch e is `records(e)` through a shuffle buffer seeded by `(seed, e)`, so any epoch can be
+    rebuilt on its own; the first epoch drops its first `start % epoch_size` elements.
+    """
+    first_epoch, offset = 0, 0
+    if start > 0:
+        size = epoch_size()
+        if size <= 0:
+            raise UsageError(f"data pattern '{pattern}': this input pipeline's share is empty")
+        first_epoch, offset = divmod(start, size)
+    last = _EPOCHS_FOREVER if repeat else first_epoch + 1
+
+    def one_epoch(epoch):
+        ds = records(epoch)
+        if shuffle_buffer > 1:
+            # The order is a function of (seed, epoch) alone, however many epochs came before.
+            ds = ds.shuffle(
+                shuffle_buffer,
+                seed=tf.constant(seed, tf.int64) * 1_000_003 + epoch,
+                reshuffle_each_iteration=False,
+            )
+        # A filter on the position in the epoch (rather than `skip`) has no state of its own, so
+        # an iterator checkpointed by a stream built from another start step restores into this
+        # one (train.checkpoint_input): its positions are already past the cut.
+        drop = tf.where(tf.equal(epoch, first_epoch), tf.constant(offset, tf.int64), 0)
+        return ds.enumerate().filter(lambda j, _: j >= drop).map(lambda j, element: element)
+
+    return tf.data.Dataset.range(first_epoch, last).flat_map(one_epoch).enumerate(start)
 
 
 def build_dataset(
@@ -194,25 +304,32 @@ def build_dataset(
     deterministic: bool = False,
     input_context: tf.distribute.InputContext | None = None,
     repeat: bool | None = None,
+    start_step: int = 0,
 ) -> tf.data.Dataset:
     """Builds the train or eval dataset of `(images, labels)` batches.
 
     Args:
       data_cfg: the data section; `train_pattern`/`eval_pattern` are TFRecord globs or `tfds:NAME`.
+        It is checked against the builders' manifest first (`num_classes: auto` is filled in).
       split: `train` (random crops, shuffled, repeated, full batches) or `eval` (center crop, one
         pass in a fixed order, last batch may be short).
       global_batch_size: across all replicas; with `input_context` each pipeline yields its
         per-replica batch and reads its own files.
       seed: the experiment seed (`cfg.seed`); deterministic: fixed order too (tests, debugging).
       repeat: override the split's default (train repeats forever, eval does not).
+      start_step: train only: the global step the consumer is at; the stream starts where a
+        stream started at step 0 would be after `start_step` steps (see module doc).
     Returns:
       Dataset of `(images uint8 [B, S, S, 3], labels float32 [B, num_classes])`. Labels are
       one-hot (classification), multi-hot (COCO) or soft (after MixUp/CutMix).
     Raises:
       UsageError: bad split or batch size, patterns that match nothing, a bad label map.
+      ConfigError: the config disagrees with the builders' manifest (data/manifest.py).
     """
     if split not in ("train", "eval"):
         raise UsageError(f"split must be 'train' or 'eval', got {split!r}")
+    if start_step < 0:
+        raise UsageError(f"start_step must be >= 0, got {start_step}")
     training = split == "train"
     repeat = training if repeat is None else repeat
     batch = (
@@ -226,7 +343,7 @@ def build_dataset(
     skip = data_cfg.skip_corrupt
     log_py = not data_cfg.tf_data_service
     deterministic = bool(deterministic)
-    parallel = parallelism(data_cfg)
+    parallel = parallelism(data_cfg, pattern)
     autotune = parallel == AUTOTUNE
     # Through the tf.data service, trainers consume one shared distributed_epoch job that already
     # hands each record to exactly one consumer; splitting files per trainer first would give the
@@ -236,24 +353,25 @@ def build_dataset(
     if pattern.startswith("tfds:"):
         from transfer_tf.data import tfds_source
 
-        source, schema = tfds_source.load(
-            data_cfg,
-            pattern,
-            training=training,
-            repeat=repeat,
-            seed=seed,
-            input_context=source_context,
+        data_cfg = manifest.check_pattern(data_cfg, pattern, None)
+        source = tfds_source.load(
+            data_cfg, pattern, training=training, seed=seed, input_context=source_context
         )
+        records, epoch_size, schema = source.records, source.epoch_size, source.schema
         if not skip:
-            source = source.map(lambda shard, index, epoch, tensors: tensors)
+            tfds_records = records
+
+            def records(epoch):
+                return tfds_records(epoch).map(lambda shard, index, e, tensors: tensors)
+
         parser = Parser(data_cfg, training=training, label_offset=0, label_map=None)
         decode, files = None, []
     else:
         files = list_files(pattern)
-        source = _tfrecord_source(
+        data_cfg = manifest.check_pattern(data_cfg, pattern, files)
+        records, epoch_size = _tfrecord_epochs(
             files,
             training=training,
-            repeat=repeat,
             seed=seed,
             file_shuffle=data_cfg.file_shuffle,
             cycle_length=data_cfg.cycle_length,
@@ -262,6 +380,7 @@ def build_dataset(
             guarded=skip,
             log_py=log_py,
             parallel=parallel,
+            read_buffer=REMOTE_READ_BUFFER if is_remote(pattern) else None,
         )
         schema = data_cfg.schema
         label_map = None
@@ -274,20 +393,36 @@ def build_dataset(
         )
         decode = make_decoder(schema).decode
 
+    # Records this pipeline consumes per global step: each pipeline feeds its replicas' batches.
+    pipelines = source_context.num_input_pipelines if source_context else 1
+    start = start_step * global_batch_size // pipelines if training else 0
+    source = _stream(
+        records,
+        epoch_size,
+        start=start,
+        repeat=repeat,
+        shuffle_buffer=data_cfg.shuffle_buffer if training else 0,
+        seed=seed,
+        pattern=pattern,
+    )
     mixes = training and (data_cfg.mixup_alpha > 0 or data_cfg.cutmix_alpha > 0)
-    if training and data_cfg.shuffle_buffer > 1:
-        source = source.shuffle(data_cfg.shuffle_buffer, seed=seed)
     order_fixed = deterministic or not training
+    pipeline_id = input_context.input_pipeline_id if input_context else 0
+    stream = tf.constant(_stream_key(seed, pipeline_id), tf.int64)
 
-    def model_inputs(payload, key):
+    def model_inputs(payload, position):
+        # Seed = (stream key, position in the stream): one op; a deterministic run replays the
+        # same order, hence the same seeds, and a corrupt record skipped in skip mode shifts
+        # no other record's seed.
+        key = tf.stack([stream, position])
         image, label = parser(decode(payload) if decode is not None else payload, key)
         # The first record of a batch seeds that batch's MixUp/CutMix.
         return image, label, key + 1 if mixes else tf.zeros([2], tf.int64)
 
     if skip:
 
-        def process(shard, index, epoch, payload):
-            return model_inputs(payload, _record_seed(seed, shard, index, epoch))
+        def process(shard, index, position, payload):
+            return model_inputs(payload, position)
 
         size = data_cfg.image_size
         dummy = (
@@ -295,26 +430,32 @@ def build_dataset(
             tf.zeros([data_cfg.num_classes], tf.float32),
             tf.zeros([2], tf.int64),
         )
-        ds = guarded_map(source, process, dummy, True, log_py, order_fixed, parallel)
+        # The position rides in the epoch's slot: guarded_map only passes it through.
+        positioned = source.map(lambda position, r: (r[0], r[1], position, r[3]))
+        ds = guarded_map(positioned, process, dummy, True, log_py, order_fixed, parallel)
     else:
         # Zero-cost strict mode: a plain map under a name scope that tags any failing op, so
         # `corrupt_data_error` can find and name the bad shard afterwards (see guard.py).
         tag = register_pipeline(
             pattern, files, (lambda r: parser.validate(decode(r))) if decode is not None else None
         )
-        pipeline_id = input_context.input_pipeline_id if input_context else 0
-        stream = tf.constant(_stream_key(seed, pipeline_id), tf.int64)
 
         def process(position, payload):
             with tf.name_scope(tag):
-                # Seed = (stream key, position in the shuffled stream): one op, and a
-                # deterministic run replays the same order, hence the same seeds.
-                return model_inputs(payload, tf.stack([stream, position]))
+                return model_inputs(payload, position)
 
-        ds = source.enumerate().map(
-            process,
-            num_parallel_calls=parallel,
-            deterministic=order_fixed,
+        ds = source.map(process, num_parallel_calls=parallel, deterministic=order_fixed)
+
+    policy = policies.make_policy(data_cfg, seed) if training else None
+    if policy is not None:
+        # Per image, before batching and mixing (the order of Model Garden, timm, big_vision):
+        # geometric ops must not move a CutMix patch away from its area-weighted label, nor
+        # colour ops work on blended pixels. Sequential in a deterministic run (see _options
+        # and policies.py).
+        ds = ds.map(
+            lambda image, label, key: (policy(image), label, key),
+            num_parallel_calls=None if deterministic else parallel,
+            deterministic=None if deterministic else False,
         )
     ds = ds.batch(
         batch,
@@ -323,34 +464,28 @@ def build_dataset(
         deterministic=order_fixed,
     )
 
-    if training and (data_cfg.mixup_alpha > 0 or data_cfg.cutmix_alpha > 0):
+    if mixes:
 
         def mix(images, labels, seeds):
             images, labels = mixing.mix_batch(
                 images, labels, seeds[0], data_cfg.mixup_alpha, data_cfg.cutmix_alpha
             )
-            return images, labels, seeds
+            return images, labels
 
         ds = ds.map(mix, num_parallel_calls=parallel, deterministic=deterministic)
-    policy = policies.make_policy(data_cfg, seed) if training else None
-    if policy is not None:
-        # Sequential in a deterministic run (see _options and policies.py).
-        ds = ds.map(
-            lambda images, labels, seeds: (policy(images), labels, seeds),
-            num_parallel_calls=None if deterministic else parallel,
-            deterministic=None if deterministic else False,
-        )
-    ds = ds.map(lambda images, labels, seeds: (images, labels))
+    else:
+        ds = ds.map(lambda images, labels, seeds: (images, labels))
 
     if training and data_cfg.tf_data_service:
         # distributed_epoch: the dispatcher hands each worker whole epochs/shards, so every
         # record is produced once per epoch across all workers (parallel_epochs would have each
-        # worker replay the full dataset). One job name: all replicas read from the same job.
+        # worker replay the full dataset). One job name per (seed, start step): all replicas
+        # read from the same job, and a later phase gets a job of its own stream position.
         ds = ds.apply(
             tf.data.experimental.service.distribute(
                 processing_mode="distributed_epoch",
                 service=data_cfg.tf_data_service,
-                job_name=f"transfer_tf-{split}-{seed}",
+                job_name=f"transfer_tf-{split}-{seed}-{start_step}",
             )
         )
     default_prefetch = AUTOTUNE if autotune else 2

@@ -69,7 +69,8 @@ class EvalAccumulator:
 
 def dataset_fn(cfg: ExperimentConfig, split: str) -> DatasetFn:
     """InputContext -> per-replica batches of `split` (`train`: shuffled, repeated; `eval`: one pass,
-    fixed order), as `(images uint8 [b,S,S,3], labels float32 [b,C])`.
+    fixed order), as `(images uint8 [b,S,S,3], labels float32 [b,C])`. The function takes an
+    optional `start_step` (the Trainer passes its global step): the train stream starts there.
 
     Raises:
       UsageError: the split's file pattern (`data.train_pattern` / `data.eval_pattern`) is empty.
@@ -81,7 +82,7 @@ def dataset_fn(cfg: ExperimentConfig, split: str) -> DatasetFn:
         purpose = "train on" if split == "train" else "evaluate on"
         raise UsageError(f"config key 'data.{key}' is empty: nothing to {purpose}")
 
-    def fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+    def fn(ctx: tf.distribute.InputContext, start_step: int = 0) -> tf.data.Dataset:
         return build_dataset(
             cfg.data,
             split=split,
@@ -89,6 +90,7 @@ def dataset_fn(cfg: ExperimentConfig, split: str) -> DatasetFn:
             seed=cfg.seed,
             deterministic=cfg.deterministic,
             input_context=ctx,
+            start_step=start_step,
         )
 
     return fn

@@ -258,9 +258,9 @@ def test_fixed_parallelism_by_default_autotune_on_request(shards):
 
 
 def _stream(cfg, start_step=0, take=6, batch=4, **kw):
-    ds = build_dataset(
-        cfg, split="train", global_batch_size=batch, seed=7, start_step=start_step, **kw
-    )
+    if start_step:
+        kw["start_step"] = start_step
+    ds = build_dataset(cfg, split="train", global_batch_size=batch, seed=7, **kw)
     return [(x.numpy(), y.numpy().argmax(1)) for x, y in ds.take(take)]
 
 

@@ -169,8 +169,10 @@ def _record_counts(files: list[str]) -> list[int]:
         len(files),
     )
     per_file = tf.data.Dataset.from_tensor_slices(files).map(
-        lambda f: tf.data.TFRecordDataset(f).ignore_errors().reduce(
-            tf.constant(0, tf.int64), lambda n, _: n + 1
+        lambda f: (
+            tf.data.TFRecordDataset(f)
+            .ignore_errors()
+            .reduce(tf.constant(0, tf.int64), lambda n, _: n + 1)
         ),
         num_parallel_calls=AUTOTUNE,
         deterministic=True,
@@ -254,6 +256,20 @@ def _tfrecord_epochs(
     return records, epoch_size
 
 
+def _seeded_shuffle(ds: tf.data.Dataset, buffer: int, seed: tf.Tensor) -> tf.data.Dataset:
+    """`ds.shuffle` whose order is a function of `seed` alone (int64 tensor): not of how many
+    epochs came before, nor of TensorFlow's global seed. Called while a dataset function traces:
+    its graph's seed is cleared for the shuffle op only (with a global seed, tf.data combines it
+    with the op seed, and a global seed of 0 cannot be combined with a tensor op seed at all)."""
+    graph = tf.compat.v1.get_default_graph()
+    saved = graph.seed
+    graph.seed = None
+    try:
+        return ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
+    finally:
+        graph.seed = saved
+
+
 def _stream(
     records: Callable[[tf.Tensor], tf.data.Dataset],
     epoch_size: Callable[[], int],
@@ -280,12 +296,7 @@ def _stream(
     def one_epoch(epoch):
         ds = records(epoch)
         if shuffle_buffer > 1:
-            # The order is a function of (seed, epoch) alone, however many epochs came before.
-            ds = ds.shuffle(
-                shuffle_buffer,
-                seed=tf.constant(seed, tf.int64) * 1_000_003 + epoch,
-                reshuffle_each_iteration=False,
-            )
+            ds = _seeded_shuffle(ds, shuffle_buffer, tf.constant(seed, tf.int64) * 1_000 + epoch)
         # A filter on the position in the epoch (rather than `skip`) has no state of its own, so
         # an iterator checkpointed by a stream built from another start step restores into this
         # one (train.checkpoint_input): its positions are already past the cut.

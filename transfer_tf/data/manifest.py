@@ -182,7 +182,11 @@ def _check_one(data_cfg: DataConfig, manifest: Manifest) -> DataConfig:
                     f"({_first_difference(mine.id_to_index, theirs.id_to_index)})"
                 )
             if all(mine.names) and all(theirs.names) and mine.names != theirs.names:
-                i = next(k for k, (a, b) in enumerate(zip(mine.names, theirs.names)) if a != b)
+                i = next(
+                    k
+                    for k, (a, b) in enumerate(zip(mine.names, theirs.names, strict=False))
+                    if a != b
+                )
                 raise ConfigError(
                     f"config key 'data.label_map_file' ({data_cfg.label_map_file}) names class "
                     f"{i} {mine.names[i]!r} but {path} says {theirs.names[i]!r}"

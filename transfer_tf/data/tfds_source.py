@@ -67,7 +67,10 @@ def _builder(data_cfg: DataConfig, pattern: str):
 def num_classes(data_cfg: DataConfig, pattern: str) -> int | None:
     """The ClassLabel count of the dataset's `label` (or `objects/label`) feature, if it has one."""
     features = _builder(data_cfg, pattern).info.features
-    label = features["objects"]["label"] if "objects" in features else features.get("label")
+    if "objects" in features:
+        label = features["objects"]["label"]
+    else:
+        label = features["label"] if "label" in features else None
     count = getattr(label, "num_classes", None)
     return int(count) if count else None
 

@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import keras
@@ -65,6 +66,18 @@ class EvalAccumulator:
 
     def result(self) -> dict:
         return self.acc.result()
+
+
+def checked_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """`cfg` with its data section checked against the builders' manifests / TFDS ClassLabel
+    (data/manifest.py) and `auto` values filled, before any model is built or step runs.
+
+    Raises:
+      ConfigError: the config disagrees with what the builders wrote.
+    """
+    from transfer_tf.data.manifest import check_data_config
+
+    return dataclasses.replace(cfg, data=check_data_config(cfg.data))
 
 
 def dataset_fn(cfg: ExperimentConfig, split: str) -> DatasetFn:
@@ -144,8 +157,10 @@ def run_pretraining(cfg: ExperimentConfig, model_dir: str) -> dict:
     """Trains `cfg` in `model_dir` (resuming from its latest checkpoint); returns the last logs.
 
     Writes model_dir/config.yaml, checkpoints/ and summaries/ (chief only). Evaluates on
-    `data.eval_pattern` every `train.eval_every_epochs` when it is set.
+    `data.eval_pattern` every `train.eval_every_epochs` when it is set. The data config is first
+    checked against the builders' manifests (`data.num_classes: auto` is filled from them).
     """
+    cfg = checked_config(cfg)
     train_fn = dataset_fn(cfg, "train")
     # The strategy first: MultiWorkerMirroredStrategy configures collective ops, which must
     # happen before any op runs (setup_runtime's seeding initialises the eager context).

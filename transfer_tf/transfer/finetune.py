@@ -34,7 +34,13 @@ from transfer_tf.models.resnet import build_classifier
 from transfer_tf.training import checkpoints, losses, optimizers
 from transfer_tf.training import strategy as strategy_lib
 from transfer_tf.training.loop import DatasetFn
-from transfer_tf.training.pretrain import EvalAccumulator, dataset_fn, setup_runtime, start_run
+from transfer_tf.training.pretrain import (
+    EvalAccumulator,
+    checked_config,
+    dataset_fn,
+    setup_runtime,
+    start_run,
+)
 from transfer_tf.transfer import restore, schedule
 
 SCHEDULE_FILE = "schedule.json"
@@ -73,6 +79,7 @@ def run_finetuning(
         cfg = dataclasses.replace(
             cfg, transfer=dataclasses.replace(cfg.transfer, init_checkpoint=init_checkpoint)
         )
+    cfg = checked_config(cfg)  # the data matches its manifest; `num_classes: auto` filled
     phases = schedule.resolve_phases(cfg)
     source = cfg.transfer.init_checkpoint
     if source and not tf.train.latest_checkpoint(checkpoints.checkpoint_dir(model_dir)):

@@ -49,13 +49,9 @@ Example:
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
-import threading
-from collections.abc import Callable
 
 import tensorflow as tf
-from absl import logging
 
 from transfer_tf.config import DataConfig
 from transfer_tf.data import manifest, mixing, policies
@@ -70,10 +66,10 @@ from transfer_tf.data.guard import (  # noqa: F401  (re-exported)
 )
 from transfer_tf.data.label_maps import read_label_map
 from transfer_tf.data.parsers import Parser
+from transfer_tf.data.stream import epoch_stream, tfrecord_epochs
 from transfer_tf.errors import UsageError
 
 AUTOTUNE = tf.data.AUTOTUNE
-_EPOCHS_FOREVER = 2**62
 # Read buffer per open remote shard: the TPU reference ImageNet input's 8 MiB. TensorFlow's
 # default (256 KiB) would cost one request to the object store every two or three images.
 REMOTE_READ_BUFFER = 8 << 20
@@ -96,12 +92,6 @@ def list_files(pattern: str) -> list[str]:
             raise UsageError(f"data file pattern '{part}' matches no files")
         files.update(matched)
     return sorted(files)
-
-
-def _file_sizes(files: list[str]) -> list[int]:
-    # Remote stats are slow one by one; a small pool keeps 1000+ GCS shards to a second or two.
-    with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        return list(pool.map(lambda f: tf.io.gfile.stat(f).length, files))
 
 
 def _stream_key(seed: int, pipeline_id: int) -> int:
@@ -148,162 +138,6 @@ def _options(deterministic: bool, sharded_by_us: bool, autotune: bool) -> tf.dat
         # We already split the input per pipeline; a strategy must not split it again.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return options
-
-
-_counts_lock = threading.Lock()
-_counted: dict[tuple[str, ...], list[int]] = {}
-
-
-def _record_counts(files: list[str]) -> list[int]:
-    """Records per file: from the builders' manifests, else one counting pass (memoised)."""
-    counts = manifest.record_counts(files)
-    if counts is not None:
-        return counts
-    key = tuple(files)
-    with _counts_lock:
-        if key in _counted:
-            return _counted[key]
-    logging.warning(
-        "no builder manifest lists these %d shard(s): reading them once to count their records "
-        "(the epoch length, needed to continue the input stream mid-run)",
-        len(files),
-    )
-    per_file = tf.data.Dataset.from_tensor_slices(files).map(
-        lambda f: (
-            tf.data.TFRecordDataset(f)
-            .ignore_errors()
-            .reduce(tf.constant(0, tf.int64), lambda n, _: n + 1)
-        ),
-        num_parallel_calls=AUTOTUNE,
-        deterministic=True,
-    )
-    counts = [int(c) for c in per_file]
-    with _counts_lock:
-        _counted[key] = counts
-    return counts
-
-
-def _tfrecord_epochs(
-    files: list[str],
-    *,
-    training: bool,
-    seed: int,
-    file_shuffle: bool,
-    cycle_length: int,
-    context: tf.distribute.InputContext | None,
-    deterministic: bool,
-    guarded: bool,
-    log_py: bool,
-    parallel: int = AUTOTUNE,
-    read_buffer: int | None = None,
-) -> tuple[Callable[[tf.Tensor], tf.data.Dataset], Callable[[], int]]:
-    """This input pipeline's share of `files`, one epoch at a time.
-
-    Returns `(records, epoch_size)`: `records(epoch)` is the epoch's records (strict mode:
-    serialized records from plain `TFRecordDataset`s, nothing per record; skip mode (`guarded`):
-    `(shard, index, epoch, record)`, with broken framing skipped and counted), files in a
-    stateless order drawn from `(seed, epoch)`; `epoch_size()` is their number.
-    """
-    n, i = (context.num_input_pipelines, context.input_pipeline_id) if context else (1, 0)
-    per_record = n > 1 and len(files) < n
-    if n > 1 and not per_record:
-        files = files[i::n]
-    sizes = _file_sizes(files) if guarded else [0] * len(files)
-    num_files = len(files)
-    shuffle = training and file_shuffle and not per_record
-
-    def files_of_epoch(epoch):
-        order = tf.data.Dataset.range(num_files)
-        if shuffle:  # stateless: a fresh, reproducible file order per epoch
-            order = order.map(
-                lambda k: tf.random.experimental.index_shuffle(
-                    k,
-                    tf.stack([tf.constant(seed, tf.int64), epoch]),
-                    num_files - 1,
-                )
-            )
-        table = (tf.constant(files), tf.constant(sizes, tf.int64))
-        return order.map(lambda k: (table[0][k], table[1][k], epoch))
-
-    if guarded:
-
-        def read(f, s, e):
-            return read_shard(f, s, e, True, log_py, buffer_size=read_buffer)
-
-    else:
-
-        def read(f, s, e):
-            return tf.data.TFRecordDataset(f, buffer_size=read_buffer)
-
-    cycle = max(1, min(cycle_length, num_files))
-
-    def records(epoch):
-        out = files_of_epoch(epoch).interleave(
-            read,
-            cycle_length=cycle,
-            block_length=1,
-            num_parallel_calls=parallel if parallel == AUTOTUNE else min(parallel, cycle),
-            # Per-record sharding needs the same record order in every pipeline.
-            deterministic=deterministic or per_record or not training,
-        )
-        # Per epoch, so that every record is read once per epoch across the pipelines.
-        return out.shard(n, i) if per_record else out
-
-    def epoch_size() -> int:
-        total = sum(_record_counts(files))
-        return max(0, (total - i + n - 1) // n) if per_record else total
-
-    return records, epoch_size
-
-
-def _seeded_shuffle(ds: tf.data.Dataset, buffer: int, seed: tf.Tensor) -> tf.data.Dataset:
-    """`ds.shuffle` whose order is a function of `seed` alone (int64 tensor): not of how many
-    epochs came before, nor of TensorFlow's global seed. Called while a dataset function traces:
-    its graph's seed is cleared for the shuffle op only (with a global seed, tf.data combines it
-    with the op seed, and a global seed of 0 cannot be combined with a tensor op seed at all)."""
-    graph = tf.compat.v1.get_default_graph()
-    saved = graph.seed
-    graph.seed = None
-    try:
-        return ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
-    finally:
-        graph.seed = saved
-
-
-def _stream(
-    records: Callable[[tf.Tensor], tf.data.Dataset],
-    epoch_size: Callable[[], int],
-    *,
-    start: int,
-    repeat: bool,
-    shuffle_buffer: int,
-    seed: int,
-    pattern: str,
-) -> tf.data.Dataset:
-    """`(position, element)` from record `start` of the stream of epochs on (see module doc).
-
-    Epoch e is `records(e)` through a shuffle buffer seeded by `(seed, e)`, so any epoch can be
-    rebuilt on its own; the first epoch drops its first `start % epoch_size` elements.
-    """
-    first_epoch, offset = 0, 0
-    if start > 0:
-        size = epoch_size()
-        if size <= 0:
-            raise UsageError(f"data pattern '{pattern}': this input pipeline's share is empty")
-        first_epoch, offset = divmod(start, size)
-    last = _EPOCHS_FOREVER if repeat else first_epoch + 1
-
-    def one_epoch(epoch):
-        ds = records(epoch)
-        if shuffle_buffer > 1:
-            ds = _seeded_shuffle(ds, shuffle_buffer, tf.constant(seed, tf.int64) * 1_000 + epoch)
-        # A filter on the position in the epoch (rather than `skip`) has no state of its own, so
-        # an iterator checkpointed by a stream built from another start step restores into this
-        # one (train.checkpoint_input): its positions are already past the cut.
-        drop = tf.where(tf.equal(epoch, first_epoch), tf.constant(offset, tf.int64), 0)
-        return ds.enumerate().filter(lambda j, _: j >= drop).map(lambda j, element: element)
-
-    return tf.data.Dataset.range(first_epoch, last).flat_map(one_epoch).enumerate(start)
 
 
 def build_dataset(
@@ -380,7 +214,7 @@ def build_dataset(
     else:
         files = list_files(pattern)
         data_cfg = manifest.check_pattern(data_cfg, pattern, files)
-        records, epoch_size = _tfrecord_epochs(
+        records, epoch_size = tfrecord_epochs(
             files,
             training=training,
             seed=seed,
@@ -407,7 +241,7 @@ def build_dataset(
     # Records this pipeline consumes per global step: each pipeline feeds its replicas' batches.
     pipelines = source_context.num_input_pipelines if source_context else 1
     start = start_step * global_batch_size // pipelines if training else 0
-    source = _stream(
+    source = epoch_stream(
         records,
         epoch_size,
         start=start,
@@ -442,7 +276,7 @@ def build_dataset(
             tf.zeros([2], tf.int64),
         )
         # The position rides in the epoch's slot: guarded_map only passes it through.
-        positioned = source.map(lambda position, r: (r[0], r[1], position, r[3]))
+        positioned = source.map(lambda position, r: (r[1][0], r[1][1], position, r[1][3]))
         ds = guarded_map(positioned, process, dummy, True, log_py, order_fixed, parallel)
     else:
         # Zero-cost strict mode: a plain map under a name scope that tags any failing op, so
@@ -451,9 +285,9 @@ def build_dataset(
             pattern, files, (lambda r: parser.validate(decode(r))) if decode is not None else None
         )
 
-        def process(position, payload):
+        def process(position, indexed):
             with tf.name_scope(tag):
-                return model_inputs(payload, position)
+                return model_inputs(indexed[1], position)  # indexed: (index in epoch, payload)
 
         ds = source.map(process, num_parallel_calls=parallel, deterministic=order_fixed)
 

@@ -134,6 +134,10 @@ def _options(deterministic: bool, sharded_by_us: bool, autotune: bool) -> tf.dat
     # Each decode/resize is one small op: splitting it over intra-op threads costs more in
     # hand-offs than it saves while every core already decodes its own image.
     options.threading.max_intra_op_parallelism = 1
+    # Each epoch's shuffle draws from a fixed seed through a stateless "dummy" seed generator,
+    # which tf.data counts as external state; there is nothing in it to save, so a checkpointed
+    # iterator (train.checkpoint_input) must not refuse to serialize it.
+    options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
     if sharded_by_us:
         # We already split the input per pipeline; a strategy must not split it again.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF

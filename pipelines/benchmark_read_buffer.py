@@ -39,7 +39,7 @@ def _read_all(files: list[str], buffer_bytes: int) -> tuple[int, int, float]:
         num_parallel_calls=parallel,
         deterministic=False,
     )
-    ds = ds.map(lambda r: tf.strings.length(r, out_type=tf.int64)).batch(256)
+    ds = ds.map(lambda r: tf.cast(tf.strings.length(r), tf.int64)).batch(256)
     records = size = 0
     start = time.perf_counter()
     for lengths in ds:

@@ -255,3 +255,93 @@ def test_fixed_parallelism_by_default_autotune_on_request(shards):
     for ds in (fixed_ds, tuned_ds):
         images, _ = next(iter(ds))
         assert images.shape == (4, SIZE, SIZE, 3)
+
+
+def _stream(cfg, start_step=0, take=6, batch=4, **kw):
+    if start_step:
+        kw["start_step"] = start_step
+    ds = build_dataset(cfg, split="train", global_batch_size=batch, seed=7, **kw)
+    return [(x.numpy(), y.numpy().argmax(1)) for x, y in ds.take(take)]
+
+
+@pytest.fixture(scope="module")
+def id_shards(tmp_path_factory):
+    """12 records in 3 shards; label = record id."""
+    directory = str(tmp_path_factory.mktemp("ids"))
+    write_classification_shards(directory, 3, 4, label_offset=0, unique_labels=True)
+    return _cfg(f"{directory}/train-*", num_classes=12, label_offset=0, cycle_length=2)
+
+
+def test_stream_started_at_a_step_is_the_uninterrupted_stream_from_there(id_shards):
+    # 12 records, batches of 4: step 5 is 2 records... epoch 1, record 8 of the stream's epoch.
+    whole = _stream(id_shards, take=9, deterministic=True)
+    for start in (2, 5):
+        resumed = _stream(id_shards, start_step=start, take=9 - start, deterministic=True)
+        for (x1, y1), (x2, y2) in zip(whole[start:], resumed, strict=True):
+            np.testing.assert_array_equal(y1, y2)
+            np.testing.assert_array_equal(x1, x2)  # same crops and flips
+    # Two input pipelines: each resumes at its own share of the step (2 records per step).
+    for worker in range(2):
+        ctx = tf.distribute.InputContext(2, worker, num_replicas_in_sync=2)
+        whole = _stream(id_shards, take=7, deterministic=True, input_context=ctx)
+        resumed = _stream(id_shards, 4, take=3, deterministic=True, input_context=ctx)
+        for (x1, y1), (x2, y2) in zip(whole[4:], resumed, strict=True):
+            np.testing.assert_array_equal(y1, y2)
+            np.testing.assert_array_equal(x1, x2)
+
+
+def test_non_deterministic_stream_resumes_in_its_epoch_without_replaying_epoch_0(id_shards):
+    # Step 4 = record 16 = epoch 1, 4 records in: 8 more of epoch 1, then all 12 of epoch 2.
+    ids = np.concatenate([y for _, y in _stream(id_shards, start_step=4, take=5)])
+    assert len(set(ids[:8])) == 8 and sorted(ids[8:20]) == list(range(12))
+    # The epoch's shuffle depends on the epoch: epochs 1 and 2 are not the same order.
+    epochs = _stream(id_shards, take=6, deterministic=True)
+    order = np.concatenate([y for _, y in epochs])
+    assert not np.array_equal(order[12:24], order[:12])
+
+
+def test_skip_corrupt_keeps_every_crop_on_clean_data(id_shards):
+    strict = _stream(id_shards, take=4, deterministic=True)
+    skipping = _stream(
+        dataclasses.replace(id_shards, skip_corrupt=True), take=4, deterministic=True
+    )
+    for (x1, y1), (x2, y2) in zip(strict, skipping, strict=True):
+        np.testing.assert_array_equal(y1, y2)
+        np.testing.assert_array_equal(x1, x2)
+
+
+def _constants(ds: tf.data.Dataset) -> set[int]:
+    graph = tf.compat.v1.GraphDef.FromString(ds._as_serialized_graph().numpy())
+    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    return {
+        int(v)
+        for n in nodes
+        if n.op == "Const" and n.attr["dtype"].type == tf.int64.as_datatype_enum
+        for v in tf.make_ndarray(n.attr["value"].tensor).ravel()[:1]
+    }
+
+
+def test_remote_patterns_get_big_read_buffers_and_autotune(shards):
+    directory, _ = shards
+    remote = "ram://transfer_tf_remote_test"
+    tf.io.gfile.makedirs(remote)
+    for path in tf.io.gfile.glob(f"{directory}/train-*"):
+        tf.io.gfile.copy(path, f"{remote}/{os.path.basename(path)}", overwrite=True)
+    local_cfg = _cfg(f"{directory}/train-*")
+    remote_cfg = _cfg(f"{remote}/train-*")
+    assert input_lib.is_remote("gs://b/train-*") and input_lib.is_remote(f"x,{remote}/a")
+    assert not input_lib.is_remote(f"{directory}/train-*,file:///tmp/x")
+    assert input_lib.parallelism(remote_cfg) == tf.data.AUTOTUNE
+    assert input_lib.parallelism(dataclasses.replace(remote_cfg, num_parallel_calls=3)) == 3
+    for skip in (False, True):
+        local = build_dataset(
+            dataclasses.replace(local_cfg, skip_corrupt=skip), split="train", global_batch_size=4
+        )
+        ds = build_dataset(
+            dataclasses.replace(remote_cfg, skip_corrupt=skip), split="train", global_batch_size=4
+        )
+        assert ds.options().autotune.enabled and not local.options().autotune.enabled
+        assert input_lib.REMOTE_READ_BUFFER in _constants(ds)
+        assert input_lib.REMOTE_READ_BUFFER not in _constants(local)
+        images, _ = next(iter(ds))
+        assert images.shape == (4, SIZE, SIZE, 3)

@@ -297,3 +297,64 @@ def test_restore_asserts_the_checkpoint_holds_what_the_run_expects(tmp_path):
     other = Trainer(model, optimizer, strategy, str(tmp_path), global_batch_size=16, ema_decay=0.9)
     with pytest.raises(UsageError, match=r"ckpt-0.*does not match"):
         other.restore()
+
+
+def test_phases_and_resumes_continue_one_input_stream(tmp_path):
+    from test_input_data import write_classification_shards
+
+    from transfer_tf.config import DataConfig, ExperimentConfig
+    from transfer_tf.training.pretrain import dataset_fn
+
+    data = str(tmp_path / "data")
+    write_classification_shards(data, 3, 4, label_offset=0, unique_labels=True)  # ids 0..11
+    cfg = ExperimentConfig(
+        seed=5,
+        deterministic=True,
+        data=DataConfig(
+            train_pattern=f"{data}/train-*",
+            num_classes=12,
+            label_offset=0,
+            image_size=16,
+            shuffle_buffer=6,
+            cycle_length=2,
+        ),
+        train=TrainConfig(global_batch_size=4),
+    )
+    train_fn = dataset_fn(cfg, "train")
+
+    def run(model_dir, segments):
+        """Trains through the end steps in `segments`; a new list starts a fresh Trainer (a
+        killed and restarted process). Returns the source ids the train steps consumed."""
+        seen = []
+
+        def loss_fn(labels, logits):  # records exactly what each step trains on
+            record = tf.py_function(lambda y: seen.extend(np.argmax(y, 1).tolist()), [labels], [])
+            with tf.control_dependencies([record]):
+                return softmax_cross_entropy()(labels, logits)
+
+        for ends in segments:
+            strategy = make_strategy("one_device")
+            with strategy.scope():
+                inputs = keras.Input([16, 16, 3])
+                pooled = keras.layers.GlobalAveragePooling2D()(
+                    keras.layers.Rescaling(1 / 255)(inputs)
+                )
+                model = keras.Model(inputs, keras.layers.Dense(12)(pooled))
+                optimizer = make_optimizer(TrainConfig())
+            trainer = Trainer(model, optimizer, strategy, str(model_dir), global_batch_size=4)
+            trainer.restore()
+            for end in ends:  # one train() call per phase
+                trainer.train(
+                    train_fn,
+                    end_step=end,
+                    lr_schedule=schedules.warmup_constant(0.01),
+                    loss_fn=loss_fn,
+                )
+        return seen
+
+    # 12 records, 4 per step: step 2 is mid-epoch 0, step 5 mid-epoch 1; 8 steps ~ 2.7 epochs.
+    one_phase = run(tmp_path / "one", [[8]])
+    assert run(tmp_path / "phases", [[2, 8]]) == one_phase
+    assert run(tmp_path / "resumed", [[5], [8]]) == one_phase
+    # Epochs are epochs: each record once in each.
+    assert sorted(one_phase[:12]) == sorted(one_phase[12:24]) == list(range(12))

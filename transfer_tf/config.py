@@ -40,6 +40,11 @@ class ConfigError(ValueError):
     """An invalid config: the message names the offending key and what was expected."""
 
 
+# `data.num_classes: auto` is stored as this value until data/manifest.py fills it in.
+AUTO_NUM_CLASSES = 0
+_AUTO_INT_KEYS = {"data.num_classes": AUTO_NUM_CLASSES}
+
+
 # ----------------------------------------------------------------------------------------------
 # Building dataclasses from plain data, with strict checks.
 # ----------------------------------------------------------------------------------------------
@@ -93,6 +98,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return value
         raise ConfigError(f"config key '{key}': expected true or false, got {value!r}")
     if tp is int:
+        if value == "auto" and key in _AUTO_INT_KEYS:
+            return _AUTO_INT_KEYS[key]
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -216,7 +223,6 @@ def _validate(cfg: ExperimentConfig) -> None:
                 raise ConfigError(f"config key '{name}': {value!r} is not one of {choices}")
     positive = {
         "data.image_size": cfg.data.image_size,
-        "data.num_classes": cfg.data.num_classes,
         "train.global_batch_size": cfg.train.global_batch_size,
         "train.steps_per_execution": cfg.train.steps_per_execution,
         "train.keep_checkpoints": cfg.train.keep_checkpoints,
@@ -225,6 +231,11 @@ def _validate(cfg: ExperimentConfig) -> None:
     for name, value in positive.items():
         if value <= 0:
             raise ConfigError(f"config key '{name}': expected a positive value, got {value!r}")
+    if cfg.data.num_classes < 0:
+        raise ConfigError(
+            f"config key 'data.num_classes': expected a positive count or auto, got "
+            f"{cfg.data.num_classes!r}"
+        )
     lo, hi = cfg.data.crop_area_range
     if not 0.0 < lo <= hi <= 1.0:
         raise ConfigError(

@@ -24,6 +24,8 @@ class DataConfig:
     tfds_manual_dir: str = ""
     # TFRecord schema of the shards: `classification` (imagenet_to_gcs.py) or `coco`.
     schema: str = "classification"
+    # `auto` (stored as 0): taken from the builders' manifest beside the shards, the COCO label
+    # map or the TFDS ClassLabel; a number is checked against them (data/manifest.py).
     num_classes: int = 1000
     # Stored label minus this offset is the model's class index. Public ImageNet shards are 1..1000,
     # so 1; shards written with --label_offset=0 use 0. Never guessed.

@@ -241,9 +241,17 @@ def corrupt_data_error(error: BaseException) -> UsageError | None:
 # -- skip mode: per-record bookkeeping ----------------------------------------------------------
 
 
-def read_shard(shard: tf.Tensor, size: tf.Tensor, epoch: tf.Tensor, skip: bool, log_py: bool):
-    """One shard -> (shard, index, epoch, record); a shard cut short by bad framing is reported."""
-    raw = tf.data.TFRecordDataset(shard).ignore_errors()
+def read_shard(
+    shard: tf.Tensor,
+    size: tf.Tensor,
+    epoch: tf.Tensor,
+    skip: bool,
+    log_py: bool,
+    buffer_size: int | None = None,
+):
+    """One shard -> (shard, index, epoch, record); a shard cut short by bad framing is reported.
+    `buffer_size`: the TFRecordDataset read buffer in bytes (None: TensorFlow's default)."""
+    raw = tf.data.TFRecordDataset(shard, buffer_size=buffer_size).ignore_errors()
     tagged = raw.map(lambda r: (r, False)).concatenate(
         tf.data.Dataset.from_tensors((tf.constant(b""), True))
     )
@@ -345,11 +353,12 @@ def guarded_map(ds, process, dummy, skip: bool, log_py: bool, deterministic: boo
             lambda out, is_end: out
         )
 
-    # ragged: TFDS payloads hold per-image object lists of different lengths.
+    # ragged: TFDS payloads hold per-image object lists of different lengths. A chunk's
+    # survivors leave as one block: the stream keeps its order (chunks still run in parallel).
     return ds.ragged_batch(_CHUNK).interleave(
         one_chunk,
         cycle_length=parallel,
-        block_length=1,
+        block_length=_CHUNK,
         num_parallel_calls=parallel,
         deterministic=deterministic,
     )

@@ -3,13 +3,30 @@
     files (glob, comma-separated patterns, any TF filesystem)
       -> shard by InputContext (files; per record when fewer files than pipelines)
       -> per epoch: stateless file shuffle -> parallel interleave of plain TFRecordDatasets
-      -> record shuffle buffer -> enumerate -> parse (decoder + parser) -> batch
-      -> MixUp/CutMix, policy -> [tf.data service] -> prefetch
+         -> record shuffle buffer seeded by (seed, epoch)
+      -> epochs from the start position on -> enumerate (position) -> parse (decoder + parser)
+      -> policy (RandAugment/AutoAugment, per image) -> batch -> MixUp/CutMix
+      -> [tf.data service] -> prefetch
 
-Randomness: a record's crop/flip seed is `[stream key, position in the shuffled stream]`; the
-stream key mixes `seed` and the input pipeline id. A `deterministic=True` run fixes the order,
-hence the positions, and is reproducible bit-for-bit (also across a checkpointed iterator);
-otherwise the order, and so the pairing of seeds and records, varies run to run.
+One input stream per run: the train stream is a function of the global step. `start_step` (the
+Trainer passes its global step whenever it builds an iterator: each phase, each resume) puts the
+pipeline at record `start_step * global_batch_size / num_input_pipelines` of its stream, i.e. at
+epoch `position // epoch_size` and that many records into it; the epoch's length comes from the
+builders' manifest (record counts per shard) or, for shards without one, from one counting pass
+over this pipeline's files. Phases therefore continue the stream, and a resumed run continues
+where its checkpoint left off without `train.checkpoint_input` (which also saves the shuffle
+buffer and prefetched elements: the same records, restored instead of re-read).
+
+Randomness: a record's crop/flip seed is `[stream key, position in the stream]` in both strict and
+skip mode; the stream key mixes `seed` and the input pipeline id. Guarantees:
+* `deterministic=True`: the order is fixed, so a stream started at step k yields exactly what an
+  uninterrupted stream yields from step k on (records, crops, flips, MixUp/CutMix), and turning
+  `data.skip_corrupt` on changes nothing on clean data.
+* otherwise (parallel interleave/maps out of order): epochs, file order and the position counter
+  are exact, so a resumed stream is in the right epoch with the right number of its records
+  already consumed and never replays epoch 0; which records sit near the cut (within the
+  interleave's cycle and the shuffle buffer) and the pairing of seeds and records vary run to run.
+Resuming mid-epoch reads (without decoding) the records of that epoch before the cut.
 
 Corrupt data (see guard.py): strict mode adds nothing per record. The map runs under a name
 scope that tags failing ops with the pipeline, and `corrupt_data_error(e)` (called by `cli.run`)
@@ -19,6 +36,12 @@ corrupt TFRecord framing after record N in shard PATH`. With `data_cfg.skip_corr
 carry their shard and index through a guarded map instead, and each bad one is skipped, logged
 and counted (`skipped_records()`); that bookkeeping costs ~10-25% throughput.
 
+Remote patterns (`gs://`, `s3://`, any `scheme://` but `file://`): 8 MiB TFRecord read buffers (the
+TPU reference input's) and, unless `data.num_parallel_calls` is set, tf.data AUTOTUNE parallelism.
+
+Before any record is read the config is checked against the manifest the builders wrote beside
+the shards (data/manifest.py).
+
 Example:
     ds = build_dataset(cfg.data, split="train", global_batch_size=256, seed=cfg.seed)
     images, labels = next(iter(ds))  # uint8 [256, S, S, 3], float32 [256, num_classes]
@@ -26,7 +49,6 @@ Example:
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import json
 import os
@@ -34,7 +56,7 @@ import os
 import tensorflow as tf
 
 from transfer_tf.config import DataConfig, to_dict
-from transfer_tf.data import mixing, policies
+from transfer_tf.data import manifest, mixing, policies
 from transfer_tf.data.decoders import make_decoder
 from transfer_tf.data.guard import (  # noqa: F401  (re-exported)
     CORRUPT_PREFIX,
@@ -46,10 +68,13 @@ from transfer_tf.data.guard import (  # noqa: F401  (re-exported)
 )
 from transfer_tf.data.label_maps import read_label_map
 from transfer_tf.data.parsers import Parser
+from transfer_tf.data.stream import epoch_stream, tfrecord_epochs
 from transfer_tf.errors import UsageError
 
 AUTOTUNE = tf.data.AUTOTUNE
-_EPOCHS_FOREVER = 2**62
+# Read buffer per open remote shard: the TPU reference ImageNet input's 8 MiB. TensorFlow's
+# default (256 KiB) would cost one request to the object store every two or three images.
+REMOTE_READ_BUFFER = 8 << 20
 
 
 def list_files(pattern: str) -> list[str]:
@@ -71,22 +96,6 @@ def list_files(pattern: str) -> list[str]:
     return sorted(files)
 
 
-def _file_sizes(files: list[str]) -> list[int]:
-    # Remote stats are slow one by one; a small pool keeps 1000+ GCS shards to a second or two.
-    with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        return list(pool.map(lambda f: tf.io.gfile.stat(f).length, files))
-
-
-def _record_seed(seed: int, shard: tf.Tensor, index: tf.Tensor, epoch: tf.Tensor) -> tf.Tensor:
-    # Skip mode only: the key follows the record, so the guarded map's chunks may run in any order.
-    key = tf.constant([seed, 0x5EED], tf.int64)
-    key = tf.random.experimental.stateless_fold_in(key, epoch)
-    key = tf.random.experimental.stateless_fold_in(
-        key, tf.strings.to_hash_bucket_fast(shard, 2**62)
-    )
-    return tf.random.experimental.stateless_fold_in(key, index)
-
-
 def _stream_key(seed: int, pipeline_id: int) -> int:
     """First half of the per-record stateless seed `[key, position in the stream]`: distinct per
     experiment seed and input pipeline (so workers do not draw the same crops)."""
@@ -94,12 +103,19 @@ def _stream_key(seed: int, pipeline_id: int) -> int:
 
 
 def service_job_name(
-    data_cfg: DataConfig, split: str, seed: int, batch: int, deterministic: bool, run_id: str = ""
+    data_cfg: DataConfig,
+    split: str,
+    seed: int,
+    batch: int,
+    deterministic: bool,
+    run_id: str = "",
+    start_step: int = 0,
 ) -> str:
     """The tf.data service job of a dataset: `transfer_tf-SPLIT-DIGEST`.
 
     Trainers that build the same dataset (data section, seed, per-replica batch, determinism)
-    for the same run (`run_id`, e.g. the model_dir every worker of a run is given) share one
+    for the same run (`run_id`, e.g. the model_dir every worker of a run is given) from the same
+    stream position (`start_step`: a later phase or a resume gets a job of its own) share one
     `distributed_epoch` job and so split each epoch's records between them. Anything else gets a
     job of its own: the dispatcher hands a job name to whoever asks with it, whatever dataset
     they registered, so a shared name would feed one experiment another's batches.
@@ -111,16 +127,28 @@ def service_job_name(
         "batch": batch,
         "deterministic": deterministic,
         "run": run_id,
+        "start_step": start_step,
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     return f"transfer_tf-{split}-{digest[:20]}"
 
 
-def parallelism(data_cfg: DataConfig) -> int:
+def is_remote(pattern: str) -> bool:
+    """True when a pattern names a non-local filesystem (`gs://`, `s3://`, ...; not `file://`)."""
+    parts = [p.strip() for p in pattern.split(",") if p.strip()]
+    return any("://" in p and not p.startswith("file://") for p in parts)
+
+
+def parallelism(data_cfg: DataConfig, pattern: str | None = None) -> int:
     """Parallel calls for the pipeline's maps: `data.num_parallel_calls`, where 0 means one more
-    than the schedulable CPU cores and -1 means `tf.data.AUTOTUNE`."""
+    than the schedulable CPU cores, or `tf.data.AUTOTUNE` for a remote `pattern` (default: the
+    train pattern), and -1 means AUTOTUNE."""
     if data_cfg.num_parallel_calls != 0:
         return data_cfg.num_parallel_calls
+    # Remote reads wait on the network, not the CPU: a count tuned to the cores would under-feed
+    # a big host, so let tf.data's autotuner size the parallelism.
+    if is_remote(data_cfg.train_pattern if pattern is None else pattern):
+        return AUTOTUNE
     # The cores this process may run on (a container's share), where the OS says; macOS does not.
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (cores or 1) + 1
@@ -139,75 +167,14 @@ def _options(deterministic: bool, sharded_by_us: bool, autotune: bool) -> tf.dat
     # Each decode/resize is one small op: splitting it over intra-op threads costs more in
     # hand-offs than it saves while every core already decodes its own image.
     options.threading.max_intra_op_parallelism = 1
+    # Each epoch's shuffle draws from a fixed seed through a stateless "dummy" seed generator,
+    # which tf.data counts as external state; there is nothing in it to save, so a checkpointed
+    # iterator (train.checkpoint_input) must not refuse to serialize it.
+    options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
     if sharded_by_us:
         # We already split the input per pipeline; a strategy must not split it again.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return options
-
-
-def _tfrecord_source(
-    files: list[str],
-    *,
-    training: bool,
-    repeat: bool,
-    seed: int,
-    file_shuffle: bool,
-    cycle_length: int,
-    context: tf.distribute.InputContext | None,
-    deterministic: bool,
-    guarded: bool,
-    log_py: bool,
-    parallel: int = AUTOTUNE,
-) -> tf.data.Dataset:
-    """Records of this input pipeline's share of `files`.
-
-    Strict mode: serialized records (plain `TFRecordDataset`s, nothing per record). Skip mode
-    (`guarded`): `(shard, index, epoch, record)`, with broken framing skipped and counted.
-    """
-    n, i = (context.num_input_pipelines, context.input_pipeline_id) if context else (1, 0)
-    per_record = n > 1 and len(files) < n
-    if n > 1 and not per_record:
-        files = files[i::n]
-    sizes = _file_sizes(files) if guarded else [0] * len(files)
-    num_files = len(files)
-    epochs = tf.data.Dataset.range(_EPOCHS_FOREVER if repeat else 1)
-    shuffle = training and file_shuffle and not per_record
-
-    def files_of_epoch(epoch):
-        order = tf.data.Dataset.range(num_files)
-        if shuffle:  # stateless: a fresh, reproducible file order per epoch
-            order = order.map(
-                lambda k: tf.random.experimental.index_shuffle(
-                    k,
-                    tf.stack([tf.constant(seed, tf.int64), epoch]),
-                    num_files - 1,
-                )
-            )
-        table = (tf.constant(files), tf.constant(sizes, tf.int64))
-        return order.map(lambda k: (table[0][k], table[1][k], epoch))
-
-    if guarded:
-
-        def read(f, s, e):
-            return read_shard(f, s, e, True, log_py)
-
-    else:
-
-        def read(f, s, e):
-            return tf.data.TFRecordDataset(f)
-
-    cycle = max(1, min(cycle_length, num_files))
-    records = epochs.flat_map(files_of_epoch).interleave(
-        read,
-        cycle_length=cycle,
-        block_length=1,
-        num_parallel_calls=parallel if parallel == AUTOTUNE else min(parallel, cycle),
-        # Per-record sharding needs the same record order in every pipeline.
-        deterministic=deterministic or per_record or not training,
-    )
-    if per_record:
-        records = records.shard(n, i)
-    return records
 
 
 def build_dataset(
@@ -220,11 +187,13 @@ def build_dataset(
     input_context: tf.distribute.InputContext | None = None,
     repeat: bool | None = None,
     run_id: str = "",
+    start_step: int = 0,
 ) -> tf.data.Dataset:
     """Builds the train or eval dataset of `(images, labels)` batches.
 
     Args:
       data_cfg: the data section; `train_pattern`/`eval_pattern` are TFRecord globs or `tfds:NAME`.
+        It is checked against the builders' manifest first (`num_classes: auto` is filled in).
       split: `train` (random crops, shuffled, repeated, full batches) or `eval` (center crop, one
         pass in a fixed order, last batch may be short).
       global_batch_size: across all replicas; with `input_context` each pipeline yields its
@@ -233,14 +202,19 @@ def build_dataset(
       repeat: override the split's default (train repeats forever, eval does not).
       run_id: with `data.tf_data_service`, the trainers given the same run_id (and building the
         same dataset) share one service job; see `service_job_name`.
+      start_step: train only: the global step the consumer is at; the stream starts where a
+        stream started at step 0 would be after `start_step` steps (see module doc).
     Returns:
       Dataset of `(images uint8 [B, S, S, 3], labels float32 [B, num_classes])`. Labels are
       one-hot (classification), multi-hot (COCO) or soft (after MixUp/CutMix).
     Raises:
       UsageError: bad split or batch size, patterns that match nothing, a bad label map.
+      ConfigError: the config disagrees with the builders' manifest (data/manifest.py).
     """
     if split not in ("train", "eval"):
         raise UsageError(f"split must be 'train' or 'eval', got {split!r}")
+    if start_step < 0:
+        raise UsageError(f"start_step must be >= 0, got {start_step}")
     training = split == "train"
     repeat = training if repeat is None else repeat
     batch = (
@@ -254,7 +228,7 @@ def build_dataset(
     skip = data_cfg.skip_corrupt
     log_py = not data_cfg.tf_data_service
     deterministic = bool(deterministic)
-    parallel = parallelism(data_cfg)
+    parallel = parallelism(data_cfg, pattern)
     autotune = parallel == AUTOTUNE
     # Through the tf.data service, trainers consume one shared distributed_epoch job that already
     # hands each record to exactly one consumer; splitting files per trainer first would give the
@@ -264,24 +238,25 @@ def build_dataset(
     if pattern.startswith("tfds:"):
         from transfer_tf.data import tfds_source
 
-        source, schema = tfds_source.load(
-            data_cfg,
-            pattern,
-            training=training,
-            repeat=repeat,
-            seed=seed,
-            input_context=source_context,
+        data_cfg = manifest.check_pattern(data_cfg, pattern, None)
+        source = tfds_source.load(
+            data_cfg, pattern, training=training, seed=seed, input_context=source_context
         )
+        records, epoch_size, schema = source.records, source.epoch_size, source.schema
         if not skip:
-            source = source.map(lambda shard, index, epoch, tensors: tensors)
+            tfds_records = records
+
+            def records(epoch):
+                return tfds_records(epoch).map(lambda shard, index, e, tensors: tensors)
+
         parser = Parser(data_cfg, training=training, label_offset=0, label_map=None)
         decode, files = None, []
     else:
         files = list_files(pattern)
-        source = _tfrecord_source(
+        data_cfg = manifest.check_pattern(data_cfg, pattern, files)
+        records, epoch_size = tfrecord_epochs(
             files,
             training=training,
-            repeat=repeat,
             seed=seed,
             file_shuffle=data_cfg.file_shuffle,
             cycle_length=data_cfg.cycle_length,
@@ -290,6 +265,7 @@ def build_dataset(
             guarded=skip,
             log_py=log_py,
             parallel=parallel,
+            read_buffer=REMOTE_READ_BUFFER if is_remote(pattern) else None,
         )
         schema = data_cfg.schema
         label_map = None
@@ -302,20 +278,36 @@ def build_dataset(
         )
         decode = make_decoder(schema).decode
 
+    # Records this pipeline consumes per global step: each pipeline feeds its replicas' batches.
+    pipelines = source_context.num_input_pipelines if source_context else 1
+    start = start_step * global_batch_size // pipelines if training else 0
+    source = epoch_stream(
+        records,
+        epoch_size,
+        start=start,
+        repeat=repeat,
+        shuffle_buffer=data_cfg.shuffle_buffer if training else 0,
+        seed=seed,
+        pattern=pattern,
+    )
     mixes = training and (data_cfg.mixup_alpha > 0 or data_cfg.cutmix_alpha > 0)
-    if training and data_cfg.shuffle_buffer > 1:
-        source = source.shuffle(data_cfg.shuffle_buffer, seed=seed)
     order_fixed = deterministic or not training
+    pipeline_id = input_context.input_pipeline_id if input_context else 0
+    stream = tf.constant(_stream_key(seed, pipeline_id), tf.int64)
 
-    def model_inputs(payload, key):
+    def model_inputs(payload, position):
+        # Seed = (stream key, position in the stream): one op; a deterministic run replays the
+        # same order, hence the same seeds, and a corrupt record skipped in skip mode shifts
+        # no other record's seed.
+        key = tf.stack([stream, position])
         image, label = parser(decode(payload) if decode is not None else payload, key)
         # The first record of a batch seeds that batch's MixUp/CutMix.
         return image, label, key + 1 if mixes else tf.zeros([2], tf.int64)
 
     if skip:
 
-        def process(shard, index, epoch, payload):
-            return model_inputs(payload, _record_seed(seed, shard, index, epoch))
+        def process(shard, index, position, payload):
+            return model_inputs(payload, position)
 
         size = data_cfg.image_size
         dummy = (
@@ -323,26 +315,32 @@ def build_dataset(
             tf.zeros([data_cfg.num_classes], tf.float32),
             tf.zeros([2], tf.int64),
         )
-        ds = guarded_map(source, process, dummy, True, log_py, order_fixed, parallel)
+        # The position rides in the epoch's slot: guarded_map only passes it through.
+        positioned = source.map(lambda position, r: (r[1][0], r[1][1], position, r[1][3]))
+        ds = guarded_map(positioned, process, dummy, True, log_py, order_fixed, parallel)
     else:
         # Zero-cost strict mode: a plain map under a name scope that tags any failing op, so
         # `corrupt_data_error` can find and name the bad shard afterwards (see guard.py).
         tag = register_pipeline(
             pattern, files, (lambda r: parser.validate(decode(r))) if decode is not None else None
         )
-        pipeline_id = input_context.input_pipeline_id if input_context else 0
-        stream = tf.constant(_stream_key(seed, pipeline_id), tf.int64)
 
-        def process(position, payload):
+        def process(position, indexed):
             with tf.name_scope(tag):
-                # Seed = (stream key, position in the shuffled stream): one op, and a
-                # deterministic run replays the same order, hence the same seeds.
-                return model_inputs(payload, tf.stack([stream, position]))
+                return model_inputs(indexed[1], position)  # indexed: (index in epoch, payload)
 
-        ds = source.enumerate().map(
-            process,
-            num_parallel_calls=parallel,
-            deterministic=order_fixed,
+        ds = source.map(process, num_parallel_calls=parallel, deterministic=order_fixed)
+
+    policy = policies.make_policy(data_cfg, seed) if training else None
+    if policy is not None:
+        # Per image, before batching and mixing (the order of Model Garden, timm, big_vision):
+        # geometric ops must not move a CutMix patch away from its area-weighted label, nor
+        # colour ops work on blended pixels. Sequential in a deterministic run (see _options
+        # and policies.py).
+        ds = ds.map(
+            lambda image, label, key: (policy(image), label, key),
+            num_parallel_calls=None if deterministic else parallel,
+            deterministic=None if deterministic else False,
         )
     ds = ds.batch(
         batch,
@@ -351,35 +349,30 @@ def build_dataset(
         deterministic=order_fixed,
     )
 
-    if training and (data_cfg.mixup_alpha > 0 or data_cfg.cutmix_alpha > 0):
+    if mixes:
 
         def mix(images, labels, seeds):
             images, labels = mixing.mix_batch(
                 images, labels, seeds[0], data_cfg.mixup_alpha, data_cfg.cutmix_alpha
             )
-            return images, labels, seeds
+            return images, labels
 
         ds = ds.map(mix, num_parallel_calls=parallel, deterministic=deterministic)
-    policy = policies.make_policy(data_cfg, seed) if training else None
-    if policy is not None:
-        # Sequential in a deterministic run (see _options and policies.py).
-        ds = ds.map(
-            lambda images, labels, seeds: (policy(images), labels, seeds),
-            num_parallel_calls=None if deterministic else parallel,
-            deterministic=None if deterministic else False,
-        )
-    ds = ds.map(lambda images, labels, seeds: (images, labels))
+    else:
+        ds = ds.map(lambda images, labels, seeds: (images, labels))
 
     if training and data_cfg.tf_data_service:
         # distributed_epoch: the dispatcher hands each worker whole epochs/shards, so every
         # record is produced once per epoch across all workers (parallel_epochs would have each
-        # worker replay the full dataset). One job per run and dataset: all replicas of a run
-        # read from the same job, other experiments on the same service from their own.
+        # worker replay the full dataset). One job per run, dataset and stream position: all
+        # replicas of a run read from the same job, a later phase or other experiments from their own.
         ds = ds.apply(
             tf.data.experimental.service.distribute(
                 processing_mode="distributed_epoch",
                 service=data_cfg.tf_data_service,
-                job_name=service_job_name(data_cfg, split, seed, batch, deterministic, run_id),
+                job_name=service_job_name(
+                    data_cfg, split, seed, batch, deterministic, run_id, start_step
+                ),
             )
         )
     default_prefetch = AUTOTUNE if autotune else 2

@@ -17,13 +17,15 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import tensorflow as tf
 
 from transfer_tf.config import DataConfig
 from transfer_tf.errors import UsageError
 
 _SPLITS = {"train": "train", "eval": "validation"}
-_EPOCHS_FOREVER = 2**62
 
 
 def dataset_name(pattern: str) -> str:
@@ -53,18 +55,47 @@ def _to_decoded(example: dict, schema: str) -> dict[str, tf.Tensor]:
     return {"image": example["image"], "label": tf.cast(example["label"], tf.int64)}
 
 
+def _builder(data_cfg: DataConfig, pattern: str):
+    import tensorflow_datasets as tfds
+
+    try:
+        return tfds.builder(dataset_name(pattern), data_dir=data_cfg.tfds_data_dir or None)
+    except (tfds.core.registered.DatasetNotFoundError, AssertionError, ValueError) as e:
+        raise UsageError(f"data pattern '{pattern}': {str(e).splitlines()[0]}") from None
+
+
+def num_classes(data_cfg: DataConfig, pattern: str) -> int | None:
+    """The ClassLabel count of the dataset's `label` (or `objects/label`) feature, if it has one."""
+    features = _builder(data_cfg, pattern).info.features
+    if "objects" in features:
+        label = features["objects"]["label"]
+    else:
+        label = features["label"] if "label" in features else None
+    count = getattr(label, "num_classes", None)
+    return int(count) if count else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A TFDS split as epochs: `records(epoch)` gives this pipeline's `(shard, index, epoch,
+    decoded tensors)` of one epoch; `epoch_size()` counts them (a pass when TFDS cannot say)."""
+
+    records: Callable[[tf.Tensor], tf.data.Dataset]
+    epoch_size: Callable[[], int]
+    schema: str
+
+
 def load(
     data_cfg: DataConfig,
     pattern: str,
     *,
     training: bool,
-    repeat: bool,
     seed: int,
     input_context: tf.distribute.InputContext | None = None,
-) -> tuple[tf.data.Dataset, str]:
-    """Returns (`(shard, index, epoch, decoded tensors)` elements, schema `classification|coco`).
+) -> Source:
+    """The split of `pattern` for this input pipeline (schema `classification|coco`).
 
-    `shard` is the TFDS example id (file and position), used for seeds and error messages.
+    `shard` is the TFDS example id (file and position), used in error messages.
     Raises:
       UsageError: unknown dataset, missing data, or a dataset without image/label features.
     """
@@ -78,8 +109,8 @@ def load(
         add_tfds_id=True,
         interleave_cycle_length=data_cfg.cycle_length,
     )
+    builder = _builder(data_cfg, pattern)
     try:
-        builder = tfds.builder(name, data_dir=data_cfg.tfds_data_dir or None)
         features = builder.info.features
         if data_cfg.tfds_manual_dir:
             # A no-op when the data is already prepared; otherwise prepares from the archives.
@@ -101,12 +132,17 @@ def load(
     else:
         raise UsageError(f"data pattern '{pattern}': needs image+label or image+objects features")
 
-    def with_ids(epoch):
+    def records(epoch):
         def one(example):
             shard = example.get("tfds_id", tf.constant(f"tfds:{name}/{split}"))
             return shard, tf.constant(0, tf.int64), epoch, _to_decoded(example, schema)
 
         return ds.map(one)
 
-    epochs = tf.data.Dataset.range(_EPOCHS_FOREVER if repeat else 1)
-    return epochs.flat_map(with_ids), schema
+    def epoch_size() -> int:
+        known = int(ds.cardinality())
+        if known >= 0:
+            return known
+        return int(ds.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+
+    return Source(records, epoch_size, schema)

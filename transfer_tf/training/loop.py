@@ -16,7 +16,8 @@ API (engineer "transfer" builds phases on it; "scaleout" runs it multi-worker/TP
     trainer.restore()                     # latest checkpoint of model_dir -> global step (0 if none)
     trainer.train(
         dataset_fn,                       # InputContext -> tf.data.Dataset of PER-REPLICA batches
-                                          #   (images uint8 [b,S,S,3], labels float32 [b,C])
+                                          #   (images uint8 [b,S,S,3], labels float32 [b,C]); one
+                                          #   taking a `start_step` keyword gets the global step
         end_step=5000,                    # absolute global step to stop at (phases: cumulative)
         lr_schedule=warmup_cosine(...),   # int64 global step -> float32 LR (any callable)
         loss_fn=softmax_cross_entropy(0.1),  # (labels [b,C], logits [b,C]) -> per-example [b]
@@ -61,13 +62,19 @@ Semantics:
   that is deleted (the save ops are collective, so every worker must run them).
 - A non-finite loss stops the run with `TrainingDivergedError` before anything is saved: the last
   good checkpoint stays the latest.
-- `checkpoint_input=True` also checkpoints the input iterator (exact resume in deterministic mode;
-  the shuffle buffer is saved too, which is large at ImageNet scale, hence off by default: without
-  it a resumed run restarts the input pipeline from its seed).
+- One input stream per run: every `train` call builds its iterator with
+  `dataset_fn(ctx, start_step=<global step>)` when `dataset_fn` takes a `start_step` keyword
+  (`pretrain.dataset_fn` does; `data.input.build_dataset` positions the stream there), so phases
+  continue the stream and a resumed run continues where its checkpoint left off. A `dataset_fn`
+  without that keyword restarts its stream on every call.
+- `checkpoint_input=True` also checkpoints the input iterator (its shuffle buffer and prefetched
+  elements too, which are large at ImageNet scale, hence off by default).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import time
 from collections.abc import Callable
@@ -257,6 +264,9 @@ class Trainer:
         return train_steps
 
     def _make_iterator(self, dataset_fn: DatasetFn):
+        if _takes_start_step(dataset_fn):
+            # The stream continues at the global step: phases and resumes do not replay it.
+            dataset_fn = functools.partial(dataset_fn, start_step=self.step)
         if not self.checkpoint_input:
             return iter(self.strategy.distribute_datasets_from_function(dataset_fn))
         # tf.distribute's DistributedIterator is not trackable; a plain tf.data iterator is (and
@@ -414,3 +424,11 @@ class Trainer:
     def close(self) -> None:
         """Removes a non-chief worker's throwaway directory."""
         strategy_lib.cleanup_worker_dir(self.model_dir, self.strategy)
+
+
+def _takes_start_step(dataset_fn: Callable) -> bool:
+    try:
+        parameters = inspect.signature(dataset_fn).parameters
+    except (TypeError, ValueError):  # builtins and C callables
+        return False
+    return "start_step" in parameters

@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import keras
@@ -93,10 +94,23 @@ class EvalAccumulator:
         return self.acc.result()
 
 
+def checked_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """`cfg` with its data section checked against the builders' manifests / TFDS ClassLabel
+    (data/manifest.py) and `auto` values filled, before any model is built or step runs.
+
+    Raises:
+      ConfigError: the config disagrees with what the builders wrote.
+    """
+    from transfer_tf.data.manifest import check_data_config
+
+    return dataclasses.replace(cfg, data=check_data_config(cfg.data))
+
+
 def dataset_fn(cfg: ExperimentConfig, split: str, run_id: str = "") -> DatasetFn:
     """InputContext -> per-replica batches of `split` (`train`: shuffled, repeated; `eval`: one pass,
-    fixed order), as `(images uint8 [b,S,S,3], labels float32 [b,C])`. `run_id` (the model_dir)
-    names the run's tf.data service job (`input.service_job_name`).
+    fixed order), as `(images uint8 [b,S,S,3], labels float32 [b,C])`. The function takes an
+    optional `start_step` (the Trainer passes its global step): the train stream starts there.
+    `run_id` (the model_dir) names the run's tf.data service job (`input.service_job_name`).
 
     Raises:
       UsageError: the split's file pattern (`data.train_pattern` / `data.eval_pattern`) is empty.
@@ -108,7 +122,7 @@ def dataset_fn(cfg: ExperimentConfig, split: str, run_id: str = "") -> DatasetFn
         purpose = "train on" if split == "train" else "evaluate on"
         raise UsageError(f"config key 'data.{key}' is empty: nothing to {purpose}")
 
-    def fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+    def fn(ctx: tf.distribute.InputContext, start_step: int = 0) -> tf.data.Dataset:
         return build_dataset(
             cfg.data,
             split=split,
@@ -117,6 +131,7 @@ def dataset_fn(cfg: ExperimentConfig, split: str, run_id: str = "") -> DatasetFn
             deterministic=cfg.deterministic,
             input_context=ctx,
             run_id=run_id,
+            start_step=start_step,
         )
 
     return fn
@@ -179,10 +194,12 @@ def run_pretraining(
     """Trains `cfg` in `model_dir` (resuming from its latest checkpoint); returns the last logs.
 
     Writes model_dir/config.yaml, checkpoints/ and summaries/ (chief only). Evaluates on
-    `data.eval_pattern` every `train.eval_every_epochs` when it is set. A resume whose config
-    differs from model_dir/config.yaml is a UsageError unless `allow_config_change`
-    (`training.resume.check_resume_config`).
+    `data.eval_pattern` every `train.eval_every_epochs` when it is set. The data config is first
+    checked against the builders' manifests (`data.num_classes: auto` is filled from them). A
+    resume whose config differs from model_dir/config.yaml is a UsageError unless
+    `allow_config_change` (`training.resume.check_resume_config`).
     """
+    cfg = checked_config(cfg)
     check_resume_config(cfg, model_dir, allow_change=allow_config_change)
     cfg = adopt_recorded_runtime(cfg, model_dir)
     train_fn = dataset_fn(cfg, "train", run_id=model_dir)

@@ -38,7 +38,13 @@ from transfer_tf.models.resnet import build_classifier
 from transfer_tf.training import checkpoints, losses, optimizers
 from transfer_tf.training import strategy as strategy_lib
 from transfer_tf.training.loop import DatasetFn
-from transfer_tf.training.pretrain import EvalAccumulator, dataset_fn, setup_runtime, start_run
+from transfer_tf.training.pretrain import (
+    EvalAccumulator,
+    checked_config,
+    dataset_fn,
+    setup_runtime,
+    start_run,
+)
 from transfer_tf.training.resume import adopt_recorded_runtime, check_resume_config
 from transfer_tf.transfer import restore, schedule
 
@@ -83,6 +89,7 @@ def run_finetuning(
         cfg = dataclasses.replace(
             cfg, transfer=dataclasses.replace(cfg.transfer, init_checkpoint=init_checkpoint)
         )
+    cfg = checked_config(cfg)  # the data matches its manifest; `num_classes: auto` filled
     check_resume_config(cfg, model_dir, allow_change=allow_config_change)
     cfg = adopt_recorded_runtime(cfg, model_dir)
     phases = schedule.resolve_phases(cfg)

@@ -9,7 +9,8 @@ uninterrupted one write the same bytes.
   * skips shards that are already finished: the final file exists, its sidecar
     `.build/done/<name>.json` exists, carries the same fingerprint (a hash of the items and the
     encoder options) and records the file's current size;
-  * encodes the others in `num_workers` processes, one shard at a time per process, streaming
+  * encodes the others in `num_workers` processes (forked from a forkserver, never from the
+    caller: see `pool_context`), one shard at a time per process, streaming
     (one Example in memory at a time), into `.build/tmp/<name>.tmp-<pid>`, then renames the file
     into place and writes its sidecar last: a file without a sidecar is redone.
 
@@ -328,13 +329,8 @@ def write_shards(
                 info = _write_one(job)
                 results[info["file"]] = info
         return results
-    # fork: workers inherit the imported modules (no second TensorFlow import). They run no
-    # TensorFlow ops (Pillow decodes, protobuf serializes, TFRecordWriter writes), so a parent
-    # that already initialised the TF runtime is not a hazard.
-    ctx = mp.get_context("fork")
+    ctx = pool_context()
     counter = ctx.Value("q", 0)
-    # The pool forks before the progress thread starts: a fork while another thread holds a
-    # lock (logging's) could leave the child deadlocked.
     with ctx.Pool(
         min(options.num_workers, len(jobs)), initializer=_init_worker, initargs=(encoder, counter)
     ) as pool:
@@ -342,6 +338,26 @@ def write_shards(
             for info in pool.imap_unordered(_write_one, jobs):
                 results[info["file"]] = info
     return results
+
+
+# What the forkserver imports once; every worker is forked from it with these modules loaded.
+_WORKER_PRELOAD = ["transfer_tf.data.builders"]
+
+
+def pool_context() -> mp.context.BaseContext:
+    """Where worker processes come from: a forkserver, else spawn; never a fork of this process.
+
+    This process may have initialised TensorFlow's filesystems (a gs:// client has threads and
+    locks that a fork would copy mid-use) and holds the plan; the forkserver is a fresh
+    interpreter that imports the builders (and so TensorFlow) once, before any filesystem is
+    touched, and forks each worker from that clean state, so workers share its pages instead of
+    each importing TensorFlow (spawn, the fallback where forkserver is missing, does that).
+    """
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(_WORKER_PRELOAD)
+        return ctx
+    return mp.get_context("spawn")
 
 
 class _LocalCounter:

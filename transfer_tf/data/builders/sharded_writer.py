@@ -341,7 +341,7 @@ def write_shards(
 
 
 # What the forkserver imports once; every worker is forked from it with these modules loaded.
-_WORKER_PRELOAD = ["transfer_tf.data.builders"]
+_WORKER_PRELOAD = ["transfer_tf.data.builders.forkserver_preload"]
 
 
 def pool_context() -> mp.context.BaseContext:

@@ -76,11 +76,12 @@ def generate_coco(root: str, scale: float, seed: int = 0) -> dict[str, Any]:
     rng = random.Random(seed)
     jpeg = io.BytesIO()
     Image.new("RGB", (_SIDE, _SIDE), (120, 80, 40)).save(jpeg, format="JPEG", quality=90)
-    source = os.path.join(root, "source.jpg")
-    with open(source, "wb") as f:
-        f.write(jpeg.getvalue())
     names = [f"{100000 + i:012d}.jpg" for i in range(num_images)]
-    for name in names:
+    for i, name in enumerate(names):
+        if i % 50_000 == 0:  # filesystems cap the links to one file (ext4: 65,000)
+            source = os.path.join(root, f"source-{i}.jpg")
+            with open(source, "wb") as f:
+                f.write(jpeg.getvalue())
         os.link(source, os.path.join(images_dir, name))
     pool = _polygon_pool(rng)
     path = os.path.join(root, "instances.json")
@@ -212,7 +213,6 @@ def run_benchmark(
     data = generate_coco(data_dir, scale)
     ann = os.path.join(data_dir, "instances.json")
     images = os.path.join(data_dir, "images")
-    out = os.path.join(work_dir, "out")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     runs = []
@@ -221,6 +221,8 @@ def run_benchmark(
         if model_garden_dir:
             jobs += [("model_garden", p) for p in model_garden_processes]
         for tool, n in jobs:
+            # A folder per run: two benchmark processes may share --work_dir.
+            out = os.path.join(work_dir, f"out-{tool}-{n}-{int(with_masks)}-{os.getpid()}")
             shutil.rmtree(out, ignore_errors=True)
             os.makedirs(out)
             common = [
@@ -247,7 +249,7 @@ def run_benchmark(
             )
             runs.append(result)
             print(json.dumps(result), file=sys.stderr, flush=True)
-    shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(out, ignore_errors=True)
     ratio = {}
     for with_masks in masks:
         ours = [

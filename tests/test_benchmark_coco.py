@@ -10,7 +10,7 @@ import psutil
 import tensorflow as tf
 
 from transfer_tf.data.builders import benchmark_coco
-from transfer_tf.data.builders.coco import plan_coco
+from transfer_tf.data.builders.coco_plan import plan_coco
 
 
 def test_generated_json_plans_and_builds_like_train2017_in_miniature(tmp_path):

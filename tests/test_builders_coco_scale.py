@@ -16,7 +16,7 @@ from test_builders_rawdata import image_bytes, write
 
 from transfer_tf.data.builders import WriteOptions, build_coco
 from transfer_tf.data.builders import coco_json as coco_json_module
-from transfer_tf.data.builders.coco import plan_coco
+from transfer_tf.data.builders.coco_plan import plan_coco
 from transfer_tf.data.builders.sharded_writer import Encoded, Encoder, ShardSpec, write_shards
 from transfer_tf.errors import UsageError
 

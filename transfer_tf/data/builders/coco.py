@@ -39,11 +39,11 @@ from transfer_tf.data.builders.coco_json import annotation_fields, read_annotati
 from transfer_tf.data.builders.coco_masks import BadSegmentation, mask_png
 from transfer_tf.data.builders.coco_plan import plan_coco
 from transfer_tf.data.builders.image_codec import BadImage, prepare_image
+from transfer_tf.data.builders.manifests import write_manifests
 from transfer_tf.data.builders.sharded_writer import (
     Encoded,
     Encoder,
     WriteOptions,
-    write_manifests,
     write_shards,
 )
 from transfer_tf.errors import UsageError

@@ -172,6 +172,29 @@ def test_small_read_window_and_utf8_give_the_same_plan_and_shards(tmp_path, monk
     assert all(r["ids"] == [1] and r["masks"][0].sum() > 200 for r in records.values())
 
 
+def test_every_read_window_size_parses_the_same(tmp_path, monkeypatch):
+    data = {
+        "info": {"v": [1.5e-05, -2e10, True, None]},
+        "images": [{"id": 7, "file_name": "ä.jpg", "height": 2, "width": 3, "s": 2.5e-05}],
+        "annotations": [
+            {"image_id": 7, "category_id": 1, "bbox": [0, 0, 1.25e00, 1], "area": 1e-3},
+            {"image_id": 7, "category_id": 2, "bbox": [1, 0, 1, 1], "segmentation": [[1e-7] * 6]},
+        ],
+        "categories": [{"id": 2, "name": "b"}, {"id": 1, "name": "ä"}],
+    }
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+    raw = path.read_bytes()
+    for chunk in range(1, 48):  # a window edge falls inside every token at some size
+        monkeypatch.setattr(coco_json_module, "_CHUNK", chunk)
+        got = coco_json_module.read_coco_json(str(path), "object_annotations_file")
+        assert got.images == [(7, "ä.jpg", 2, 3)] and got.categories == [(1, "ä"), (2, "b")]
+        pieces = [
+            json.loads(raw[o : o + n]) for o, n in zip(got.ann_offset, got.ann_length, strict=True)
+        ]
+        assert pieces == data["annotations"], chunk
+
+
 def test_malformed_json_names_the_line(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"images": [\n {"id": 1, "file_name": "a.jpg", "height": 2, "width": 2},\n x]}')

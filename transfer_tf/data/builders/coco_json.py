@@ -154,7 +154,9 @@ class _Stream:
             try:
                 value, end = _DECODER.raw_decode(self.buf, self.pos)
             except json.JSONDecodeError as e:
-                cut = e.pos >= len(self.buf) - 1 or e.msg.startswith(_MAYBE_CUT)
+                # An error near the window's end may be a cut token ("2.5e-" + "05", "tr" +
+                # "ue"); only strings (handled by message) run longer than 64 characters.
+                cut = e.pos >= len(self.buf) - 64 or e.msg.startswith(_MAYBE_CUT)
                 if cut and self.more():
                     continue
                 raise self.error(e.pos) from None

@@ -9,7 +9,7 @@ Output directory:
   labels.txt                 one class key (wnid / folder name) per line, class-index order
   label_names.txt            one human-readable name per line, class-index order
                              (the names from --synset_names_file, else the keys)
-  manifest.json              counts, skipped files, label map (see sharded_writer)
+  manifest.json              counts, skipped files, label map (see manifests)
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 from transfer_tf.atomic_io import write_text_atomic
 from transfer_tf.data import schemas
 from transfer_tf.data.builders.image_codec import BadImage, prepare_image
+from transfer_tf.data.builders.manifests import write_manifests
 from transfer_tf.data.builders.sharded_writer import (
     Encoded,
     Encoder,
@@ -29,7 +30,6 @@ from transfer_tf.data.builders.sharded_writer import (
     WriteOptions,
     contiguous_chunks,
     shard_name,
-    write_manifests,
     write_shards,
 )
 from transfer_tf.errors import UsageError

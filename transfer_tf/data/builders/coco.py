@@ -4,6 +4,12 @@ Drop-in for that tool (same flags, same feature keys, same `PREFIX-00000-of-0003
 names, image i of the JSON in shard i % num_shards), but streaming and resumable, and it skips
 (and reports) missing, truncated or unreadable images instead of stopping.
 
+Memory does not follow the JSON: `coco_plan` streams it and keeps byte ranges, and each worker
+reads its images' annotations from those ranges. With masks, an image whose segmentation is
+malformed is skipped with the reason and polygons of < 3 points are dropped (`coco_masks`).
+Duplicate image ids / file names are skipped (first one kept); an image-info file without
+"annotations" (test-dev) writes every image without objects.
+
 Boxes: COCO `[x, y, w, h]` pixels -> normalised `[ymin, xmin, ymax, xmax]`. As in Model Garden,
 a box with w <= 0 or h <= 0 or reaching outside the image is dropped (counted as
 `degenerate_boxes_dropped`). Labels are the raw category ids; the contiguous index lives in the
@@ -19,10 +25,8 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,15 +35,15 @@ import tensorflow as tf
 
 from transfer_tf.atomic_io import write_json_atomic
 from transfer_tf.data import schemas
+from transfer_tf.data.builders.coco_json import annotation_fields, read_annotation
+from transfer_tf.data.builders.coco_masks import BadSegmentation, mask_png
+from transfer_tf.data.builders.coco_plan import plan_coco
 from transfer_tf.data.builders.image_codec import BadImage, prepare_image
+from transfer_tf.data.builders.manifests import write_manifests
 from transfer_tf.data.builders.sharded_writer import (
     Encoded,
     Encoder,
-    ShardSpec,
     WriteOptions,
-    round_robin,
-    shard_name,
-    write_manifests,
     write_shards,
 )
 from transfer_tf.errors import UsageError
@@ -59,36 +63,23 @@ def load_label_map(path: str) -> dict[int, int]:
         ) from None
 
 
-def _read_json(path: str, flag: str) -> dict:
-    if not os.path.isfile(path):
-        raise UsageError(f"--{flag} {path} does not exist")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        where = f" line {e.lineno}" if isinstance(e, json.JSONDecodeError) else ""
-        raise UsageError(f"--{flag} {path}{where}: not valid JSON") from None
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise UsageError(f"--{flag} {path}: expected a COCO JSON object with an 'images' list")
-    return data
-
-
-def _field(obj: dict, key: str, path: str, what: str) -> Any:
-    if not isinstance(obj, dict) or key not in obj:
-        raise UsageError(f"{path}: {what} without '{key}': {str(obj)[:80]}")
-    return obj[key]
-
-
 @dataclass(frozen=True)
 class CocoEncoder(Encoder):
-    """Reads the image, checks it against the JSON, converts the annotations."""
+    """Reads the image, checks it against the JSON, reads and converts its annotations."""
 
     image_dirs: tuple[str, ...]
     category_names: tuple[tuple[int, str], ...]
     include_masks: bool
+    annotations_file: str = ""
+    # Items hold byte ranges into the annotations file: its digest stands for their content.
+    annotations_sha256: str = ""
 
     def options(self) -> dict[str, Any]:
-        return {"categories": [list(c) for c in self.category_names], "masks": self.include_masks}
+        return {
+            "categories": [list(c) for c in self.category_names],
+            "masks": self.include_masks,
+            "annotations_sha256": self.annotations_sha256,
+        }
 
     def _resolve(self, file_name: str) -> str:
         found = []
@@ -105,12 +96,33 @@ class CocoEncoder(Encoder):
             raise _Skip("file_name is in more than one --image_dir")
         return found[0]
 
+    def _annotations(self, item: dict) -> list[dict]:
+        if not item["annotations"]:
+            return []
+        out = []
+        with open(self.annotations_file, "rb") as f:
+            for offset, length in item["annotations"]:
+                try:
+                    a = read_annotation(self.annotations_file, offset, length, f)
+                except ValueError:
+                    a = None
+                if a is None or a.get("image_id") != item["id"]:
+                    raise _Skip(
+                        f"{self.annotations_file} changed since planning (byte {offset} no "
+                        "longer holds this image's annotation): rerun the build"
+                    )
+                out.append(a)
+        return out
+
     def encode(self, item: Any) -> Encoded:
         file_name = item["file_name"]
+        if item.get("skip"):
+            return Encoded(None, file_name, skip_reason=item["skip"])
         try:
             path = self._resolve(file_name)
             with open(path, "rb") as f:
                 image = prepare_image(f.read())
+            annotations = self._annotations(item)
         except _Skip as e:
             return Encoded(None, file_name, skip_reason=str(e))
         except FileNotFoundError:
@@ -128,18 +140,27 @@ class CocoEncoder(Encoder):
             )
         names = dict(self.category_names)
         boxes, ids, texts, crowd, areas, masks = [], [], [], [], [], []
-        dropped = 0
-        for x, y, bw, bh, cat, is_crowd, area, seg in item["objects"]:
+        dropped = dropped_polygons = 0
+        for a in annotations:
+            x, y, bw, bh, cat, is_crowd, area = annotation_fields(a, self.annotations_file)
             if bw <= 0 or bh <= 0 or x < 0 or y < 0 or x + bw > w or y + bh > h:
                 dropped += 1
                 continue
+            if self.include_masks:
+                try:
+                    png, n = mask_png(a.get("segmentation"), h, w)
+                except BadSegmentation as e:
+                    where = f"annotation {a.get('id', '?')}"
+                    return Encoded(
+                        None, file_name, skip_reason=f"{where}: malformed segmentation: {e}"
+                    )
+                masks.append(png)
+                dropped_polygons += n
             boxes.append([y / h, x / w, (y + bh) / h, (x + bw) / w])
             ids.append(cat)
             texts.append(names[cat])
             crowd.append(is_crowd)
             areas.append(area)
-            if self.include_masks:
-                masks.append(_mask_png(seg, h, w))
         example = schemas.coco_example(
             image.jpeg,
             height=h,
@@ -155,6 +176,8 @@ class CocoEncoder(Encoder):
             masks_png=masks if self.include_masks else None,
         )
         counters = {"objects": len(ids), "degenerate_boxes_dropped": dropped}
+        if self.include_masks:
+            counters["degenerate_polygons_dropped"] = dropped_polygons
         if not ids:
             counters["images_without_objects"] = 1
         return Encoded(
@@ -168,134 +191,6 @@ class CocoEncoder(Encoder):
 
 class _Skip(Exception):
     pass
-
-
-def _mask_png(segmentation: Any, height: int, width: int) -> bytes:
-    """COCO polygons or RLE -> PNG of a uint8 {0, 1} mask [height, width]."""
-    import numpy as np
-    from PIL import Image
-    from pycocotools import mask as mask_util
-
-    if not segmentation:
-        binary = np.zeros((height, width), np.uint8)
-    else:
-        rle = mask_util.frPyObjects(segmentation, height, width)
-        binary = mask_util.decode(rle)
-        if binary.ndim == 3:  # one channel per polygon: their union
-            binary = np.amax(binary, axis=2)
-    out = io.BytesIO()
-    Image.fromarray(binary.astype(np.uint8)).save(out, format="PNG")
-    return out.getvalue()
-
-
-def plan_coco(
-    image_dirs: Sequence[str],
-    object_annotations_file: str,
-    output_file_prefix: str,
-    *,
-    num_shards: int = 32,
-    include_masks: bool = False,
-    skip_empty: bool = False,
-    image_info_file: str = "",
-) -> tuple[list[ShardSpec], list[tuple[int, str]], dict[str, int]]:
-    """Loads the JSON and assigns images to shards.
-
-    Returns (shard specs, [(category id, name)] sorted by id, planning counters).
-    """
-    if not image_dirs or not any(image_dirs):
-        raise UsageError("--image_dir is required")
-    for d in image_dirs:
-        if not os.path.isdir(d):
-            raise UsageError(f"--image_dir {d} is not a directory")
-    if not object_annotations_file and not image_info_file:
-        raise UsageError("--object_annotations_file (or --image_info_file) is required")
-    if num_shards < 1:
-        raise UsageError(f"--num_shards must be >= 1, got {num_shards}")
-    if not output_file_prefix or output_file_prefix.endswith(("/", os.sep)):
-        raise UsageError(
-            f"--output_file_prefix '{output_file_prefix}': expected DIR/NAME, e.g. out/train"
-        )
-    try:
-        return _plan_coco(
-            image_dirs,
-            object_annotations_file,
-            output_file_prefix,
-            num_shards,
-            include_masks,
-            skip_empty,
-            image_info_file,
-        )
-    except (TypeError, ValueError) as e:
-        src = object_annotations_file or image_info_file
-        raise UsageError(f"{src}: malformed COCO annotation ({e})") from None
-
-
-def _plan_coco(
-    image_dirs: Sequence[str],
-    object_annotations_file: str,
-    output_file_prefix: str,
-    num_shards: int,
-    include_masks: bool,
-    skip_empty: bool,
-    image_info_file: str,
-) -> tuple[list[ShardSpec], list[tuple[int, str]], dict[str, int]]:
-    categories: list[tuple[int, str]] = []
-    by_image: dict[Any, list] = defaultdict(list)
-    counters = {"annotations_with_unknown_category": 0}
-    if object_annotations_file:
-        path = object_annotations_file
-        data = _read_json(path, "object_annotations_file")
-        for c in data.get("categories", []):
-            categories.append(
-                (int(_field(c, "id", path, "category")), str(_field(c, "name", path, "category")))
-            )
-        categories.sort()
-        known = {cid for cid, _ in categories}
-        for a in data.get("annotations", []):
-            cat = int(_field(a, "category_id", path, "annotation"))
-            if cat not in known:
-                counters["annotations_with_unknown_category"] += 1
-                continue
-            x, y, bw, bh = (float(v) for v in _field(a, "bbox", path, "annotation"))
-            seg = a.get("segmentation") if include_masks else None
-            by_image[_field(a, "image_id", path, "annotation")].append(
-                [x, y, bw, bh, cat, int(a.get("iscrowd", 0)), float(a.get("area", bw * bh)), seg]
-            )
-        images = data["images"] if not image_info_file else None
-        del data
-    if image_info_file:
-        images = _read_json(image_info_file, "image_info_file")["images"]
-    src = image_info_file or object_annotations_file
-    items = []
-    for im in images:
-        image_id = _field(im, "id", src, "image")
-        objects = by_image.get(image_id, [])
-        if skip_empty and not objects:
-            continue
-        items.append(
-            {
-                "id": image_id,
-                "file_name": str(_field(im, "file_name", src, "image")),
-                "height": int(_field(im, "height", src, "image")),
-                "width": int(_field(im, "width", src, "image")),
-                "objects": objects,
-            }
-        )
-    out_dir = os.path.dirname(output_file_prefix) or "."
-    base = os.path.basename(output_file_prefix)
-    specs = [
-        ShardSpec(
-            base,
-            i,
-            num_shards,
-            os.path.join(out_dir, shard_name(base, i, num_shards, ".tfrecord")),
-            chunk,
-        )
-        for i, chunk in enumerate(round_robin(items, num_shards))
-    ]
-    counters["images_in_json"] = len(images)
-    counters["images_planned"] = len(items)
-    return specs, categories, counters
 
 
 def build_coco(
@@ -314,15 +209,15 @@ def build_coco(
     shards are unfinished). Raises UsageError for missing dirs or malformed JSON."""
     options = options or WriteOptions()
     options.validate()
-    specs, categories, plan_counters = plan_coco(
+    plan = plan_coco(
         image_dirs,
         object_annotations_file,
         output_file_prefix,
         num_shards=num_shards,
-        include_masks=include_masks,
         skip_empty=skip_empty,
         image_info_file=image_info_file,
     )
+    specs, categories = plan.specs, plan.categories
     out_dir = os.path.dirname(output_file_prefix) or "."
     base = os.path.basename(output_file_prefix)
     tf.io.gfile.makedirs(out_dir)
@@ -331,8 +226,15 @@ def build_coco(
         "num_classes": len(categories),
         "categories": [{"id": cid, "name": n, "index": i} for i, (cid, n) in enumerate(categories)],
     }
-    _write_label_map(os.path.join(out_dir, "label_map.json"), label_map)
-    encoder = CocoEncoder(tuple(image_dirs), tuple(categories), include_masks)
+    if categories:  # an image-info file without categories has no label map to offer
+        _write_label_map(os.path.join(out_dir, "label_map.json"), label_map)
+    encoder = CocoEncoder(
+        tuple(image_dirs),
+        tuple(categories),
+        include_masks,
+        plan.annotations_file,
+        plan.annotations_sha256,
+    )
     results = write_shards(specs, encoder, options, label=f"coco {base}")
     header = {
         "builder": "coco",
@@ -340,7 +242,8 @@ def build_coco(
         "schema_version": schemas.SCHEMA_VERSION,
         "include_masks": include_masks,
         "skip_empty": skip_empty,
-        "planning": plan_counters,
+        "has_annotations": plan.has_annotations,
+        "planning": plan.counters,
         "label_map": label_map["categories"],
     }
     return write_manifests(

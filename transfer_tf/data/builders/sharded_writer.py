@@ -9,7 +9,8 @@ uninterrupted one write the same bytes.
   * skips shards that are already finished: the final file exists, its sidecar
     `.build/done/<name>.json` exists, carries the same fingerprint (a hash of the items and the
     encoder options) and records the file's current size;
-  * encodes the others in `num_workers` processes, one shard at a time per process, streaming
+  * encodes the others in `num_workers` processes (forked from a forkserver, never from the
+    caller: see `pool_context`), one shard at a time per process, streaming
     (one Example in memory at a time), into `.build/tmp/<name>.tmp-<pid>`, then renames the file
     into place and writes its sidecar last: a file without a sidecar is redone.
 
@@ -328,13 +329,8 @@ def write_shards(
                 info = _write_one(job)
                 results[info["file"]] = info
         return results
-    # fork: workers inherit the imported modules (no second TensorFlow import). They run no
-    # TensorFlow ops (Pillow decodes, protobuf serializes, TFRecordWriter writes), so a parent
-    # that already initialised the TF runtime is not a hazard.
-    ctx = mp.get_context("fork")
+    ctx = pool_context()
     counter = ctx.Value("q", 0)
-    # The pool forks before the progress thread starts: a fork while another thread holds a
-    # lock (logging's) could leave the child deadlocked.
     with ctx.Pool(
         min(options.num_workers, len(jobs)), initializer=_init_worker, initargs=(encoder, counter)
     ) as pool:
@@ -342,6 +338,26 @@ def write_shards(
             for info in pool.imap_unordered(_write_one, jobs):
                 results[info["file"]] = info
     return results
+
+
+# What the forkserver imports once; every worker is forked from it with these modules loaded.
+_WORKER_PRELOAD = ["transfer_tf.data.builders.forkserver_preload"]
+
+
+def pool_context() -> mp.context.BaseContext:
+    """Where worker processes come from: a forkserver, else spawn; never a fork of this process.
+
+    This process may have initialised TensorFlow's filesystems (a gs:// client has threads and
+    locks that a fork would copy mid-use) and holds the plan; the forkserver is a fresh
+    interpreter that imports the builders (and so TensorFlow) once, before any filesystem is
+    touched, and forks each worker from that clean state, so workers share its pages instead of
+    each importing TensorFlow (spawn, the fallback where forkserver is missing, does that).
+    """
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(_WORKER_PRELOAD)
+        return ctx
+    return mp.get_context("spawn")
 
 
 class _LocalCounter:
@@ -353,90 +369,3 @@ class _LocalCounter:
 
     def get_lock(self) -> threading.Lock:
         return self._lock
-
-
-def collect_finished(specs: Sequence[ShardSpec], encoder: Encoder) -> dict[str, dict] | None:
-    """Sidecars of all shards in the plan if every one is finished (any task), else None."""
-    out = {}
-    for spec in specs:
-        info = read_finished(spec, fingerprint(spec, encoder))
-        if info is None:
-            return None
-        out[spec.name] = info
-    return out
-
-
-def summarize(specs: Sequence[ShardSpec], infos: dict[str, dict]) -> dict[str, Any]:
-    """Per-split counts, shard list, per-class counts, skipped/converted files (plan order)."""
-    splits: dict[str, dict] = {}
-    skipped, converted = [], []
-    counters: Counter[str] = Counter()
-    for spec in specs:
-        info = infos.get(spec.name)
-        if info is None:
-            continue
-        s = splits.setdefault(
-            spec.split,
-            {
-                "num_shards": spec.num_shards,
-                "records": 0,
-                "skipped": 0,
-                "shards": [],
-                "per_class": Counter(),
-            },
-        )
-        s["records"] += info["records"]
-        s["skipped"] += len(info["skipped"])
-        s["shards"].append({"file": spec.name, "records": info["records"], "bytes": info["bytes"]})
-        s["per_class"].update(info["per_class"])
-        counters.update(info["counters"])
-        skipped += [dict(split=spec.split, **x) for x in info["skipped"]]
-        converted += [dict(split=spec.split, **x) for x in info["converted"]]
-    for s in splits.values():
-        s["per_class"] = dict(sorted(s["per_class"].items(), key=_class_sort_key))
-    return {
-        "splits": splits,
-        "counters": dict(sorted(counters.items())),
-        "skipped": skipped,
-        "converted": converted,
-    }
-
-
-def _class_sort_key(kv: tuple[str, int]) -> tuple[int, int | str]:
-    key = kv[0]
-    return (0, int(key)) if key.lstrip("-").isdigit() else (1, key)
-
-
-def write_manifests(
-    manifest_path: str,
-    specs: Sequence[ShardSpec],
-    encoder: Encoder,
-    options: WriteOptions,
-    task_results: dict[str, dict],
-    header: dict[str, Any],
-) -> str | None:
-    """Writes this task's partial manifest (multi-task runs) and, once every shard of the plan is
-    finished (by any task), the full manifest. Returns the full manifest's path or None.
-
-    Partial manifests are `<manifest>.task-00001-of-00004.json`; a task that finds all shards
-    finished writes the full one, so whichever task ends last completes it (or rerun any task).
-    """
-    if options.num_tasks > 1:
-        stem = manifest_path[: -len(".json")] if manifest_path.endswith(".json") else manifest_path
-        partial = f"{stem}.{shard_name('task', options.task_index, options.num_tasks)}.json"
-        mine = task_shards(specs, options.task_index, options.num_tasks)
-        write_json_atomic(
-            partial,
-            {**header, "complete": False, **summarize(mine, task_results)},
-            indent=1,
-        )
-    infos = collect_finished(specs, encoder)
-    if infos is None:
-        logging.info(
-            "Manifest %s not written yet: shards of other tasks are unfinished", manifest_path
-        )
-        return None
-    write_json_atomic(
-        manifest_path, {**header, "complete": True, **summarize(specs, infos)}, indent=1
-    )
-    return manifest_path

@@ -1,0 +1,274 @@
+"""COCO builder memory at train2017 scale, beside Model Garden's `create_coco_tf_record`.
+
+Generates an instances JSON shaped like `instances_train2017.json` (118,287 images, 860,001
+annotations, 80 categories with COCO's id gaps, ~30-point polygons and 1% crowd RLE, ~450 MB at
+scale 1) over tiny images (one 32x32 JPEG hard-linked under every file name), then runs each
+builder as its own process (`python -m ...`, as a user would) and samples the memory of that
+process tree every 100 ms:
+  * peak tree memory (`_tree_memory`): each resident page of the tree counted once, whoever else
+    on the machine maps the same libraries; the headline figure;
+  * peak RSS summed over the tree: the naive figure, which counts pages shared between a parent
+    and its forked or forkserver children once per process.
+Records written are counted from the TFRecord framing, without TensorFlow.
+
+Example:
+    result = run_benchmark("/tmp/bench_coco", scale=0.05, workers=(1, 2),
+                           model_garden_dir="/tmp/mg/pkg")
+    result["runs"][0]["peak_tree_mb"]
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+import random
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import psutil
+
+TRAIN2017_IMAGES = 118_287
+TRAIN2017_ANNOTATIONS = 860_001
+_SIDE = 32
+# COCO's 80 category ids: 1..90 without the 10 that were never used.
+_CATEGORY_IDS = [i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)]
+
+
+def _polygon_pool(rng: random.Random, n: int = 512) -> list[tuple[str, list[float]]]:
+    """(JSON text of a segmentation, its [x, y, w, h] box) for n random ~30-point polygons."""
+    import math
+
+    out = []
+    for _ in range(n):
+        cx, cy = rng.uniform(10, 22), rng.uniform(10, 22)
+        points = rng.randint(24, 36)
+        xy = []
+        for k in range(points):
+            r = rng.uniform(3, 9)
+            a = 2 * math.pi * k / points
+            xy += [round(cx + r * math.cos(a), 2), round(cy + r * math.sin(a), 2)]
+        xs, ys = xy[0::2], xy[1::2]
+        box = [min(xs), min(ys), round(max(xs) - min(xs), 2), round(max(ys) - min(ys), 2)]
+        out.append((json.dumps([xy]), box))
+    return out
+
+
+def generate_coco(root: str, scale: float, seed: int = 0) -> dict[str, Any]:
+    """Writes root/images/ and root/instances.json (kept across runs); returns its sizes."""
+    marker = os.path.join(root, "generated.json")
+    if os.path.exists(marker):
+        with open(marker) as f:
+            return json.load(f)
+    from PIL import Image
+
+    shutil.rmtree(root, ignore_errors=True)
+    images_dir = os.path.join(root, "images")
+    os.makedirs(images_dir)
+    num_images = max(1, round(TRAIN2017_IMAGES * scale))
+    num_annotations = max(1, round(TRAIN2017_ANNOTATIONS * scale))
+    rng = random.Random(seed)
+    jpeg = io.BytesIO()
+    Image.new("RGB", (_SIDE, _SIDE), (120, 80, 40)).save(jpeg, format="JPEG", quality=90)
+    names = [f"{100000 + i:012d}.jpg" for i in range(num_images)]
+    for i, name in enumerate(names):
+        if i % 50_000 == 0:  # filesystems cap the links to one file (ext4: 65,000)
+            source = os.path.join(root, f"source-{i}.jpg")
+            with open(source, "wb") as f:
+                f.write(jpeg.getvalue())
+        os.link(source, os.path.join(images_dir, name))
+    pool = _polygon_pool(rng)
+    path = os.path.join(root, "instances.json")
+    with open(path, "w") as f:
+        f.write('{"info": {"description": "generated train2017-scale"}, "licenses": [],\n')
+        f.write('"images": [')
+        f.write(
+            ",\n".join(
+                json.dumps({"id": 100000 + i, "file_name": n, "height": _SIDE, "width": _SIDE})
+                for i, n in enumerate(names)
+            )
+        )
+        f.write('],\n"annotations": [')
+        lines = []
+        for a in range(num_annotations):
+            image_id = 100000 + rng.randrange(num_images)
+            cat = rng.choice(_CATEGORY_IDS)
+            if rng.random() < 0.01:  # crowd: uncompressed RLE, one run of ones in the middle
+                start, ones = rng.randrange(200, 400), rng.randrange(50, 300)
+                seg = json.dumps(
+                    {"size": [_SIDE, _SIDE], "counts": [start, ones, 1024 - start - ones]}
+                )
+                box, crowd = [0.0, 0.0, float(_SIDE), float(_SIDE)], 1
+            else:
+                seg, box = pool[rng.randrange(len(pool))]
+                crowd = 0
+            lines.append(
+                f'{{"segmentation": {seg}, "area": {round(box[2] * box[3] * 0.7, 2)}, '
+                f'"iscrowd": {crowd}, "image_id": {image_id}, "bbox": {json.dumps(box)}, '
+                f'"category_id": {cat}, "id": {a + 1}}}'
+            )
+            if len(lines) == 10_000:
+                f.write(",\n".join(lines) + (",\n" if a + 1 < num_annotations else ""))
+                lines = []
+        f.write(",\n".join(lines))
+        f.write('],\n"categories": [')
+        f.write(", ".join(json.dumps({"id": c, "name": f"class{c}"}) for c in _CATEGORY_IDS))
+        f.write("]}\n")
+    info = {
+        "images": num_images,
+        "annotations": num_annotations,
+        "json_mb": round(os.path.getsize(path) / 2**20, 1),
+    }
+    with open(marker, "w") as f:
+        json.dump(info, f)
+    return info
+
+
+def _rollup(pid: int) -> dict[str, int]:
+    """/proc/PID/smaps_rollup in bytes (Linux 4.14+)."""
+    out = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3 and parts[2] == "kB":
+                out[parts[0].rstrip(":")] = int(parts[1]) * 1024
+    return out
+
+
+def _tree_memory(proc: psutil.Process) -> tuple[int, int]:
+    """(tree memory, sum of RSS) over `proc` and its descendants, in bytes.
+
+    Tree memory = anonymous PSS summed over the tree + the largest file-backed RSS of any member.
+    Anonymous pages are shared only by fork within the tree, so their PSS sum counts each page
+    once; file pages (libtensorflow, Python's libraries) are mapped alike by every member, so the
+    largest member's count stands for the tree. Plain PSS would also split those file pages with
+    unrelated processes of the machine (other jobs importing TensorFlow), and plain RSS counts
+    them once per member.
+    """
+    anon = file_max = rss = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            r = _rollup(p.pid)
+        except OSError:
+            continue
+        anon += r.get("Pss_Anon", r.get("Anonymous", 0))
+        file_max = max(file_max, r["Rss"] - r.get("Anonymous", 0))
+        rss += r["Rss"]
+    return anon + file_max, rss
+
+
+def run_measured(cmd: Sequence[str], env: dict[str, str], every_s: float = 0.1) -> dict[str, Any]:
+    """Runs `cmd`; returns wall seconds, exit code, the tree's peak memory and RSS sum (MiB)."""
+    start = time.perf_counter()
+    with open(os.devnull, "w") as null:
+        child = subprocess.Popen(list(cmd), env=env, stdout=null, stderr=subprocess.PIPE)
+    proc = psutil.Process(child.pid)
+    peak_tree = peak_rss = 0
+    while child.poll() is None:
+        try:
+            tree, rss = _tree_memory(proc)
+        except psutil.Error:
+            tree = rss = 0
+        peak_tree, peak_rss = max(peak_tree, tree), max(peak_rss, rss)
+        time.sleep(every_s)
+    stderr = child.stderr.read().decode(errors="replace") if child.stderr else ""
+    return {
+        "wall_s": round(time.perf_counter() - start, 1),
+        "exit_code": child.returncode,
+        "peak_tree_mb": round(peak_tree / 2**20, 1),
+        "peak_rss_sum_mb": round(peak_rss / 2**20, 1),
+        "stderr_tail": stderr.strip().splitlines()[-1:] if child.returncode else [],
+    }
+
+
+def count_records(pattern: str) -> int:
+    """Records in the TFRecord files matching `pattern` (walks the length framing)."""
+    n = 0
+    for path in glob.glob(pattern):
+        with open(path, "rb") as f:
+            while header := f.read(12):
+                (length,) = struct.unpack("<Q", header[:8])
+                f.seek(length + 4, os.SEEK_CUR)
+                n += 1
+    return n
+
+
+def run_benchmark(
+    work_dir: str,
+    scale: float = 1.0,
+    workers: Sequence[int] = (1, 2, 4),
+    masks: Sequence[bool] = (False, True),
+    model_garden_dir: str = "",
+    model_garden_processes: Sequence[int] = (0,),
+    num_shards: int = 32,
+) -> dict[str, Any]:
+    """Returns {"data": sizes, "runs": [...], "ratio_tree_...": {masks: ours max / MG min}}."""
+    data_dir = os.path.join(work_dir, f"coco_scale_{scale:g}")
+    data = generate_coco(data_dir, scale)
+    ann = os.path.join(data_dir, "instances.json")
+    images = os.path.join(data_dir, "images")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    runs = []
+    for with_masks in masks:
+        jobs = [("transfer_tf", w) for w in workers]
+        if model_garden_dir:
+            jobs += [("model_garden", p) for p in model_garden_processes]
+        for tool, n in jobs:
+            # A folder per run: two benchmark processes may share --work_dir.
+            out = os.path.join(work_dir, f"out-{tool}-{n}-{int(with_masks)}-{os.getpid()}")
+            shutil.rmtree(out, ignore_errors=True)
+            os.makedirs(out)
+            common = [
+                f"--image_dir={images}",
+                f"--object_annotations_file={ann}",
+                f"--output_file_prefix={out}/train",
+                f"--num_shards={num_shards}",
+                f"--include_masks={str(with_masks).lower()}",
+            ]
+            if tool == "transfer_tf":
+                cmd = [sys.executable, "-m", "pipelines.make_coco_tfrecords", *common]
+                cmd.append(f"--num_workers={n}")
+                run_env = dict(env, PYTHONPATH=repo)
+            else:
+                cmd = [sys.executable, "-m", "official.vision.data.create_coco_tf_record"]
+                cmd += [*common, f"--num_processes={n}"]
+                run_env = dict(env, PYTHONPATH=model_garden_dir)
+            result = run_measured(cmd, run_env)
+            result.update(
+                tool=tool,
+                masks=with_masks,
+                workers=n,
+                records=count_records(f"{out}/train-*.tfrecord"),
+            )
+            runs.append(result)
+            print(json.dumps(result), file=sys.stderr, flush=True)
+            shutil.rmtree(out, ignore_errors=True)
+    ratio = {}
+    for with_masks in masks:
+        ours = [
+            r["peak_tree_mb"]
+            for r in runs
+            if r["tool"] == "transfer_tf" and r["masks"] == with_masks
+        ]
+        mg = [
+            r["peak_tree_mb"]
+            for r in runs
+            if r["tool"] == "model_garden" and r["masks"] == with_masks
+        ]
+        if ours and mg:
+            ratio[f"masks={str(with_masks).lower()}"] = round(max(ours) / min(mg), 3)
+    return {
+        "benchmark": "coco_tfrecords",
+        "data": data,
+        "num_shards": num_shards,
+        "runs": runs,
+        "ratio_tree_ours_max_over_model_garden_min": ratio,
+        "cpus": os.cpu_count(),
+    }

@@ -59,9 +59,9 @@ def test_rerun_redoes_partial_and_missing_shards_only(raw_and_reference, tmp_pat
 def _slow_build(raw: str, out: str) -> None:
     real = classification_module.prepare_image
 
-    def slow(data):
+    def slow(*args, **kwargs):
         time.sleep(0.15)
-        return real(data)
+        return real(*args, **kwargs)
 
     classification_module.prepare_image = slow
     build_imagenet(raw, out, **SHARDS)

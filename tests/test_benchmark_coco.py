@@ -45,3 +45,11 @@ def test_count_records_and_tree_memory(tmp_path):
         child.kill()
         child.wait()
     assert grown - tree > 150 << 20
+
+
+def test_a_builder_that_logs_a_lot_does_not_block_the_measurement():
+    # 1 MB on stderr: more than a pipe holds, so a parent that reads it only at exit would wait
+    # forever (Model Garden's create_coco_tf_record logs every image).
+    code = "import sys; sys.stderr.write('x' * (1 << 20) + '\\nlast line\\n'); sys.exit(3)"
+    result = benchmark_coco.run_measured([sys.executable, "-c", code], env=None, every_s=0.02)
+    assert result["exit_code"] == 3 and result["stderr_tail"] == ["last line"]

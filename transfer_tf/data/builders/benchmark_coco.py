@@ -28,6 +28,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -166,8 +167,11 @@ def _tree_memory(proc: psutil.Process) -> tuple[int, int]:
 def run_measured(cmd: Sequence[str], env: dict[str, str], every_s: float = 0.1) -> dict[str, Any]:
     """Runs `cmd`; returns wall seconds, exit code, the tree's peak memory and RSS sum (MiB)."""
     start = time.perf_counter()
+    # stderr goes to a file, not a pipe: a builder that logs every image (Model Garden's does)
+    # would fill a pipe that nobody reads until it exits, and block on it forever.
+    err_file = tempfile.TemporaryFile()
     with open(os.devnull, "w") as null:
-        child = subprocess.Popen(list(cmd), env=env, stdout=null, stderr=subprocess.PIPE)
+        child = subprocess.Popen(list(cmd), env=env, stdout=null, stderr=err_file)
     proc = psutil.Process(child.pid)
     peak_tree = peak_rss = 0
     while child.poll() is None:
@@ -177,7 +181,9 @@ def run_measured(cmd: Sequence[str], env: dict[str, str], every_s: float = 0.1) 
             tree = rss = 0
         peak_tree, peak_rss = max(peak_tree, tree), max(peak_rss, rss)
         time.sleep(every_s)
-    stderr = child.stderr.read().decode(errors="replace") if child.stderr else ""
+    err_file.seek(0)
+    stderr = err_file.read().decode(errors="replace")
+    err_file.close()
     return {
         "wall_s": round(time.perf_counter() - start, 1),
         "exit_code": child.returncode,

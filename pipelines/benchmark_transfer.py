@@ -33,11 +33,17 @@ flags.DEFINE_float("pretrain_epochs", 6.0, "--data=photos: pretraining epochs.")
 flags.DEFINE_integer(
     "budget_steps",
     None,
-    "Steps of EACH transfer run (equal budget); photos: default = the shipped recipe's length.",
+    "--data=synthetic: steps of EACH transfer run (default 200). Photos: always the shipped "
+    "recipe's length on the data.",
 )
 flags.DEFINE_integer("batch_size", 32, "Global batch size of every run.")
 flags.DEFINE_string("model", "resnet18", "Backbone (model.name).")
 flags.DEFINE_list("seeds", ["0"], "--data=photos: one comparison per seed.")
+flags.DEFINE_integer("train_per_class", 60, "--data=photos: pretraining images per photograph.")
+flags.DEFINE_integer("val_per_class", 10, "--data=photos: pretraining val images per photograph.")
+flags.DEFINE_integer("coco_classes", 8, "--data=photos: photographs that are COCO objects.")
+flags.DEFINE_integer("coco_train_images", 240, "--data=photos: COCO-layout train images.")
+flags.DEFINE_integer("coco_val_images", 120, "--data=photos: COCO-layout val images.")
 flags.DEFINE_list(
     "arms", None, "--data=photos: subset of shipped,linear_probe,full_finetune,scratch."
 )
@@ -69,7 +75,11 @@ def _photos():
         image_size=FLAGS.image_size or base.image_size,
         batch_size=FLAGS.batch_size,
         pretrain_epochs=FLAGS.pretrain_epochs,
-        budget_steps=FLAGS.budget_steps or 0,
+        train_per_class=FLAGS.train_per_class,
+        val_per_class=FLAGS.val_per_class,
+        coco_classes=FLAGS.coco_classes,
+        coco_train_images=FLAGS.coco_train_images,
+        coco_val_images=FLAGS.coco_val_images,
         mixed_precision=FLAGS.mixed_precision,
         arms=tuple(FLAGS.arms) if FLAGS.arms is not None else pb.ARMS,
         extra_arms=extra,

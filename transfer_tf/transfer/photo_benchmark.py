@@ -64,8 +64,6 @@ class PhotoBenchmarkSize:
     coco_classes: int = 8
     coco_train_images: int = 240
     coco_val_images: int = 120
-    # Equal budget of every transfer arm; 0 = the shipped recipe's own length on this data.
-    budget_steps: int = 0
     # Raw image sides are drawn from [2, 3] x image_size. The seed draws the data (crops, scenes)
     # and the training runs.
     seed: int = 0
@@ -257,9 +255,8 @@ def compare_on_photos(work_dir: str, photo_dir: str, size: PhotoBenchmarkSize) -
     keras.backend.clear_session()
     pre_eval = evaluate_run(pretrain_dir)
     keras.backend.clear_session()
-    budget = size.budget_steps or schedule.total_steps(
-        schedule.resolve_phases(shipped_config(size, dirs))
-    )
+    # Equal budgets: every arm trains as long as the shipped recipe does on this data.
+    budget = schedule.total_steps(schedule.resolve_phases(shipped_config(size, dirs)))
     runs = {}
     for arm in (*size.arms, *size.extra_arms):
         cfg = arm_config(size, dirs, arm, budget)

@@ -204,3 +204,18 @@ def test_finetuning_starts_from_the_configured_head(tmp_path):
     kernel, bias = heads[0]
     np.testing.assert_array_equal(kernel, np.zeros_like(kernel))
     np.testing.assert_allclose(bias, np.full(3, -math.log(0.95 / 0.05)), rtol=1e-6)
+
+
+def test_phase_warmup_in_epochs_scales_with_the_dataset():
+    def warmup(examples, **phase):
+        cfg = _cfg(
+            {"num_train_examples": examples},
+            phases=[{"trainable": "all", "epochs": 10, **phase}],
+        )
+        return schedule.resolve_phases(cfg)[0].warmup_steps
+
+    assert warmup(640, warmup_epochs=1) == 10  # 640 / 64
+    assert warmup(64_000, warmup_epochs=0.5) == 500
+    assert warmup(640, warmup_steps=500) == 100  # capped at the phase (10 epochs = 100 steps)
+    with pytest.raises(ConfigError, match=r"warmup_steps.*warmup_epochs.*conflict"):
+        warmup(640, warmup_steps=5, warmup_epochs=1)

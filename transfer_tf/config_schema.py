@@ -182,7 +182,10 @@ class PhaseConfig:
     learning_rate: float = 0.01
     # cosine (to 0 at the phase end) | constant | step (x0.1 at each of decay_fractions).
     lr_schedule: str = "cosine"
+    # Linear warmup from the phase start, in steps or in epochs of data.num_train_examples (set at
+    # most one; epochs keep a recipe's warmup the same share of a small and a large dataset).
     warmup_steps: int = 0
+    warmup_epochs: float = 0.0
     # lr_schedule step: the LR drops x0.1 at each of these fractions of the phase.
     decay_fractions: list[float] = field(default_factory=lambda: [0.3, 0.6, 0.9])
     # Optional per-stage multipliers of the phase learning rate, e.g. {stage3: 0.1}; multiplied

@@ -278,6 +278,14 @@ def resolve_phases(cfg: ExperimentConfig) -> list[Phase]:
                 f"{list(pc.decay_fractions)}"
             )
         steps = schedule_steps(cfg, pc.epochs, pc.steps, key)
+        if pc.warmup_steps > 0 and pc.warmup_epochs > 0:
+            raise ConfigError(
+                f"config keys '{key}.warmup_steps' ({pc.warmup_steps}) and '{key}.warmup_epochs' "
+                f"({pc.warmup_epochs}) conflict: set one"
+            )
+        warmup = pc.warmup_steps
+        if pc.warmup_epochs > 0:
+            warmup = schedule_steps(cfg, pc.warmup_epochs, 0, f"{key}.warmup_epochs")
         multipliers = dict(pc.lr_multipliers)
         if cfg.transfer.layer_decay < 1.0:
             for stage, mult in layer_decay_multipliers(cfg.transfer.layer_decay).items():
@@ -292,7 +300,7 @@ def resolve_phases(cfg: ExperimentConfig) -> list[Phase]:
                 end_step=start + steps,
                 learning_rate=pc.learning_rate,
                 lr_schedule=pc.lr_schedule,
-                warmup_steps=min(pc.warmup_steps, steps),
+                warmup_steps=min(warmup, steps),
                 lr_multipliers=multipliers,
                 frozen_batchnorm=pc.frozen_batchnorm,
                 decay_steps=tuple(

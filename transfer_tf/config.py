@@ -280,6 +280,22 @@ def _validate(cfg: ExperimentConfig) -> None:
             f"({len(cfg.transfer.phases)} phases) conflict: the preset replaces the phases; "
             "use --set=transfer.phases=[] with the preset (finetune --preset does), or drop it"
         )
+    if not 0.0 < cfg.transfer.layer_decay <= 1.0:
+        raise ConfigError(
+            "config key 'transfer.layer_decay': expected 0 < value <= 1 (1 = off), got "
+            f"{cfg.transfer.layer_decay}"
+        )
+    if not 0.0 <= cfg.transfer.head_prior < 1.0:
+        raise ConfigError(
+            "config key 'transfer.head_prior': expected a probability in (0, 1), or 0 (off), got "
+            f"{cfg.transfer.head_prior}"
+        )
+    if cfg.transfer.head_prior > 0 and cfg.data.task != "multilabel":
+        raise ConfigError(
+            f"config keys 'transfer.head_prior' ({cfg.transfer.head_prior}) and 'data.schema' "
+            f"({cfg.data.schema!r}) conflict: a prior-probability bias is for sigmoid "
+            "(multi-label, schema coco) heads"
+        )
     for name in ("train.label_smoothing", "transfer.label_smoothing"):
         section, key = name.split(".")
         if not 0.0 <= getattr(getattr(cfg, section), key) < 1.0:

@@ -180,9 +180,16 @@ class PhaseConfig:
     epochs: float = 0.0
     steps: int = 0
     learning_rate: float = 0.01
-    lr_schedule: str = "cosine"  # cosine | constant
+    # cosine (to 0 at the phase end) | constant | step (x0.1 at each of decay_fractions).
+    lr_schedule: str = "cosine"
+    # Linear warmup from the phase start, in steps or in epochs of data.num_train_examples (set at
+    # most one; epochs keep a recipe's warmup the same share of a small and a large dataset).
     warmup_steps: int = 0
-    # Optional per-stage multipliers of the phase learning rate, e.g. {stage3: 0.1}.
+    warmup_epochs: float = 0.0
+    # lr_schedule step: the LR drops x0.1 at each of these fractions of the phase.
+    decay_fractions: list[float] = field(default_factory=lambda: [0.3, 0.6, 0.9])
+    # Optional per-stage multipliers of the phase learning rate, e.g. {stage3: 0.1}; multiplied
+    # with transfer.layer_decay's.
     lr_multipliers: dict[str, float] = field(default_factory=dict)
     # How frozen BatchNorm layers behave: `inference` (use moving stats, do not update) or `train`.
     frozen_batchnorm: str = "inference"
@@ -192,10 +199,11 @@ class PhaseConfig:
 class TransferConfig:
     """Fine-tuning: task type, head, and the freeze/unfreeze schedule."""
 
-    # A named preset (linear_probe | lp_ft | gradual_unfreeze) used INSTEAD of `phases`: setting
-    # both is an error (a config with phases takes a preset with `--set=transfer.phases=[]`, or
-    # finetune's --preset flag, which does that). Its budget is train.train_steps or train.epochs
-    # (one must be set); see transfer_tf/transfer/schedule.py.
+    # A named preset (linear_probe | lp_ft | gradual_unfreeze | bit_hyperrule) used INSTEAD of
+    # `phases`: setting both is an error (a config with phases takes a preset with
+    # `--set=transfer.phases=[]`, or finetune's --preset flag, which does that). Its budget is
+    # train.train_steps or train.epochs (one must be set; bit_hyperrule: optional, its rule picks
+    # the length from data.num_train_examples); see transfer_tf/transfer/schedule.py.
     preset: str = ""
     # The pretrained backbone (finetune --init_checkpoint): a pretraining model_dir, a Keras
     # weights .h5 / .weights.h5, or an exported SavedModel. Empty = model.init_weights or scratch.
@@ -217,6 +225,16 @@ class TransferConfig:
     # Multi-label: weight on positive terms of the binary cross-entropy (1 = unweighted).
     pos_weight: float = 1.0
     threshold: float = 0.5
+    # Layer-wise LR decay: stage4 trains at the phase LR x d, stage3 x d^2, ... stem x d^5 (the
+    # head at x1); multiplied with a phase's lr_multipliers. Applied to the LEARNING RATE (the
+    # whole update), so it means the same under sgd, adam and adamw. 1 = off.
+    layer_decay: float = 1.0
+    # Initial weights of the new head: `default` (glorot kernel, zero bias) or `zero` (kernel and
+    # bias zero, BiT's: the first updates start from a neutral classifier). bit_hyperrule: zero.
+    head_init: str = "default"
+    # Multi-label (sigmoid) heads: initial bias -log((1 - p) / p) so every class starts at
+    # probability p (e.g. 0.01, RetinaNet's prior); 0 = off (bias 0, i.e. p = 0.5).
+    head_prior: float = 0.0
 
 
 @dataclass
@@ -288,10 +306,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.lr_schedule": ("cosine", "step", "constant"),
     "train.mixed_precision": ("auto", "bfloat16", "float16", "none"),
     "train.strategy": ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu"),
-    "transfer.preset": ("", "linear_probe", "lp_ft", "gradual_unfreeze"),
+    "transfer.preset": ("", "linear_probe", "lp_ft", "gradual_unfreeze", "bit_hyperrule"),
+    "transfer.head_init": ("default", "zero"),
     "transfer.optimizer": ("sgd", "adam", "adamw"),
     "export.output_activation": ("auto", "softmax", "sigmoid"),
-    "phase.lr_schedule": ("cosine", "constant"),
+    "phase.lr_schedule": ("cosine", "constant", "step"),
     "phase.frozen_batchnorm": ("inference", "train"),
 }
 

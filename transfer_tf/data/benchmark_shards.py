@@ -40,7 +40,7 @@ MIN_SHORT_FRACTION = 333 / 500
 MIN_CROP_FRACTION = 0.6
 
 
-def _load_photos(photo_dir: str) -> list[Image.Image]:
+def load_photos(photo_dir: str) -> list[Image.Image]:
     """Every photo in `photo_dir` as RGB, in sorted name order (so a seed means the same set)."""
     if not photo_dir or not os.path.isdir(photo_dir):
         raise UsageError(f"photo_dir '{photo_dir}': not a folder (kind=photos needs photographs)")
@@ -119,7 +119,7 @@ def write_benchmark_shards(
     if not 1 <= lo <= hi <= 100:
         raise UsageError(f"quality_range={quality_range}: need 1 <= low <= high <= 100")
     # Photos are read before anything is written, so a bad photo_dir leaves output_dir untouched.
-    photos = _load_photos(photo_dir) if kind == "photos" else []
+    photos = load_photos(photo_dir) if kind == "photos" else []
 
     os.makedirs(output_dir, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable
 
@@ -90,6 +91,7 @@ def run_finetuning(
             cfg, transfer=dataclasses.replace(cfg.transfer, init_checkpoint=init_checkpoint)
         )
     cfg = checked_config(cfg)  # the data matches its manifest; `num_classes: auto` filled
+    cfg = schedule.preset_config(cfg)  # bit_hyperrule's MixUp and zero head
     check_resume_config(cfg, model_dir, allow_change=allow_config_change)
     cfg = adopt_recorded_runtime(cfg, model_dir)
     phases = schedule.resolve_phases(cfg)
@@ -147,6 +149,7 @@ def _run_phases(cfg, trainer, phases, train_dataset_fn, eval_input_fn, on_phase_
             restore.restore_backbone(model, source, flag="--init_checkpoint")
         elif not cfg.model.init_weights:
             logging.warning("no --init_checkpoint and no model.init_weights: training from scratch")
+        initialize_head(model, cfg.transfer.head_init, cfg.transfer.head_prior)
     end = schedule.total_steps(phases)
     if start >= end:
         logging.info("schedule already complete at global step %d", start)
@@ -196,6 +199,25 @@ def _run_phases(cfg, trainer, phases, train_dataset_fn, eval_input_fn, on_phase_
         # Equal on every worker when the replicas stayed in sync (tests/test_multiworker.py).
         "weights_sha256": weights_digest(model),
     }
+
+
+def initialize_head(model: keras.Model, head_init: str = "default", head_prior: float = 0.0):
+    """Sets the new head's initial weights (a run's first step only; a resumed run keeps its own).
+
+    `head_init="zero"`: kernel and bias 0 (BiT), so every logit starts at 0 (then the bias).
+    `head_prior=p > 0`: bias `-log((1 - p) / p)`, so a sigmoid head starts at probability p per
+    class (with a zero kernel exactly, with the default kernel on average).
+    """
+    dense = model.get_layer("head_dense")
+    kernel, bias = dense.kernel, dense.bias
+    if head_init == "zero":
+        kernel.assign(tf.zeros(kernel.shape, kernel.dtype))
+        bias.assign(tf.zeros(bias.shape, bias.dtype))
+    if head_prior > 0:
+        value = -math.log((1.0 - head_prior) / head_prior)
+        bias.assign(tf.fill(bias.shape, tf.constant(value, bias.dtype)))
+    if head_init != "default" or head_prior > 0:
+        logging.info("head init: %s, prior %g", head_init, head_prior)
 
 
 def _summary(metrics: dict) -> dict:

@@ -1,0 +1,329 @@
+"""Does transfer pay off on real photographs? The shipped COCO recipe vs probe, fine-tune, scratch.
+
+The data (`data.photo_sets`): an ImageNet-layout set whose classes are real photographs (random
+crops of each) and a COCO-layout multi-label set of crops of the first `coco_classes` of them
+pasted onto the others (exact boxes, some images empty), both written as raw dumps and turned into
+shards by the project's builders (`build_imagenet`, `build_coco`: what
+pipelines/make_imagenet_tfrecords and make_coco_tfrecords run). Then, with the library entry
+points the binaries call (`run_pretraining`, `run_finetuning`):
+
+  pretrain        configs/imagenet_resnet50.yaml's recipe on the ImageNet-layout set (top-1 on
+                  its val split is reported)
+  shipped         configs/coco_multilabel_resnet50.yaml exactly as shipped, overriding only the
+                  data (patterns, class/example counts, image size) and the runtime (model size,
+                  batch, one device, precision): its phases, LRs and optimizer are the product's
+  linear_probe    pretrained backbone frozen (BN in inference mode), the head trains, LR 0.1 cosine
+  full_finetune   pretrained, everything trains: the scratch recipe (LR 0.1, warmup 10 %, cosine)
+  scratch         random initialisation, the same recipe
+
+Every transfer arm trains exactly as many steps as the shipped recipe resolves to on this data
+(equal budgets, same batch and data). `extra_arms` adds named variants of the shipped recipe (its
+config plus `--set`-style overrides) for measuring candidates. Results: mAP / F1 per arm.
+
+Example:
+    result = compare_on_photos("/tmp/bench_photos", "/tmp/photos", PhotoBenchmarkSize())
+    result["runs"]["shipped"]["mAP"] - result["runs"]["scratch"]["mAP"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+
+import tensorflow as tf
+from absl import logging
+
+from transfer_tf.config import ExperimentConfig, load_config
+from transfer_tf.data import photo_sets
+from transfer_tf.data.builders import build_coco, build_imagenet
+
+ARMS = ("shipped", "linear_probe", "full_finetune", "scratch")
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "configs")
+PRETRAIN_CONFIG = os.path.join(CONFIG_DIR, "imagenet_resnet50.yaml")
+SHIPPED_CONFIG = os.path.join(CONFIG_DIR, "coco_multilabel_resnet50.yaml")
+# Raw COCO category ids (with gaps, as COCO's); object photograph i is category _IDS[i].
+_IDS = (1, 3, 4, 7, 9, 13, 18, 22, 25, 31, 35, 41)
+
+
+@dataclass(frozen=True)
+class PhotoBenchmarkSize:
+    """Sizes of the comparison. Defaults: ~25 min per seed on 2 busy CPU cores."""
+
+    model: str = "resnet18"
+    image_size: int = 32
+    batch_size: int = 32
+    mixed_precision: str = "none"
+    # ImageNet-layout set: every photograph is a class.
+    train_per_class: int = 60
+    val_per_class: int = 10
+    pretrain_epochs: float = 6.0
+    pretrain_peak_lr: float = 0.2
+    # COCO-layout set: the first coco_classes photographs are objects, the rest backgrounds.
+    coco_classes: int = 8
+    coco_train_images: int = 240
+    coco_val_images: int = 120
+    # Raw image sides are drawn from [2, 3] x image_size. The seed draws the data (crops, scenes)
+    # and the training runs.
+    seed: int = 0
+    arms: tuple[str, ...] = ARMS
+    # name -> overrides of the shipped config, e.g. {"ld07": ("transfer.layer_decay=0.7",)}.
+    extra_arms: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Overrides of the pretraining config (e.g. stronger augmentation).
+    pretrain_overrides: tuple[str, ...] = ()
+
+
+# Of the wheels' photographs, these are the COCO backgrounds (the motorcycles are a stereo pair,
+# so neither may be an object class while the other is a background). Any other folder: the
+# photographs after the first coco_classes (sorted) are the backgrounds.
+BACKGROUNDS = ("motorcycle_left", "motorcycle_right", "hubble_deep_field")
+
+
+def _is_background(name: str) -> bool:
+    return os.path.splitext(name)[0] in BACKGROUNDS
+
+
+def _raw_range(size: PhotoBenchmarkSize) -> tuple[int, int]:
+    return 2 * size.image_size, 3 * size.image_size
+
+
+def prepare_data(work_dir: str, photo_dir: str, size: PhotoBenchmarkSize) -> dict:
+    """Writes the raw dumps and builds their shards once (reused by later calls: same seed)."""
+    base = os.path.join(work_dir, f"data_s{size.seed}")  # each seed its own crops and scenes
+    raw, tfr = os.path.join(base, "raw"), os.path.join(base, "tfrecords")
+    inet_out, coco_out = os.path.join(tfr, "imagenet"), os.path.join(tfr, "coco")
+    names = sorted(
+        n for n in os.listdir(photo_dir) if n.lower().endswith(photo_sets.PHOTO_SUFFIXES)
+    )
+    # Backgrounds last: the photographs that are no COCO class (load_photos' order is sorted).
+    order = sorted(range(len(names)), key=lambda i: (_is_background(names[i]), names[i]))
+    loaded = photo_sets.load_photos(photo_dir)
+    photos = [loaded[i] for i in order]
+    names = [names[i] for i in order]
+    classes = min(size.coco_classes, len(photos) - 1, len(_IDS))
+    if classes < 2:
+        raise ValueError(f"photo_dir {photo_dir}: need >= 3 photographs, found {len(photos)}")
+    if not tf.io.gfile.exists(os.path.join(inet_out, "label_names.txt")):
+        inet = photo_sets.write_photo_imagenet(
+            os.path.join(raw, "imagenet"),
+            photos,
+            names=[os.path.splitext(n)[0] for n in names],
+            train_per_class=size.train_per_class,
+            val_per_class=size.val_per_class,
+            image_size_range=_raw_range(size),
+            seed=size.seed,
+        )
+        build_imagenet(
+            inet.root,
+            inet_out,
+            train_shards=4,
+            validation_shards=1,
+            validation_labels_file=inet.val_labels_file,
+            synset_names_file=inet.synset_names_file,
+            seed=size.seed,
+        )
+    if not tf.io.gfile.exists(os.path.join(coco_out, "label_map.json")):
+        for split, n, first in (
+            ("coco_train", size.coco_train_images, 1),
+            ("coco_val", size.coco_val_images, 100_001),
+        ):
+            coco = photo_sets.write_photo_coco(
+                os.path.join(raw, split),
+                photos[:classes],
+                photos[classes:],
+                category_ids=_IDS[:classes],
+                names=[os.path.splitext(n)[0] for n in names[:classes]],
+                num_images=n,
+                image_size_range=_raw_range(size),
+                split=split,
+                seed=size.seed,
+                first_image_id=first,
+            )
+            prefix = os.path.join(coco_out, split.split("_")[1])
+            build_coco([coco.image_dir], coco.annotations_file, prefix, num_shards=2)
+    return {
+        "imagenet": inet_out,
+        "coco": coco_out,
+        "pretrain_classes": len(photos),
+        "coco_classes": classes,
+        "photos": names,
+    }
+
+
+def _runtime(size: PhotoBenchmarkSize) -> list[str]:
+    return [
+        f"seed={size.seed}",
+        f"model.name={size.model}",
+        f"train.global_batch_size={size.batch_size}",
+        "train.strategy=one_device",
+        f"train.mixed_precision={size.mixed_precision}",
+        "train.xla=false",
+        "train.steps_per_execution=1",
+        "train.checkpoint_every_steps=100000",
+        "train.log_every_steps=50",
+        "train.eval_every_epochs=0",
+        "data.shuffle_buffer=2000",
+    ]
+
+
+def pretrain_config(size: PhotoBenchmarkSize, dirs: dict) -> ExperimentConfig:
+    """configs/imagenet_resnet50.yaml on the photo set: its augmentation and optimizer, the
+    data, a short length and a peak LR for this batch."""
+    d = dirs["imagenet"]
+    return load_config(
+        PRETRAIN_CONFIG,
+        [
+            *_runtime(size),
+            f"data.train_pattern={d}/train-*",
+            f"data.eval_pattern={d}/validation-*",
+            f"data.num_classes={dirs['pretrain_classes']}",
+            f"data.num_train_examples={dirs['pretrain_classes'] * size.train_per_class}",
+            f"data.num_eval_examples={dirs['pretrain_classes'] * size.val_per_class}",
+            f"data.image_size={size.image_size}",
+            f"train.epochs={size.pretrain_epochs}",
+            "train.warmup_epochs=1",
+            f"train.base_learning_rate={size.pretrain_peak_lr * 256 / size.batch_size}",
+            "train.label_smoothing=0",
+            *size.pretrain_overrides,
+        ],
+    )
+
+
+def coco_data_overrides(size: PhotoBenchmarkSize, dirs: dict) -> list[str]:
+    """The data keys of the COCO-layout set (what 'no overrides but the data' may change)."""
+    d = dirs["coco"]
+    return [
+        f"data.train_pattern={d}/train-*",
+        f"data.eval_pattern={d}/val-*",
+        f"data.label_map_file={d}/label_map.json",
+        f"data.num_classes={dirs['coco_classes']}",
+        f"data.num_train_examples={size.coco_train_images}",
+        f"data.num_eval_examples={size.coco_val_images}",
+        f"data.image_size={size.image_size}",
+    ]
+
+
+def shipped_config(
+    size: PhotoBenchmarkSize, dirs: dict, extra: tuple[str, ...] = ()
+) -> ExperimentConfig:
+    """The shipped COCO recipe on this data (plus `extra` overrides for a variant arm)."""
+    return load_config(SHIPPED_CONFIG, [*_runtime(size), *coco_data_overrides(size, dirs), *extra])
+
+
+def arm_config(size: PhotoBenchmarkSize, dirs: dict, arm: str, budget: int) -> ExperimentConfig:
+    """The config of `arm` at `budget` steps (see module doc)."""
+    if arm == "shipped":
+        return shipped_config(size, dirs)
+    if arm in size.extra_arms:
+        return shipped_config(size, dirs, tuple(size.extra_arms[arm]))
+    if arm == "linear_probe":
+        phase = (
+            f"{{name: probe, trainable: head, steps: {budget}, learning_rate: 0.1, "
+            "frozen_batchnorm: inference}"
+        )
+    elif arm in ("full_finetune", "scratch"):
+        phase = (
+            f"{{name: {arm}, trainable: all, steps: {budget}, learning_rate: 0.1, "
+            f"warmup_steps: {max(1, budget // 10)}}}"
+        )
+    else:
+        raise ValueError(f"unknown arm {arm!r} (expected {ARMS} or an extra arm)")
+    # The shipped optimizer, weight decay and data settings; only the phases differ.
+    return shipped_config(size, dirs, (f"transfer.phases=[{phase}]",))
+
+
+def compare_on_photos(work_dir: str, photo_dir: str, size: PhotoBenchmarkSize) -> dict:
+    """Runs the comparison (see module doc) under `work_dir`; returns
+    {"pretrain": {"top_1_accuracy", "steps", "seconds"}, "runs": {arm: {"mAP", "micro_F1",
+     "macro_F1", "steps", "train_seconds"}}, "budget_steps", "size", "data"}.
+    Data and finished runs in `work_dir` are reused (delete it for a fresh measurement)."""
+    import keras
+
+    from transfer_tf.training.pretrain import evaluate_run, plan_steps, run_pretraining
+    from transfer_tf.transfer import schedule
+    from transfer_tf.transfer.finetune import run_finetuning
+
+    t0 = time.perf_counter()
+    dirs = prepare_data(work_dir, photo_dir, size)
+    data_seconds = time.perf_counter() - t0
+    pretrain_dir = os.path.join(work_dir, "runs", f"pretrain_s{size.seed}")
+    t0 = time.perf_counter()
+    pre_cfg = pretrain_config(size, dirs)
+    run_pretraining(pre_cfg, pretrain_dir)
+    pretrain_seconds = time.perf_counter() - t0
+    keras.backend.clear_session()
+    pre_eval = evaluate_run(pretrain_dir)
+    keras.backend.clear_session()
+    # Equal budgets: every arm trains as long as the shipped recipe does on this data.
+    budget = schedule.total_steps(schedule.resolve_phases(shipped_config(size, dirs)))
+    runs = {}
+    for arm in (*size.arms, *size.extra_arms):
+        cfg = arm_config(size, dirs, arm, budget)
+        steps = schedule.total_steps(schedule.resolve_phases(schedule.preset_config(cfg)))
+        if steps != budget:
+            raise ValueError(f"arm {arm}: {steps} steps, the budget is {budget} (equal budgets)")
+        t0 = time.perf_counter()
+        result = run_finetuning(
+            cfg,
+            os.path.join(work_dir, "runs", f"{arm}_s{size.seed}"),
+            init_checkpoint="" if arm == "scratch" else pretrain_dir,
+        )
+        m = result["eval"]
+        runs[arm] = {
+            "mAP": round(m["mAP"], 4),
+            "micro_F1": round(m["micro_F1"], 4),
+            "macro_F1": round(m["macro_F1"], 4),
+            "steps": steps,
+            "train_seconds": round(time.perf_counter() - t0, 1),
+        }
+        logging.info("%s: %s", arm, runs[arm])
+        keras.backend.clear_session()
+    return {
+        "benchmark": "transfer_photos",
+        "pretrain": {
+            "top_1_accuracy": round(float(pre_eval["top_1_accuracy"]), 4),
+            "steps": plan_steps(pre_cfg)[1],
+            "seconds": round(pretrain_seconds, 1),
+        },
+        "runs": runs,
+        "budget_steps": budget,
+        "data": {k: v for k, v in dirs.items() if k not in ("imagenet", "coco")},
+        "data_seconds": round(data_seconds, 1),
+        "size": dataclasses.asdict(size),
+    }
+
+
+def summarize(results: list[dict]) -> dict:
+    """Mean and (population) std per arm over seeds, plus pretrain top-1 and the gains."""
+    import statistics
+
+    arms = list(results[0]["runs"])
+    out = {"seeds": [r["size"]["seed"] for r in results], "arms": {}}
+    for arm in arms:
+        values = [r["runs"][arm]["mAP"] for r in results]
+        out["arms"][arm] = {
+            "mAP_mean": round(statistics.fmean(values), 4),
+            "mAP_std": round(statistics.pstdev(values), 4),
+            "mAP": values,
+        }
+    top1 = [r["pretrain"]["top_1_accuracy"] for r in results]
+    out["pretrain_top_1_mean"] = round(statistics.fmean(top1), 4)
+    out["pretrain_top_1"] = top1
+    if "shipped" in out["arms"] and "scratch" in out["arms"]:
+        a = out["arms"]
+        out["shipped_minus_scratch"] = round(a["shipped"]["mAP_mean"] - a["scratch"]["mAP_mean"], 4)
+        if "linear_probe" in a:
+            out["shipped_minus_probe"] = round(
+                a["shipped"]["mAP_mean"] - a["linear_probe"]["mAP_mean"], 4
+            )
+    return out
+
+
+def markdown_table(summary: dict) -> str:
+    """The BENCHMARKS.md table of a `summarize` result."""
+    rows = ["| arm | mAP mean ± std | per seed |", "|---|---|---|"]
+    for arm, s in summary["arms"].items():
+        per = ", ".join(f"{v:.3f}" for v in s["mAP"])
+        rows.append(f"| {arm} | {s['mAP_mean']:.3f} ± {s['mAP_std']:.3f} | {per} |")
+    return "\n".join(rows)

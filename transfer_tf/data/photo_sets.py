@@ -40,10 +40,9 @@ from PIL import Image
 from transfer_tf.data.benchmark_shards import PHOTO_SUFFIXES, load_photos  # noqa: F401
 from transfer_tf.data.synthetic import (
     COCO_ANNOTATIONS_FILE,
-    SYNSET_NAMES_FILE,
-    VAL_LABELS_FILE,
     CocoLike,
     ImageNetLike,
+    write_imagenet_tree,
 )
 from transfer_tf.errors import UsageError
 
@@ -191,7 +190,6 @@ def write_photo_imagenet(
     root = os.path.abspath(root)
     wnids = tuple(f"n{k:08d}" for k in range(len(photos)))
     names = tuple(names or (f"photo {k}" for k in range(len(photos))))
-    train_dir, val_dir = os.path.join(root, "train"), os.path.join(root, "val")
 
     def image(split: str, index: int, k: int) -> bytes:
         rng = _rng(seed, split, index)
@@ -199,33 +197,10 @@ def write_photo_imagenet(
         long_side = int(rng.integers(image_size_range[0], image_size_range[1] + 1))
         return _jpeg(_resize_long(crop, long_side), rng)
 
-    for k, w in enumerate(wnids):
-        os.makedirs(os.path.join(train_dir, w), exist_ok=True)
-        for n in range(train_per_class):
-            data = image("train", k * train_per_class + n, k)
-            _write(os.path.join(train_dir, w, f"{w}_{n}.JPEG"), data)
-    os.makedirs(val_dir, exist_ok=True)
     num_val = len(photos) * val_per_class
     order = np.random.default_rng([int(seed), _SALT["val"]]).permutation(num_val)
     val_labels = tuple(int(order[i] % len(photos)) for i in range(num_val))
-    for i, k in enumerate(val_labels):
-        _write(os.path.join(val_dir, f"ILSVRC2012_val_{i + 1:08d}.JPEG"), image("val", i, k))
-    names_file = os.path.join(root, SYNSET_NAMES_FILE)
-    _write(names_file, "".join(f"{w}\t{n}\n" for w, n in zip(wnids, names, strict=True)))
-    labels_file = os.path.join(root, VAL_LABELS_FILE)
-    _write(labels_file, "".join(f"{wnids[k]}\n" for k in val_labels))
-    return ImageNetLike(
-        root=root,
-        train_dir=train_dir,
-        val_dir=val_dir,
-        val_labels_file=labels_file,
-        synset_names_file=names_file,
-        wnids=wnids,
-        class_names=names,
-        num_train=len(photos) * train_per_class,
-        num_val=num_val,
-        val_labels=val_labels,
-    )
+    return write_imagenet_tree(root, wnids, names, train_per_class, val_labels, image)
 
 
 def _overlap(a, b) -> float:

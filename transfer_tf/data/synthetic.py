@@ -27,7 +27,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -276,29 +276,50 @@ def write_imagenet_like(
     if not 16 <= lo <= hi:
         raise UsageError(f"image_size_range={image_size_range}: expected 16 <= min <= max")
     root = os.path.abspath(root)
-    train_dir = os.path.join(root, "train")
-    val_dir = os.path.join(root, "val")
     wnids = tuple(wnid(k) for k in range(num_classes))
     names = tuple(class_name(k) for k in range(num_classes))
 
-    count = 0
+    # Val labels are shuffled over file numbers, as in the real val set.
+    num_val = num_classes * val_per_class
+    order = np.random.default_rng([int(seed), _SALT["val"]]).permutation(num_val)
+    val_labels = tuple(int(order[i] % num_classes) for i in range(num_val))
+
+    def image(split: str, index: int, k: int) -> bytes:
+        return _imagenet_image(_rng(seed, split, index), k, image_size_range)
+
+    return write_imagenet_tree(root, wnids, names, train_per_class, val_labels, image)
+
+
+def write_imagenet_tree(
+    root: str,
+    wnids: Sequence[str],
+    names: Sequence[str],
+    train_per_class: int,
+    val_labels: Sequence[int],
+    image: Callable[[str, int, int], bytes],
+) -> ImageNetLike:
+    """Writes the ILSVRC2012 layout (see `write_imagenet_like`) from an image source.
+
+    Args:
+      root: absolute output folder.
+      wnids, names: one per class, in class-index order.
+      train_per_class: train images per class; train image n of class k is
+        `image("train", k * train_per_class + n, k)`.
+      val_labels: the class of each val file, in file-number order; val file i is
+        `image("val", i, val_labels[i])`.
+      image: (split, index, class) -> encoded JPEG bytes.
+    """
+    train_dir = os.path.join(root, "train")
+    val_dir = os.path.join(root, "val")
     for k, w in enumerate(wnids):
         class_dir = os.path.join(train_dir, w)
         os.makedirs(class_dir, exist_ok=True)
         for n in range(train_per_class):
-            rng = _rng(seed, "train", k * train_per_class + n)
-            data = _imagenet_image(rng, k, image_size_range)
+            data = image("train", k * train_per_class + n, k)
             _write_atomic(os.path.join(class_dir, f"{w}_{n}.JPEG"), data)
-            count += 1
-
-    # Val labels are shuffled over file numbers, as in the real val set.
     os.makedirs(val_dir, exist_ok=True)
-    num_val = num_classes * val_per_class
-    order = np.random.default_rng([int(seed), _SALT["val"]]).permutation(num_val)
-    val_labels = tuple(int(order[i] % num_classes) for i in range(num_val))
     for i, k in enumerate(val_labels):
-        rng = _rng(seed, "val", i)
-        data = _imagenet_image(rng, k, image_size_range)
+        data = image("val", i, k)
         _write_atomic(os.path.join(val_dir, f"ILSVRC2012_val_{i + 1:08d}.JPEG"), data)
 
     names_file = os.path.join(root, SYNSET_NAMES_FILE)
@@ -311,11 +332,11 @@ def write_imagenet_like(
         val_dir=val_dir,
         val_labels_file=labels_file,
         synset_names_file=names_file,
-        wnids=wnids,
-        class_names=names,
-        num_train=count,
-        num_val=num_val,
-        val_labels=val_labels,
+        wnids=tuple(wnids),
+        class_names=tuple(names),
+        num_train=len(wnids) * train_per_class,
+        num_val=len(val_labels),
+        val_labels=tuple(val_labels),
     )
 
 

@@ -2,30 +2,11 @@
 checkpoint holds the replicas' average, which for the stem BN equals one replica on the same
 global batch. Two logical CPUs need a fresh process (configured before TensorFlow starts)."""
 
-import json
-import os
-import subprocess
-import sys
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from two_replicas import run_on_two_cpus
 
 SCRIPT = r"""
-import json, tempfile
-import numpy as np, tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import keras
-from transfer_tf.config import ModelConfig, TrainConfig
-from transfer_tf.models.resnet import build_classifier
-from transfer_tf.training.loop import Trainer
-from transfer_tf.training.losses import softmax_cross_entropy
-from transfer_tf.training.optimizers import make_optimizer
-from transfer_tf.training.schedules import warmup_constant
-from transfer_tf.training.strategy import make_strategy
-
-tf.config.experimental.enable_op_determinism()
 rng = np.random.default_rng(0)
 images = rng.integers(0, 255, [16, 32, 32, 3]).astype("uint8")
 labels = np.eye(4, dtype="float32")[np.arange(16) % 4]
@@ -84,17 +65,7 @@ print(json.dumps(out))
 
 @pytest.mark.slow
 def test_unsynchronized_batchnorm_checkpoints_the_replica_average():
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
-    out = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_on_two_cpus(SCRIPT)
     assert result["replicas"] == [1, 2]
     layers = result["layers"]
     assert len(layers) == 2 * 20  # resnet18: 20 BN layers, mean and variance each

@@ -4,30 +4,10 @@ Logical devices must be configured before TensorFlow initialises, so the compari
 fresh subprocess (the script below) and reports JSON.
 """
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from two_replicas import run_on_two_cpus
 
 SCRIPT = r"""
-import json, tempfile
-import numpy as np, tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import keras
-from transfer_tf.config import ModelConfig, TrainConfig
-from transfer_tf.models.resnet import build_classifier
-from transfer_tf.training.loop import Trainer
-from transfer_tf.training.losses import softmax_cross_entropy
-from transfer_tf.training.optimizers import make_optimizer
-from transfer_tf.training.schedules import warmup_constant
-from transfer_tf.training.strategy import make_strategy
-
-tf.config.experimental.enable_op_determinism()
 rng = np.random.default_rng(0)
 images = rng.integers(0, 255, [48, 32, 32, 3]).astype("uint8")
 labels = np.eye(4, dtype="float32")[np.arange(48) % 4]
@@ -66,17 +46,7 @@ print(json.dumps({"replicas": [n1, n2], "loss1": l1, "loss2": l2, "max_weight_di
 
 @pytest.mark.slow
 def test_mirrored_two_replicas_match_one_replica():
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-    out = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_on_two_cpus(SCRIPT)
     assert result["replicas"] == [1, 2]
     # Tolerance: float32 reductions in a different order (per-replica partial sums + all-reduce).
     assert result["loss1"] == pytest.approx(result["loss2"], rel=1e-4, abs=1e-5)
@@ -85,19 +55,6 @@ def test_mirrored_two_replicas_match_one_replica():
 
 
 LARS_SCRIPT = r"""
-import json, tempfile
-import numpy as np, tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import keras
-from transfer_tf.config import TrainConfig
-from transfer_tf.training.loop import Trainer
-from transfer_tf.training.losses import softmax_cross_entropy
-from transfer_tf.training.optimizers import make_optimizer
-from transfer_tf.training.schedules import warmup_constant
-from transfer_tf.training.strategy import make_strategy
-
-tf.config.experimental.enable_op_determinism()
 rng = np.random.default_rng(0)
 images = rng.normal(size=[32, 8, 8, 3]).astype("float32")
 labels = np.eye(4, dtype="float32")[np.arange(32) % 4]
@@ -151,17 +108,7 @@ print(json.dumps({"replicas": [n1, n2], "replica_gap": replica_gap, "to_one": to
 def test_mirrored_lars_and_ema_keep_replicas_identical():
     # LARS decides "is this a decayed kernel" per variable; replica copies are named
     # `.../replica_1:0`, so a name-keyed check ran plain SGD on every replica but the first.
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-    out = subprocess.run(
-        [sys.executable, "-c", LARS_SCRIPT],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_on_two_cpus(LARS_SCRIPT)
     assert result["replicas"] == [1, 2]
     assert result["moved"] > 1e-3, result  # the run trained
     # Replica copies are updated by the same all-reduced values: bit-identical.

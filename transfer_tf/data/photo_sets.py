@@ -29,7 +29,6 @@ Example:
 from __future__ import annotations
 
 import io
-import json
 import os
 import zipfile
 from collections.abc import Sequence
@@ -39,9 +38,9 @@ from PIL import Image
 
 from transfer_tf.data.benchmark_shards import PHOTO_SUFFIXES, load_photos  # noqa: F401
 from transfer_tf.data.synthetic import (
-    COCO_ANNOTATIONS_FILE,
     CocoLike,
     ImageNetLike,
+    write_coco_annotations,
     write_imagenet_tree,
 )
 from transfer_tf.errors import UsageError
@@ -286,24 +285,10 @@ def write_photo_coco(
         file_name = f"{image_id:012d}.jpg"
         _write(os.path.join(image_dir, file_name), _jpeg(canvas, rng))
         images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
-    doc = {
-        "info": {"description": "transfer_tf real-photo COCO-layout set", "version": "1.0"},
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": [
-            {"id": c, "name": name, "supercategory": "photo"}
-            for c, name in zip(ids, names, strict=True)
-        ],
-    }
-    ann_file = os.path.join(root, COCO_ANNOTATIONS_FILE)
-    _write(ann_file, json.dumps(doc))
-    return CocoLike(
-        root=root,
-        image_dir=image_dir,
-        annotations_file=ann_file,
-        category_ids=tuple(ids),
-        category_names=tuple(names),
-        num_images=num_images,
-        num_annotations=len(annotations),
+    categories = [
+        {"id": c, "name": name, "supercategory": "photo"}
+        for c, name in zip(ids, names, strict=True)
+    ]
+    return write_coco_annotations(
+        root, image_dir, "transfer_tf real-photo COCO-layout set", images, annotations, categories
     )

@@ -461,8 +461,26 @@ def write_coco_like(
         {"id": c, "name": name, "supercategory": name.split()[1]}
         for c, name in zip(ids, names, strict=True)
     ]
+    return write_coco_annotations(
+        root, image_dir, "transfer_tf synthetic COCO-like scenes", images, annotations, categories
+    )
+
+
+def write_coco_annotations(
+    root: str,
+    image_dir: str,
+    description: str,
+    images: list[dict],
+    annotations: list[dict],
+    categories: list[dict],
+) -> CocoLike:
+    """Writes root/instances.json (COCO instances format) for images already in `image_dir`.
+
+    `images`, `annotations`, `categories`: COCO JSON records (`id`, `file_name`, ...; `bbox` as
+    [x, y, w, h] floats, `category_id`; `id`, `name`, `supercategory`).
+    """
     doc = {
-        "info": {"description": "transfer_tf synthetic COCO-like scenes", "version": "1.0"},
+        "info": {"description": description, "version": "1.0"},
         "licenses": [],
         "images": images,
         "annotations": annotations,
@@ -474,8 +492,8 @@ def write_coco_like(
         root=root,
         image_dir=image_dir,
         annotations_file=ann_file,
-        category_ids=tuple(ids),
-        category_names=tuple(names),
-        num_images=num_images,
+        category_ids=tuple(c["id"] for c in categories),
+        category_names=tuple(c["name"] for c in categories),
+        num_images=len(images),
         num_annotations=len(annotations),
     )

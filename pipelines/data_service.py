@@ -6,11 +6,14 @@
 
 Trainers then use `--set=data.tf_data_service=grpc://DISPATCHER_HOST:5050`. Once serving, the
 binary prints one line `<role> listening on grpc://HOST:PORT` on stdout (with `--port=0` that is
-how the chosen port is learned). SIGTERM or SIGINT stops the server and exits 0.
+how the chosen port is learned). SIGTERM or SIGINT stops the server and exits 0; a server still
+stopping after `--stop_grace_s` (a client task left open) is abandoned with a warning.
 """
 
+import os
 import signal
 import socket
+import sys
 import threading
 
 from absl import flags, logging
@@ -32,6 +35,9 @@ flags.DEFINE_string(
 )
 flags.DEFINE_float(
     "dispatcher_timeout_s", 60.0, "Worker: how long to wait for the dispatcher to be reachable."
+)
+flags.DEFINE_float(
+    "stop_grace_s", 10.0, "After SIGTERM: how long to let the server stop before exiting anyway."
 )
 FLAGS = flags.FLAGS
 
@@ -67,7 +73,18 @@ def main(argv):
     address = f"grpc://{host}:{data_service.bound_port(server)}"
     logging.info("%s started at %s", FLAGS.role, address)
     print(f"{FLAGS.role} listening on {address}", flush=True)
-    data_service.serve_until(stop_event, server)
+    if data_service.serve_until(stop_event, server, grace_s=FLAGS.stop_grace_s):
+        logging.warning(
+            "%s did not stop within --stop_grace_s=%g s (a client task still open); exiting anyway",
+            FLAGS.role,
+            FLAGS.stop_grace_s,
+        )
+        logging.info("%s stopped (forced)", FLAGS.role)
+        # The server's C++ threads would block interpreter shutdown the same way stop() did.
+        logging.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     logging.info("%s stopped", FLAGS.role)
 
 

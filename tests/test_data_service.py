@@ -108,6 +108,34 @@ def test_address_and_port_checks():
             check_port_free(s.getsockname()[1])
 
 
+def test_a_server_that_will_not_stop_is_given_up_on_after_the_grace():
+    """CI saw a worker's stop() block over 30 s after SIGTERM; stopping must stay bounded."""
+    import threading
+
+    from transfer_tf.distribute.data_service import serve_until
+
+    class Server:
+        def __init__(self, blocks: bool):
+            self.blocks, self.stopped = blocks, False
+
+        def stop(self):
+            if self.blocks:
+                threading.Event().wait(3600)
+            self.stopped = True
+
+    stuck, fine = Server(blocks=True), Server(blocks=False)
+    event = threading.Event()
+    event.set()
+    result = []
+    caller = threading.Thread(
+        target=lambda: result.append(serve_until(event, stuck, fine, grace_s=0.2)), daemon=True
+    )
+    caller.start()
+    caller.join(10)
+    assert not caller.is_alive(), "serve_until blocked on a server that does not stop"
+    assert result == [[stuck]] and fine.stopped
+
+
 def test_bad_flags_are_one_line_errors(service):
     port = int(service["dispatcher"].rsplit(":", 1)[1])
     cases = [

@@ -138,18 +138,34 @@ def bound_port(server) -> int:
     return parse_address(server._address, "worker")[1]  # no public accessor for workers
 
 
-def serve_until(event: threading.Event, *servers, poll_s: float = 0.5) -> None:
+def serve_until(
+    event: threading.Event, *servers, poll_s: float = 0.5, grace_s: float = 10.0
+) -> list:
     """Blocks until `event` is set (by a signal handler), then stops `servers` in order.
 
     Polling instead of `server.join()`: join blocks inside C++ where Python signal handlers never
-    run, so SIGTERM could not stop the process cleanly.
+    run, so SIGTERM could not stop the process cleanly. Returns the servers that did not stop
+    within `grace_s` (see `stop`).
     """
     while not event.wait(poll_s):
         pass
-    stop(*servers)
+    return stop(*servers, grace_s=grace_s)
 
 
-def stop(*servers) -> None:
-    """Stops servers (workers before their dispatcher, so they do not log reconnect errors)."""
+def stop(*servers, grace_s: float = 10.0) -> list:
+    """Stops servers (workers before their dispatcher, so they do not log reconnect errors).
+
+    A worker's `stop()` can block for minutes while a client's task is still open on it (seen in
+    CI: over 30 s after SIGTERM), longer than an orchestrator's kill grace. Each stop therefore gets
+    `grace_s` seconds in a daemon thread; servers still stopping after that are returned, and the
+    caller decides (the binary exits anyway: a worker holds no state worth waiting for, and the
+    dispatcher's journal is written synchronously).
+    """
+    stuck = []
     for server in servers:
-        server.stop()
+        thread = threading.Thread(target=server.stop, daemon=True)
+        thread.start()
+        thread.join(grace_s)
+        if thread.is_alive():
+            stuck.append(server)
+    return stuck

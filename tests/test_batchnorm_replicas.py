@@ -2,7 +2,6 @@
 checkpoint holds the replicas' average, which for the stem BN equals one replica on the same
 global batch. Two logical CPUs need a fresh process (configured before TensorFlow starts)."""
 
-
 import pytest
 from two_replicas import run_on_two_cpus
 

@@ -39,10 +39,11 @@ setup(
         "matplotlib>=3.8",
         # tf.summary.scalar (training summaries) needs it: TF 2.21 no longer installs it.
         "tensorboard==2.21.0",
-        "psutil>=5.9",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "scikit-learn>=1.4"],
+        # transfer_tf.benchmarks measures process-tree memory; nothing else needs psutil.
+        "benchmarks": ["psutil>=5.9"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "scikit-learn>=1.4", "psutil>=5.9"],
     },
     entry_points={
         "console_scripts": [

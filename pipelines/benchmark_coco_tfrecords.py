@@ -13,7 +13,7 @@ import json
 from absl import flags
 
 from transfer_tf import cli
-from transfer_tf.data.builders.benchmark_coco import run_benchmark
+from transfer_tf.benchmarks.coco_builder import run_benchmark
 
 flags.DEFINE_string("work_dir", "/tmp/bench_coco", "Scratch folder (generated data is cached).")
 flags.DEFINE_float("scale", 1.0, "Fraction of train2017's 118,287 images / 860,001 annotations.")

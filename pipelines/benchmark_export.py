@@ -29,8 +29,8 @@ def main(argv):
     for name in ("image_size", "num_classes", "batch_size", "iterations", "latency_iterations"):
         if FLAGS[name].value <= 0:
             raise cli.UsageError(f"--{name}: expected a positive integer, got {FLAGS[name].value}")
+    from transfer_tf.benchmarks.serving import benchmark_export
     from transfer_tf.config import load_config
-    from transfer_tf.export.benchmark import benchmark_export
     from transfer_tf.models.resnet import build_classifier
 
     overrides = [

@@ -104,9 +104,9 @@ def _color_jitter() -> tuple[float, float, float, float]:
 
 def _measure_once(name: str) -> dict:
     """Builds pipeline `name` in this process and times it once."""
+    from transfer_tf.benchmarks import input_throughput as throughput
     from transfer_tf.config import DataConfig
     from transfer_tf.data import input as input_lib
-    from transfer_tf.data import throughput
 
     if name == "ours":
         data_cfg = DataConfig(

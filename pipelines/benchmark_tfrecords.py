@@ -10,7 +10,7 @@ import json
 from absl import flags
 
 from transfer_tf import cli
-from transfer_tf.data.builders.benchmark import run_benchmark
+from transfer_tf.benchmarks.builders import run_benchmark
 
 flags.DEFINE_string("work_dir", "/tmp/bench_tfrecords", "Scratch folder (raw trees are cached).")
 flags.DEFINE_integer("small", 400, "Train images of the small dataset (peak RSS).")

@@ -11,7 +11,7 @@ downloaded scikit-image / matplotlib wheels into --photo_dir first), builds thei
 real builders, pretrains with configs/imagenet_resnet50.yaml's recipe and compares the shipped
 configs/coco_multilabel_resnet50.yaml recipe (only data and runtime overridden) with a linear
 probe, a full fine-tune and scratch at the shipped recipe's step budget, once per seed
-(transfer_tf/transfer/photo_benchmark.py). --arm=NAME:KEY=V;KEY=V adds a variant of the shipped
+(transfer_tf/benchmarks/transfer_photos.py). --arm=NAME:KEY=V;KEY=V adds a variant of the shipped
 recipe. Prints one JSON line per seed, then one summary line (mean ± std per arm); --markdown
 also prints the BENCHMARKS.md table. Data and runs under --work_dir are reused on a rerun.
 """
@@ -57,8 +57,8 @@ FLAGS = flags.FLAGS
 
 
 def _photos():
-    from transfer_tf.data import photo_sets
-    from transfer_tf.transfer import photo_benchmark as pb
+    from transfer_tf.benchmarks import transfer_photos as pb
+    from transfer_tf.datagen import photos as photo_sets
 
     if FLAGS.photo_wheel:
         photo_sets.extract_wheel_photos(FLAGS.photo_wheel, FLAGS.photo_dir)
@@ -104,7 +104,7 @@ def main(argv):
         cli.require_flags("photo_dir")
         _photos()
         return
-    from transfer_tf.transfer.benchmark import BenchmarkSize, compare_transfer, markdown_table
+    from transfer_tf.benchmarks.transfer import BenchmarkSize, compare_transfer, markdown_table
 
     size = dataclasses.replace(
         BenchmarkSize(),

@@ -33,7 +33,7 @@ def main(argv):
     cli.require_flags("output_dir")
     if FLAGS.kind == "photos":
         cli.require_flags("photo_dir")
-    from transfer_tf.data.benchmark_shards import write_benchmark_shards
+    from transfer_tf.benchmarks.input_shards import write_benchmark_shards
 
     stats = write_benchmark_shards(
         FLAGS.output_dir,

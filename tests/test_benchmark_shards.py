@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from transfer_tf.benchmarks.input_shards import write_benchmark_shards
 from transfer_tf.data import schemas
-from transfer_tf.data.benchmark_shards import write_benchmark_shards
 from transfer_tf.data.decoders import make_decoder
 from transfer_tf.errors import UsageError
 

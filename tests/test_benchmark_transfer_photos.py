@@ -12,7 +12,7 @@ import zipfile
 import pytest
 from binary_harness import run_cases
 
-from transfer_tf.data import photo_sets
+from transfer_tf.datagen import photos as photo_sets
 
 
 def test_extract_wheel_photos(tmp_path):

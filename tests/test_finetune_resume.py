@@ -13,7 +13,7 @@ import yaml
 
 from transfer_tf.config import ModelConfig
 from transfer_tf.data.builders import build_coco
-from transfer_tf.data.synthetic import write_coco_like
+from transfer_tf.datagen.shapes import write_coco_like
 from transfer_tf.models.resnet import build_classifier
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -118,7 +118,7 @@ def test_coco_manifest_fills_the_head_width_and_the_label_map(tmp_path):
     import json
 
     from transfer_tf.data.builders import build_coco
-    from transfer_tf.data.synthetic import write_coco_like
+    from transfer_tf.datagen.shapes import write_coco_like
 
     coco = write_coco_like(str(tmp_path / "raw"), num_images=3, category_ids=[1, 3, 7], seed=0)
     shards = tmp_path / "tfr"

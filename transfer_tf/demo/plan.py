@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass, field
 
 from transfer_tf.config import ConfigError, ExperimentConfig, PhaseConfig
-from transfer_tf.data import synthetic
+from transfer_tf.datagen import shapes
 
 
 @dataclass(frozen=True)
@@ -157,14 +157,14 @@ def check_demo_config(cfg: ExperimentConfig) -> None:
     ):
         if not least <= lo <= hi:
             raise ConfigError(f"config key '{key}': expected [min, max] with {least} <= min <= max")
-    if cfg.data.num_classes > synthetic.MAX_CLASSES:
+    if cfg.data.num_classes > shapes.MAX_CLASSES:
         raise ConfigError(
             f"config key 'data.num_classes': the demo vocabulary has at most "
-            f"{synthetic.MAX_CLASSES} classes, got {cfg.data.num_classes}"
+            f"{shapes.MAX_CLASSES} classes, got {cfg.data.num_classes}"
         )
-    if len(d.coco_category_ids) > synthetic.MAX_CLASSES:
+    if len(d.coco_category_ids) > shapes.MAX_CLASSES:
         raise ConfigError(
-            f"config key 'demo.coco_category_ids': at most {synthetic.MAX_CLASSES} categories"
+            f"config key 'demo.coco_category_ids': at most {shapes.MAX_CLASSES} categories"
         )
     if d.time_budget_s < 0:
         raise ConfigError(

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from transfer_tf.atomic_io import write_json_atomic
 from transfer_tf.config import ExperimentConfig, save_config
-from transfer_tf.data import synthetic
+from transfer_tf.datagen import shapes
 from transfer_tf.demo import plan
 from transfer_tf.demo.report import ReportContext, headline, write_report
 from transfer_tf.demo.stages import StageResult, run_stage
@@ -66,7 +66,7 @@ def prepare_work_dir(paths: plan.DemoPaths) -> None:
 def generate_data(cfg: ExperimentConfig, paths: plan.DemoPaths) -> list[str]:
     """Writes the three raw datasets; returns one description line per dataset."""
     d = cfg.demo
-    inet = synthetic.write_imagenet_like(
+    inet = shapes.write_imagenet_like(
         paths.raw_imagenet,
         num_classes=cfg.data.num_classes,
         train_per_class=d.train_per_class,
@@ -79,7 +79,7 @@ def generate_data(cfg: ExperimentConfig, paths: plan.DemoPaths) -> list[str]:
         ("train", paths.raw_coco_train, d.coco_train_images, cfg.seed, 1),
         ("val", paths.raw_coco_val, d.coco_val_images, cfg.seed + 1, plan.COCO_VAL_FIRST_ID),
     ):
-        coco[split] = synthetic.write_coco_like(
+        coco[split] = shapes.write_coco_like(
             root,
             num_images=n,
             category_ids=d.coco_category_ids,

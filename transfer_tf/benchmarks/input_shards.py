@@ -29,30 +29,15 @@ import tensorflow as tf  # only for tf.io.TFRecordWriter
 from PIL import Image
 
 from transfer_tf.data import schemas
+from transfer_tf.datagen.photos import load_photos
 from transfer_tf.errors import UsageError
 
 KINDS = ("photos", "noise")
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 NOISE_QUALITY = 90
 NOISE_SIGMA = 40.0
 # ImageNet's typical landscape image is 500x375 or 500x333: the short side is >= 2/3 of the long.
 MIN_SHORT_FRACTION = 333 / 500
 MIN_CROP_FRACTION = 0.6
-
-
-def load_photos(photo_dir: str) -> list[Image.Image]:
-    """Every photo in `photo_dir` as RGB, in sorted name order (so a seed means the same set)."""
-    if not photo_dir or not os.path.isdir(photo_dir):
-        raise UsageError(f"photo_dir '{photo_dir}': not a folder (kind=photos needs photographs)")
-    names = sorted(n for n in os.listdir(photo_dir) if n.lower().endswith(PHOTO_SUFFIXES))
-    if not names:
-        raise UsageError(f"photo_dir '{photo_dir}': no *.jpg/*.jpeg/*.png images in it")
-    photos = []
-    for name in names:
-        with Image.open(os.path.join(photo_dir, name)) as im:
-            # convert() also forces the lazy decode, so the file can be closed here.
-            photos.append(im.convert("RGB"))
-    return photos
 
 
 def _photo_image(photo: Image.Image, rng: np.random.Generator, long_side: int) -> Image.Image:

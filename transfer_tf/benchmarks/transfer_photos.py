@@ -36,8 +36,8 @@ import tensorflow as tf
 from absl import logging
 
 from transfer_tf.config import ExperimentConfig, load_config
-from transfer_tf.data import photo_sets
 from transfer_tf.data.builders import build_coco, build_imagenet
+from transfer_tf.datagen import photos as photo_sets
 
 ARMS = ("shipped", "linear_probe", "full_finetune", "scratch")
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "configs")

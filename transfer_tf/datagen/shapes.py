@@ -24,15 +24,21 @@ Example:
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from transfer_tf.datagen.raw_layouts import (
+    CocoLike,
+    ImageNetLike,
+    overlap_fraction,
+    write_coco_annotations,
+    write_file_atomic,
+    write_imagenet_tree,
+)
 from transfer_tf.errors import UsageError
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "diamond")
@@ -52,9 +58,6 @@ MAX_CLASSES = len(SHAPES) * len(COLORS)
 # Per-split salts for the per-image generators (so train/val/coco never share pixels).
 _SALT = {"train": 1, "val": 2, "coco": 3}
 
-VAL_LABELS_FILE = "synset_labels.txt"
-SYNSET_NAMES_FILE = "synset_names.txt"
-COCO_ANNOTATIONS_FILE = "instances.json"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -202,33 +205,9 @@ def render_image(
     return _add_noise_and_encode(rng, image)
 
 
-def _write_atomic(path: str, data: bytes | str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    mode = "wb" if isinstance(data, bytes) else "w"
-    with open(tmp, mode) as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 # ----------------------------------------------------------------------------------------------
 # ImageNet-like.
 # ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ImageNetLike:
-    """What `write_imagenet_like` wrote (paths are absolute)."""
-
-    root: str
-    train_dir: str  # train/<wnid>/<wnid>_<n>.JPEG
-    val_dir: str  # val/ILSVRC2012_val_XXXXXXXX.JPEG (flat)
-    val_labels_file: str  # one wnid per line, in sorted val file-name order
-    synset_names_file: str  # wnid<TAB>name per line, class-index order
-    wnids: tuple[str, ...]
-    class_names: tuple[str, ...]
-    num_train: int
-    num_val: int
-    val_labels: tuple[int, ...]  # 0-based class index of each val file, sorted file-name order
 
 
 def _imagenet_image(rng: np.random.Generator, index: int, size_range: tuple[int, int]) -> bytes:
@@ -290,86 +269,15 @@ def write_imagenet_like(
     return write_imagenet_tree(root, wnids, names, train_per_class, val_labels, image)
 
 
-def write_imagenet_tree(
-    root: str,
-    wnids: Sequence[str],
-    names: Sequence[str],
-    train_per_class: int,
-    val_labels: Sequence[int],
-    image: Callable[[str, int, int], bytes],
-) -> ImageNetLike:
-    """Writes the ILSVRC2012 layout (see `write_imagenet_like`) from an image source.
-
-    Args:
-      root: absolute output folder.
-      wnids, names: one per class, in class-index order.
-      train_per_class: train images per class; train image n of class k is
-        `image("train", k * train_per_class + n, k)`.
-      val_labels: the class of each val file, in file-number order; val file i is
-        `image("val", i, val_labels[i])`.
-      image: (split, index, class) -> encoded JPEG bytes.
-    """
-    train_dir = os.path.join(root, "train")
-    val_dir = os.path.join(root, "val")
-    for k, w in enumerate(wnids):
-        class_dir = os.path.join(train_dir, w)
-        os.makedirs(class_dir, exist_ok=True)
-        for n in range(train_per_class):
-            data = image("train", k * train_per_class + n, k)
-            _write_atomic(os.path.join(class_dir, f"{w}_{n}.JPEG"), data)
-    os.makedirs(val_dir, exist_ok=True)
-    for i, k in enumerate(val_labels):
-        data = image("val", i, k)
-        _write_atomic(os.path.join(val_dir, f"ILSVRC2012_val_{i + 1:08d}.JPEG"), data)
-
-    names_file = os.path.join(root, SYNSET_NAMES_FILE)
-    _write_atomic(names_file, "".join(f"{w}\t{n}\n" for w, n in zip(wnids, names, strict=True)))
-    labels_file = os.path.join(root, VAL_LABELS_FILE)
-    _write_atomic(labels_file, "".join(f"{wnids[k]}\n" for k in val_labels))
-    return ImageNetLike(
-        root=root,
-        train_dir=train_dir,
-        val_dir=val_dir,
-        val_labels_file=labels_file,
-        synset_names_file=names_file,
-        wnids=tuple(wnids),
-        class_names=tuple(names),
-        num_train=len(wnids) * train_per_class,
-        num_val=len(val_labels),
-        val_labels=tuple(val_labels),
-    )
-
-
 # ----------------------------------------------------------------------------------------------
 # COCO-like.
 # ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CocoLike:
-    """What `write_coco_like` wrote (paths are absolute)."""
-
-    root: str
-    image_dir: str  # images/<12-digit id>.jpg
-    annotations_file: str  # instances.json (COCO object-detection format)
-    category_ids: tuple[int, ...]  # raw COCO ids, in the order given
-    category_names: tuple[str, ...]
-    num_images: int
-    num_annotations: int
 
 
 def _polygon_area(polygon: Sequence[tuple[float, float]]) -> float:
     xs = np.array([p[0] for p in polygon])
     ys = np.array([p[1] for p in polygon])
     return float(0.5 * abs(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1))))
-
-
-def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    """Intersection over the smaller box of two `[x0, y0, x1, y1]` boxes."""
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    return iw * ih / max(smaller, 1e-6)
 
 
 def write_coco_like(
@@ -432,7 +340,7 @@ def write_coco_like(
                 cx = rng.uniform(radius, width - radius)
                 cy = rng.uniform(radius, height - radius)
                 box = (cx - radius, cy - radius, cx + radius, cy + radius)
-                if all(_overlap(box, b) < 0.2 for b in boxes):
+                if all(overlap_fraction(box, b) < 0.2 for b in boxes):
                     break
             else:
                 continue
@@ -454,7 +362,7 @@ def write_coco_like(
                 }
             )
         file_name = f"{image_id:012d}.jpg"
-        _write_atomic(os.path.join(image_dir, file_name), _add_noise_and_encode(rng, image))
+        write_file_atomic(os.path.join(image_dir, file_name), _add_noise_and_encode(rng, image))
         images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
 
     categories = [
@@ -463,37 +371,4 @@ def write_coco_like(
     ]
     return write_coco_annotations(
         root, image_dir, "transfer_tf synthetic COCO-like scenes", images, annotations, categories
-    )
-
-
-def write_coco_annotations(
-    root: str,
-    image_dir: str,
-    description: str,
-    images: list[dict],
-    annotations: list[dict],
-    categories: list[dict],
-) -> CocoLike:
-    """Writes root/instances.json (COCO instances format) for images already in `image_dir`.
-
-    `images`, `annotations`, `categories`: COCO JSON records (`id`, `file_name`, ...; `bbox` as
-    [x, y, w, h] floats, `category_id`; `id`, `name`, `supercategory`).
-    """
-    doc = {
-        "info": {"description": description, "version": "1.0"},
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": categories,
-    }
-    ann_file = os.path.join(root, COCO_ANNOTATIONS_FILE)
-    _write_atomic(ann_file, json.dumps(doc))
-    return CocoLike(
-        root=root,
-        image_dir=image_dir,
-        annotations_file=ann_file,
-        category_ids=tuple(c["id"] for c in categories),
-        category_names=tuple(c["name"] for c in categories),
-        num_images=len(images),
-        num_annotations=len(annotations),
     )

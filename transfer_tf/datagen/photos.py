@@ -1,6 +1,6 @@
 """Real-photo transfer sets: an ImageNet-layout dump and a COCO-layout dump cut from photographs.
 
-The transfer benchmark's data (`transfer.photo_benchmark`), from a handful of real photographs
+The transfer benchmark's data (`benchmarks.transfer_photos`), from a handful of real photographs
 (the sample images inside the scikit-image and matplotlib wheels: `extract_wheel_photos`), so
 that what transfers is the texture and colour statistics of real images, not drawn shapes:
 
@@ -8,7 +8,7 @@ that what transfers is the texture and colour statistics of real images, not dra
   (`crop_area` of the photo's area, aspect 3/4..4/3), maybe mirrored, resized so its long side is
   drawn from `image_size_range`. `root/train/<wnid>/<wnid>_<n>.JPEG`, flat
   `root/val/ILSVRC2012_val_<8 digits>.JPEG`, `synset_labels.txt` and `synset_names.txt`, as
-  `synthetic.write_imagenet_like` (what `builders.build_imagenet` reads).
+  `shapes.write_imagenet_like` (what `builders.build_imagenet` reads).
 * COCO layout (`write_photo_coco`): a random crop of a BACKGROUND photograph (one that is no
   class) as the canvas, with 0..N crops of the object photographs pasted at `object_size`
   (fraction of the canvas' short side) and little overlap; boxes are the pasted rectangles,
@@ -36,11 +36,12 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from transfer_tf.data.benchmark_shards import PHOTO_SUFFIXES, load_photos  # noqa: F401
-from transfer_tf.data.synthetic import (
+from transfer_tf.datagen.raw_layouts import (
     CocoLike,
     ImageNetLike,
+    overlap_fraction,
     write_coco_annotations,
+    write_file_atomic,
     write_imagenet_tree,
 )
 from transfer_tf.errors import UsageError
@@ -63,6 +64,22 @@ WHEEL_PHOTOS = (
 _SALT = {"train": 11, "val": 12, "coco_train": 13, "coco_val": 14}
 # Photos are reduced once to this long side before cropping (crops become tiny images anyway).
 _WORKING_SIDE = 384
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def load_photos(photo_dir: str) -> list[Image.Image]:
+    """Every photo in `photo_dir` as RGB, in sorted name order (so a seed means the same set)."""
+    if not photo_dir or not os.path.isdir(photo_dir):
+        raise UsageError(f"photo_dir '{photo_dir}': not a folder (kind=photos needs photographs)")
+    names = sorted(n for n in os.listdir(photo_dir) if n.lower().endswith(PHOTO_SUFFIXES))
+    if not names:
+        raise UsageError(f"photo_dir '{photo_dir}': no *.jpg/*.jpeg/*.png images in it")
+    photos = []
+    for name in names:
+        with Image.open(os.path.join(photo_dir, name)) as im:
+            # convert() also forces the lazy decode, so the file can be closed here.
+            photos.append(im.convert("RGB"))
+    return photos
 
 
 def extract_wheel_photos(
@@ -162,13 +179,6 @@ def _jpeg(image: Image.Image, rng: np.random.Generator) -> bytes:
     return buf.getvalue()
 
 
-def _write(path: str, data: bytes | str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb" if isinstance(data, bytes) else "w") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def write_photo_imagenet(
     root: str,
     photos: Sequence[Image.Image],
@@ -200,14 +210,6 @@ def write_photo_imagenet(
     order = np.random.default_rng([int(seed), _SALT["val"]]).permutation(num_val)
     val_labels = tuple(int(order[i] % len(photos)) for i in range(num_val))
     return write_imagenet_tree(root, wnids, names, train_per_class, val_labels, image)
-
-
-def _overlap(a, b) -> float:
-    """Intersection over the smaller of two `[x0, y0, x1, y1]` boxes."""
-    iw = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    return iw * ih / max(smaller, 1)
 
 
 def write_photo_coco(
@@ -266,7 +268,7 @@ def write_photo_coco(
                 x0 = int(rng.integers(0, width - pw + 1))
                 y0 = int(rng.integers(0, height - ph + 1))
                 box = (x0, y0, x0 + pw, y0 + ph)
-                if all(_overlap(box, b) < 0.2 for b in boxes):
+                if all(overlap_fraction(box, b) < 0.2 for b in boxes):
                     break
             else:
                 continue
@@ -283,7 +285,7 @@ def write_photo_coco(
                 }
             )
         file_name = f"{image_id:012d}.jpg"
-        _write(os.path.join(image_dir, file_name), _jpeg(canvas, rng))
+        write_file_atomic(os.path.join(image_dir, file_name), _jpeg(canvas, rng))
         images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
     categories = [
         {"id": c, "name": name, "supercategory": "photo"}

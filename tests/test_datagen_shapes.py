@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transfer_tf.data import synthetic
+from transfer_tf.datagen import shapes
 from transfer_tf.errors import UsageError
 
 
@@ -25,7 +25,7 @@ def _digest(root):
 
 
 def test_imagenet_like_layout(tmp_path):
-    ds = synthetic.write_imagenet_like(
+    ds = shapes.write_imagenet_like(
         str(tmp_path / "inet"), num_classes=4, train_per_class=3, val_per_class=2,
         image_size_range=(40, 70), seed=3,
     )  # fmt: skip
@@ -41,7 +41,7 @@ def test_imagenet_like_layout(tmp_path):
     assert sorted(labels) == sorted(list(ds.wnids) * 2)
     names = [line.split("\t") for line in open(ds.synset_names_file).read().splitlines()]
     assert [n[0] for n in names] == list(ds.wnids)
-    assert [n[1] for n in names] == [synthetic.class_name(k) for k in range(4)]
+    assert [n[1] for n in names] == [shapes.class_name(k) for k in range(4)]
     for path in glob.glob(os.path.join(ds.root, "*", "**", "*.JPEG"), recursive=True):
         with Image.open(path) as im:
             assert im.format == "JPEG" and im.mode == "RGB"
@@ -51,9 +51,9 @@ def test_imagenet_like_layout(tmp_path):
 
 def test_imagenet_like_is_deterministic_and_seed_dependent(tmp_path):
     kw = dict(num_classes=3, train_per_class=2, val_per_class=2, image_size_range=(32, 48))
-    a = synthetic.write_imagenet_like(str(tmp_path / "a"), seed=1, **kw)
-    b = synthetic.write_imagenet_like(str(tmp_path / "b"), seed=1, **kw)
-    c = synthetic.write_imagenet_like(str(tmp_path / "c"), seed=2, **kw)
+    a = shapes.write_imagenet_like(str(tmp_path / "a"), seed=1, **kw)
+    b = shapes.write_imagenet_like(str(tmp_path / "b"), seed=1, **kw)
+    c = shapes.write_imagenet_like(str(tmp_path / "c"), seed=2, **kw)
     assert _digest(a.root) == _digest(b.root)
     assert _digest(a.root) != _digest(c.root)
 
@@ -61,7 +61,7 @@ def test_imagenet_like_is_deterministic_and_seed_dependent(tmp_path):
 def test_classes_differ_visually():
     # The object's colour must follow the class: the mean of saturated pixels differs by class.
     def saturated_mean(k):
-        arr = np.asarray(Image.open(io.BytesIO(synthetic.render_image(k, seed=0))))
+        arr = np.asarray(Image.open(io.BytesIO(shapes.render_image(k, seed=0))))
         arr = arr.astype(np.float32)
         sat = arr.max(axis=2) - arr.min(axis=2)
         return arr[sat > 80].mean(axis=0)
@@ -72,12 +72,12 @@ def test_classes_differ_visually():
 
 def test_coco_like_json_and_images(tmp_path):
     ids = [2, 5, 11, 40]
-    ds = synthetic.write_coco_like(
+    ds = shapes.write_coco_like(
         str(tmp_path / "coco"), num_images=12, category_ids=ids, objects_per_image=(2, 3), seed=0
     )
     doc = json.load(open(ds.annotations_file))
     assert {c["id"] for c in doc["categories"]} == set(ids)
-    assert [c["name"] for c in doc["categories"]] == [synthetic.class_name(i) for i in range(4)]
+    assert [c["name"] for c in doc["categories"]] == [shapes.class_name(i) for i in range(4)]
     assert len(doc["images"]) == 12 and ds.num_annotations == len(doc["annotations"])
     by_id = {im["id"]: im for im in doc["images"]}
     per_image = {}
@@ -102,8 +102,8 @@ def test_coco_like_json_and_images(tmp_path):
 
 def test_coco_like_is_deterministic(tmp_path):
     kw = dict(num_images=5, category_ids=[1, 3, 8], objects_per_image=(1, 3))
-    a = synthetic.write_coco_like(str(tmp_path / "a"), seed=4, **kw)
-    b = synthetic.write_coco_like(str(tmp_path / "b"), seed=4, **kw)
+    a = shapes.write_coco_like(str(tmp_path / "a"), seed=4, **kw)
+    b = shapes.write_coco_like(str(tmp_path / "b"), seed=4, **kw)
     assert _digest(a.root) == _digest(b.root)
 
 
@@ -114,9 +114,9 @@ def test_coco_like_is_deterministic(tmp_path):
 )  # fmt: skip
 def test_coco_like_rejects_bad_arguments(tmp_path, kwargs):
     with pytest.raises(UsageError):
-        synthetic.write_coco_like(str(tmp_path / "x"), num_images=1, **kwargs)
+        shapes.write_coco_like(str(tmp_path / "x"), num_images=1, **kwargs)
 
 
 def test_imagenet_like_rejects_too_many_classes(tmp_path):
     with pytest.raises(UsageError, match="num_classes"):
-        synthetic.write_imagenet_like(str(tmp_path / "x"), num_classes=synthetic.MAX_CLASSES + 1)
+        shapes.write_imagenet_like(str(tmp_path / "x"), num_classes=shapes.MAX_CLASSES + 1)

@@ -1,6 +1,6 @@
 """Does transfer work? Pretrained + schedule vs scratch vs linear probe at an equal step budget.
 
-On the project's own generated data (`data.synthetic`): pretrain a ResNet on the ImageNet-like
+On the project's own generated data (`datagen.shapes`): pretrain a ResNet on the ImageNet-like
 set (shape x colour classes), then train the COCO-like multi-label task (scenes composed of the
 same vocabulary) three ways with the same number of steps, batch and data:
 
@@ -28,8 +28,8 @@ import tensorflow as tf
 from absl import logging
 
 from transfer_tf.config import ExperimentConfig, config_from_dict
-from transfer_tf.data import synthetic
 from transfer_tf.data.builders import build_coco, build_imagenet
+from transfer_tf.datagen import shapes
 
 RUNS = ("pretrained_schedule", "scratch", "linear_probe")
 
@@ -60,7 +60,7 @@ def _prepare_data(work_dir: str, size: BenchmarkSize) -> dict[str, str]:
     raw, tfr = os.path.join(work_dir, "raw"), os.path.join(work_dir, "tfrecords")
     inet_out, coco_out = os.path.join(tfr, "imagenet"), os.path.join(tfr, "coco")
     if not tf.io.gfile.exists(os.path.join(inet_out, "label_names.txt")):
-        inet = synthetic.write_imagenet_like(
+        inet = shapes.write_imagenet_like(
             os.path.join(raw, "imagenet"),
             num_classes=size.pretrain_classes,
             train_per_class=size.pretrain_per_class,
@@ -84,7 +84,7 @@ def _prepare_data(work_dir: str, size: BenchmarkSize) -> dict[str, str]:
             ("train", size.coco_train_images, size.seed, 1),
             ("val", size.coco_val_images, size.seed + 1, 100_001),
         ):
-            coco = synthetic.write_coco_like(
+            coco = shapes.write_coco_like(
                 os.path.join(raw, f"coco_{split}"),
                 num_images=n,
                 category_ids=ids,

@@ -1,6 +1,6 @@
 """Builder throughput and memory: images/s with 1 and N workers, peak RSS at two dataset sizes.
 
-Generates ImageNet-layout raw trees with `transfer_tf.data.synthetic`, converts them in-process
+Generates ImageNet-layout raw trees with `transfer_tf.datagen.shapes`, converts them in-process
 (TensorFlow is imported once, so the numbers are conversion time, not start-up), and samples the
 RSS of this process plus its worker processes every 20 ms.
 
@@ -20,9 +20,9 @@ from typing import Any
 
 import psutil
 
-from transfer_tf.data import synthetic
 from transfer_tf.data.builders.imagenet import build_imagenet
 from transfer_tf.data.builders.sharded_writer import WriteOptions
+from transfer_tf.datagen import raw_layouts, shapes
 
 _NUM_CLASSES = 10
 
@@ -65,8 +65,8 @@ class _RssSampler:
 
 
 def _raw_tree(root: str, train_images: int, size_range: tuple[int, int]) -> str:
-    if not os.path.exists(os.path.join(root, synthetic.VAL_LABELS_FILE)):
-        synthetic.write_imagenet_like(
+    if not os.path.exists(os.path.join(root, raw_layouts.VAL_LABELS_FILE)):
+        shapes.write_imagenet_like(
             root,
             num_classes=_NUM_CLASSES,
             train_per_class=train_images // _NUM_CLASSES,

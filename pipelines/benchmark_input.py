@@ -107,6 +107,7 @@ def _measure_once(name: str) -> dict:
     from transfer_tf.benchmarks import input_throughput as throughput
     from transfer_tf.config import DataConfig
     from transfer_tf.data import input as input_lib
+    from transfer_tf.data.files import list_files
 
     if name == "ours":
         data_cfg = DataConfig(
@@ -127,7 +128,7 @@ def _measure_once(name: str) -> dict:
         )
     elif name == "model_garden":
         dataset = _model_garden_dataset(
-            input_lib.list_files(FLAGS.file_pattern),
+            list_files(FLAGS.file_pattern),
             FLAGS.mode == "train",
             FLAGS.image_size,
             FLAGS.batch_size,
@@ -162,9 +163,9 @@ def main(argv):
     if FLAGS.compare_model_garden and not FLAGS.model_garden_path:
         raise cli.UsageError("--compare_model_garden needs --model_garden_path")
     if not FLAGS.file_pattern.startswith("tfds:"):
-        from transfer_tf.data import input as input_lib
+        from transfer_tf.data.files import list_files
 
-        input_lib.list_files(FLAGS.file_pattern)  # fail here, not in the first child
+        list_files(FLAGS.file_pattern)  # fail here, not in the first child
     pipelines = ["ours"]
     if FLAGS.compare_model_garden:
         pipelines.append("model_garden")

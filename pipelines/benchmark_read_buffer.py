@@ -51,7 +51,7 @@ def _read_all(files: list[str], buffer_bytes: int) -> tuple[int, int, float]:
 def main(argv):
     cli.reject_extra_args(argv)
     cli.require_flags("file_pattern")
-    from transfer_tf.data.input import list_files
+    from transfer_tf.data.files import list_files
 
     files = list_files(FLAGS.file_pattern)
     sizes = [int(k) for k in FLAGS.buffer_sizes_kib]

@@ -22,7 +22,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     cli.reject_extra_args(argv)
     cli.require_flags("model_dir")
-    from transfer_tf.training.pretrain import evaluate_run
+    from transfer_tf.training.evaluation import evaluate_run
 
     metrics = evaluate_run(FLAGS.model_dir, FLAGS.checkpoint, FLAGS.eval_pattern or "")
     path = FLAGS.output or os.path.join(FLAGS.model_dir, "eval_metrics.json")

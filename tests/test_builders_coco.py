@@ -16,7 +16,8 @@ from PIL import Image
 from test_builders_rawdata import make_coco
 
 from transfer_tf.data import schemas
-from transfer_tf.data.builders import WriteOptions, build_coco, load_label_map
+from transfer_tf.data.builders import WriteOptions, build_coco
+from transfer_tf.data.label_maps import read_label_map
 from transfer_tf.errors import UsageError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -110,8 +111,8 @@ def test_coco_with_masks_matches_the_json(tmp_path):
                 assert abs(int(mask.sum()) - a["area"]) <= 2 * (a["bbox"][2] + a["bbox"][3]) + 4
             else:
                 assert int(mask.sum()) == 600
-    label_map = load_label_map(str(tmp_path / "out" / "label_map.json"))
-    assert label_map == {1: 0, 18: 1, 90: 2}
+    label_map = read_label_map(str(tmp_path / "out" / "label_map.json"))
+    assert label_map.id_to_index == {1: 0, 18: 1, 90: 2}
     manifest = json.loads(open(manifest_path).read())
     assert manifest["counters"]["degenerate_boxes_dropped"] == 2
     assert manifest["counters"]["images_without_objects"] == 1

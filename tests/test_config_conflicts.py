@@ -12,7 +12,7 @@ import tensorflow as tf
 from transfer_tf.config import ConfigError, config_from_dict, load_config
 from transfer_tf.errors import UsageError
 from transfer_tf.training import losses, schedules
-from transfer_tf.training.pretrain import plan_steps
+from transfer_tf.training.run_setup import plan_steps
 from transfer_tf.transfer import schedule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

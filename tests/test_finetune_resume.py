@@ -97,7 +97,7 @@ def test_kill_mid_phase_then_resume(tmp_path):
     assert json.loads(done.stdout.strip().splitlines()[-1])["global_step"] == PROBE_STEPS + FT_STEPS
 
     # pipelines/evaluate.py's job works on the fine-tuned run: multi-label metrics.
-    from transfer_tf.training.pretrain import evaluate_run
+    from transfer_tf.training.evaluation import evaluate_run
 
     metrics = evaluate_run(model_dir, eval_pattern=os.path.join(shards, "train-*"))
     assert len(metrics["per_class_AP"]) == 3 and 0 <= metrics["mAP"] <= 1

@@ -13,6 +13,7 @@ from test_input_data import write_classification_shards, write_coco_shard
 from transfer_tf import cli
 from transfer_tf.config import DataConfig
 from transfer_tf.data import input as input_lib
+from transfer_tf.data.files import list_files
 from transfer_tf.data.input import build_dataset, corrupt_data_error, skipped_records
 from transfer_tf.errors import UsageError
 
@@ -237,7 +238,7 @@ def test_bad_inputs_are_usage_errors(tmp_path):
 
 def test_list_files_accepts_comma_separated_patterns(shards):
     directory, _ = shards
-    files = input_lib.list_files(f"{directory}/train-00000*, {directory}/train-0000[12]*")
+    files = list_files(f"{directory}/train-00000*, {directory}/train-0000[12]*")
     assert [os.path.basename(f) for f in files] == [f"train-{i:05d}-of-00003" for i in range(3)]
 
 

@@ -15,7 +15,8 @@ from test_input_data import write_coco_shard
 from transfer_tf.config import ConfigError, DataConfig, config_from_dict
 from transfer_tf.data import manifest
 from transfer_tf.data.builders import build_folder
-from transfer_tf.data.input import build_dataset, list_files
+from transfer_tf.data.files import list_files
+from transfer_tf.data.input import build_dataset
 
 SIZE = 16
 

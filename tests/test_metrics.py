@@ -98,7 +98,7 @@ def test_multilabel_eval_sigmoid_is_stable_for_large_logits():
     import warnings
 
     from transfer_tf.config import load_config
-    from transfer_tf.training.pretrain import EvalAccumulator
+    from transfer_tf.training.evaluation import EvalAccumulator
 
     cfg = load_config(None, ["data.schema=coco", "data.num_classes=3"])
     acc = EvalAccumulator(cfg)

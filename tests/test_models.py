@@ -9,10 +9,11 @@ import pytest
 import tensorflow as tf
 from keras.src.legacy.saving import legacy_h5_format
 
-from transfer_tf.config import ModelConfig
+from transfer_tf.config import DataConfig, ExperimentConfig, ModelConfig
 from transfer_tf.errors import UsageError
 from transfer_tf.models import resnet
 from transfer_tf.models.weights import load_backbone_weights
+from transfer_tf.training.run_setup import build_model
 
 
 def _cfg(**kw) -> ModelConfig:
@@ -88,17 +89,25 @@ def test_standard_keras_resnet50_weights_file_loads(tmp_path):
         batchnorm_epsilon=1.001e-5,
         init_weights=path,
     )
-    model = resnet.build_classifier(cfg, num_classes=5)
+    experiment = ExperimentConfig(model=cfg, data=DataConfig(num_classes=5))
+    model = build_model(experiment)
     images = rng.uniform(0, 255, [2, 32, 32, 3]).astype("float32")
     want = ref(keras.applications.resnet.preprocess_input(images.copy()), training=False)
     got = resnet.features_model(model)(images, training=False)
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
 
-    with pytest.raises(UsageError, match="unexpected layers conv2_block1_0_bn"):
+    assert resnet.build_classifier(cfg, 5).get_layer("conv1_conv").kernel.numpy().std() != (
+        model.get_layer("conv1_conv").kernel.numpy().std()
+    ), "build_classifier itself leaves the weights random"
+    with pytest.raises(UsageError, match="unexpected layers: conv2_block1_0_bn"):
         load_backbone_weights(resnet.build_classifier(_cfg(), 5), path)
     # Issue 13 item 8: model.init_weights with the Keras ImageNet file needs caffe inputs.
     with pytest.raises(UsageError, match=r"model.input_preprocessing is 'standardize'"):
-        resnet.build_classifier(dataclasses.replace(cfg, input_preprocessing="standardize"), 5)
+        build_model(
+            dataclasses.replace(
+                experiment, model=dataclasses.replace(cfg, input_preprocessing="standardize")
+            )
+        )
 
 
 def test_resnet50_v15_strides_on_the_3x3_conv():

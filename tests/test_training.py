@@ -303,7 +303,7 @@ def test_phases_and_resumes_continue_one_input_stream(tmp_path):
     from test_input_data import write_classification_shards
 
     from transfer_tf.config import DataConfig, ExperimentConfig
-    from transfer_tf.training.pretrain import dataset_fn
+    from transfer_tf.data.dataset_fn import dataset_fn
 
     data = str(tmp_path / "data")
     write_classification_shards(data, 3, 4, label_offset=0, unique_labels=True)  # ids 0..11

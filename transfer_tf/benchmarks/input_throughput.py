@@ -15,7 +15,7 @@ import time
 
 import tensorflow as tf
 
-from transfer_tf.data import input as input_lib
+from transfer_tf.data.files import list_files
 
 
 def measure(dataset: tf.data.Dataset, num_images: int, warmup_batches: int = 5) -> dict[str, float]:
@@ -37,7 +37,7 @@ def load_encoded_images(
     pattern: str, num_images: int, image_key: str = "image/encoded"
 ) -> list[bytes]:
     """The first `num_images` encoded images of the shards matching `pattern`."""
-    files = input_lib.list_files(pattern)
+    files = list_files(pattern)
     feature = {image_key: tf.io.FixedLenFeature((), tf.string)}
     ds = tf.data.TFRecordDataset(files).take(num_images)
     ds = ds.map(lambda r: tf.io.parse_single_example(r, feature)[image_key])

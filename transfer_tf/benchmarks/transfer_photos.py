@@ -240,7 +240,9 @@ def compare_on_photos(work_dir: str, photo_dir: str, size: PhotoBenchmarkSize) -
     Data and finished runs in `work_dir` are reused (delete it for a fresh measurement)."""
     import keras
 
-    from transfer_tf.training.pretrain import evaluate_run, plan_steps, run_pretraining
+    from transfer_tf.training.evaluation import evaluate_run
+    from transfer_tf.training.pretrain import run_pretraining
+    from transfer_tf.training.run_setup import plan_steps
     from transfer_tf.transfer import schedule
     from transfer_tf.transfer.finetune import run_finetuning
 

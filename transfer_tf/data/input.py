@@ -58,6 +58,7 @@ import tensorflow as tf
 from transfer_tf.config import DataConfig, to_dict
 from transfer_tf.data import manifest, mixing, policies
 from transfer_tf.data.decoders import make_decoder
+from transfer_tf.data.files import list_files
 from transfer_tf.data.guard import (  # noqa: F401  (re-exported)
     CORRUPT_PREFIX,
     corrupt_data_error,
@@ -75,25 +76,6 @@ AUTOTUNE = tf.data.AUTOTUNE
 # Read buffer per open remote shard: the TPU reference ImageNet input's 8 MiB. TensorFlow's
 # default (256 KiB) would cost one request to the object store every two or three images.
 REMOTE_READ_BUFFER = 8 << 20
-
-
-def list_files(pattern: str) -> list[str]:
-    """Sorted files matching comma-separated glob patterns (any TF filesystem).
-
-    Raises:
-      UsageError: empty pattern, or a pattern that matches nothing.
-    """
-    if not pattern.strip():
-        raise UsageError("data file pattern is empty (set data.train_pattern / data.eval_pattern)")
-    files: set[str] = set()
-    for part in (p.strip() for p in pattern.split(",")):
-        if not part:
-            continue
-        matched = tf.io.gfile.glob(part)
-        if not matched:
-            raise UsageError(f"data file pattern '{part}' matches no files")
-        files.update(matched)
-    return sorted(files)
 
 
 def _stream_key(seed: int, pipeline_id: int) -> int:

@@ -40,6 +40,11 @@ class LabelMap:
     def num_classes(self) -> int:
         return len(self.names)
 
+    def display_names(self) -> list[str]:
+        """Class names in index order; a nameless category shows as its id (e.g. "90")."""
+        ids = {index: cid for cid, index in self.id_to_index.items()}
+        return [name or str(ids[i]) for i, name in enumerate(self.names)]
+
 
 def _records(data: object, path: str) -> list[dict]:
     """Normalises every accepted layout to a list of `{"id", "name"?, "index"?}` records."""

@@ -36,6 +36,7 @@ import tensorflow as tf
 from absl import logging
 
 from transfer_tf.config import AUTO_NUM_CLASSES, ConfigError, DataConfig
+from transfer_tf.data.files import list_files
 from transfer_tf.data.label_maps import parse_label_map, read_label_map
 from transfer_tf.errors import UsageError
 
@@ -251,8 +252,6 @@ def check_data_config(data_cfg: DataConfig) -> DataConfig:
       ConfigError: a config value disagrees with a manifest / label map / TFDS ClassLabel, or
         `data.num_classes: auto` with nothing to take it from.
     """
-    from transfer_tf.data.input import list_files
-
     for pattern in (data_cfg.train_pattern, data_cfg.eval_pattern):
         if pattern:
             files = None if pattern.startswith("tfds:") else list_files(pattern)

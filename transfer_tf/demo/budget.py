@@ -73,7 +73,7 @@ def fit_epochs(
 def _measure(cfg: ExperimentConfig) -> tuple[dict, float, float]:
     """(decision dict, seconds per step, seconds per build + trace/compile) of `cfg`'s step."""
     from transfer_tf.training import autotune
-    from transfer_tf.training.pretrain import plan_steps
+    from transfer_tf.training.run_setup import plan_steps
     from transfer_tf.training.strategy import make_strategy
 
     strategy = make_strategy(cfg.train.strategy, cfg.train.tpu)

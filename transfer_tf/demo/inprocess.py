@@ -108,7 +108,7 @@ def run_call(module: str, args: list[str], stdout_file: str | None = None) -> No
         metrics = {k: v for k, v in result["eval"].items() if not isinstance(v, list)}
         logging.info("done at global step %d: %s", result["global_step"], metrics)
     elif module == "pipelines.evaluate":
-        from transfer_tf.training.pretrain import evaluate_run
+        from transfer_tf.training.evaluation import evaluate_run
 
         metrics = evaluate_run(flags["model_dir"], eval_pattern=flags.get("eval_pattern", ""))
         write_text_atomic(flags["output"], json.dumps(metrics, indent=2))

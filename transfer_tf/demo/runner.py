@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from transfer_tf.atomic_io import write_json_atomic
 from transfer_tf.config import ExperimentConfig, save_config
+from transfer_tf.data.label_maps import read_label_map
 from transfer_tf.datagen import shapes
 from transfer_tf.demo import plan
 from transfer_tf.demo.report import ReportContext, headline, write_report
@@ -104,10 +105,9 @@ def generate_data(cfg: ExperimentConfig, paths: plan.DemoPaths) -> list[str]:
 
 def write_coco_label_names(paths: plan.DemoPaths) -> None:
     """`label_names.txt` (class-index order) from the builder's label_map.json, for exports."""
-    with open(os.path.join(paths.coco_tfrecords, "label_map.json")) as f:
-        categories = sorted(json.load(f)["categories"], key=lambda c: c["index"])
+    label_map = read_label_map(os.path.join(paths.coco_tfrecords, "label_map.json"))
     with open(os.path.join(paths.coco_tfrecords, "label_names.txt"), "w") as f:
-        f.writelines(f"{c['name']}\n" for c in categories)
+        f.writelines(f"{name}\n" for name in label_map.display_names())
 
 
 def write_stage_configs(cfg: ExperimentConfig, paths: plan.DemoPaths) -> dict[str, str]:

@@ -102,8 +102,7 @@ def _label_map_names(path: str, num_classes: int) -> list[str]:
             f"config key 'data.label_map_file': '{path}' has {label_map.num_classes} categories, "
             f"expected data.num_classes={num_classes}"
         )
-    ids = {index: cid for cid, index in label_map.id_to_index.items()}
-    return [name or str(ids[i]) for i, name in enumerate(label_map.names)]
+    return label_map.display_names()
 
 
 class _Untracked:

@@ -217,7 +217,8 @@ def build_classifier(
     """Builds the ResNet classifier described by `model_cfg`.
 
     Args:
-      model_cfg: `cfg.model` (name, dropout, BN options, input normalisation, init_weights).
+      model_cfg: `cfg.model` (name, dropout, BN options, input normalisation). Weights are
+        random: `model.init_weights` is applied by `training.run_setup.build_model`.
       num_classes: width of the head.
       image_size: fixed input side, or None for any size (the model is fully convolutional).
     Returns:
@@ -225,7 +226,7 @@ def build_classifier(
       `[B, num_classes]`. Layers are created under the current dtype policy (set the mixed
       precision policy before calling); the head's dense layer is always float32.
     Raises:
-      UsageError: unknown model name, or an `init_weights` file that does not fit.
+      UsageError: unknown model name.
     """
     if model_cfg.name not in _BOTTLENECK and model_cfg.name not in _BASIC:
         raise UsageError(
@@ -251,10 +252,6 @@ def build_classifier(
     # float32 logits keep softmax/sigmoid losses stable under bfloat16/float16 compute.
     logits = keras.layers.Dense(num_classes, dtype="float32", name="head_dense")(x)
     model = _configure_layers(keras.Model(inputs, logits, name=model_cfg.name), model_cfg)
-    if model_cfg.init_weights:
-        from transfer_tf.models.weights import load_backbone_weights  # avoids h5py at import
-
-        load_backbone_weights(model, model_cfg.init_weights)
     return model
 
 

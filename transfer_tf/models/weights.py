@@ -6,9 +6,11 @@ Two file layouts are read:
   a whole-model `.h5` keeps the same under `model_weights/`.
 * Keras 3 `.weights.h5`: `layers/<layer name>/vars/<i>` for a functional model.
 
-Every backbone layer with weights must be in the file with the same shapes, and every file layer
-with weights must be a backbone layer (a classifier top such as `predictions` is ignored): a silent
-partial restore is the classic transfer bug, so anything else is a UsageError listing the names.
+`assign_backbone` is the one strict loader (every backbone source goes through it: these files, a
+pretraining run, an exported SavedModel, see `transfer.restore`): every backbone layer with weights
+must be in the source with the same weight names and shapes, and every source layer must be a
+backbone layer or a head (a classifier top such as `predictions` is ignored): a silent partial
+restore is the classic transfer bug, so anything else is a UsageError listing the names.
 
 Shapes are not enough: weights also depend on the input normalisation they were trained with and,
 for bottleneck ResNets, on where each stage downsamples (v1 and v1.5 have identical variables).
@@ -29,7 +31,7 @@ import keras
 import numpy as np
 
 from transfer_tf.errors import UsageError
-from transfer_tf.models.resnet import backbone_layers, model_signature
+from transfer_tf.models.resnet import backbone_layers, model_signature, stage_of
 
 # Top layers of keras.applications models: present in full-model files, never in our backbone.
 _IGNORED_FILE_LAYERS = ("predictions", "probs", "fc1000", "avg_pool", "max_pool")
@@ -131,37 +133,80 @@ def read_weight_file(path: str) -> dict[str, list[np.ndarray]]:
     )
 
 
-def load_backbone_weights(model: keras.Model, path: str) -> None:
-    """Assigns the backbone weights of `model` (all stages but `head`) from a Keras weights file.
+def read_keras_backbone(model: keras.Model, path: str) -> dict[str, dict[str, np.ndarray]]:
+    """`{layer: {weight name: array}}` of a Keras weights file, for `assign_backbone`.
+
+    The files store each layer's weights in its weight order, so names come from `model`'s layer of
+    the same name; keras.applications top layers (`predictions`, ...) are dropped."""
+    by_name = {layer.name: layer for layer in model.layers}
+    stored = {}
+    for name, arrays in read_weight_file(path).items():
+        if name in _IGNORED_FILE_LAYERS:
+            continue
+        layer = by_name.get(name)
+        names = [w.name for w in layer.weights] if layer is not None else []
+        if len(names) != len(arrays):
+            names = [f"weight{i}" for i in range(len(arrays))]
+        stored[name] = dict(zip(names, arrays, strict=True))
+    return stored
+
+
+def _short(names: list[str], n: int = 6) -> str:
+    more = f" (+{len(names) - n} more)" if len(names) > n else ""
+    return ", ".join(names[:n]) + more
+
+
+def assign_backbone(
+    model: keras.Model,
+    stored: dict[str, dict[str, np.ndarray]],
+    source: str,
+    signature: dict | None = None,
+) -> int:
+    """Assigns `stored` (`{layer name: {weight name: array}}`) to `model`'s backbone.
+
+    Every backbone layer with weights must be in `stored` with the same weight names and shapes;
+    every stored layer must be a backbone layer or a `head_*` layer (the source's own head, which
+    is not restored); `signature` (what is known of the source's input preprocessing / ResNet
+    variant, see module doc) must agree with the model. Returns the number of variables assigned.
+    Raises:
+      UsageError: listing missing layers, unexpected layers and mismatched weights, or naming the
+        config keys the source disagrees on (nothing is assigned in either case).
+    """
+    targets = {layer.name: layer for layer in backbone_layers(model) if layer.weights}
+    missing = sorted(set(targets) - set(stored))
+    unexpected = sorted(n for n in set(stored) - set(targets) if stage_of(n) != "head")
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing backbone layers: {_short(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected layers: {_short(unexpected)}")
+    mismatched = []
+    for name in sorted(set(targets) & set(stored)):
+        want = {w.name: tuple(w.shape) for w in targets[name].weights}
+        got = {k: tuple(np.shape(a)) for k, a in stored[name].items()}
+        if want != got:
+            mismatched.append(f"{name} {got} vs model {want}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} mismatched layers: {_short(mismatched, 2)}")
+    if problems:
+        raise UsageError(
+            f"backbone source '{source}' does not fit model '{model.name}': {'; '.join(problems)}"
+        )
+    check_signature(model, signature, source)
+    count = 0
+    for name, layer in targets.items():
+        for variable in layer.weights:
+            variable.assign(np.asarray(stored[name][variable.name]).astype(variable.dtype))
+            count += 1
+    return count
+
+
+def load_backbone_weights(model: keras.Model, path: str) -> int:
+    """Assigns `model`'s backbone (all stages but `head`) from a Keras weights file, strictly
+    (`assign_backbone`); returns the number of variables assigned.
 
     Raises:
       UsageError: missing file, missing/unexpected layers, or shape mismatches (all listed); a
         legacy Keras ImageNet file into a model without `caffe` inputs or with the v1.5 stride.
     """
-    stored = read_weight_file(path)
-    targets = {layer.name: layer for layer in backbone_layers(model) if layer.weights}
-    missing = sorted(set(targets) - set(stored))
-    unexpected = sorted(set(stored) - set(targets) - set(_IGNORED_FILE_LAYERS))
-    problems = []
-    if missing:
-        problems.append(f"missing layers {_short(missing)}")
-    if unexpected:
-        problems.append(f"unexpected layers {_short(unexpected)}")
-    for name in sorted(set(targets) & set(stored)):
-        want = [tuple(w.shape) for w in targets[name].weights]
-        got = [a.shape for a in stored[name]]
-        if want != got:
-            problems.append(f"layer {name}: file shapes {got} != model shapes {want}")
-    if problems:
-        raise UsageError(
-            f"weights file '{path}' does not fit model '{model.name}': {'; '.join(problems[:5])}"
-        )
-    check_signature(model, weight_file_signature(path), path)
-    for name, layer in targets.items():
-        for variable, value in zip(layer.weights, stored[name], strict=True):
-            variable.assign(value.astype(variable.dtype))
-
-
-def _short(names: list[str], n: int = 8) -> str:
-    more = f" (+{len(names) - n} more)" if len(names) > n else ""
-    return ", ".join(names[:n]) + more
+    return assign_backbone(model, read_keras_backbone(model, path), path, weight_file_signature(path))

@@ -2,6 +2,7 @@
 
 Example:
     metrics = evaluate_model(model, strategy, eval_dataset_fn, TopKAccumulator((1, 5)))
+    metrics = evaluate_run("runs/r50")   # top-1/top-5 (or mAP) of a run's latest checkpoint
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ import weakref
 from collections.abc import Callable
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-DatasetFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
-
+from transfer_tf import metrics
+from transfer_tf.config import ExperimentConfig
+from transfer_tf.data.dataset_fn import DatasetFn, dataset_fn
+from transfer_tf.metrics import MultilabelAccumulator, TopKAccumulator
+from transfer_tf.training import checkpoints
 
 # model -> {strategy: compiled eval step}. Weak keys, and the step holds the model weakly, so a
 # cached step never keeps a discarded model (or its variables) alive.
@@ -58,3 +63,34 @@ def evaluate_model(
         logits, labels = eval_step(images, labels)
         accumulator.update(labels.numpy(), logits.numpy())
     return accumulator.result()
+
+
+class EvalAccumulator:
+    """Top-1/top-5 for single-label, mAP/F1 (on sigmoid probabilities) for multi-label."""
+
+    def __init__(self, cfg: ExperimentConfig):
+        self.multilabel = cfg.data.task == "multilabel"
+        if self.multilabel:
+            self.acc = MultilabelAccumulator(cfg.data.num_classes, cfg.transfer.threshold)
+        else:
+            self.acc = TopKAccumulator((1, 5) if cfg.data.num_classes >= 5 else (1,))
+
+    def update(self, labels: np.ndarray, logits: np.ndarray) -> None:
+        if self.multilabel:
+            self.acc.update(labels, metrics.sigmoid(logits))
+        else:
+            self.acc.update(labels, logits)
+
+    def result(self) -> dict:
+        return self.acc.result()
+
+
+def evaluate_run(model_dir: str, checkpoint: str | None = None, eval_pattern: str = "") -> dict:
+    """Top-1/top-5 (or mAP for multi-label) of a run's checkpoint on its eval shards."""
+    model, cfg = checkpoints.load_model(model_dir, checkpoint)
+    if eval_pattern:
+        cfg.data.eval_pattern = eval_pattern
+    strategy = tf.distribute.get_strategy()
+    metrics = evaluate_model(model, strategy, dataset_fn(cfg, "eval"), EvalAccumulator(cfg))
+    metrics["checkpoint"] = checkpoints.resolve_checkpoint(checkpoint or model_dir)
+    return metrics

@@ -64,7 +64,7 @@ Semantics:
   good checkpoint stays the latest.
 - One input stream per run: every `train` call builds its iterator with
   `dataset_fn(ctx, start_step=<global step>)` when `dataset_fn` takes a `start_step` keyword
-  (`pretrain.dataset_fn` does; `data.input.build_dataset` positions the stream there), so phases
+  (`data.dataset_fn.dataset_fn` does; `data.input.build_dataset` positions the stream there), so phases
   continue the stream and a resumed run continues where its checkpoint left off. A `dataset_fn`
   without that keyword restarts its stream on every call.
 - `checkpoint_input=True` also checkpoints the input iterator (its shuffle buffer and prefetched
@@ -243,11 +243,19 @@ class Trainer:
 
         step_fn = tf.function(replica_step, jit_compile=True) if self.jit_compile else replica_step
 
+        # Keras' public `learning_rate` is the optimizer's LR variable when it was built with a
+        # float (LossScaleOptimizer forwards it to its inner optimizer); the loop drives it.
+        lr_variable = optimizer.learning_rate
+        if not isinstance(lr_variable, keras.Variable):
+            raise UsageError(
+                f"the optimizer's learning_rate must be a float (the loop sets it every step), "
+                f"got {type(lr_variable).__name__}"
+            )
+
         @tf.function
         def train_steps(iterator, num_steps):
             loss_sum = tf.constant(0.0)
             total_last = tf.constant(0.0)
-            lr_variable = _inner(optimizer)._learning_rate
             for _ in tf.range(num_steps):
                 # Cross-replica assignment: every replica sees the LR of the current global step.
                 lr_variable.assign(

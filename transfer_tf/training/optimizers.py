@@ -72,7 +72,7 @@ class PhaseAware:
     def reset_state(self) -> None:
         """A fresh optimizer: slots to zero, iteration count to 0 (call in cross-replica context;
         the learning rate variable is left alone, the loop sets it every step)."""
-        self._iterations.assign(0)
+        self.iterations.assign(0)  # a variable: these optimizers never accumulate gradients
         for slot in self._phase.slots:
             slot.assign(tf.zeros(slot.shape, slot.dtype))
 

@@ -34,19 +34,13 @@ from absl import logging
 
 from transfer_tf.atomic_io import write_json_atomic
 from transfer_tf.config import ExperimentConfig
+from transfer_tf.data.dataset_fn import DatasetFn, dataset_fn
 from transfer_tf.distribute.cluster import weights_digest
-from transfer_tf.models.resnet import build_classifier
 from transfer_tf.training import checkpoints, losses, optimizers
 from transfer_tf.training import strategy as strategy_lib
-from transfer_tf.training.loop import DatasetFn
-from transfer_tf.training.pretrain import (
-    EvalAccumulator,
-    checked_config,
-    dataset_fn,
-    setup_runtime,
-    start_run,
-)
+from transfer_tf.training.evaluation import EvalAccumulator
 from transfer_tf.training.resume import adopt_recorded_runtime, check_resume_config
+from transfer_tf.training.run_setup import build_model, checked_config, setup_runtime, start_run
 from transfer_tf.transfer import restore, schedule
 
 SCHEDULE_FILE = "schedule.json"
@@ -108,7 +102,7 @@ def run_finetuning(
     # Transfer has its own optimizer settings; the loop drives the learning rate.
     train_cfg = dataclasses.replace(cfg.train, momentum=cfg.transfer.momentum)
     with strategy.scope():
-        model = build_classifier(cfg.model, cfg.data.num_classes)
+        model = build_model(cfg)
         optimizer = optimizers.make_optimizer(
             train_cfg, optimizer=cfg.transfer.optimizer, weight_decay=cfg.transfer.weight_decay
         )

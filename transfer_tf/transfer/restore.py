@@ -5,7 +5,7 @@ Three kinds of source (`detect_source_kind`):
                read through `training.checkpoints.load_model` and copied by layer name.
   keras_weights  a Keras weights file (`.h5` legacy layout, e.g. the standard
                `resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5`, or Keras 3 `.weights.h5`),
-               by layer name (read with `models.weights.read_weight_file`).
+               by layer name (read with `models.weights.read_keras_backbone`).
   saved_model  a SavedModel written by `export.saved_model` (a version dir, or the export base dir:
                its highest version). Variables are matched by their TF names (`conv1_conv/kernel`,
                kept in `saved_model.pb`), their values read from `variables/` without loading the
@@ -41,14 +41,17 @@ import tensorflow as tf
 from absl import logging
 
 from transfer_tf.errors import UsageError
-from transfer_tf.models.resnet import backbone_layers, config_signature, stage_of
-from transfer_tf.models.weights import SIGNATURE_FILE, check_signature, weight_file_signature
+from transfer_tf.models.resnet import backbone_layers, config_signature
+from transfer_tf.models.weights import (
+    SIGNATURE_FILE,
+    assign_backbone,
+    check_signature,
+    read_keras_backbone,
+    weight_file_signature,
+)
 
 KINDS = ("model_dir", "keras_weights", "saved_model")
 # Classifier tops of keras.applications models (full-model files): never part of a backbone.
-_KERAS_TOP_LAYERS = ("predictions", "probs", "fc1000", "avg_pool", "max_pool")
-
-
 @dataclass(frozen=True)
 class RestoreReport:
     """What `restore_backbone` did."""
@@ -92,56 +95,6 @@ def detect_source_kind(path: str, flag: str = "--init_checkpoint") -> str:
     raise UsageError(f"{flag}: '{path}' is none of the known sources; {expected}")
 
 
-def _short(names: list[str], n: int = 6) -> str:
-    more = f" (+{len(names) - n} more)" if len(names) > n else ""
-    return ", ".join(names[:n]) + more
-
-
-def assign_backbone(
-    model: keras.Model,
-    stored: dict[str, dict[str, np.ndarray]],
-    source: str,
-    signature: dict | None = None,
-) -> int:
-    """Assigns `stored` (`{layer name: {weight name: array}}`) to `model`'s backbone.
-
-    Every backbone layer with weights must be in `stored` with the same weight names and shapes;
-    every stored layer must be a backbone layer or a `head_*` layer (the source's own head, which
-    is not restored); `signature` (what is known of the source's input preprocessing / ResNet
-    variant, see module doc) must agree with the model. Returns the number of variables assigned.
-    Raises:
-      UsageError: listing missing layers, unexpected layers and mismatched weights, or naming the
-        config keys the source disagrees on (nothing is assigned in either case).
-    """
-    targets = {layer.name: layer for layer in backbone_layers(model) if layer.weights}
-    missing = sorted(set(targets) - set(stored))
-    unexpected = sorted(n for n in set(stored) - set(targets) if stage_of(n) != "head")
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing backbone layers: {_short(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected layers: {_short(unexpected)}")
-    mismatched = []
-    for name in sorted(set(targets) & set(stored)):
-        want = {w.name: tuple(w.shape) for w in targets[name].weights}
-        got = {k: tuple(np.shape(a)) for k, a in stored[name].items()}
-        if want != got:
-            mismatched.append(f"{name} {got} vs model {want}")
-    if mismatched:
-        problems.append(f"{len(mismatched)} mismatched layers: {_short(mismatched, 2)}")
-    if problems:
-        raise UsageError(
-            f"backbone source '{source}' does not fit model '{model.name}': {'; '.join(problems)}"
-        )
-    check_signature(model, signature, source)
-    count = 0
-    for name, layer in targets.items():
-        for variable in layer.weights:
-            variable.assign(np.asarray(stored[name][variable.name]).astype(variable.dtype))
-            count += 1
-    return count
-
-
 def _from_model(source_model: keras.Model) -> dict[str, dict[str, np.ndarray]]:
     return {
         layer.name: {w.name: w.numpy() for w in layer.weights}
@@ -162,24 +115,6 @@ def _read_model_dir(model: keras.Model, path: str) -> dict[str, dict[str, np.nda
     check_signature(model, config_signature(source_cfg), path)
     source_model, _ = load_model(path)
     return _from_model(source_model)
-
-
-def _read_keras_weights(model: keras.Model, path: str) -> dict[str, dict[str, np.ndarray]]:
-    """`{layer: {weight: array}}` of a Keras weights file; the files store each layer's weights in
-    its weight order, so names come from the model's layer of the same name."""
-    from transfer_tf.models.weights import read_weight_file
-
-    by_name = {layer.name: layer for layer in model.layers}
-    stored = {}
-    for name, arrays in read_weight_file(path).items():
-        if name in _KERAS_TOP_LAYERS:
-            continue
-        layer = by_name.get(name)
-        names = [w.name for w in layer.weights] if layer is not None else []
-        if len(names) != len(arrays):
-            names = [f"weight{i}" for i in range(len(arrays))]
-        stored[name] = dict(zip(names, arrays, strict=True))
-    return stored
 
 
 def saved_model_signature(path: str) -> dict | None:
@@ -246,7 +181,7 @@ def restore_backbone(
     kind = detect_source_kind(path, flag)
     signature = None  # model_dir: checked from its config before its checkpoint is read
     if kind == "keras_weights":
-        stored = _read_keras_weights(model, path)
+        stored = read_keras_backbone(model, path)
         signature = weight_file_signature(path)
     elif kind == "model_dir":
         stored = _read_model_dir(model, path)

@@ -10,9 +10,9 @@ Example:
                               options=WriteOptions(num_workers=8))
 """
 
-from transfer_tf.data.builders.coco import build_coco, load_label_map
+from transfer_tf.data.builders.coco import build_coco
 from transfer_tf.data.builders.folder import build_folder
 from transfer_tf.data.builders.imagenet import build_imagenet
 from transfer_tf.data.builders.sharded_writer import WriteOptions
 
-__all__ = ["WriteOptions", "build_coco", "build_folder", "build_imagenet", "load_label_map"]
+__all__ = ["WriteOptions", "build_coco", "build_folder", "build_imagenet"]

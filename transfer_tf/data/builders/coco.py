@@ -49,20 +49,6 @@ from transfer_tf.data.builders.sharded_writer import (
 from transfer_tf.errors import UsageError
 
 
-def load_label_map(path: str) -> dict[int, int]:
-    """Reads `label_map.json`; returns {raw COCO category id: contiguous 0-based index}."""
-    try:
-        with tf.io.gfile.GFile(path, "r") as f:
-            data = json.load(f)
-        return {int(c["id"]): int(c["index"]) for c in data["categories"]}
-    except tf.errors.NotFoundError:
-        raise UsageError(f"label map {path} does not exist") from None
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-        raise UsageError(
-            f"label map {path}: expected {{'categories': [{{'id', 'name', 'index'}}, ...]}}"
-        ) from None
-
-
 @dataclass(frozen=True)
 class CocoEncoder(Encoder):
     """Reads the image, checks it against the JSON, reads and converts its annotations."""

@@ -1,0 +1,152 @@
+"""Run setup shared by every training job (pretraining, fine-tuning, and the tasks to come):
+resolve the runtime, check the data config, build the model, lay out the run directory.
+
+A training job reads top to bottom as: `checked_config` -> `make_strategy` -> `setup_runtime` ->
+`build_model` (under the strategy's scope) -> `start_run` -> `Trainer.restore` / `Trainer.train`.
+
+Example:
+    cfg = checked_config(cfg)
+    strategy = strategy_lib.make_strategy(cfg.train.strategy, cfg.train.tpu)
+    cfg, runtime = setup_runtime(cfg, strategy, total_steps=plan_steps(cfg)[1])
+    with strategy.scope():
+        model = build_model(cfg)
+        optimizer = optimizers.make_optimizer(cfg.train)
+    trainer = start_run(cfg, "runs/x", strategy, model, optimizer, weight_decay=1e-4)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import keras
+import tensorflow as tf
+
+from transfer_tf.atomic_io import write_json_atomic
+from transfer_tf.config import ExperimentConfig, save_config
+from transfer_tf.errors import UsageError
+from transfer_tf.models.resnet import build_classifier
+from transfer_tf.training import autotune, checkpoints, precision
+from transfer_tf.training import strategy as strategy_lib
+from transfer_tf.training.hooks import ProgressHook, SummaryHook
+from transfer_tf.training.loop import Trainer
+
+# The precision/XLA decision of a run (autotune.Decision.to_dict), next to config.yaml.
+RUNTIME_FILE = "runtime.json"
+
+
+def setup_runtime(
+    cfg: ExperimentConfig,
+    strategy: tf.distribute.Strategy | None = None,
+    *,
+    total_steps: int | None = None,
+    compiles: int = 1,
+) -> tuple[ExperimentConfig, autotune.Decision]:
+    """Resolves `train.mixed_precision/xla: auto` for this machine (autotune.resolve: a cached
+    probe; `total_steps` and `compiles` let it weigh compile time against the run's length), then
+    seeds, op determinism and the precision policy (before any model is built).
+
+    Returns the config with concrete precision and XLA values (what model_dir/config.yaml
+    records) and the decision (what was chosen and why: model_dir/runtime.json).
+    """
+    cfg, decision = autotune.resolve(cfg, strategy, total_steps=total_steps, compiles=compiles)
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    precision.set_policy(cfg.train.mixed_precision)
+    return cfg, decision
+
+
+def plan_steps(cfg: ExperimentConfig) -> tuple[int | None, int]:
+    """Returns (steps_per_epoch or None, total steps) from the train/data config."""
+    per_epoch = cfg.data.num_train_examples // cfg.train.global_batch_size
+    if cfg.train.train_steps > 0:
+        return (per_epoch or None), cfg.train.train_steps
+    if cfg.train.epochs <= 0:
+        raise UsageError("config: the run has no length: set train.epochs or train.train_steps")
+    if per_epoch <= 0:
+        raise UsageError(
+            "config: set data.num_train_examples (>= train.global_batch_size) or train.train_steps"
+        )
+    return per_epoch, max(1, int(round(cfg.train.epochs * per_epoch)))
+
+
+def checked_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """`cfg` with its data section checked against the builders' manifests / TFDS ClassLabel
+    (data/manifest.py) and `auto` values filled, before any model is built or step runs.
+
+    Raises:
+      ConfigError: the config disagrees with what the builders wrote.
+    """
+    from transfer_tf.data.manifest import check_data_config
+
+    return dataclasses.replace(cfg, data=check_data_config(cfg.data))
+
+
+def build_model(cfg: ExperimentConfig) -> keras.Model:
+    """The run's classifier (`models.resnet.build_classifier`, `data.num_classes` wide), with the
+    backbone of `model.init_weights` when set (strictly: `models.weights.load_backbone_weights`).
+
+    Call under the strategy's scope, after `setup_runtime` (the precision policy).
+    Raises:
+      UsageError: unknown model, or an `init_weights` file that does not fit the model.
+    """
+    model = build_classifier(cfg.model, cfg.data.num_classes)
+    if cfg.model.init_weights:
+        from transfer_tf.models.weights import load_backbone_weights  # h5py only when used
+
+        load_backbone_weights(model, cfg.model.init_weights)
+    return model
+
+
+def start_run(
+    cfg: ExperimentConfig,
+    model_dir: str,
+    strategy: tf.distribute.Strategy,
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    *,
+    weight_decay: float,
+    checkpoint_input: bool = False,
+    ema_decay: float = 0.0,
+    runtime: autotune.Decision | None = None,
+) -> Trainer:
+    """Lays out a training run and returns its Trainer (progress logs; summaries on the chief).
+
+    Writes `config.yaml` into this worker's write directory (`model_dir` on the chief, a temporary
+    directory elsewhere; `Trainer.close` removes the latter), and `runtime.json` (the precision/XLA
+    decision) when `runtime` is given. `weight_decay` is the L2 coefficient the loop adds to the
+    loss (0 where the optimizer applies decay itself); `ema_decay > 0` keeps a weight EMA
+    (`train.ema_decay` for pretraining, `transfer.ema_decay` for fine-tuning).
+    """
+    train_cfg = cfg.train
+    write_dir = strategy_lib.worker_dir(model_dir, strategy)
+    tf.io.gfile.makedirs(write_dir)
+    save_config(cfg, os.path.join(write_dir, checkpoints.CONFIG_FILE))
+    if runtime is not None:
+        write_json_atomic(os.path.join(write_dir, RUNTIME_FILE), runtime.to_dict())
+    hooks = [ProgressHook(train_cfg.log_every_steps)]
+    if strategy_lib.is_chief(strategy):
+        hooks.append(
+            SummaryHook(
+                os.path.join(write_dir, checkpoints.SUMMARY_SUBDIR), train_cfg.log_every_steps
+            )
+        )
+    return Trainer(
+        model,
+        optimizer,
+        strategy,
+        model_dir,
+        global_batch_size=train_cfg.global_batch_size,
+        weight_decay=weight_decay,
+        steps_per_execution=train_cfg.steps_per_execution,
+        jit_compile=train_cfg.xla,
+        checkpoint_every_steps=train_cfg.checkpoint_every_steps,
+        keep_checkpoints=train_cfg.keep_checkpoints,
+        log_every_steps=train_cfg.log_every_steps,
+        hooks=hooks,
+        checkpoint_input=checkpoint_input,
+        ema_decay=ema_decay,
+    )
+
+

@@ -13,7 +13,7 @@ from transfer_tf.config import ConfigError, config_from_dict, load_config
 from transfer_tf.errors import UsageError
 from transfer_tf.training import losses, schedules
 from transfer_tf.training.run_setup import plan_steps
-from transfer_tf.transfer import schedule
+from transfer_tf.transfer import phases as phases_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COCO_CONFIG = os.path.join(ROOT, "configs", "coco_multilabel_resnet50.yaml")
@@ -27,16 +27,16 @@ def test_preset_with_phases_is_an_error_naming_both_keys():
     cfg = load_config(
         COCO_CONFIG, ["transfer.preset=lp_ft", "transfer.phases=[]", "train.epochs=12"]
     )
-    phases = schedule.resolve_phases(cfg)
+    phases = phases_lib.resolve_phases(cfg)
     assert [p.name for p in phases] == ["probe", "finetune"]
-    assert phases[-1].end_step == schedule.schedule_steps(cfg, 12, 0, "train.epochs")
+    assert phases[-1].end_step == phases_lib.schedule_steps(cfg, 12, 0, "train.epochs")
 
 
 def test_preset_without_a_step_budget_is_an_error():
     # No train.epochs / train.train_steps: it used to inherit a 90-epoch default.
     cfg = load_config(COCO_CONFIG, ["transfer.preset=linear_probe", "transfer.phases=[]"])
     with pytest.raises(ConfigError, match=r"transfer.preset.*train.train_steps.*train.epochs"):
-        schedule.resolve_phases(cfg)
+        phases_lib.resolve_phases(cfg)
 
 
 def test_pretraining_without_a_step_budget_is_an_error():

@@ -10,6 +10,7 @@ import tensorflow as tf
 from transfer_tf.config import ConfigError, ModelConfig, TrainConfig, config_from_dict
 from transfer_tf.models.resnet import build_classifier
 from transfer_tf.training.optimizers import make_optimizer
+from transfer_tf.transfer import phases as phases_lib
 from transfer_tf.transfer import schedule
 from transfer_tf.transfer.finetune import initialize_head, run_finetuning
 
@@ -43,19 +44,19 @@ def _cfg(data=None, train=None, **transfer):
     ],
 )
 def test_bit_hyperrule_values_from_the_dataset_size(size, steps, warmup, decays, mixup):
-    rule = schedule.bit_hyperrule(size, 512)
+    rule = phases_lib.bit_hyperrule(size, 512)
     assert (rule.total_steps, rule.warmup_steps, rule.mixup_alpha) == (steps, warmup, mixup)
     assert rule.decay_fractions == pytest.approx(decays)
     assert rule.learning_rate == pytest.approx(0.003)
-    assert schedule.bit_hyperrule(size, 64).learning_rate == pytest.approx(0.003 * 64 / 512)
+    assert phases_lib.bit_hyperrule(size, 64).learning_rate == pytest.approx(0.003 * 64 / 512)
     assert rule.resolution is None
-    assert schedule.bit_hyperrule(size, 512, image_side=32).resolution == (160, 128)
-    assert schedule.bit_hyperrule(size, 512, image_side=224).resolution == (512, 480)
+    assert phases_lib.bit_hyperrule(size, 512, image_side=32).resolution == (160, 128)
+    assert phases_lib.bit_hyperrule(size, 512, image_side=224).resolution == (512, 480)
 
 
 def test_bit_hyperrule_preset_resolves_one_sgd_phase_with_step_decays():
     cfg = _cfg(preset="bit_hyperrule")
-    (phase,) = schedule.resolve_phases(cfg)
+    (phase,) = phases_lib.resolve_phases(cfg)
     assert phase.trainable_stages == schedule.STAGES
     assert (phase.num_steps, phase.warmup_steps, phase.decay_steps) == (500, 100, (200, 300, 400))
     assert phase.learning_rate == pytest.approx(0.003 * 64 / 512)
@@ -65,16 +66,16 @@ def test_bit_hyperrule_preset_resolves_one_sgd_phase_with_step_decays():
         assert float(lr(tf.constant(step))) == pytest.approx(want, rel=1e-5)
     assert float(lr(tf.constant(450))) == pytest.approx(peak / 1000, rel=1e-4)
     # Zero head, no MixUp below 20k examples, SGD.
-    resolved = schedule.preset_config(cfg)
+    resolved = phases_lib.preset_config(cfg)
     assert resolved.transfer.head_init == "zero"
     assert resolved.data.mixup_alpha == 0.0
-    big = schedule.preset_config(_cfg({"num_train_examples": 50_000}, preset="bit_hyperrule"))
+    big = phases_lib.preset_config(_cfg({"num_train_examples": 50_000}, preset="bit_hyperrule"))
     assert big.data.mixup_alpha == pytest.approx(0.1)
-    assert schedule.resolve_phases(big)[0].num_steps == 10_000
+    assert phases_lib.resolve_phases(big)[0].num_steps == 10_000
 
 
 def test_bit_hyperrule_budget_override_keeps_its_fractions():
-    (phase,) = schedule.resolve_phases(_cfg(train={"train_steps": 90}, preset="bit_hyperrule"))
+    (phase,) = phases_lib.resolve_phases(_cfg(train={"train_steps": 90}, preset="bit_hyperrule"))
     assert (phase.num_steps, phase.warmup_steps, phase.decay_steps) == (90, 18, (36, 54, 72))
 
 
@@ -82,9 +83,9 @@ def test_bit_hyperrule_conflicts_name_the_keys():
     with pytest.raises(ConfigError, match=r"transfer.preset.*transfer.phases"):
         _cfg(preset="bit_hyperrule", phases=[{"trainable": "all", "steps": 3}])
     with pytest.raises(ConfigError, match=r"transfer.preset.*transfer.optimizer.*adam"):
-        schedule.preset_config(_cfg(preset="bit_hyperrule", optimizer="adam"))
+        phases_lib.preset_config(_cfg(preset="bit_hyperrule", optimizer="adam"))
     with pytest.raises(ConfigError, match=r"data.num_train_examples"):
-        schedule.resolve_phases(_cfg({"num_train_examples": 0}, preset="bit_hyperrule"))
+        phases_lib.resolve_phases(_cfg({"num_train_examples": 0}, preset="bit_hyperrule"))
 
 
 # -- layer_decay --------------------------------------------------------------------------------
@@ -95,7 +96,7 @@ def test_layer_decay_gives_per_stage_multipliers_times_the_phase_ones():
         layer_decay=0.7,
         phases=[{"trainable": "all", "steps": 3, "lr_multipliers": {"stage4": 0.5}}],
     )
-    (phase,) = schedule.resolve_phases(cfg)
+    (phase,) = phases_lib.resolve_phases(cfg)
     want = {
         "stage4": 0.7 * 0.5,
         "stage3": 0.7**2,
@@ -105,7 +106,7 @@ def test_layer_decay_gives_per_stage_multipliers_times_the_phase_ones():
     }
     assert phase.lr_multipliers == pytest.approx(want)
     assert "head" not in phase.lr_multipliers
-    (plain,) = schedule.resolve_phases(_cfg(phases=[{"trainable": "all", "steps": 3}]))
+    (plain,) = phases_lib.resolve_phases(_cfg(phases=[{"trainable": "all", "steps": 3}]))
     assert plain.lr_multipliers == {}
     for bad in (0.0, 1.5):
         with pytest.raises(ConfigError, match="transfer.layer_decay"):
@@ -120,7 +121,7 @@ def test_layer_decay_scales_the_learning_rate_under_sgd_and_adam(optimizer):
     keras.utils.set_random_seed(0)
     model = build_classifier(ModelConfig(name="resnet18"), 3)
     cfg = _cfg(layer_decay=0.5, phases=[{"trainable": "all", "steps": 1}])
-    (phase,) = schedule.resolve_phases(cfg)
+    (phase,) = phases_lib.resolve_phases(cfg)
     variables = schedule.apply_phase(model, phase)
     by_path = schedule.lr_multipliers(model, phase)
     opt = make_optimizer(TrainConfig(momentum=0.0), optimizer=optimizer)
@@ -212,7 +213,7 @@ def test_phase_warmup_in_epochs_scales_with_the_dataset():
             {"num_train_examples": examples},
             phases=[{"trainable": "all", "epochs": 10, **phase}],
         )
-        return schedule.resolve_phases(cfg)[0].warmup_steps
+        return phases_lib.resolve_phases(cfg)[0].warmup_steps
 
     assert warmup(640, warmup_epochs=1) == 10  # 640 / 64
     assert warmup(64_000, warmup_epochs=0.5) == 500

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from transfer_tf.config import ConfigError, ModelConfig, config_from_dict
 from transfer_tf.models.resnet import build_classifier, layers_by_stage
+from transfer_tf.transfer import phases as phases_lib
 from transfer_tf.transfer import schedule
 
 
@@ -37,7 +38,7 @@ def test_phases_are_contiguous_on_the_global_step_axis():
             {"trainable": "stage4+", "steps": 7, "learning_rate": 0.01, "lr_schedule": "constant"},
         ]
     )
-    p0, p1 = schedule.resolve_phases(cfg)
+    p0, p1 = phases_lib.resolve_phases(cfg)
     assert (p0.start_step, p0.end_step) == (0, 15)  # 1.5 epochs * 1000 / 100
     assert (p1.start_step, p1.end_step, p1.name) == (15, 22, "phase1")
     assert schedule.phase_at_step([p0, p1], 14) is p0
@@ -67,7 +68,7 @@ def test_phases_are_contiguous_on_the_global_step_axis():
     ],
 )
 def test_presets_spend_the_budget(preset, stages):
-    phases = schedule.resolve_phases(_cfg(preset=preset, learning_rate=0.2))
+    phases = phases_lib.resolve_phases(_cfg(preset=preset, learning_rate=0.2))
     assert [p.trainable_stages for p in phases] == stages
     assert phases[0].start_step == 0 and phases[-1].end_step == 40
     assert phases[0].learning_rate == pytest.approx(0.2)
@@ -76,15 +77,15 @@ def test_presets_spend_the_budget(preset, stages):
 
 def test_schedule_errors_name_the_key():
     with pytest.raises(ConfigError, match="transfer.phases"):
-        schedule.resolve_phases(_cfg())
+        phases_lib.resolve_phases(_cfg())
     with pytest.raises(ConfigError, match=r"lr_multipliers.stage7"):
-        schedule.resolve_phases(
+        phases_lib.resolve_phases(
             _cfg(phases=[{"trainable": "all", "steps": 2, "lr_multipliers": {"stage7": 0.1}}])
         )
     cfg = _cfg(phases=[{"trainable": "all", "epochs": 1}])
     cfg.data.num_train_examples = 0
     with pytest.raises(ConfigError, match="num_train_examples"):
-        schedule.resolve_phases(cfg)
+        phases_lib.resolve_phases(cfg)
 
 
 def _phase(trainable, frozen_batchnorm="inference", mult=None):

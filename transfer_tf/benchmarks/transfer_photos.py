@@ -243,6 +243,7 @@ def compare_on_photos(work_dir: str, photo_dir: str, size: PhotoBenchmarkSize) -
     from transfer_tf.training.evaluation import evaluate_run
     from transfer_tf.training.pretrain import run_pretraining
     from transfer_tf.training.run_setup import plan_steps
+    from transfer_tf.transfer import phases as phases_lib
     from transfer_tf.transfer import schedule
     from transfer_tf.transfer.finetune import run_finetuning
 
@@ -258,11 +259,11 @@ def compare_on_photos(work_dir: str, photo_dir: str, size: PhotoBenchmarkSize) -
     pre_eval = evaluate_run(pretrain_dir)
     keras.backend.clear_session()
     # Equal budgets: every arm trains as long as the shipped recipe does on this data.
-    budget = schedule.total_steps(schedule.resolve_phases(shipped_config(size, dirs)))
+    budget = schedule.total_steps(phases_lib.resolve_phases(shipped_config(size, dirs)))
     runs = {}
     for arm in (*size.arms, *size.extra_arms):
         cfg = arm_config(size, dirs, arm, budget)
-        steps = schedule.total_steps(schedule.resolve_phases(schedule.preset_config(cfg)))
+        steps = schedule.total_steps(phases_lib.resolve_phases(phases_lib.preset_config(cfg)))
         if steps != budget:
             raise ValueError(f"arm {arm}: {steps} steps, the budget is {budget} (equal budgets)")
         t0 = time.perf_counter()

@@ -231,7 +231,7 @@ def finetune_config(cfg: ExperimentConfig, paths: DemoPaths) -> ExperimentConfig
 
 def phase_steps(cfg: ExperimentConfig, phase: PhaseConfig) -> int:
     """Steps of one phase, with the transfer schedule's own epochs -> steps rule."""
-    from transfer_tf.transfer.schedule import schedule_steps
+    from transfer_tf.transfer.phases import schedule_steps
 
     return schedule_steps(cfg, phase.epochs, phase.steps, f"transfer.phases[{phase.name}]")
 

@@ -41,6 +41,7 @@ from transfer_tf.training import strategy as strategy_lib
 from transfer_tf.training.evaluation import EvalAccumulator
 from transfer_tf.training.resume import adopt_recorded_runtime, check_resume_config
 from transfer_tf.training.run_setup import build_model, checked_config, setup_runtime, start_run
+from transfer_tf.transfer import phases as phases_lib
 from transfer_tf.transfer import restore, schedule
 
 SCHEDULE_FILE = "schedule.json"
@@ -85,10 +86,10 @@ def run_finetuning(
             cfg, transfer=dataclasses.replace(cfg.transfer, init_checkpoint=init_checkpoint)
         )
     cfg = checked_config(cfg)  # the data matches its manifest; `num_classes: auto` filled
-    cfg = schedule.preset_config(cfg)  # bit_hyperrule's MixUp and zero head
+    cfg = phases_lib.preset_config(cfg)  # bit_hyperrule's MixUp and zero head
     check_resume_config(cfg, model_dir, allow_change=allow_config_change)
     cfg = adopt_recorded_runtime(cfg, model_dir)
-    phases = schedule.resolve_phases(cfg)
+    phases = phases_lib.resolve_phases(cfg)
     source = cfg.transfer.init_checkpoint
     if source and not tf.train.latest_checkpoint(checkpoints.checkpoint_dir(model_dir)):
         # Fail on a bad source before anything is written to model_dir.

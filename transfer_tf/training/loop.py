@@ -2,31 +2,23 @@
 MultiWorkerMirroredStrategy with Keras 3; this loop runs unchanged on one device, mirrored GPUs,
 several workers and a TPU).
 
-API (engineer "transfer" builds phases on it; "scaleout" runs it multi-worker/TPU):
+Example (`training.run_setup.start_run` builds the Trainer from a config):
 
-    strategy = make_strategy("auto")
     with strategy.scope():
-        model = build_classifier(cfg.model, num_classes)
-        optimizer = make_optimizer(cfg.train)
-    trainer = Trainer(model, optimizer, strategy, model_dir,
-                      global_batch_size=1024, weight_decay=1e-4,   # L2 on kernels (0 for LARS/AdamW)
-                      steps_per_execution=10, jit_compile=False,
-                      checkpoint_every_steps=1000, keep_checkpoints=5, log_every_steps=100,
-                      ema_decay=0.9999)                 # 0 = no weight EMA (training/ema.py)
+        model, optimizer = build_model(cfg), make_optimizer(cfg.train)
+    trainer = Trainer(model, optimizer, strategy, model_dir, global_batch_size=1024,
+                      weight_decay=1e-4, steps_per_execution=10, ema_decay=0.9999)
     trainer.restore()                     # latest checkpoint of model_dir -> global step (0 if none)
     trainer.train(
-        dataset_fn,                       # InputContext -> tf.data.Dataset of PER-REPLICA batches
-                                          #   (images uint8 [b,S,S,3], labels float32 [b,C]); one
-                                          #   taking a `start_step` keyword gets the global step
+        dataset_fn,                       # InputContext -> PER-REPLICA batches (images uint8
+                                          #   [b,S,S,3], labels float32 [b,C]); `start_step` kw
         end_step=5000,                    # absolute global step to stop at (phases: cumulative)
-        lr_schedule=warmup_cosine(...),   # int64 global step -> float32 LR (any callable)
-        loss_fn=softmax_cross_entropy(0.1),  # (labels [b,C], logits [b,C]) -> per-example [b]
-        trainable_variables=None,         # default: model.trainable_variables NOW (after freezing)
+        lr_schedule=warmup_cosine(...),   # int64 global step -> float32 LR
+        loss_fn=softmax_cross_entropy(0.1),  # (labels, logits) -> per-example loss [b]
+        trainable_variables=None,         # default: model.trainable_variables after freezing
         lr_multipliers=None,              # {variable.path: factor} on the learning rate
-        phase_start_step=None,            # global step where this call's phase began (resets
-                                          #   optimizer state at a new phase; None = continue)
-        steps_per_epoch=1251,             # checkpoint + eval_fn at epoch ends
-        eval_fn=None, eval_every_steps=0) # eval_fn(step) -> metrics dict, called every N steps
+        phase_start_step=None,            # where this call's phase began (see below)
+        steps_per_epoch=1251, eval_fn=None, eval_every_steps=0)
     metrics = trainer.evaluate(eval_dataset_fn, accumulator)   # one pass, any accumulator
 
 Semantics:
@@ -37,12 +29,9 @@ Semantics:
 - The optimizer is built once over ALL trainable-kind variables (`v.trainable`, even in frozen
   layers), so any subset can be trained per call.
 - Optimizer state is per phase: `train(..., phase_start_step=S)` starts the optimizer afresh
-  (slots zero, iteration count 0: `optimizers.PhaseAware.reset_state`) unless its state already
-  belongs to the phase starting at S. The checkpoint records that start (`optimizer_start_step`),
-  so a run resumed mid-phase keeps the phase's Adam moments and bias-correction count, and one
-  resumed at a phase boundary starts the next phase fresh. A checkpoint whose optimizer state
-  belongs to another phase than the one it is resumed into is an error (the schedule changed).
-  Without `phase_start_step` (pretraining) the state simply continues.
+  unless its state already belongs to the phase starting at S (`optimizers.start_phase`; the
+  checkpoint records that start as `optimizer_start_step`, so a mid-phase resume keeps Adam's
+  moments and a schedule changed under a checkpoint is an error). Pretraining simply continues.
 - `lr_multipliers` scale the learning rate of those variables (`PhaseAware.set_lr_multipliers`):
   the whole update, under SGD and Adam alike (a scaled gradient is normalised away by Adam).
 - Weight EMA (`ema_decay > 0`): a `training.ema.WeightEMA` over the model's weights, updated after
@@ -51,11 +40,9 @@ Semantics:
   EMA per run: it continues across phases.
 - Restores assert that the checkpoint holds every object this run expects (model, optimizer, step,
   EMA...): a mismatch is a UsageError naming the checkpoint, never a silent partial restore.
-- Freezing: set `layer.trainable = False` before `train`. Keras 3 BatchNormalization with
-  `trainable=False` runs in inference mode (moving statistics, no update) even when the model is
-  called with `training=True` (tests/test_models.py checks it). To train a frozen layer's BN
-  statistics without updating its weights, keep it trainable and leave its variables out of
-  `trainable_variables`.
+- Freezing: set `layer.trainable = False` before `train`; Keras 3 BatchNormalization then runs in
+  inference mode even under `training=True` (tests/test_models.py). To train a frozen layer's BN
+  statistics but not its weights, keep it trainable and leave it out of `trainable_variables`.
 - Loss = `compute_average_loss(per_example, global_batch_size)` + `scale_regularization_loss(wd *
   sum(l2_loss(kernel)))` over the trained kernels; float16 uses the optimizer's loss scaling.
 - Only the chief writes checkpoints and summaries; other workers save to a local temp directory
@@ -73,8 +60,6 @@ Semantics:
 
 from __future__ import annotations
 
-import functools
-import inspect
 import os
 import time
 from collections.abc import Callable
@@ -86,6 +71,7 @@ from absl import logging
 
 from transfer_tf.errors import UsageError
 from transfer_tf.models.resnet import is_decayed
+from transfer_tf.training import optimizers
 from transfer_tf.training import strategy as strategy_lib
 from transfer_tf.training.ema import WeightEMA
 from transfer_tf.training.evaluation import DatasetFn, evaluate_model
@@ -96,10 +82,6 @@ from transfer_tf.training.schedules import Schedule
 
 class TrainingDivergedError(UsageError):
     """The loss became NaN/Inf; the message names the step and the last good checkpoint."""
-
-
-def _inner(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
-    return getattr(optimizer, "inner_optimizer", optimizer)
 
 
 class Trainer:
@@ -271,23 +253,6 @@ class Trainer:
 
         return train_steps
 
-    def _make_iterator(self, dataset_fn: DatasetFn):
-        if _takes_start_step(dataset_fn):
-            # The stream continues at the global step: phases and resumes do not replay it.
-            dataset_fn = functools.partial(dataset_fn, start_step=self.step)
-        if not self.checkpoint_input:
-            return iter(self.strategy.distribute_datasets_from_function(dataset_fn))
-        # tf.distribute's DistributedIterator is not trackable; a plain tf.data iterator is (and
-        # strategy.run accepts its tensors when there is one replica).
-        if self.strategy.num_replicas_in_sync != 1:
-            raise UsageError(
-                "train.checkpoint_input needs a single replica (tf.distribute iterators cannot be "
-                f"checkpointed); this strategy has {self.strategy.num_replicas_in_sync}"
-            )
-        context = tf.distribute.InputContext(1, 0, 1)
-        with tf.device(self.strategy.extended.worker_devices[0]):
-            return iter(dataset_fn(context))
-
     # -- public ------------------------------------------------------------------------------
     def train(
         self,
@@ -324,7 +289,10 @@ class Trainer:
         if not variables:
             raise UsageError("nothing to train: every layer of the model is frozen")
         self._start_phase(phase_start_step, start, variables, lr_multipliers or {})
-        self._iterator = self._make_iterator(dataset_fn)
+        # The stream continues at the global step: phases and resumes do not replay it.
+        self._iterator = strategy_lib.train_iterator(
+            self.strategy, dataset_fn, start_step=start, checkpointable=self.checkpoint_input
+        )
         if self.checkpoint_input:
             # The iterator joins the checkpoint; restore its position if the latest save has it.
             self._manager = self._make_manager()
@@ -389,34 +357,14 @@ class Trainer:
         lr_multipliers: dict[str, float],
     ) -> None:
         """Optimizer state and LR multipliers for a `train` call starting at global step `start`."""
-        inner = _inner(self.optimizer)
-        phase_aware = hasattr(inner, "reset_state")
-        if phase_start_step is not None:
-            if not phase_aware:
-                raise UsageError(
-                    f"phase_start_step needs an optimizer of training.optimizers, got "
-                    f"{type(inner).__name__}"
-                )
-            owner = int(self.optimizer_start_step.numpy())
-            if owner != phase_start_step:
-                if start != phase_start_step:
-                    raise UsageError(
-                        f"the checkpoint at global step {start} holds optimizer state of a phase "
-                        f"starting at step {owner}, but the schedule puts step {start} in a phase "
-                        f"starting at {phase_start_step}: the schedule changed since it was saved"
-                    )
-                inner.reset_state()
-                self.optimizer_start_step.assign(phase_start_step)
-                logging.info("fresh optimizer state for the phase starting at step %d", start)
-        # Multipliers of variables this call does not train are moot.
-        by_path = {v.path: v for v in variables}
-        factors = [(by_path[p], f) for p, f in lr_multipliers.items() if p in by_path]
-        if phase_aware:
-            inner.set_lr_multipliers(factors)
-        elif any(f != 1.0 for _, f in factors):
-            raise UsageError(
-                f"lr_multipliers need an optimizer of training.optimizers, got {type(inner).__name__}"
-            )
+        optimizers.start_phase(
+            self.optimizer,
+            self.optimizer_start_step,
+            phase_start_step,
+            start,
+            variables,
+            lr_multipliers,
+        )
         if self.ema is not None and int(self.ema.num_updates.numpy()) == 0:
             # The average starts at the weights the first update sees (a restored backbone, not
             # the random initialisation the Trainer was built with).
@@ -432,11 +380,3 @@ class Trainer:
     def close(self) -> None:
         """Removes a non-chief worker's throwaway directory."""
         strategy_lib.cleanup_worker_dir(self.model_dir, self.strategy)
-
-
-def _takes_start_step(dataset_fn: Callable) -> bool:
-    try:
-        parameters = inspect.signature(dataset_fn).parameters
-    except (TypeError, ValueError):  # builtins and C callables
-        return False
-    return "start_step" in parameters

@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
+from absl import logging
 
 from transfer_tf.config import DEFAULT_WEIGHT_DECAY, TrainConfig
+from transfer_tf.errors import UsageError
 from transfer_tf.models.resnet import is_decayed
 
 
@@ -191,3 +193,52 @@ def make_optimizer(
     if train_cfg.mixed_precision == "float16":
         opt = keras.optimizers.LossScaleOptimizer(opt)
     return opt
+
+
+def start_phase(
+    optimizer: keras.optimizers.Optimizer,
+    owner_step: tf.Variable,
+    phase_start_step: int | None,
+    start: int,
+    variables: list,
+    lr_multipliers: dict[str, float],
+) -> None:
+    """Prepares `optimizer` for a `Trainer.train` call starting at global step `start`.
+
+    With `phase_start_step` (fine-tuning phases), the optimizer's state starts afresh unless it
+    already belongs to that phase: `owner_step` (a checkpointed int64 variable) records the start
+    of the phase the state belongs to. `lr_multipliers` ({variable.path: factor}) apply to the
+    `variables` this call trains.
+
+    Raises:
+      UsageError: a resumed checkpoint's optimizer state belongs to another phase than the
+        schedule puts `start` in; or phases/multipliers with an optimizer that is not ours.
+    """
+    inner = getattr(optimizer, "inner_optimizer", optimizer)  # under loss scaling
+    phase_aware = hasattr(inner, "reset_state")
+    if phase_start_step is not None:
+        if not phase_aware:
+            raise UsageError(
+                f"phase_start_step needs an optimizer of training.optimizers, got "
+                f"{type(inner).__name__}"
+            )
+        owner = int(owner_step.numpy())
+        if owner != phase_start_step:
+            if start != phase_start_step:
+                raise UsageError(
+                    f"the checkpoint at global step {start} holds optimizer state of a phase "
+                    f"starting at step {owner}, but the schedule puts step {start} in a phase "
+                    f"starting at {phase_start_step}: the schedule changed since it was saved"
+                )
+            inner.reset_state()
+            owner_step.assign(phase_start_step)
+            logging.info("fresh optimizer state for the phase starting at step %d", start)
+    # Multipliers of variables this call does not train are moot.
+    by_path = {v.path: v for v in variables}
+    factors = [(by_path[p], f) for p, f in lr_multipliers.items() if p in by_path]
+    if phase_aware:
+        inner.set_lr_multipliers(factors)
+    elif any(f != 1.0 for _, f in factors):
+        raise UsageError(
+            f"lr_multipliers need an optimizer of training.optimizers, got {type(inner).__name__}"
+        )

@@ -9,9 +9,12 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import tempfile
+from collections.abc import Callable
 
 import tensorflow as tf
 
@@ -130,3 +133,41 @@ def cleanup_worker_dir(base_dir: str, strategy: tf.distribute.Strategy | None = 
         path = worker_dir(base_dir, strategy)
         if tf.io.gfile.exists(path):
             tf.io.gfile.rmtree(path)
+
+
+def train_iterator(
+    strategy: tf.distribute.Strategy,
+    dataset_fn: Callable,
+    *,
+    start_step: int = 0,
+    checkpointable: bool = False,
+):
+    """An iterator over `dataset_fn`'s per-replica batches under `strategy`.
+
+    `dataset_fn(ctx, start_step=...)` gets `start_step` when it takes that keyword (the stream then
+    starts there). `checkpointable` returns a plain tf.data iterator, which `tf.train.Checkpoint`
+    can track (tf.distribute's DistributedIterator cannot); it needs a single replica.
+
+    Raises:
+      UsageError: `checkpointable` under a strategy with more than one replica.
+    """
+    if _takes_start_step(dataset_fn):
+        dataset_fn = functools.partial(dataset_fn, start_step=start_step)
+    if not checkpointable:
+        return iter(strategy.distribute_datasets_from_function(dataset_fn))
+    if strategy.num_replicas_in_sync != 1:
+        raise UsageError(
+            "train.checkpoint_input needs a single replica (tf.distribute iterators cannot be "
+            f"checkpointed); this strategy has {strategy.num_replicas_in_sync}"
+        )
+    # strategy.run accepts a plain iterator's tensors when there is one replica.
+    with tf.device(strategy.extended.worker_devices[0]):
+        return iter(dataset_fn(tf.distribute.InputContext(1, 0, 1)))
+
+
+def _takes_start_step(dataset_fn: Callable) -> bool:
+    try:
+        parameters = inspect.signature(dataset_fn).parameters
+    except (TypeError, ValueError):  # builtins and C callables
+        return False
+    return "start_step" in parameters

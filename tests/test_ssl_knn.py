@@ -1,8 +1,10 @@
 """Weighted kNN top-1: a separable set scores 1.0, shuffled labels score lower, and the chunked
 search equals a brute-force NumPy reference."""
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from transfer_tf.ssl import knn
 
@@ -52,3 +54,24 @@ def test_chunked_search_matches_brute_force(train_chunk):
     # k larger than the train set is clipped.
     few = knn.knn_predict(train[:3], labels[:3], queries, 5, k=20)
     assert few.shape == (17,)
+
+
+def test_knn_eval_through_evaluate_model():
+    train, train_labels = _clusters(20, 3, 5, seed=4)
+    queries, query_labels = _clusters(6, 3, 5, seed=5)
+    one_hot = np.eye(3, dtype="float32")
+    encoder = keras.Sequential([keras.Input((5,)), keras.layers.Identity()])
+
+    def dataset_fn(x, y):
+        return lambda ctx: tf.data.Dataset.from_tensor_slices((x, one_hot[y])).batch(8)
+
+    strategy = tf.distribute.get_strategy()
+    metrics = knn.knn_eval(
+        encoder, strategy, dataset_fn(train, train_labels), dataset_fn(queries, query_labels), 3
+    )
+    assert metrics == {"knn_top1": 1.0}
+    shuffled = np.random.default_rng(6).permutation(train_labels)
+    low = knn.knn_eval(
+        encoder, strategy, dataset_fn(train, shuffled), dataset_fn(queries, query_labels), 3
+    )
+    assert low["knn_top1"] < 0.8

@@ -10,12 +10,18 @@ the previous top-k with each chunk's top-k gives the top-k of the union).
 
 Example:
     top1 = knn_top1(train_emb, train_labels, eval_emb, eval_labels, num_classes=1000)
+    # In a run: embeddings of the backbone's pooled features, one pass per split.
+    encoder = keras.Model(model.input, model.get_layer("head_pool").output)
+    metrics = knn_eval(encoder, strategy, labeled_train_fn, eval_fn, num_classes=1000)
 """
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import tensorflow as tf
+
+from transfer_tf.training.evaluation import DatasetFn, evaluate_model
 
 ArrayLike = np.ndarray | tf.Tensor
 
@@ -117,3 +123,51 @@ def knn_top1(
     if truth.shape[0] == 0:
         return 0.0
     return float(tf.reduce_mean(tf.cast(tf.equal(predicted, truth), tf.float32)))
+
+
+class EmbeddingCollector:
+    """An `evaluate_model` accumulator that keeps every batch: `update(labels [B, C], outputs
+    [B, d])`; `result()` -> {"labels": float32 [N, C], "embeddings": float32 [N, d]}."""
+
+    def __init__(self):
+        self._labels: list[np.ndarray] = []
+        self._embeddings: list[np.ndarray] = []
+
+    def update(self, labels: np.ndarray, outputs: np.ndarray) -> None:
+        self._labels.append(np.asarray(labels, np.float32))
+        self._embeddings.append(np.asarray(outputs, np.float32).reshape(len(outputs), -1))
+
+    def result(self) -> dict[str, np.ndarray]:
+        if not self._embeddings:
+            raise ValueError("EmbeddingCollector: the dataset was empty")
+        return {
+            "labels": np.concatenate(self._labels),
+            "embeddings": np.concatenate(self._embeddings),
+        }
+
+
+def knn_eval(
+    encoder: keras.Model,
+    strategy: tf.distribute.Strategy,
+    train_dataset_fn: DatasetFn,
+    eval_dataset_fn: DatasetFn,
+    num_classes: int,
+    *,
+    k: int = 20,
+    temperature: float = 0.07,
+) -> dict[str, float]:
+    """kNN top-1 of `encoder`'s embeddings: one `evaluate_model` pass over a labeled train subset
+    and one over the eval split (eval-mode datasets of `(images, labels [B, C])`); returns
+    `{"knn_top1": float}`. Memory: both splits' embeddings on the host (N x d float32)."""
+    train = evaluate_model(encoder, strategy, train_dataset_fn, EmbeddingCollector())
+    evals = evaluate_model(encoder, strategy, eval_dataset_fn, EmbeddingCollector())
+    top1 = knn_top1(
+        train["embeddings"],
+        train["labels"],
+        evals["embeddings"],
+        evals["labels"],
+        num_classes,
+        k=k,
+        temperature=temperature,
+    )
+    return {"knn_top1": top1}

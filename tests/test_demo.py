@@ -11,7 +11,7 @@ import pytest
 
 from transfer_tf.config import load_config
 from transfer_tf.demo import plan
-from transfer_tf.demo.report import find_metric, plot_run, read_scalars
+from transfer_tf.demo.plots import find_metric, plot_run, read_scalars
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = os.path.join(REPO, "configs", "demo.yaml")

@@ -387,36 +387,3 @@ def plan_stages(cfg: ExperimentConfig, paths: DemoPaths) -> list[Stage]:
         ),
     ]
     return stages
-
-
-REAL_DATA_COMMANDS = """\
-# 1. TFRecords (ILSVRC2012 train/<wnid>/ + flat val/ with synset_labels.txt; COCO 2017)
-python -m pipelines.make_imagenet_tfrecords --raw_data_dir=/data/ILSVRC2012 \\
-    --output_dir=/data/tfrecords/imagenet --num_workers=16
-python -m pipelines.make_coco_tfrecords --image_dir=/data/coco/train2017 \\
-    --object_annotations_file=/data/coco/annotations/instances_train2017.json \\
-    --output_file_prefix=/data/tfrecords/coco/train --num_shards=256 --num_workers=16
-python -m pipelines.make_coco_tfrecords --image_dir=/data/coco/val2017 \\
-    --object_annotations_file=/data/coco/annotations/instances_val2017.json \\
-    --output_file_prefix=/data/tfrecords/coco/val --num_shards=32 --num_workers=16
-
-# 2. Pretrain ResNet-50 on ImageNet (90 epochs, batch 1024) and evaluate top-1/top-5
-python -m pipelines.pretrain --config=configs/imagenet_resnet50.yaml --model_dir=runs/r50 \\
-    --set=data.train_pattern='/data/tfrecords/imagenet/train-*' \\
-    --set=data.eval_pattern='/data/tfrecords/imagenet/validation-*' \\
-    --set=data.label_names_file=/data/tfrecords/imagenet/label_names.txt
-python -m pipelines.evaluate --model_dir=runs/r50 --output=runs/r50/metrics.json
-
-# 3. Fine-tune on COCO as 80-way multi-label (head, then everything) and evaluate mAP
-python -m pipelines.finetune --config=configs/coco_multilabel_resnet50.yaml \\
-    --init_checkpoint=runs/r50 --model_dir=runs/coco \\
-    --set=data.train_pattern='/data/tfrecords/coco/train-*' \\
-    --set=data.eval_pattern='/data/tfrecords/coco/val-*' \\
-    --set=data.label_map_file=/data/tfrecords/coco/label_map.json
-python -m pipelines.evaluate --model_dir=runs/coco --output=runs/coco/metrics.json
-
-# 4. Export for TF Serving, serve, predict
-python -m pipelines.export --model_dir=runs/coco --export_dir=exports/coco
-docker run -p 8501:8501 -v "$PWD/exports/coco:/models/coco" -e MODEL_NAME=coco tensorflow/serving
-python -m pipelines.predict --saved_model=exports/coco image.jpg
-"""

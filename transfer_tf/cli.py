@@ -22,11 +22,12 @@ in one function that its `main` and the demo both call:
     def run():  # console-script entry point
         cli.run(main, FLAGS)
 
-The demo parses a copy of `FLAGS` with a stage's arguments and calls `run_from_flags` on it
-(transfer_tf/demo/inprocess.py). Helpers default to absl's global `flags.FLAGS` (the benchmark binaries).
-
     if __name__ == "__main__":
         run()
+
+The demo parses a copy of `FLAGS` with a stage's arguments and calls `run_from_flags` on it
+(transfer_tf/demo/inprocess.py). The helpers' `flag_values` defaults to absl's global `flags.FLAGS`
+(the benchmark binaries define their flags there).
 
 Usage errors (a bad flag value, a missing file, an invalid config) print one line
 `error: <what is wrong>` on stderr and exit 2; no traceback.

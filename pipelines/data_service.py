@@ -20,36 +20,57 @@ from absl import flags, logging
 
 from transfer_tf import cli
 
-flags.DEFINE_enum("role", None, ["dispatcher", "worker"], "Which tf.data service server to run.")
-flags.DEFINE_integer("port", None, "TCP port to listen on (0 = any free port).")
+FLAGS = flags.FlagValues()
+flags.DEFINE_enum(
+    "role",
+    None,
+    ["dispatcher", "worker"],
+    "Which tf.data service server to run.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_integer("port", None, "TCP port to listen on (0 = any free port).", flag_values=FLAGS)
 flags.DEFINE_string(
-    "dispatcher_address", None, "Worker: the dispatcher, grpc://HOST:PORT (or HOST:PORT)."
+    "dispatcher_address",
+    None,
+    "Worker: the dispatcher, grpc://HOST:PORT (or HOST:PORT).",
+    flag_values=FLAGS,
 )
 flags.DEFINE_string(
     "worker_address",
     "",
     "Worker: HOST[:PORT] trainers use to reach this worker (default localhost, fine on one host).",
+    flag_values=FLAGS,
 )
 flags.DEFINE_string(
-    "work_dir", "", "Dispatcher: journal directory; enables fault-tolerant restarts."
+    "work_dir",
+    "",
+    "Dispatcher: journal directory; enables fault-tolerant restarts.",
+    flag_values=FLAGS,
 )
 flags.DEFINE_float(
-    "dispatcher_timeout_s", 60.0, "Worker: how long to wait for the dispatcher to be reachable."
+    "dispatcher_timeout_s",
+    60.0,
+    "Worker: how long to wait for the dispatcher to be reachable.",
+    flag_values=FLAGS,
 )
 flags.DEFINE_float(
-    "stop_grace_s", 10.0, "After SIGTERM: how long to let the server stop before exiting anyway."
+    "stop_grace_s",
+    10.0,
+    "After SIGTERM: how long to let the server stop before exiting anyway.",
+    flag_values=FLAGS,
 )
-FLAGS = flags.FLAGS
 
 
-def main(argv):
+def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> None:
+    """Serves as the parsed flags say (`argv`: absl's, the program name first) until SIGTERM or
+    SIGINT; prints `<role> listening on grpc://HOST:PORT` on stdout once serving."""
     cli.reject_extra_args(argv)
-    cli.require_flags("role", "port")
-    if FLAGS.role == "worker":
-        cli.require_flags("dispatcher_address")
-    elif FLAGS.dispatcher_address:
+    cli.require_flags("role", "port", flag_values=flag_values)
+    if flag_values.role == "worker":
+        cli.require_flags("dispatcher_address", flag_values=flag_values)
+    elif flag_values.dispatcher_address:
         raise cli.UsageError("--dispatcher_address is for --role=worker only")
-    if FLAGS.role == "worker" and FLAGS.work_dir:
+    if flag_values.role == "worker" and flag_values.work_dir:
         raise cli.UsageError("--work_dir is for --role=dispatcher only")
     from transfer_tf.distribute import data_service
 
@@ -62,34 +83,41 @@ def main(argv):
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    if FLAGS.role == "dispatcher":
-        server = data_service.start_dispatcher(FLAGS.port, FLAGS.work_dir)
+    if flag_values.role == "dispatcher":
+        server = data_service.start_dispatcher(flag_values.port, flag_values.work_dir)
         host = socket.gethostname()
     else:
         server = data_service.start_worker(
-            FLAGS.port, FLAGS.dispatcher_address, FLAGS.worker_address, FLAGS.dispatcher_timeout_s
+            flag_values.port,
+            flag_values.dispatcher_address,
+            flag_values.worker_address,
+            flag_values.dispatcher_timeout_s,
         )
-        host = FLAGS.worker_address.split(":")[0] or "localhost"
+        host = flag_values.worker_address.split(":")[0] or "localhost"
     address = f"grpc://{host}:{data_service.bound_port(server)}"
-    logging.info("%s started at %s", FLAGS.role, address)
-    print(f"{FLAGS.role} listening on {address}", flush=True)
-    if data_service.serve_until(stop_event, server, grace_s=FLAGS.stop_grace_s):
+    logging.info("%s started at %s", flag_values.role, address)
+    print(f"{flag_values.role} listening on {address}", flush=True)
+    if data_service.serve_until(stop_event, server, grace_s=flag_values.stop_grace_s):
         logging.warning(
             "%s did not stop within --stop_grace_s=%g s (a client task still open); exiting anyway",
-            FLAGS.role,
-            FLAGS.stop_grace_s,
+            flag_values.role,
+            flag_values.stop_grace_s,
         )
-        logging.info("%s stopped (forced)", FLAGS.role)
+        logging.info("%s stopped (forced)", flag_values.role)
         # The server's C++ threads would block interpreter shutdown the same way stop() did.
         logging.flush()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
-    logging.info("%s stopped", FLAGS.role)
+    logging.info("%s stopped", flag_values.role)
 
 
-def run():
-    cli.run(main)
+def main(argv: list[str]) -> None:
+    run_from_flags(FLAGS, argv)
+
+
+def run() -> None:
+    cli.run(main, FLAGS)
 
 
 if __name__ == "__main__":

@@ -20,13 +20,17 @@ from absl import flags
 
 from transfer_tf import cli
 
+FLAGS = flags.FlagValues()
 cli.define_config_flags(
-    default_config=os.path.join(os.path.dirname(__file__), "..", "configs", "demo.yaml")
+    default_config=os.path.join(os.path.dirname(__file__), "..", "configs", "demo.yaml"),
+    flag_values=FLAGS,
 )
 flags.DEFINE_string(
-    "work_dir", "demo_out", "Where the demo writes data, runs and its report (cleared on a rerun)."
+    "work_dir",
+    "demo_out",
+    "Where the demo writes data, runs and its report (cleared on a rerun).",
+    flag_values=FLAGS,
 )
-FLAGS = flags.FLAGS
 
 
 def binary_available(module: str) -> bool:
@@ -39,7 +43,7 @@ def binary_available(module: str) -> bool:
 
 def main(argv):
     cli.reject_extra_args(argv)
-    cfg = cli.load_config_from_flags()
+    cfg = cli.load_config_from_flags(FLAGS)
     from transfer_tf.demo.runner import run_demo
 
     outcome = run_demo(cfg, FLAGS.work_dir, available=binary_available, echo=_echo)
@@ -66,8 +70,8 @@ def _echo(line: str) -> None:
     print(line, flush=True)
 
 
-def run():
-    cli.run(main)
+def run() -> None:
+    cli.run(main, FLAGS)
 
 
 if __name__ == "__main__":

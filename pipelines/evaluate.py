@@ -12,26 +12,48 @@ from absl import flags
 from transfer_tf import cli
 from transfer_tf.atomic_io import write_json_atomic
 
-flags.DEFINE_string("model_dir", None, "A training run directory (holds config.yaml).")
-flags.DEFINE_string("checkpoint", None, "Checkpoint prefix; default: the latest in model_dir.")
-flags.DEFINE_string("eval_pattern", None, "Eval TFRecords; default: data.eval_pattern of the run.")
-flags.DEFINE_string("output", None, "Metrics JSON path; default MODEL_DIR/eval_metrics.json.")
-FLAGS = flags.FLAGS
+FLAGS = flags.FlagValues()
+flags.DEFINE_string(
+    "model_dir", None, "A training run directory (holds config.yaml).", flag_values=FLAGS
+)
+flags.DEFINE_string(
+    "checkpoint", None, "Checkpoint prefix; default: the latest in model_dir.", flag_values=FLAGS
+)
+flags.DEFINE_string(
+    "eval_pattern",
+    None,
+    "Eval TFRecords; default: data.eval_pattern of the run.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_string(
+    "output",
+    None,
+    "Metrics JSON path; default MODEL_DIR/eval_metrics.json.",
+    flag_values=FLAGS,
+)
 
 
-def main(argv):
+def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
+    """Evaluates as the parsed flags say (`argv`: absl's, the program name first) and writes the
+    metrics JSON; returns the binary's stdout: the scalar metrics as one JSON line."""
     cli.reject_extra_args(argv)
-    cli.require_flags("model_dir")
+    cli.require_flags("model_dir", flag_values=flag_values)
     from transfer_tf.training.evaluation import evaluate_run
 
-    metrics = evaluate_run(FLAGS.model_dir, FLAGS.checkpoint, FLAGS.eval_pattern or "")
-    path = FLAGS.output or os.path.join(FLAGS.model_dir, "eval_metrics.json")
+    metrics = evaluate_run(
+        flag_values.model_dir, flag_values.checkpoint, flag_values.eval_pattern or ""
+    )
+    path = flag_values.output or os.path.join(flag_values.model_dir, "eval_metrics.json")
     write_json_atomic(path, metrics)
-    print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list)}))
+    return json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list)})
 
 
-def run():
-    cli.run(main)
+def main(argv: list[str]) -> None:
+    print(run_from_flags(FLAGS, argv))
+
+
+def run() -> None:
+    cli.run(main, FLAGS)
 
 
 if __name__ == "__main__":

@@ -14,17 +14,32 @@ from absl import flags, logging
 from transfer_tf import cli
 from transfer_tf.config import config_from_dict, to_dict
 
-flags.DEFINE_string("model_dir", None, "Training run directory (config.yaml + checkpoints/).")
-flags.DEFINE_string("export_dir", None, "Export base directory; the version is a subdirectory.")
-flags.DEFINE_string("checkpoint", None, "Checkpoint prefix to export (default: the latest).")
-flags.DEFINE_integer("version", None, "Version to write (default: latest existing + 1).")
+FLAGS = flags.FlagValues()
+flags.DEFINE_string(
+    "model_dir",
+    None,
+    "Training run directory (config.yaml + checkpoints/).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_string(
+    "export_dir",
+    None,
+    "Export base directory; the version is a subdirectory.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_string(
+    "checkpoint", None, "Checkpoint prefix to export (default: the latest).", flag_values=FLAGS
+)
+flags.DEFINE_integer(
+    "version", None, "Version to write (default: latest existing + 1).", flag_values=FLAGS
+)
 flags.DEFINE_multi_string(
     "set",
     [],
     "Override of the run's config for the export, KEY=VALUE (repeatable); only export.*, "
     "data.label_names_file, data.image_size and data.eval_crop_fraction.",
+    flag_values=FLAGS,
 )
-FLAGS = flags.FLAGS
 
 # Keys that change the serving graph but not the trained weights.
 _EXPORT_OVERRIDABLE = (
@@ -35,10 +50,12 @@ _EXPORT_OVERRIDABLE = (
 )
 
 
-def main(argv):
+def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
+    """Exports as the parsed flags say (`argv`: absl's, the program name first); returns the
+    binary's stdout: `export: <version dir>`."""
     cli.reject_extra_args(argv)
-    cli.require_flags("model_dir", "export_dir")
-    for text in FLAGS.set:
+    cli.require_flags("model_dir", "export_dir", flag_values=flag_values)
+    for text in flag_values.set:
         if not text.split("=", 1)[0].strip().startswith(_EXPORT_OVERRIDABLE):
             raise cli.UsageError(
                 f"--set={text}: only {', '.join(_EXPORT_OVERRIDABLE)} can change at export time"
@@ -47,15 +64,19 @@ def main(argv):
     from transfer_tf.export.saved_model import export_saved_model
     from transfer_tf.training.checkpoints import load_model
 
-    model, cfg = load_model(FLAGS.model_dir, FLAGS.checkpoint)
-    cfg = config_from_dict(to_dict(cfg), FLAGS.set)
-    path = export_saved_model(model, cfg, FLAGS.export_dir, version=FLAGS.version)
-    logging.info("Exported %s to %s", FLAGS.model_dir, path)
-    print(f"export: {path}")
+    model, cfg = load_model(flag_values.model_dir, flag_values.checkpoint)
+    cfg = config_from_dict(to_dict(cfg), flag_values.set)
+    path = export_saved_model(model, cfg, flag_values.export_dir, version=flag_values.version)
+    logging.info("Exported %s to %s", flag_values.model_dir, path)
+    return f"export: {path}"
 
 
-def run():
-    cli.run(main)
+def main(argv: list[str]) -> None:
+    print(run_from_flags(FLAGS, argv))
+
+
+def run() -> None:
+    cli.run(main, FLAGS)
 
 
 if __name__ == "__main__":

@@ -21,54 +21,69 @@ from absl import flags, logging
 from transfer_tf import cli
 from transfer_tf.distribute import cluster
 
-cli.define_config_flags()
-cli.define_allow_config_change_flag()
-cluster.define_cluster_flags()
-flags.DEFINE_string("model_dir", None, "Run directory: config.yaml, checkpoints/, summaries/.")
+FLAGS = flags.FlagValues()
+cli.define_config_flags(flag_values=FLAGS)
+cli.define_allow_config_change_flag(FLAGS)
+cluster.define_cluster_flags(FLAGS)
+flags.DEFINE_string(
+    "model_dir",
+    None,
+    "Run directory: config.yaml, checkpoints/, summaries/.",
+    flag_values=FLAGS,
+)
 flags.DEFINE_string(
     "init_checkpoint",
     None,
     "Backbone source: pretraining model_dir, Keras .h5/.weights.h5, or SavedModel (export) dir. "
     "Overrides transfer.init_checkpoint; omit both to train from scratch.",
+    flag_values=FLAGS,
 )
 flags.DEFINE_string(
     "preset",
     None,
     "Overrides transfer.preset (linear_probe|lp_ft|gradual_unfreeze) and clears transfer.phases; "
     "budget: train.train_steps or train.epochs.",
+    flag_values=FLAGS,
 )
-FLAGS = flags.FLAGS
 
 
-def main(argv):
+def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
+    """Fine-tunes as the parsed flags say (`argv`: absl's, the program name first).
+
+    Returns the binary's stdout: one JSON line, the final step, eval metrics and weights digest.
+    """
     cli.reject_extra_args(argv)
-    cli.require_flags("config", "model_dir")
-    overrides = list(FLAGS.set)
-    if FLAGS.preset is not None:
-        overrides += [f"transfer.preset={json.dumps(FLAGS.preset)}", "transfer.phases=[]"]
+    cli.require_flags("config", "model_dir", flag_values=flag_values)
+    overrides = list(flag_values.set)
+    if flag_values.preset is not None:
+        overrides += [f"transfer.preset={json.dumps(flag_values.preset)}", "transfer.phases=[]"]
     from transfer_tf.config import load_config
     from transfer_tf.transfer.finetune import run_finetuning
 
-    cfg = load_config(FLAGS.config, overrides)
+    cfg = load_config(flag_values.config, overrides)
     # TF_CONFIG must be in place before the strategy is built; checks fail fast, in one line.
     from transfer_tf.distribute.preflight import check_distributed_config
 
-    check_distributed_config(cfg, cluster.configure_cluster_from_flags())
+    check_distributed_config(cfg, cluster.configure_cluster_from_flags(flag_values))
     result = run_finetuning(
         cfg,
-        FLAGS.model_dir,
-        init_checkpoint=FLAGS.init_checkpoint,
-        allow_config_change=FLAGS.allow_config_change,
+        flag_values.model_dir,
+        init_checkpoint=flag_values.init_checkpoint,
+        allow_config_change=flag_values.allow_config_change,
     )
     metrics = {k: v for k, v in result["eval"].items() if not isinstance(v, list)}
     logging.info("done at global step %d: %s", result["global_step"], metrics)
     summary = {"global_step": result["global_step"], **metrics}
     summary["weights_sha256"] = result["weights_sha256"]
-    print(json.dumps(summary))
+    return json.dumps(summary)
 
 
-def run():
-    cli.run(main)
+def main(argv: list[str]) -> None:
+    print(run_from_flags(FLAGS, argv))
+
+
+def run() -> None:
+    cli.run(main, FLAGS)
 
 
 if __name__ == "__main__":

@@ -17,26 +17,37 @@ from absl import flags
 from transfer_tf import cli
 from transfer_tf.data.inspect import inspect_tfrecords, summary_line
 
-flags.DEFINE_string("file_pattern", None, "Glob(s) of TFRecord files, comma-separated.")
+FLAGS = flags.FlagValues()
+flags.DEFINE_string(
+    "file_pattern", None, "Glob(s) of TFRecord files, comma-separated.", flag_values=FLAGS
+)
 flags.DEFINE_enum(
     "schema",
     "auto",
     ["auto", "classification", "coco"],
     "Record schema (auto: data.schema of --config, else detected).",
+    flag_values=FLAGS,
 )
-cli.define_config_flags()
-FLAGS = flags.FLAGS
+cli.define_config_flags(flag_values=FLAGS)
 
 
-def main(argv):
+def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
+    """Inspects the shards as the parsed flags say (`argv`: absl's, the program name first);
+    returns the binary's stdout: the one-line JSON summary."""
     cli.reject_extra_args(argv)
-    cli.require_flags("file_pattern")
-    data_cfg = cli.load_config_from_flags().data if FLAGS.config or FLAGS.set else None
-    print(summary_line(inspect_tfrecords(FLAGS.file_pattern, FLAGS.schema, data_cfg)), flush=True)
+    cli.require_flags("file_pattern", flag_values=flag_values)
+    data_cfg = None
+    if flag_values.config or flag_values.set:
+        data_cfg = cli.load_config_from_flags(flag_values).data
+    return summary_line(inspect_tfrecords(flag_values.file_pattern, flag_values.schema, data_cfg))
 
 
-def run():
-    cli.run(main)
+def main(argv: list[str]) -> None:
+    print(run_from_flags(FLAGS, argv), flush=True)
+
+
+def run() -> None:
+    cli.run(main, FLAGS)
 
 
 if __name__ == "__main__":

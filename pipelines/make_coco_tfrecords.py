@@ -13,40 +13,68 @@ from absl import flags, logging
 from transfer_tf import cli
 from transfer_tf.data.builders import build_coco, write_flags
 
-flags.DEFINE_multi_string("image_dir", [], "Directory containing images (repeatable).")
-flags.DEFINE_string("object_annotations_file", "", "COCO instances JSON (boxes and masks).")
+FLAGS = flags.FlagValues()
+flags.DEFINE_multi_string(
+    "image_dir", [], "Directory containing images (repeatable).", flag_values=FLAGS
+)
+flags.DEFINE_string(
+    "object_annotations_file",
+    "",
+    "COCO instances JSON (boxes and masks).",
+    flag_values=FLAGS,
+)
 flags.DEFINE_string(
     "image_info_file",
     "",
     "JSON whose 'images' list decides which images are written (default: the annotations file).",
+    flag_values=FLAGS,
 )
-flags.DEFINE_string("output_file_prefix", "/tmp/train", "Shards are PREFIX-00000-of-N.tfrecord.")
-flags.DEFINE_integer("num_shards", 32, "Number of output shards.")
-flags.DEFINE_boolean("include_masks", False, "Write PNG instance masks (image/object/mask).")
-flags.DEFINE_boolean("skip_empty", False, "Drop images that have no annotations in the JSON.")
-write_flags.define_write_flags()
-flags.DEFINE_alias("num_processes", "num_workers")
-FLAGS = flags.FLAGS
+flags.DEFINE_string(
+    "output_file_prefix",
+    "/tmp/train",
+    "Shards are PREFIX-00000-of-N.tfrecord.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_integer("num_shards", 32, "Number of output shards.", flag_values=FLAGS)
+flags.DEFINE_boolean(
+    "include_masks",
+    False,
+    "Write PNG instance masks (image/object/mask).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_boolean(
+    "skip_empty",
+    False,
+    "Drop images that have no annotations in the JSON.",
+    flag_values=FLAGS,
+)
+write_flags.define_write_flags(FLAGS)
+flags.DEFINE_alias("num_processes", "num_workers", flag_values=FLAGS)
 
 
-def main(argv):
+def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> None:
+    """Builds the shards as the parsed flags say (`argv`: absl's, the program name first)."""
     cli.reject_extra_args(argv)
-    cli.require_flags("image_dir")
+    cli.require_flags("image_dir", flag_values=flag_values)
     manifest = build_coco(
-        FLAGS.image_dir,
-        FLAGS.object_annotations_file,
-        FLAGS.output_file_prefix,
-        num_shards=FLAGS.num_shards,
-        include_masks=FLAGS.include_masks,
-        skip_empty=FLAGS.skip_empty,
-        image_info_file=FLAGS.image_info_file,
-        options=write_flags.write_options_from_flags(),
+        flag_values.image_dir,
+        flag_values.object_annotations_file,
+        flag_values.output_file_prefix,
+        num_shards=flag_values.num_shards,
+        include_masks=flag_values.include_masks,
+        skip_empty=flag_values.skip_empty,
+        image_info_file=flag_values.image_info_file,
+        options=write_flags.write_options_from_flags(flag_values),
     )
     logging.info("Manifest: %s", manifest or "pending (other tasks' shards unfinished)")
 
 
-def run():
-    cli.run(main)
+def main(argv: list[str]) -> None:
+    run_from_flags(FLAGS, argv)
+
+
+def run() -> None:
+    cli.run(main, FLAGS)
 
 
 if __name__ == "__main__":

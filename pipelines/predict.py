@@ -13,36 +13,49 @@ from absl import flags
 
 from transfer_tf import cli
 
-flags.DEFINE_string("saved_model", None, "Export version directory, or its parent (latest).")
-flags.DEFINE_boolean("json", False, "Print one JSON document instead of text.")
-flags.DEFINE_integer("top_k", None, "Classes per image (default and maximum: the export's top-k).")
-FLAGS = flags.FLAGS
+FLAGS = flags.FlagValues()
+flags.DEFINE_string(
+    "saved_model", None, "Export version directory, or its parent (latest).", flag_values=FLAGS
+)
+flags.DEFINE_boolean("json", False, "Print one JSON document instead of text.", flag_values=FLAGS)
+flags.DEFINE_integer(
+    "top_k",
+    None,
+    "Classes per image (default and maximum: the export's top-k).",
+    flag_values=FLAGS,
+)
 
 
-def main(argv):
-    cli.require_flags("saved_model")
+def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
+    """Classifies the images `argv[1:]` (absl's argv) as the parsed flags say; returns the
+    binary's stdout: the top-k text per image, or the JSON document with --json."""
+    cli.require_flags("saved_model", flag_values=flag_values)
     images = argv[1:]
     if not images:
         raise cli.UsageError("no images given (usage: predict --saved_model=DIR IMAGE [IMAGE...])")
-    if FLAGS.top_k is not None and FLAGS.top_k <= 0:
-        raise cli.UsageError(f"--top_k: expected a positive integer, got {FLAGS.top_k}")
+    top_k = flag_values.top_k
+    if top_k is not None and top_k <= 0:
+        raise cli.UsageError(f"--top_k: expected a positive integer, got {top_k}")
     from transfer_tf.export.predict import Predictor, check_image_paths, format_text
 
     check_image_paths(images)  # fail before the (slow) model load
-    predictor = Predictor(FLAGS.saved_model)
-    predictions = predictor.predict_files(images, top_k=FLAGS.top_k)
-    if FLAGS.json:
+    predictor = Predictor(flag_values.saved_model)
+    predictions = predictor.predict_files(images, top_k=top_k)
+    if flag_values.json:
         doc = {
             "saved_model": predictor.version_dir,
             "predictions": [p.to_dict() for p in predictions],
         }
-        print(json.dumps(doc, indent=2))
-        return
-    print(format_text(predictions))
+        return json.dumps(doc, indent=2)
+    return format_text(predictions)
 
 
-def run():
-    cli.run(main)
+def main(argv: list[str]) -> None:
+    print(run_from_flags(FLAGS, argv))
+
+
+def run() -> None:
+    cli.run(main, FLAGS)
 
 
 if __name__ == "__main__":

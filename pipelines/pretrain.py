@@ -13,35 +13,55 @@ from absl import flags, logging
 from transfer_tf import cli
 from transfer_tf.distribute import cluster
 
-cli.define_config_flags()
-cli.define_allow_config_change_flag()
-cluster.define_cluster_flags()
-flags.DEFINE_string("model_dir", None, "Run directory: config.yaml, checkpoints/, summaries/.")
+FLAGS = flags.FlagValues()
+cli.define_config_flags(flag_values=FLAGS)
+cli.define_allow_config_change_flag(FLAGS)
+cluster.define_cluster_flags(FLAGS)
+flags.DEFINE_string(
+    "model_dir",
+    None,
+    "Run directory: config.yaml, checkpoints/, summaries/.",
+    flag_values=FLAGS,
+)
 flags.DEFINE_enum(
     "strategy",
     None,
     ["auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu"],
     "Distribution strategy (overrides train.strategy).",
+    flag_values=FLAGS,
 )
-flags.DEFINE_string("tpu", None, "TPU name or grpc:// address (overrides train.tpu).")
+flags.DEFINE_string(
+    "tpu", None, "TPU name or grpc:// address (overrides train.tpu).", flag_values=FLAGS
+)
 flags.DEFINE_enum(
     "mixed_precision",
     None,
     ["auto", "bfloat16", "float16", "none"],
     "Overrides train.mixed_precision (auto: the hardware's native precision).",
+    flag_values=FLAGS,
 )
 flags.DEFINE_enum(
     "xla",
     None,
     ["auto", "true", "false"],
     "Compile the train step with XLA (overrides train.xla; auto: a cached measured probe).",
+    flag_values=FLAGS,
 )
-flags.DEFINE_integer("steps_per_execution", None, "Overrides train.steps_per_execution.")
-flags.DEFINE_string("init_checkpoint", None, "Warm start from a run dir or checkpoint prefix.")
+flags.DEFINE_integer(
+    "steps_per_execution", None, "Overrides train.steps_per_execution.", flag_values=FLAGS
+)
 flags.DEFINE_string(
-    "init_weights", None, "Keras weights .h5 for the backbone (model.init_weights)."
+    "init_checkpoint",
+    None,
+    "Warm start from a run dir or checkpoint prefix.",
+    flag_values=FLAGS,
 )
-FLAGS = flags.FLAGS
+flags.DEFINE_string(
+    "init_weights",
+    None,
+    "Keras weights .h5 for the backbone (model.init_weights).",
+    flag_values=FLAGS,
+)
 
 _FLAG_TO_KEY = {
     "strategy": "train.strategy",
@@ -54,12 +74,13 @@ _FLAG_TO_KEY = {
 }
 
 
-def main(argv):
+def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> None:
+    """Pretrains as the parsed flags say (`argv`: absl's, the program name first)."""
     cli.reject_extra_args(argv)
-    cli.require_flags("config", "model_dir")
-    overrides = list(FLAGS.set)
+    cli.require_flags("config", "model_dir", flag_values=flag_values)
+    overrides = list(flag_values.set)
     for flag, key in _FLAG_TO_KEY.items():
-        value = FLAGS[flag].value
+        value = flag_values[flag].value
         if value is not None:
             # Strings JSON-quoted so paths with ':' stay strings in the YAML parse of --set.
             if isinstance(value, bool):
@@ -74,17 +95,23 @@ def main(argv):
     from transfer_tf.config import load_config
     from transfer_tf.training.pretrain import run_pretraining
 
-    cfg = load_config(FLAGS.config, overrides)
+    cfg = load_config(flag_values.config, overrides)
     # TF_CONFIG must be in place before the strategy is built; checks fail fast, in one line.
     from transfer_tf.distribute.preflight import check_distributed_config
 
-    check_distributed_config(cfg, cluster.configure_cluster_from_flags())
-    logs = run_pretraining(cfg, FLAGS.model_dir, allow_config_change=FLAGS.allow_config_change)
+    check_distributed_config(cfg, cluster.configure_cluster_from_flags(flag_values))
+    logs = run_pretraining(
+        cfg, flag_values.model_dir, allow_config_change=flag_values.allow_config_change
+    )
     logging.info("done: %s", logs)
 
 
-def run():
-    cli.run(main)
+def main(argv: list[str]) -> None:
+    run_from_flags(FLAGS, argv)
+
+
+def run() -> None:
+    cli.run(main, FLAGS)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,12 @@
 Every `python -m pipelines.X` subprocess pays ~7 s of imports before it does anything, which
 dominates tests of error paths. `run_cases` starts one real subprocess, imports the binary's
 module there once and runs each command line through the binary's own entry point (`cli.run`,
-`app.run`), restoring absl flags between cases (`flagsaver`) and capturing file descriptors 1 and
-2, so each result carries exactly what a separate process would print: TensorFlow's C++ logs, absl
-logging, our `error: ...` line, a traceback. The first case runs the module import inside its
-capture, so it is a faithful fresh-process run (start-up noise included); later cases share the
-process, which is sound for error paths and short runs that leave no global state behind.
+`app.run`), restoring absl's global flags and the binary's own `FLAGS` between cases (`flagsaver`)
+and capturing file descriptors 1 and 2, so each result carries exactly what a separate process
+would print: TensorFlow's C++ logs, absl logging, our `error: ...` line, a traceback. The first
+case runs the module import inside its capture, so it is a faithful fresh-process run (start-up
+noise included); later cases share the process, which is sound for error paths and short runs
+that leave no global state behind.
 
 Example:
     first, second = run_cases("pipelines.pretrain:run", [["--model_dir=x"], ["--bad=1"]])
@@ -30,7 +31,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # argv[3] = where to write the JSON list of results.
 _CHILD = r"""
 import importlib, json, os, sys, tempfile, traceback
-from absl import app
+from absl import app, flags
 from absl.testing import flagsaver
 
 # app.run defines --help/--helpfull once per process; define them before flagsaver's first
@@ -48,9 +49,15 @@ for args in cases:
     code = 0
     try:
         sys.argv = [module_name, *args]
-        entry = getattr(importlib.import_module(module_name), func_name)
-        with flagsaver.flagsaver():
-            entry()
+        module = importlib.import_module(module_name)
+        # A binary's own FlagValues (not absl's global ones) is restored after the case too.
+        own = getattr(module, "FLAGS", flags.FLAGS)
+        own_values = flagsaver.save_flag_values(own)
+        try:
+            with flagsaver.flagsaver():
+                getattr(module, func_name)()
+        finally:
+            flagsaver.restore_flag_values(own_values, own)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except BaseException:

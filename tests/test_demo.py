@@ -212,13 +212,9 @@ def test_console_line_trims_absl_prefix_and_drops_startup_noise():
 
 
 def test_in_process_stage_failure_is_one_line_and_logged(tmp_path):
-    from transfer_tf.demo.inprocess import parse_args, supports
+    from transfer_tf.demo.inprocess import supports
     from transfer_tf.demo.stages import run_stage
 
-    assert parse_args(["--a=1", "--b=x=y", "--json", "img.jpg"]) == (
-        {"a": "1", "b": "x=y", "json": "true"},
-        ["img.jpg"],
-    )
     assert supports("pipelines.evaluate") and not supports("pipelines.inspect_tfrecords")
     missing = tmp_path / "no_such_run"
     stage = plan.Stage(

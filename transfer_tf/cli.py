@@ -1,22 +1,33 @@
 """What every absl binary in `pipelines/` shares: config flags, quiet logs, one-line usage errors.
 
-A binary looks like:
+A binary defines its flags on its own `FlagValues`, so that several binaries can be imported
+into one process (the demo runs their jobs in-process), and keeps its flags -> library mapping
+in one function that its `main` and the demo both call:
 
     from transfer_tf import cli
 
-    cli.define_config_flags()
-    flags.DEFINE_string("model_dir", None, "Output directory.")
+    FLAGS = flags.FlagValues()
+    cli.define_config_flags(flag_values=FLAGS)
+    flags.DEFINE_string("model_dir", None, "Output directory.", flag_values=FLAGS)
+
+    def run_from_flags(flag_values, argv):  # argv: absl's, the program name first
+        cli.reject_extra_args(argv)
+        cfg = cli.load_config_from_flags(flag_values)
+        ...
+        return "what the binary prints on stdout"  # or None
 
     def main(argv):
-        cli.reject_extra_args(argv)
-        cfg = cli.load_config_from_flags()
-        ...
+        print(run_from_flags(FLAGS, argv))
 
     def run():  # console-script entry point
-        cli.run(main)
+        cli.run(main, FLAGS)
 
     if __name__ == "__main__":
         run()
+
+The demo parses a copy of `FLAGS` with a stage's arguments and calls `run_from_flags` on it
+(transfer_tf/demo/inprocess.py). The helpers' `flag_values` defaults to absl's global `flags.FLAGS`
+(the benchmark binaries define their flags there).
 
 Usage errors (a bad flag value, a missing file, an invalid config) print one line
 `error: <what is wrong>` on stderr and exit 2; no traceback.
@@ -41,27 +52,35 @@ FLAGS = flags.FLAGS
 USAGE_EXIT_CODE = 2
 
 
-def define_config_flags(default_config: str | None = None) -> None:
-    """Defines `--config=FILE` and repeatable `--set=key.sub=value`."""
-    flags.DEFINE_string("config", default_config, "Experiment YAML file (see configs/).")
+def define_config_flags(
+    default_config: str | None = None, flag_values: flags.FlagValues = FLAGS
+) -> None:
+    """Defines `--config=FILE` and repeatable `--set=key.sub=value` on `flag_values`."""
+    flags.DEFINE_string(
+        "config", default_config, "Experiment YAML file (see configs/).", flag_values=flag_values
+    )
     flags.DEFINE_multi_string(
-        "set", [], "Config override KEY=VALUE, e.g. --set=train.epochs=2 (repeatable)."
+        "set",
+        [],
+        "Config override KEY=VALUE, e.g. --set=train.epochs=2 (repeatable).",
+        flag_values=flag_values,
     )
 
 
-def define_allow_config_change_flag() -> None:
+def define_allow_config_change_flag(flag_values: flags.FlagValues = FLAGS) -> None:
     """Defines `--allow_config_change` (training binaries: accept a changed config on resume)."""
     flags.DEFINE_bool(
         "allow_config_change",
         False,
         "Resume a run whose resolved config differs from its model_dir/config.yaml in keys other "
         "than paths and logging/checkpoint cadence (listed in the error); the new config is saved.",
+        flag_values=flag_values,
     )
 
 
-def load_config_from_flags() -> ExperimentConfig:
+def load_config_from_flags(flag_values: flags.FlagValues = FLAGS) -> ExperimentConfig:
     """Loads `--config` with the `--set` overrides applied (ConfigError on any problem)."""
-    return load_config(FLAGS.config, FLAGS.set)
+    return load_config(flag_values.config, flag_values.set)
 
 
 def write_resolved_config(cfg: ExperimentConfig, out_dir: str) -> str:
@@ -74,10 +93,10 @@ def write_resolved_config(cfg: ExperimentConfig, out_dir: str) -> str:
     return path
 
 
-def require_flags(*names: str) -> None:
+def require_flags(*names: str, flag_values: flags.FlagValues = FLAGS) -> None:
     """Raises UsageError for the first flag in `names` that was not given."""
     for name in names:
-        value = FLAGS[name].value
+        value = flag_values[name].value
         if value is None or value == "" or value == []:
             raise UsageError(f"--{name} is required")
 
@@ -134,7 +153,30 @@ def _corrupt_input_error(error: Exception) -> UsageError | None:
     return corrupt_data_error(error)
 
 
-def run(main: Callable[[list[str]], object]) -> None:
-    """Runs an absl `main` with one-line usage errors and quiet TensorFlow logging."""
+def _add_to_global_flags(flag_values: flags.FlagValues) -> None:
+    """Makes absl's global parser (`--helpfull`, `--flagfile`, `--verbosity`...) own the binary's
+    flags too: parsing the global flags then sets the values `flag_values` reads."""
+    for name in flag_values:
+        if name not in FLAGS or FLAGS[name] is not flag_values[name]:
+            FLAGS[name] = flag_values[name]  # DuplicateFlagError if a global flag has that name
+    # --help/--helpfull list the flags under their defining modules (the binary's first).
+    for module, defined in flag_values.flags_by_module_dict().items():
+        for flag in defined:
+            FLAGS.register_flag_by_module(module, flag)
+
+
+def run(main: Callable[[list[str]], object], flag_values: flags.FlagValues = FLAGS) -> None:
+    """Runs an absl `main` with one-line usage errors and quiet TensorFlow logging.
+
+    `flag_values`: the binary's own flags, parsed together with absl's global ones.
+    """
     logging.set_verbosity(logging.INFO)
-    app.run(_guarded(main), flags_parser=_parse_flags)
+    if flag_values is not FLAGS:
+        _add_to_global_flags(flag_values)
+
+    def parse(argv: list[str]) -> list[str]:
+        argv = _parse_flags(argv)
+        flag_values.mark_as_parsed()
+        return argv
+
+    app.run(_guarded(main), flags_parser=parse)

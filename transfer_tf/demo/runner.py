@@ -186,8 +186,8 @@ def run_demo(
 ) -> DemoOutcome:
     """Runs the whole demo under `work_dir`; never raises for a failing stage (it is reported).
 
-    `available(module)` says whether a binary exists (the caller knows where binaries live; the
-    library never imports them).
+    `available(module)` says whether a binary exists (the caller knows where binaries live; only
+    an in-process stage imports its binary, inprocess.py).
 
     Raises:
       ConfigError / UsageError: an unusable demo config or work dir (before anything runs).

@@ -1,7 +1,7 @@
 """Runs one demo stage's binaries: live progress on the console, full log on disk.
 
-By default (`demo.in_process`) the training, evaluate, export and predict calls run in the demo
-process through the library calls their binaries make (inprocess.py): TensorFlow starts once
+By default (`demo.in_process`) the builder, training, evaluate, export and predict calls run in the
+demo process through their binaries' own `run_from_flags` (inprocess.py): TensorFlow starts once
 instead of once per stage, which was about a third of a CPU demo's time. Every job sets its own
 global state (seed, mixed-precision policy, strategy) from its config and Keras' session is
 cleared between stages. Other calls, or all with `in_process=False`, run as subprocesses, exactly
@@ -22,6 +22,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from transfer_tf.atomic_io import write_text_atomic
 from transfer_tf.demo import inprocess
 from transfer_tf.demo.plan import Stage, argv
 
@@ -162,7 +163,14 @@ def _run_call_in_process(
 
     try:
         with inprocess.captured_logs(write):
-            inprocess.run_call(module, args, stdout_file)
+            stdout = inprocess.run_call(module, args)
+        # The binary's stdout, where a child's goes: its file (e.g. --json), else the stage log.
+        if stdout is not None and stdout_file:
+            log.write(stdout + "\n")
+            write_text_atomic(stdout_file, stdout + "\n")
+        elif stdout is not None:
+            for line in stdout.splitlines():
+                write(line)
         return 0, tail
     except Exception as e:  # noqa: BLE001  (a failing stage is reported, as a child's exit code)
         log.write(traceback.format_exc())

@@ -23,6 +23,8 @@ import os
 import re
 from collections.abc import Mapping, MutableMapping
 
+from absl import flags
+
 from transfer_tf.errors import UsageError
 
 TF_CONFIG = "TF_CONFIG"
@@ -193,27 +195,26 @@ def _is_json(text: str) -> bool:
     return True
 
 
-def define_cluster_flags() -> None:
-    """Defines `--worker_hosts` and `--task_index` (for the training binaries)."""
-    from absl import flags
-
+def define_cluster_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Defines `--worker_hosts` and `--task_index` on `flag_values` (for the training binaries)."""
     flags.DEFINE_string(
         "worker_hosts",
         "",
         "Multi-worker training: comma-separated HOST:PORT of every worker, the same list and order "
         "on all of them (worker 0 is the chief). Builds TF_CONFIG; leave empty to use TF_CONFIG.",
+        flag_values=flag_values,
     )
     flags.DEFINE_integer(
-        "task_index", None, "With --worker_hosts: this process's position in the list (0-based)."
+        "task_index",
+        None,
+        "With --worker_hosts: this process's position in the list (0-based).",
+        flag_values=flag_values,
     )
 
 
-def configure_cluster_from_flags() -> ClusterInfo:
+def configure_cluster_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> ClusterInfo:
     """`configure_cluster` with the values of `--worker_hosts` / `--task_index`."""
-    from absl import flags
-
-    values = flags.FLAGS
-    return configure_cluster(values.worker_hosts, values.task_index)
+    return configure_cluster(flag_values.worker_hosts, flag_values.task_index)
 
 
 def weights_digest(model) -> str:

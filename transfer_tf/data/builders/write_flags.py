@@ -7,16 +7,22 @@ from absl import flags
 from transfer_tf.data.builders.sharded_writer import WriteOptions
 
 
-def define_write_flags() -> None:
-    """Defines `--num_workers`, `--task_index` and `--num_tasks`."""
-    flags.DEFINE_integer("num_workers", 1, "Worker processes (each writes whole shards).")
-    flags.DEFINE_integer("task_index", 0, "This machine's index in [0, --num_tasks).")
+def define_write_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Defines `--num_workers`, `--task_index` and `--num_tasks` on `flag_values`."""
     flags.DEFINE_integer(
-        "num_tasks", 1, "Machines sharing the build; each writes every N-th shard."
+        "num_workers", 1, "Worker processes (each writes whole shards).", flag_values=flag_values
+    )
+    flags.DEFINE_integer(
+        "task_index", 0, "This machine's index in [0, --num_tasks).", flag_values=flag_values
+    )
+    flags.DEFINE_integer(
+        "num_tasks",
+        1,
+        "Machines sharing the build; each writes every N-th shard.",
+        flag_values=flag_values,
     )
 
 
-def write_options_from_flags() -> WriteOptions:
+def write_options_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> WriteOptions:
     """The WriteOptions the parsed flags ask for."""
-    f = flags.FLAGS
-    return WriteOptions(f.num_workers, f.task_index, f.num_tasks)
+    return WriteOptions(flag_values.num_workers, flag_values.task_index, flag_values.num_tasks)

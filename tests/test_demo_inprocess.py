@@ -1,0 +1,83 @@
+"""The demo's in-process calls: each binary's own `run_from_flags` on the binary's own flags."""
+
+import glob
+import importlib
+
+import pytest
+from absl import flags
+
+from transfer_tf.data import synthetic
+from transfer_tf.demo import inprocess, plan
+from transfer_tf.demo.stages import run_stage
+
+BINARIES = (
+    "pipelines.make_imagenet_tfrecords",
+    "pipelines.make_coco_tfrecords",
+    "pipelines.pretrain",
+    "pipelines.finetune",
+    "pipelines.evaluate",
+    "pipelines.export",
+    "pipelines.predict",
+)
+
+
+def test_binaries_import_into_one_process():
+    # Flags on absl's global FlagValues made the second binary's --config a duplicate.
+    binaries = [importlib.import_module(m) for m in BINARIES]
+    assert all(inprocess.supports(m) for m in BINARIES)
+    assert len({id(b.FLAGS) for b in binaries} | {id(flags.FLAGS)}) == len(BINARIES) + 1
+
+
+@pytest.mark.parametrize("module", BINARIES)
+def test_in_process_call_runs_the_binary_function_on_its_parsed_flags(module, monkeypatch):
+    binary = importlib.import_module(module)
+    seen = []
+
+    def job(flag_values, argv):
+        seen.append((flag_values, argv))
+        return "what main prints"
+
+    monkeypatch.setattr(binary, "run_from_flags", job)
+    assert inprocess.run_call(module, ["positional"]) == "what main prints"
+    ((flag_values, argv),) = seen
+    assert argv == [module, "positional"]
+    # A parsed copy at the binary's defaults; the binary's own FLAGS stay unparsed.
+    assert sorted(flag_values) == sorted(binary.FLAGS) and not binary.FLAGS.is_parsed()
+    assert all(flag_values[n].value == binary.FLAGS[n].default for n in flag_values)
+    # Only the binary's own flags are accepted, by its own parser.
+    with pytest.raises(flags.UnrecognizedFlagError, match="no_such_flag"):
+        inprocess.run_call(module, ["--no_such_flag=1"])
+
+
+def test_in_process_build_keeps_the_binary_default_of_an_omitted_flag(tmp_path):
+    raw = synthetic.write_coco_like(
+        str(tmp_path / "raw"), num_images=3, category_ids=(1, 2), image_size_range=(32, 40)
+    )
+    common = [
+        f"--image_dir={raw.root}/images",
+        f"--object_annotations_file={raw.root}/instances.json",
+    ]
+    module = "pipelines.make_coco_tfrecords"
+    inprocess.run_call(
+        module, [*common, f"--output_file_prefix={tmp_path}/a/train", "--num_shards=2"]
+    )
+    # No --num_shards: the binary's default (32), not the previous call's 2.
+    inprocess.run_call(module, [*common, f"--output_file_prefix={tmp_path}/b/train"])
+    assert len(glob.glob(f"{tmp_path}/a/train-*")) == 2
+    assert len(glob.glob(f"{tmp_path}/b/train-*")) == 32
+
+
+def test_in_process_stdout_goes_where_a_child_stdout_goes(tmp_path, monkeypatch):
+    binary = importlib.import_module("pipelines.predict")
+    monkeypatch.setattr(binary, "run_from_flags", lambda flag_values, argv: '{\n  "doc": 1\n}')
+    call = ("pipelines.predict", ["--saved_model=x", "--json", "img.jpg"])
+    out = tmp_path / "metrics" / "predict.json"
+    shown = []
+    to_file = plan.Stage("predict", "Predict", [call], stdout_file=str(out))
+    assert run_stage(to_file, str(tmp_path / "a.log"), shown.append, in_process=True).status == "ok"
+    # Like a child's --json stdout: the file and the log get it, the console does not.
+    assert out.read_text() == '{\n  "doc": 1\n}\n'
+    assert '"doc": 1' in (tmp_path / "a.log").read_text() and not shown
+    to_log = plan.Stage("predict", "Predict", [call])
+    assert run_stage(to_log, str(tmp_path / "b.log"), shown.append, in_process=True).status == "ok"
+    assert shown == ["  [predict] {", '  [predict]   "doc": 1', "  [predict] }"]

@@ -78,13 +78,6 @@ def per_class_average_precision(labels: np.ndarray, scores: np.ndarray) -> np.nd
     return np.array([average_precision(labels[:, c], scores[:, c]) for c in range(labels.shape[1])])
 
 
-def mean_average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Macro mAP over the classes that have positives (labels/scores [N, C]); NaN if none do."""
-    ap = per_class_average_precision(labels, scores)
-    valid = ~np.isnan(ap)
-    return float(ap[valid].mean()) if valid.any() else float("nan")
-
-
 def f1_at_threshold(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict:
     """Multi-label F1 with `probs >= threshold` as the predictions.
 
@@ -148,11 +141,6 @@ def top_k_correct(labels: np.ndarray, logits: np.ndarray, k: int) -> np.ndarray:
     true_score = logits[np.arange(logits.shape[0]), labels]
     rank = (logits > true_score[:, None]).sum(axis=1)
     return rank < k
-
-
-def top_k_accuracy(labels: np.ndarray, logits: np.ndarray, k: int = 1) -> float:
-    """Fraction of examples whose true class is in the top k (labels as in `top_k_correct`)."""
-    return float(top_k_correct(labels, logits, k).mean())
 
 
 class MultilabelAccumulator:

@@ -186,30 +186,6 @@ def _size(rng: np.random.Generator, size_range: tuple[int, int]) -> tuple[int, i
     return width, height
 
 
-def render_image(
-    index: int, seed: int = 0, size: tuple[int, int] = (64, 64), split: str = "val"
-) -> bytes:
-    """One ImageNet-like JPEG of vocabulary class `index`, `size` = (width, height).
-
-    Returns the encoded JPEG bytes; the same arguments give the same bytes.
-    """
-    _check_class(index)
-    rng = _rng(seed, split, 1_000_000 + index)
-    width, height = size
-    image = _background(rng, width, height)
-    short = min(width, height)
-    radius = rng.uniform(0.22, 0.4) * short
-    cx = rng.uniform(radius, width - radius)
-    cy = rng.uniform(radius, height - radius)
-    _draw_object(ImageDraw.Draw(image), rng, index, (cx, cy), radius)
-    return _add_noise_and_encode(rng, image)
-
-
-# ----------------------------------------------------------------------------------------------
-# ImageNet-like.
-# ----------------------------------------------------------------------------------------------
-
-
 def _imagenet_image(rng: np.random.Generator, index: int, size_range: tuple[int, int]) -> bytes:
     width, height = _size(rng, size_range)
     image = _background(rng, width, height)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import re
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from transfer_tf.config import ModelConfig
@@ -325,8 +324,3 @@ def is_decayed(variable: keras.Variable) -> bool:
     variable, so replica copies under a tf.distribute strategy inherit it).
     """
     return variable.path.endswith("kernel") or variable.name == "kernel"
-
-
-def count_params(model: keras.Model) -> int:
-    """Number of trainable-kind parameters (what a checkpoint of the weights must hold)."""
-    return int(sum(np.prod(v.shape) for v in model.weights if v.trainable))

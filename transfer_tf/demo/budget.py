@@ -20,6 +20,7 @@ import math
 
 from absl import logging
 
+from transfer_tf import models
 from transfer_tf.atomic_io import write_json_atomic
 from transfer_tf.config import ExperimentConfig, load_config, save_config
 from transfer_tf.demo import plan
@@ -86,7 +87,7 @@ def _measure(cfg: ExperimentConfig) -> tuple[dict, float, float]:
     if step is None or setup is None:
         # Explicit settings (no probe): time that one configuration, uncached.
         measured = autotune.probe(
-            [chosen], autotune.real_step_factory(resolved, strategy), release=autotune._release
+            [chosen], autotune.real_step_factory(resolved, strategy), release=models.release_models
         )
         step = measured["step_seconds"][chosen.name]
         setup = measured["setup_seconds"].get(chosen.name)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import gc
 import importlib
 import logging as std_logging
 from collections.abc import Callable, Iterator
@@ -59,14 +58,6 @@ def run_call(module: str, args: list[str]) -> str | None:
     flag_values = copy.deepcopy(binary.FLAGS)
     argv = flag_values([module, *args])
     return binary.run_from_flags(flag_values, argv)
-
-
-def release_models() -> None:
-    """Drops Keras' global graph state between stages (models of earlier stages are garbage)."""
-    import keras
-
-    keras.backend.clear_session()
-    gc.collect()
 
 
 class _LineHandler(std_logging.Handler):

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from transfer_tf import models
 from transfer_tf.atomic_io import write_json_atomic
 from transfer_tf.config import ExperimentConfig, save_config
 from transfer_tf.data.label_maps import read_label_map
@@ -170,7 +171,7 @@ def _size_stage(
                 detail=f"{type(e).__name__}: {first}; pretraining keeps train.epochs",
             )  # fmt: skip
         finally:
-            inprocess.release_models()
+            models.release_models()
     detail = f"pretrain {record['epochs']:g} of {record['configured_epochs']:g} epochs"
     return StageResult(
         stage.name, stage.title, "ok", time.monotonic() - t0, log=log_path, detail=detail

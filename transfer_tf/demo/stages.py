@@ -22,6 +22,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from transfer_tf import models
 from transfer_tf.atomic_io import write_text_atomic
 from transfer_tf.demo import inprocess
 from transfer_tf.demo.plan import Stage, argv
@@ -178,7 +179,7 @@ def _run_call_in_process(
         write(f"{type(e).__name__}: {first}")
         return 1, tail
     finally:
-        inprocess.release_models()
+        models.release_models()
 
 
 def run_stage(

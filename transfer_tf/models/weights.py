@@ -209,4 +209,6 @@ def load_backbone_weights(model: keras.Model, path: str) -> int:
       UsageError: missing file, missing/unexpected layers, or shape mismatches (all listed); a
         legacy Keras ImageNet file into a model without `caffe` inputs or with the v1.5 stride.
     """
-    return assign_backbone(model, read_keras_backbone(model, path), path, weight_file_signature(path))
+    return assign_backbone(
+        model, read_keras_backbone(model, path), path, weight_file_signature(path)
+    )

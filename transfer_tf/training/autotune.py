@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import gc
 import json
 import os
 import tempfile
@@ -31,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from transfer_tf import models
 from transfer_tf.config import ExperimentConfig
 from transfer_tf.training import hardware, precision
 
@@ -184,13 +184,6 @@ def probe(
     return out
 
 
-def _release() -> None:
-    import keras
-
-    keras.backend.clear_session()
-    gc.collect()
-
-
 def real_step_factory(cfg: ExperimentConfig, strategy: tf.distribute.Strategy) -> StepFactory:
     """Candidate -> one step of the real Trainer step (model, optimizer, L2, LR assign) for `cfg`
     on a fixed synthetic batch (uint8 images [B,S,S,3], one-hot float32 labels [B,C])."""
@@ -223,7 +216,7 @@ def real_step_factory(cfg: ExperimentConfig, strategy: tf.distribute.Strategy) -
             checkpoint_every_steps=10**9,
             log_every_steps=10**9,
         )
-        train_steps = trainer._train_fn(
+        train_steps = trainer.compiled_steps(
             losses.for_task(cfg.data.task, cfg.train.label_smoothing),
             schedules.warmup_constant(1e-3),
             list(model.trainable_variables),
@@ -319,7 +312,9 @@ def resolve(
         else:
             t0 = time.perf_counter()
             if make_step is None:
-                measured = probe(candidates, real_step_factory(cfg, strategy), release=_release)
+                measured = probe(
+                    candidates, real_step_factory(cfg, strategy), release=models.release_models
+                )
             else:
                 measured = probe(candidates, make_step)
             timings = measured["step_seconds"]

@@ -198,12 +198,10 @@ class Trainer:
         return self._manager.save(checkpoint_number=self.step)
 
     # -- steps -------------------------------------------------------------------------------
-    def _train_fn(
-        self,
-        loss_fn: LossFn,
-        lr_schedule: Schedule,
-        variables: list,
-    ) -> Callable:
+    def compiled_steps(self, loss_fn: LossFn, lr_schedule: Schedule, variables: list) -> Callable:
+        """The tf.function `(distributed iterator, num_steps int32) -> (mean loss, last total
+        loss)` that runs `num_steps` optimizer steps on `variables` (what `train` runs; the
+        autotune probe times it)."""
         model, optimizer, strategy, ema = self.model, self.optimizer, self.strategy, self.ema
         decayed = [v for v in variables if is_decayed(v)] if self.weight_decay > 0 else []
 
@@ -299,7 +297,7 @@ class Trainer:
             latest = self._manager.latest_checkpoint
             if latest and start > 0:
                 self._restore_checked(latest)
-        train_steps = self._train_fn(loss_fn, lr_schedule, variables)
+        train_steps = self.compiled_steps(loss_fn, lr_schedule, variables)
         for hook in self.hooks:
             hook.on_train_begin(self, start, end_step)
         boundaries = [self.checkpoint_every_steps, self.log_every_steps]

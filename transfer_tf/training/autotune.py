@@ -190,6 +190,7 @@ def real_step_factory(cfg: ExperimentConfig, strategy: tf.distribute.Strategy) -
     from transfer_tf.models.resnet import build_classifier
     from transfer_tf.training import losses, optimizers, schedules
     from transfer_tf.training.loop import Trainer
+    from transfer_tf.training.objectives import Supervised
 
     batch, size, classes = cfg.train.global_batch_size, cfg.data.image_size, cfg.data.num_classes
     per_replica = batch // strategy.num_replicas_in_sync
@@ -217,7 +218,7 @@ def real_step_factory(cfg: ExperimentConfig, strategy: tf.distribute.Strategy) -
             log_every_steps=10**9,
         )
         train_steps = trainer.compiled_steps(
-            losses.for_task(cfg.data.task, cfg.train.label_smoothing),
+            Supervised(model, losses.for_task(cfg.data.task, cfg.train.label_smoothing), batch),
             schedules.warmup_constant(1e-3),
             list(model.trainable_variables),
         )
@@ -228,7 +229,7 @@ def real_step_factory(cfg: ExperimentConfig, strategy: tf.distribute.Strategy) -
         one = tf.constant(1, tf.int32)
 
         def step() -> None:
-            loss, _ = train_steps(iterator, one)
+            loss, _, _ = train_steps(iterator, one)
             float(loss)  # blocks until the step has run
 
         return step

@@ -77,6 +77,7 @@ from transfer_tf.training.ema import WeightEMA
 from transfer_tf.training.evaluation import DatasetFn, evaluate_model
 from transfer_tf.training.hooks import Hook
 from transfer_tf.training.losses import LossFn
+from transfer_tf.training.objectives import Objective, Supervised
 from transfer_tf.training.schedules import Schedule
 
 
@@ -198,20 +199,19 @@ class Trainer:
         return self._manager.save(checkpoint_number=self.step)
 
     # -- steps -------------------------------------------------------------------------------
-    def compiled_steps(self, loss_fn: LossFn, lr_schedule: Schedule, variables: list) -> Callable:
+    def compiled_steps(
+        self, objective: Objective, lr_schedule: Schedule, variables: list
+    ) -> Callable:
         """The tf.function `(distributed iterator, num_steps int32) -> (mean loss, last total
-        loss)` that runs `num_steps` optimizer steps on `variables` (what `train` runs; the
-        autotune probe times it)."""
-        model, optimizer, strategy, ema = self.model, self.optimizer, self.strategy, self.ema
+        loss, last metrics)` that runs `num_steps` optimizer steps of `objective` on `variables`
+        (what `train` runs; the autotune probe times it)."""
+        optimizer, strategy, ema = self.optimizer, self.strategy, self.ema
         decayed = [v for v in variables if is_decayed(v)] if self.weight_decay > 0 else []
+        names = tuple(objective.metric_names)
 
-        def replica_step(images, labels):
+        def replica_step(*batch):
             with tf.GradientTape() as tape:
-                logits = model(images, training=True)
-                per_example = loss_fn(labels, logits)
-                loss = tf.nn.compute_average_loss(
-                    per_example, global_batch_size=self.global_batch_size
-                )
+                loss, metrics = objective.replica_loss(batch if len(batch) > 1 else batch[0])
                 total = loss
                 if decayed:
                     l2 = tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in decayed])
@@ -219,7 +219,7 @@ class Trainer:
                 scaled = optimizer.scale_loss(total)
             grads = tape.gradient(scaled, variables)
             optimizer.apply_gradients(zip(grads, variables, strict=True))
-            return loss, total
+            return loss, total, tuple(tf.cast(metrics[n], tf.float32) for n in names)
 
         step_fn = tf.function(replica_step, jit_compile=True) if self.jit_compile else replica_step
 
@@ -236,18 +236,21 @@ class Trainer:
         def train_steps(iterator, num_steps):
             loss_sum = tf.constant(0.0)
             total_last = tf.constant(0.0)
+            metrics_last = tuple(tf.constant(0.0) for _ in names)
             for _ in tf.range(num_steps):
                 # Cross-replica assignment: every replica sees the LR of the current global step.
-                lr_variable.assign(
-                    tf.cast(lr_schedule(self.global_step.read_value()), lr_variable.dtype)
-                )
-                loss, total = strategy.run(step_fn, args=next(iterator))
+                step = self.global_step.read_value()
+                lr_variable.assign(tf.cast(lr_schedule(step), lr_variable.dtype))
+                loss, total, metrics = strategy.run(step_fn, args=next(iterator))
+                objective.after_step(strategy, step)
                 if ema is not None:
                     ema.update(strategy)
                 loss_sum += strategy.reduce("SUM", loss, axis=None)
                 total_last = strategy.reduce("SUM", total, axis=None)
+                metrics_last = tuple(strategy.reduce("MEAN", m, axis=None) for m in metrics)
                 self.global_step.assign_add(1)
-            return loss_sum / tf.cast(num_steps, tf.float32), total_last
+            mean_loss = loss_sum / tf.cast(num_steps, tf.float32)
+            return mean_loss, total_last, dict(zip(names, metrics_last, strict=True))
 
         return train_steps
 
@@ -258,7 +261,8 @@ class Trainer:
         *,
         end_step: int,
         lr_schedule: Schedule,
-        loss_fn: LossFn,
+        loss_fn: LossFn | None = None,
+        objective: Objective | None = None,
         trainable_variables: list | None = None,
         lr_multipliers: dict[str, float] | None = None,
         phase_start_step: int | None = None,
@@ -297,7 +301,10 @@ class Trainer:
             latest = self._manager.latest_checkpoint
             if latest and start > 0:
                 self._restore_checked(latest)
-        train_steps = self.compiled_steps(loss_fn, lr_schedule, variables)
+        if (objective is None) == (loss_fn is None):
+            raise UsageError("Trainer.train needs exactly one of loss_fn and objective")
+        objective = objective or Supervised(self.model, loss_fn, self.global_batch_size)
+        train_steps = self.compiled_steps(objective, lr_schedule, variables)
         for hook in self.hooks:
             hook.on_train_begin(self, start, end_step)
         boundaries = [self.checkpoint_every_steps, self.log_every_steps]
@@ -315,7 +322,7 @@ class Trainer:
                     n = min(n, b - step % b)
             t0 = time.perf_counter()
             lr = float(lr_schedule(tf.constant(step, tf.int64)))
-            loss, total = train_steps(self._iterator, tf.constant(n, tf.int32))
+            loss, total, metrics = train_steps(self._iterator, tf.constant(n, tf.int32))
             loss, total = float(loss), float(total)
             elapsed = time.perf_counter() - t0
             step = self.step
@@ -331,6 +338,7 @@ class Trainer:
                 "learning_rate": lr,
                 "images_per_sec": n * self.global_batch_size / elapsed,
                 "step_time_ms": 1000.0 * elapsed / n,
+                **{name: float(value) for name, value in metrics.items()},
             }
             for hook in self.hooks:
                 hook.on_execution_end(step, logs)

@@ -6,7 +6,7 @@ import importlib
 import pytest
 from absl import flags
 
-from transfer_tf.data import synthetic
+from transfer_tf.datagen import shapes
 from transfer_tf.demo import inprocess, plan
 from transfer_tf.demo.stages import run_stage
 
@@ -50,7 +50,7 @@ def test_in_process_call_runs_the_binary_function_on_its_parsed_flags(module, mo
 
 
 def test_in_process_build_keeps_the_binary_default_of_an_omitted_flag(tmp_path):
-    raw = synthetic.write_coco_like(
+    raw = shapes.write_coco_like(
         str(tmp_path / "raw"), num_images=3, category_ids=(1, 2), image_size_range=(32, 40)
     )
     common = [

@@ -2,6 +2,7 @@
 
 import glob
 import importlib
+import os
 
 import pytest
 from absl import flags
@@ -21,11 +22,28 @@ BINARIES = (
 )
 
 
+PIPELINES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pipelines")
+
+
 def test_binaries_import_into_one_process():
     # Flags on absl's global FlagValues made the second binary's --config a duplicate.
     binaries = [importlib.import_module(m) for m in BINARIES]
     assert all(inprocess.supports(m) for m in BINARIES)
     assert len({id(b.FLAGS) for b in binaries} | {id(flags.FLAGS)}) == len(BINARIES) + 1
+
+
+def test_every_binary_imports_into_one_process_and_exposes_run_from_flags():
+    # Listed from the folder, so that a new binary is held to the pattern without editing this.
+    names = sorted(
+        n[:-3] for n in os.listdir(PIPELINES) if n.endswith(".py") and n != "__init__.py"
+    )
+    binaries = {n: importlib.import_module(f"pipelines.{n}") for n in names}
+    assert set(BINARIES) < {f"pipelines.{n}" for n in names}
+    assert len({id(b.FLAGS) for b in binaries.values()} | {id(flags.FLAGS)}) == len(names) + 1
+    assert all(callable(b.main) and callable(b.run) for b in binaries.values())
+    # The demo drives the other binaries and has no library call of its own to reuse: main only.
+    without = [n for n, b in binaries.items() if not callable(getattr(b, "run_from_flags", None))]
+    assert without == ["demo"]
 
 
 @pytest.mark.parametrize("module", BINARIES)

@@ -65,10 +65,15 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
     returns the binary's stdout: the rates per buffer size as one JSON line."""
     cli.reject_extra_args(argv)
     cli.require_flags("file_pattern", flag_values=flag_values)
+    try:
+        sizes = [int(k) for k in flag_values.buffer_sizes_kib]
+    except ValueError:
+        raise cli.UsageError(
+            f"--buffer_sizes_kib: expected integers, got {flag_values.buffer_sizes_kib}"
+        ) from None
     from transfer_tf.data.files import list_files
 
     files = list_files(flag_values.file_pattern)
-    sizes = [int(k) for k in flag_values.buffer_sizes_kib]
     timings: dict[int, list[tuple[int, int, float]]] = {k: [] for k in sizes}
     for _ in range(flag_values.rounds):
         for kib in sizes:

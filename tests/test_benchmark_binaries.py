@@ -43,6 +43,11 @@ def _call(module: str, args: list[str]) -> str | None:
             "--compare_model_garden needs --model_garden_path",
         ),
         ("pipelines.benchmark_read_buffer", [], "--file_pattern is required"),
+        (
+            "pipelines.benchmark_read_buffer",
+            ["--file_pattern=x", "--buffer_sizes_kib=256,big"],
+            "--buffer_sizes_kib: expected integers",
+        ),
         ("pipelines.benchmark_tfrecords", ["--workers=1,a"], "--workers: expected integers"),
         ("pipelines.benchmark_training", ["--variants=loop_fp8"], "--variants: unknown 'loop_fp8'"),
         ("pipelines.benchmark_training", ["--image_sizes=big"], "--image_sizes/--steps_by_size"),

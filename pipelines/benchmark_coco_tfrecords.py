@@ -15,14 +15,36 @@ from absl import flags
 from transfer_tf import cli
 from transfer_tf.benchmarks.coco_builder import run_benchmark
 
-flags.DEFINE_string("work_dir", "/tmp/bench_coco", "Scratch folder (generated data is cached).")
-flags.DEFINE_float("scale", 1.0, "Fraction of train2017's 118,287 images / 860,001 annotations.")
-flags.DEFINE_list("workers", ["1", "2", "4"], "--num_workers values to run our builder with.")
-flags.DEFINE_list("masks", ["false", "true"], "--include_masks values to run.")
-flags.DEFINE_string("model_garden_dir", "", "PYTHONPATH entry holding Model Garden's `official`.")
-flags.DEFINE_list("model_garden_processes", ["0"], "Its --num_processes values (0: streaming).")
-flags.DEFINE_integer("num_shards", 32, "Shards written by every run.")
-FLAGS = flags.FLAGS
+FLAGS = flags.FlagValues()
+flags.DEFINE_string(
+    "work_dir", "/tmp/bench_coco", "Scratch folder (generated data is cached).", flag_values=FLAGS
+)
+flags.DEFINE_float(
+    "scale",
+    1.0,
+    "Fraction of train2017's 118,287 images / 860,001 annotations.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_list(
+    "workers",
+    ["1", "2", "4"],
+    "--num_workers values to run our builder with.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_list("masks", ["false", "true"], "--include_masks values to run.", flag_values=FLAGS)
+flags.DEFINE_string(
+    "model_garden_dir",
+    "",
+    "PYTHONPATH entry holding Model Garden's `official`.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_list(
+    "model_garden_processes",
+    ["0"],
+    "Its --num_processes values (0: streaming).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_integer("num_shards", 32, "Shards written by every run.", flag_values=FLAGS)
 
 
 def _ints(name: str, values: list[str]) -> list[int]:
@@ -32,29 +54,35 @@ def _ints(name: str, values: list[str]) -> list[int]:
         raise cli.UsageError(f"--{name}: expected integers, got {values}") from None
 
 
-def main(argv):
+def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
+    """Runs the benchmark as the parsed flags say (`argv`: absl's, the program name first);
+    returns the binary's stdout: the results as one JSON line."""
     cli.reject_extra_args(argv)
-    if not 0 < FLAGS.scale <= 1:
-        raise cli.UsageError(f"--scale must be in (0, 1], got {FLAGS.scale}")
+    if not 0 < flag_values.scale <= 1:
+        raise cli.UsageError(f"--scale must be in (0, 1], got {flag_values.scale}")
     masks = []
-    for m in FLAGS.masks:
+    for m in flag_values.masks:
         if m.lower() not in ("true", "false"):
-            raise cli.UsageError(f"--masks: expected true/false values, got {FLAGS.masks}")
+            raise cli.UsageError(f"--masks: expected true/false values, got {flag_values.masks}")
         masks.append(m.lower() == "true")
     result = run_benchmark(
-        FLAGS.work_dir,
-        scale=FLAGS.scale,
-        workers=_ints("workers", FLAGS.workers),
+        flag_values.work_dir,
+        scale=flag_values.scale,
+        workers=_ints("workers", flag_values.workers),
         masks=masks,
-        model_garden_dir=FLAGS.model_garden_dir,
-        model_garden_processes=_ints("model_garden_processes", FLAGS.model_garden_processes),
-        num_shards=FLAGS.num_shards,
+        model_garden_dir=flag_values.model_garden_dir,
+        model_garden_processes=_ints("model_garden_processes", flag_values.model_garden_processes),
+        num_shards=flag_values.num_shards,
     )
-    print(json.dumps(result), flush=True)
+    return json.dumps(result)
 
 
-def run():
-    cli.run(main)
+def main(argv: list[str]) -> None:
+    print(run_from_flags(FLAGS, argv), flush=True)
+
+
+def run() -> None:
+    cli.run(main, FLAGS)
 
 
 if __name__ == "__main__":

@@ -16,57 +16,108 @@ import json
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 
 from absl import flags, logging
 
 from transfer_tf import cli
 
-flags.DEFINE_string("file_pattern", None, "TFRecord shards (comma-separated globs or tfds:NAME).")
-flags.DEFINE_enum("mode", "train", ["train", "eval"], "Which pipeline to time.")
-flags.DEFINE_enum("schema", "classification", ["classification", "coco"], "Shard schema.")
-flags.DEFINE_integer("image_size", 224, "Output image size.")
-flags.DEFINE_integer("batch_size", 64, "Batch size.")
-flags.DEFINE_integer("num_images", 3000, "Images timed per round and pipeline.")
-flags.DEFINE_integer("rounds", 3, "Interleaved timing rounds (the median is reported).")
-flags.DEFINE_integer(
-    "warmup_batches", 20, "Batches drawn before timing (tf.data autotuning ramps up over these)."
+FLAGS = flags.FlagValues()
+flags.DEFINE_string(
+    "file_pattern",
+    None,
+    "TFRecord shards (comma-separated globs or tfds:NAME).",
+    flag_values=FLAGS,
 )
-flags.DEFINE_integer("num_classes", 1000, "Classes (labels must fit after label_offset).")
-flags.DEFINE_integer("label_offset", 1, "Stored label minus this is the class index.")
-flags.DEFINE_string("label_map_file", "", "COCO label map JSON (coco schema).")
-flags.DEFINE_integer("shuffle_buffer", 1000, "Record shuffle buffer (both pipelines).")
+flags.DEFINE_enum("mode", "train", ["train", "eval"], "Which pipeline to time.", flag_values=FLAGS)
+flags.DEFINE_enum(
+    "schema", "classification", ["classification", "coco"], "Shard schema.", flag_values=FLAGS
+)
+flags.DEFINE_integer("image_size", 224, "Output image size.", flag_values=FLAGS)
+flags.DEFINE_integer("batch_size", 64, "Batch size.", flag_values=FLAGS)
+flags.DEFINE_integer("num_images", 3000, "Images timed per round and pipeline.", flag_values=FLAGS)
+flags.DEFINE_integer(
+    "rounds", 3, "Interleaved timing rounds (the median is reported).", flag_values=FLAGS
+)
+flags.DEFINE_integer(
+    "warmup_batches",
+    20,
+    "Batches drawn before timing (tf.data autotuning ramps up over these).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_integer(
+    "num_classes", 1000, "Classes (labels must fit after label_offset).", flag_values=FLAGS
+)
+flags.DEFINE_integer(
+    "label_offset", 1, "Stored label minus this is the class index.", flag_values=FLAGS
+)
+flags.DEFINE_string("label_map_file", "", "COCO label map JSON (coco schema).", flag_values=FLAGS)
+flags.DEFINE_integer(
+    "shuffle_buffer", 1000, "Record shuffle buffer (both pipelines).", flag_values=FLAGS
+)
 flags.DEFINE_bool(
-    "skip_corrupt", False, "Time our skip mode (per-record shard/index bookkeeping) instead."
+    "skip_corrupt",
+    False,
+    "Time our skip mode (per-record shard/index bookkeeping) instead.",
+    flag_values=FLAGS,
 )
 flags.DEFINE_float(
-    "random_rotation_degrees", 0.0, "Our pipeline: data.random_rotation_degrees (0 = off)."
+    "random_rotation_degrees",
+    0.0,
+    "Our pipeline: data.random_rotation_degrees (0 = off).",
+    flag_values=FLAGS,
 )
 flags.DEFINE_list(
     "color_jitter",
     ["0", "0", "0", "0"],
     "Our pipeline: data.color_jitter, brightness,contrast,saturation,hue (0 = off).",
+    flag_values=FLAGS,
 )
-flags.DEFINE_bool("compare_model_garden", False, "Also time Model Garden's pipeline.")
-flags.DEFINE_string("model_garden_path", "", "Folder holding Model Garden's `official` package.")
-flags.DEFINE_bool("decode_ceiling", True, "Also time full JPEG decode of the same images.")
-flags.DEFINE_bool("isolate", True, "Time each round of each pipeline in a fresh process.")
-flags.DEFINE_string("measure", "", "Internal (--isolate): time this one pipeline once, print JSON.")
-FLAGS = flags.FLAGS
+flags.DEFINE_bool(
+    "compare_model_garden", False, "Also time Model Garden's pipeline.", flag_values=FLAGS
+)
+flags.DEFINE_string(
+    "model_garden_path",
+    "",
+    "Folder holding Model Garden's `official` package.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_bool(
+    "decode_ceiling", True, "Also time full JPEG decode of the same images.", flag_values=FLAGS
+)
+flags.DEFINE_bool(
+    "isolate", True, "Time each round of each pipeline in a fresh process.", flag_values=FLAGS
+)
+flags.DEFINE_string(
+    "measure",
+    "",
+    "Internal (--isolate): time this one pipeline once, print JSON.",
+    flag_values=FLAGS,
+)
+# Flags a parent does not pass on to the child that times one pipeline (it sets --measure).
+_PARENT_ONLY = ("measure", "isolate")
 _PIPELINES = ("ours", "model_garden", "decode_ceiling")
 
 
-def _model_garden_dataset(files, training, image_size, batch_size, shuffle_buffer):
+def _model_garden_dataset(
+    model_garden_path: str,
+    files: list[str],
+    training: bool,
+    image_size: int,
+    batch_size: int,
+    shuffle_buffer: int,
+):
     """Model Garden's classification pipeline as its InputReader assembles it for ImageNet:
     file shuffle, interleave (cycle 10, as many parallel calls), record shuffle, decoder map,
     parser map (both AUTOTUNE), batch, prefetch."""
     import tensorflow as tf
 
-    sys.path.insert(0, FLAGS.model_garden_path)
+    sys.path.insert(0, model_garden_path)
     try:
         from official.vision.dataloaders import classification_input
     except ImportError as e:
         raise cli.UsageError(
-            f"--model_garden_path='{FLAGS.model_garden_path}': cannot import Model Garden ({e})"
+            f"--model_garden_path='{model_garden_path}': cannot import Model Garden ({e})"
         ) from None
     decoder = classification_input.Decoder()
     parser = classification_input.Parser(output_size=[image_size, image_size], num_classes=1001)
@@ -89,20 +140,20 @@ def _model_garden_dataset(files, training, image_size, batch_size, shuffle_buffe
     return ds.with_options(options)
 
 
-def _color_jitter() -> tuple[float, float, float, float]:
+def _color_jitter(flag_values: flags.FlagValues) -> tuple[float, float, float, float]:
     try:
-        values = tuple(float(v) for v in FLAGS.color_jitter)
+        values = tuple(float(v) for v in flag_values.color_jitter)
     except ValueError:
         values = ()
     if len(values) != 4 or min(values) < 0:
         raise cli.UsageError(
             f"--color_jitter: expected 4 numbers >= 0 (brightness,contrast,saturation,hue), "
-            f"got {','.join(FLAGS.color_jitter)}"
+            f"got {','.join(flag_values.color_jitter)}"
         )
     return values  # type: ignore[return-value]
 
 
-def _measure_once(name: str) -> dict:
+def _measure_once(flag_values: flags.FlagValues, name: str) -> dict:
     """Builds pipeline `name` in this process and times it once."""
     from transfer_tf.benchmarks import input_throughput as throughput
     from transfer_tf.config import DataConfig
@@ -111,39 +162,57 @@ def _measure_once(name: str) -> dict:
 
     if name == "ours":
         data_cfg = DataConfig(
-            train_pattern=FLAGS.file_pattern,
-            eval_pattern=FLAGS.file_pattern,
-            schema=FLAGS.schema,
-            num_classes=FLAGS.num_classes,
-            label_offset=FLAGS.label_offset,
-            label_map_file=FLAGS.label_map_file,
-            image_size=FLAGS.image_size,
-            shuffle_buffer=FLAGS.shuffle_buffer,
-            skip_corrupt=FLAGS.skip_corrupt,
-            random_rotation_degrees=FLAGS.random_rotation_degrees,
-            color_jitter=_color_jitter(),
+            train_pattern=flag_values.file_pattern,
+            eval_pattern=flag_values.file_pattern,
+            schema=flag_values.schema,
+            num_classes=flag_values.num_classes,
+            label_offset=flag_values.label_offset,
+            label_map_file=flag_values.label_map_file,
+            image_size=flag_values.image_size,
+            shuffle_buffer=flag_values.shuffle_buffer,
+            skip_corrupt=flag_values.skip_corrupt,
+            random_rotation_degrees=flag_values.random_rotation_degrees,
+            color_jitter=_color_jitter(flag_values),
         )
         dataset = input_lib.build_dataset(
-            data_cfg, split=FLAGS.mode, global_batch_size=FLAGS.batch_size, repeat=True
+            data_cfg, split=flag_values.mode, global_batch_size=flag_values.batch_size, repeat=True
         )
     elif name == "model_garden":
         dataset = _model_garden_dataset(
-            list_files(FLAGS.file_pattern),
-            FLAGS.mode == "train",
-            FLAGS.image_size,
-            FLAGS.batch_size,
-            FLAGS.shuffle_buffer,
+            flag_values.model_garden_path,
+            list_files(flag_values.file_pattern),
+            flag_values.mode == "train",
+            flag_values.image_size,
+            flag_values.batch_size,
+            flag_values.shuffle_buffer,
         )
     else:
-        images = throughput.load_encoded_images(FLAGS.file_pattern, FLAGS.num_images)
-        dataset = throughput.decode_ceiling_dataset(images, FLAGS.batch_size)
-    return throughput.measure(dataset, FLAGS.num_images, FLAGS.warmup_batches)
+        images = throughput.load_encoded_images(flag_values.file_pattern, flag_values.num_images)
+        dataset = throughput.decode_ceiling_dataset(images, flag_values.batch_size)
+    return throughput.measure(dataset, flag_values.num_images, flag_values.warmup_batches)
 
 
-def _measure_in_child(name: str) -> dict:
+def _child_args(flag_values: flags.FlagValues) -> list[str]:
+    """The flags that differ from their defaults, as command-line arguments: the child then
+    parses what `flag_values` holds, whoever parsed or set it (not this process's sys.argv)."""
+    args = []
+    for name in sorted(flag_values):
+        flag = flag_values[name]
+        if name in _PARENT_ONLY or flag.value == flag.default:
+            continue
+        args.extend(line for line in flag.serialize().split("\n") if line)
+    return args
+
+
+def _measure_in_child(flag_values: flags.FlagValues, name: str) -> dict:
     """Runs this binary with `--measure=name` (same flags) and reads its JSON line."""
-    argv = [a for a in sys.argv[1:] if not a.startswith(("--measure", "--isolate", "--noisolate"))]
-    command = [sys.executable, "-m", "pipelines.benchmark_input", *argv, f"--measure={name}"]
+    command = [
+        sys.executable,
+        "-m",
+        "pipelines.benchmark_input",
+        *_child_args(flag_values),
+        f"--measure={name}",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -152,31 +221,35 @@ def _measure_in_child(name: str) -> dict:
     return json.loads(lines[-1])
 
 
-def main(argv):
+def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
+    """Times the pipelines as the parsed flags say (`argv`: absl's, the program name first);
+    returns the binary's stdout: the rates and ratios as one JSON line (with --measure, the one
+    timing as one JSON line, which the parent reads)."""
     cli.reject_extra_args(argv)
-    cli.require_flags("file_pattern")
-    if FLAGS.measure:
-        if FLAGS.measure not in _PIPELINES:
+    cli.require_flags("file_pattern", flag_values=flag_values)
+    if flag_values.measure:
+        if flag_values.measure not in _PIPELINES:
             raise cli.UsageError(f"--measure must be one of {', '.join(_PIPELINES)}")
-        print(json.dumps(_measure_once(FLAGS.measure)), flush=True)
-        return
-    if FLAGS.compare_model_garden and not FLAGS.model_garden_path:
+        return json.dumps(_measure_once(flag_values, flag_values.measure))
+    if flag_values.compare_model_garden and not flag_values.model_garden_path:
         raise cli.UsageError("--compare_model_garden needs --model_garden_path")
-    if not FLAGS.file_pattern.startswith("tfds:"):
+    if not flag_values.file_pattern.startswith("tfds:"):
         from transfer_tf.data.files import list_files
 
-        list_files(FLAGS.file_pattern)  # fail here, not in the first child
+        list_files(flag_values.file_pattern)  # fail here, not in the first child
     pipelines = ["ours"]
-    if FLAGS.compare_model_garden:
+    if flag_values.compare_model_garden:
         pipelines.append("model_garden")
-    if FLAGS.decode_ceiling and not FLAGS.file_pattern.startswith("tfds:"):
+    if flag_values.decode_ceiling and not flag_values.file_pattern.startswith("tfds:"):
         pipelines.append("decode_ceiling")
-    measure = _measure_in_child if FLAGS.isolate else _measure_once
+    measure: Callable[[flags.FlagValues, str], dict] = (
+        _measure_in_child if flag_values.isolate else _measure_once
+    )
 
     rounds = {name: [] for name in pipelines}
-    for r in range(FLAGS.rounds):
+    for r in range(flag_values.rounds):
         for name in pipelines:
-            rate = measure(name)
+            rate = measure(flag_values, name)
             rounds[name].append(rate)
             logging.info(
                 "round %d %s: %.0f images/s (%.0f per CPU-s)",
@@ -194,16 +267,16 @@ def main(argv):
         return round(statistics.median(per_round), 3)
 
     result = {
-        "mode": FLAGS.mode,
-        "schema": FLAGS.schema,
-        "image_size": FLAGS.image_size,
-        "batch_size": FLAGS.batch_size,
-        "num_images": FLAGS.num_images,
-        "rounds": FLAGS.rounds,
-        "skip_corrupt": FLAGS.skip_corrupt,
-        "random_rotation_degrees": FLAGS.random_rotation_degrees,
-        "color_jitter": list(_color_jitter()),
-        "isolated": FLAGS.isolate,
+        "mode": flag_values.mode,
+        "schema": flag_values.schema,
+        "image_size": flag_values.image_size,
+        "batch_size": flag_values.batch_size,
+        "num_images": flag_values.num_images,
+        "rounds": flag_values.rounds,
+        "skip_corrupt": flag_values.skip_corrupt,
+        "random_rotation_degrees": flag_values.random_rotation_degrees,
+        "color_jitter": list(_color_jitter(flag_values)),
+        "isolated": flag_values.isolate,
         "images_per_sec": median("ours", "images_per_sec"),
         "images_per_cpu_sec": median("ours", "images_per_cpu_sec"),
     }
@@ -213,11 +286,15 @@ def main(argv):
             result[f"{other}_images_per_cpu_sec"] = median(other, "images_per_cpu_sec")
             result[f"ratio_vs_{other}"] = ratio(other, "images_per_sec")
             result[f"ratio_vs_{other}_cpu"] = ratio(other, "images_per_cpu_sec")
-    print(json.dumps(result), flush=True)
+    return json.dumps(result)
 
 
-def run():
-    cli.run(main)
+def main(argv: list[str]) -> None:
+    print(run_from_flags(FLAGS, argv), flush=True)
+
+
+def run() -> None:
+    cli.run(main, FLAGS)
 
 
 if __name__ == "__main__":

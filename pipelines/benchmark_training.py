@@ -19,6 +19,7 @@ median images/s of the timed steps, plus process CPU seconds per image (less sen
 jobs on the machine than wall time); variants are interleaved `--repeats` times.
 """
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -29,30 +30,53 @@ from absl import flags
 
 from transfer_tf import cli
 
-flags.DEFINE_string("model", "resnet50", "Model name.")
-flags.DEFINE_list("image_sizes", ["64"], "Square image sides, e.g. 32,64,128,224.")
-flags.DEFINE_integer("batch_size", 32, "Global batch size.")
-flags.DEFINE_integer("steps", 10, "Timed steps per measurement (see --steps_by_size).")
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("model", "resnet50", "Model name.", flag_values=FLAGS)
 flags.DEFINE_list(
-    "steps_by_size", [], "SIZE:STEPS overrides of --steps, e.g. 224:3 (big images are slow)."
+    "image_sizes", ["64"], "Square image sides, e.g. 32,64,128,224.", flag_values=FLAGS
 )
-flags.DEFINE_integer("warmup", 2, "Untimed steps per measurement.")
-flags.DEFINE_integer("repeats", 1, "Interleaved repetitions of every variant.")
-flags.DEFINE_integer("num_classes", 100, "Head width.")
+flags.DEFINE_integer("batch_size", 32, "Global batch size.", flag_values=FLAGS)
+flags.DEFINE_integer(
+    "steps", 10, "Timed steps per measurement (see --steps_by_size).", flag_values=FLAGS
+)
+flags.DEFINE_list(
+    "steps_by_size",
+    [],
+    "SIZE:STEPS overrides of --steps, e.g. 224:3 (big images are slow).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_integer("warmup", 2, "Untimed steps per measurement.", flag_values=FLAGS)
+flags.DEFINE_integer("repeats", 1, "Interleaved repetitions of every variant.", flag_values=FLAGS)
+flags.DEFINE_integer("num_classes", 100, "Head width.", flag_values=FLAGS)
 flags.DEFINE_float(
     "loop_weight_decay",
     0.0,
     "L2 coefficient of the loop variants (0: none, like model.fit; the real SGD jobs use 1e-4).",
+    flag_values=FLAGS,
 )
-flags.DEFINE_integer("steps_per_execution", 1, "Steps per tf.function call of the loop variants.")
+flags.DEFINE_integer(
+    "steps_per_execution",
+    1,
+    "Steps per tf.function call of the loop variants.",
+    flag_values=FLAGS,
+)
 flags.DEFINE_list(
     "variants",
     ["loop_fp32", "fit_fp32", "loop_bf16", "tfrecord_bf16"],
     "KIND_PRECISION[_xla] with KIND loop|fit|tfrecord and PRECISION fp32|bf16.",
+    flag_values=FLAGS,
 )
-flags.DEFINE_list("fit_sizes", [], "Run fit_* variants only at these sizes (default: every size).")
 flags.DEFINE_list(
-    "tfrecord_sizes", [], "Run tfrecord_* variants only at these sizes (default: every size)."
+    "fit_sizes",
+    [],
+    "Run fit_* variants only at these sizes (default: every size).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_list(
+    "tfrecord_sizes",
+    [],
+    "Run tfrecord_* variants only at these sizes (default: every size).",
+    flag_values=FLAGS,
 )
 flags.DEFINE_bool(
     "table",
@@ -61,11 +85,60 @@ flags.DEFINE_bool(
     "on/off, fit_fp32 and loop_fp32 at 224 (loop/fit ratio), tfrecord_fp32/bf16 at 64; "
     "steps 6/4/3/2 by size after 1 warmup. Overrides --model/--image_sizes/--variants/"
     "--steps_by_size/--warmup.",
+    flag_values=FLAGS,
 )
-FLAGS = flags.FLAGS
 
 KINDS = ("loop", "fit", "tfrecord")
 PRECISIONS = {"fp32": "none", "bf16": "bfloat16"}
+
+# What --table sets, over the flags' values.
+_TABLE_PRESET = {
+    "model": "resnet50",
+    "batch_size": 32,
+    "image_sizes": ["32", "64", "128", "224"],
+    "variants": [
+        "loop_fp32",
+        "loop_fp32_xla",
+        "loop_bf16",
+        "loop_bf16_xla",
+        "fit_fp32",
+        "tfrecord_fp32",
+        "tfrecord_bf16",
+    ],
+    "fit_sizes": ["224"],
+    "tfrecord_sizes": ["64"],
+    # Small step counts at large sizes: an XLA float32 step at 224 px takes minutes on 2 cores.
+    "steps_by_size": ["32:6", "64:4", "128:3", "224:2"],
+    "warmup": 1,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The flags' values with --table's preset applied: the preset goes here rather than into
+    the parsed flags, which belong to the caller (the binary's main, or a test)."""
+
+    model: str
+    image_sizes: list[str]
+    batch_size: int
+    steps: int
+    steps_by_size: list[str]
+    warmup: int
+    repeats: int
+    num_classes: int
+    loop_weight_decay: float
+    steps_per_execution: int
+    variants: list[str]
+    fit_sizes: list[str]
+    tfrecord_sizes: list[str]
+
+
+def settings_from_flags(flag_values: flags.FlagValues) -> Settings:
+    """The run's settings: the parsed flags, overridden by the --table preset when given."""
+    values = {f.name: flag_values[f.name].value for f in dataclasses.fields(Settings)}
+    if flag_values.table:
+        values.update(_TABLE_PRESET)
+    return Settings(**values)
 
 
 def parse_variant(name: str) -> tuple[str, str, bool]:
@@ -118,7 +191,7 @@ def _reset():
     gc.collect()
 
 
-def _build(precision_name):
+def _build(settings: Settings, precision_name: str):
     import keras
 
     from transfer_tf.config import ModelConfig, TrainConfig
@@ -128,11 +201,11 @@ def _build(precision_name):
 
     precision.set_policy(precision_name)
     keras.utils.set_random_seed(0)
-    model = build_classifier(ModelConfig(name=FLAGS.model), FLAGS.num_classes)
+    model = build_classifier(ModelConfig(name=settings.model), settings.num_classes)
     return model, make_optimizer(TrainConfig(mixed_precision=precision_name))
 
 
-def _loop(precision_name, xla, dataset_fn, steps):
+def _loop(settings: Settings, precision_name: str, xla: bool, dataset_fn, steps: int) -> dict:
     from transfer_tf.training.loop import Trainer
     from transfer_tf.training.losses import softmax_cross_entropy
     from transfer_tf.training.schedules import warmup_constant
@@ -141,7 +214,7 @@ def _loop(precision_name, xla, dataset_fn, steps):
     _reset()
     strategy = make_strategy("one_device")
     with strategy.scope():
-        model, opt = _build(precision_name)
+        model, opt = _build(settings, precision_name)
     marks: list[tuple[float, float, int]] = []
 
     class Clock:
@@ -163,10 +236,10 @@ def _loop(precision_name, xla, dataset_fn, steps):
             opt,
             strategy,
             d,
-            global_batch_size=FLAGS.batch_size,
+            global_batch_size=settings.batch_size,
             # The model.fit baseline compiles no L2 term: by default none here either.
-            weight_decay=FLAGS.loop_weight_decay,
-            steps_per_execution=FLAGS.steps_per_execution,
+            weight_decay=settings.loop_weight_decay,
+            steps_per_execution=settings.steps_per_execution,
             jit_compile=xla,
             checkpoint_every_steps=10**9,
             log_every_steps=10**9,
@@ -174,18 +247,18 @@ def _loop(precision_name, xla, dataset_fn, steps):
         )
         trainer.train(
             dataset_fn,
-            end_step=FLAGS.warmup + steps,
+            end_step=settings.warmup + steps,
             lr_schedule=warmup_constant(0.01),
             loss_fn=softmax_cross_entropy(0.1),
         )
-    return _rate(marks, FLAGS.batch_size, FLAGS.warmup)
+    return _rate(marks, settings.batch_size, settings.warmup)
 
 
-def _fit(precision_name, xla, size, steps):
+def _fit(settings: Settings, precision_name: str, xla: bool, size: int, steps: int) -> dict:
     import keras
 
     _reset()
-    model, opt = _build(precision_name)
+    model, opt = _build(settings, precision_name)
     model.compile(
         optimizer=opt,
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1),
@@ -200,12 +273,14 @@ def _fit(precision_name, xla, size, steps):
         def on_train_batch_end(self, batch, logs=None):
             marks.append(_mark(batch + 1))
 
-    data = _data(FLAGS.batch_size, size, FLAGS.num_classes)
-    model.fit(data, steps_per_epoch=FLAGS.warmup + steps, epochs=1, verbose=0, callbacks=[Clock()])
-    return _rate(marks, FLAGS.batch_size, FLAGS.warmup)
+    data = _data(settings.batch_size, size, settings.num_classes)
+    model.fit(
+        data, steps_per_epoch=settings.warmup + steps, epochs=1, verbose=0, callbacks=[Clock()]
+    )
+    return _rate(marks, settings.batch_size, settings.warmup)
 
 
-def _tfrecord_fn(work_dir, size):
+def _tfrecord_fn(settings: Settings, work_dir: str, size: int):
     """Writes 256 JPEG records (1.5x the model size) and returns a dataset_fn over them."""
     import tensorflow as tf
 
@@ -222,7 +297,7 @@ def _tfrecord_fn(work_dir, size):
             for i in range(64):
                 img = rng.integers(0, 255, [side, side, 3]).astype("uint8")
                 jpeg = tf.io.encode_jpeg(img, quality=90).numpy()
-                label = int(rng.integers(0, FLAGS.num_classes))
+                label = int(rng.integers(0, settings.num_classes))
                 w.write(
                     classification_example(
                         jpeg, label + 1, "c", side, side, f"{i}.jpg"
@@ -230,33 +305,13 @@ def _tfrecord_fn(work_dir, size):
                 )
     data_cfg = DataConfig(
         train_pattern=os.path.join(folder, "train-*"),
-        num_classes=FLAGS.num_classes,
+        num_classes=settings.num_classes,
         image_size=size,
         shuffle_buffer=256,
     )
     return lambda ctx: build_dataset(
-        data_cfg, split="train", global_batch_size=FLAGS.batch_size, input_context=ctx
+        data_cfg, split="train", global_batch_size=settings.batch_size, input_context=ctx
     )
-
-
-def _apply_table_preset() -> None:
-    FLAGS.model = "resnet50"
-    FLAGS.batch_size = 32
-    FLAGS.image_sizes = ["32", "64", "128", "224"]
-    FLAGS.variants = [
-        "loop_fp32",
-        "loop_fp32_xla",
-        "loop_bf16",
-        "loop_bf16_xla",
-        "fit_fp32",
-        "tfrecord_fp32",
-        "tfrecord_bf16",
-    ]
-    FLAGS.fit_sizes = ["224"]
-    FLAGS.tfrecord_sizes = ["64"]
-    # Small step counts at large sizes: an XLA float32 step at 224 px takes minutes on 2 cores.
-    FLAGS.steps_by_size = ["32:6", "64:4", "128:3", "224:2"]
-    FLAGS.warmup = 1
 
 
 def _ratio(a: dict | None, b: dict | None) -> float | None:
@@ -265,19 +320,20 @@ def _ratio(a: dict | None, b: dict | None) -> float | None:
     return round(a["images_per_sec"] / b["images_per_sec"], 3)
 
 
-def main(argv):
+def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
+    """Times the variants as the parsed flags say (`argv`: absl's, the program name first);
+    returns the binary's stdout: the results as one JSON document."""
     cli.reject_extra_args(argv)
-    if FLAGS.table:
-        _apply_table_preset()
-    parsed = {v: parse_variant(v) for v in FLAGS.variants}
+    settings = settings_from_flags(flag_values)
+    parsed = {v: parse_variant(v) for v in settings.variants}
     try:
-        sizes = [int(s) for s in FLAGS.image_sizes]
-        steps_by_size = {int(k): int(v) for k, v in (s.split(":") for s in FLAGS.steps_by_size)}
+        sizes = [int(s) for s in settings.image_sizes]
+        steps_by_size = {int(k): int(v) for k, v in (s.split(":") for s in settings.steps_by_size)}
     except ValueError:
         raise cli.UsageError(
             "--image_sizes/--steps_by_size: expected integers like 32,64 and 224:3"
         ) from None
-    only = {"fit": FLAGS.fit_sizes, "tfrecord": FLAGS.tfrecord_sizes}
+    only = {"fit": settings.fit_sizes, "tfrecord": settings.tfrecord_sizes}
     from transfer_tf.training import hardware
 
     hw = hardware.detect()
@@ -285,7 +341,7 @@ def main(argv):
     table: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as work:
         for size in sizes:
-            steps = steps_by_size.get(size, FLAGS.steps)
+            steps = steps_by_size.get(size, settings.steps)
             runs: dict[str, list[dict]] = {}
             wanted = [
                 v
@@ -293,19 +349,23 @@ def main(argv):
                 if not only.get(kind) or str(size) in only[kind]
             ]
             tf_fn = (
-                _tfrecord_fn(work, size) if any(v.startswith("tfrecord") for v in wanted) else None
+                _tfrecord_fn(settings, work, size)
+                if any(v.startswith("tfrecord") for v in wanted)
+                else None
             )
 
             def synthetic(ctx, size=size):
-                return _data(FLAGS.batch_size, size, FLAGS.num_classes)
+                return _data(settings.batch_size, size, settings.num_classes)
 
-            for _ in range(FLAGS.repeats):
+            for _ in range(settings.repeats):
                 for v in wanted:
                     kind, prec, xla = parsed[v]
                     if kind == "fit":
-                        result = _fit(prec, xla, size, steps)
+                        result = _fit(settings, prec, xla, size, steps)
                     else:
-                        result = _loop(prec, xla, tf_fn if kind == "tfrecord" else synthetic, steps)
+                        result = _loop(
+                            settings, prec, xla, tf_fn if kind == "tfrecord" else synthetic, steps
+                        )
                     runs.setdefault(v, []).append(result)
             cells = {}
             for v, rs in runs.items():
@@ -339,20 +399,24 @@ def main(argv):
         "cpu_class": hw.cpu_class,
         "hardware": hw.describe(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
-        "model": FLAGS.model,
-        "batch_size": FLAGS.batch_size,
-        "warmup": FLAGS.warmup,
-        "loop_weight_decay": FLAGS.loop_weight_decay,
-        "steps_per_execution": FLAGS.steps_per_execution,
-        "repeats": FLAGS.repeats,
+        "model": settings.model,
+        "batch_size": settings.batch_size,
+        "warmup": settings.warmup,
+        "loop_weight_decay": settings.loop_weight_decay,
+        "steps_per_execution": settings.steps_per_execution,
+        "repeats": settings.repeats,
         "seconds": round(time.perf_counter() - start, 1),
         "table": table,
     }
-    print(json.dumps(out))
+    return json.dumps(out)
 
 
-def run():
-    cli.run(main)
+def main(argv: list[str]) -> None:
+    print(run_from_flags(FLAGS, argv), flush=True)
+
+
+def run() -> None:
+    cli.run(main, FLAGS)
 
 
 if __name__ == "__main__":

@@ -23,47 +23,81 @@ from absl import flags
 
 from transfer_tf import cli
 
-flags.DEFINE_string("work_dir", "/tmp/bench_transfer", "Scratch folder for data and runs.")
-flags.DEFINE_enum("data", "synthetic", ["synthetic", "photos"], "Which benchmark data.")
-flags.DEFINE_string("photo_dir", "", "--data=photos: folder of *.jpg/*.jpeg/*.png photographs.")
-flags.DEFINE_list("photo_wheel", [], "Wheels to extract the sample photographs from first.")
-flags.DEFINE_integer("image_size", None, "Training/eval image side (synthetic 48, photos 32).")
-flags.DEFINE_integer("pretrain_steps", 600, "--data=synthetic: pretraining steps.")
-flags.DEFINE_float("pretrain_epochs", 6.0, "--data=photos: pretraining epochs.")
+FLAGS = flags.FlagValues()
+flags.DEFINE_string(
+    "work_dir", "/tmp/bench_transfer", "Scratch folder for data and runs.", flag_values=FLAGS
+)
+flags.DEFINE_enum(
+    "data", "synthetic", ["synthetic", "photos"], "Which benchmark data.", flag_values=FLAGS
+)
+flags.DEFINE_string(
+    "photo_dir", "", "--data=photos: folder of *.jpg/*.jpeg/*.png photographs.", flag_values=FLAGS
+)
+flags.DEFINE_list(
+    "photo_wheel", [], "Wheels to extract the sample photographs from first.", flag_values=FLAGS
+)
+flags.DEFINE_integer(
+    "image_size", None, "Training/eval image side (synthetic 48, photos 32).", flag_values=FLAGS
+)
+flags.DEFINE_integer(
+    "pretrain_steps", 600, "--data=synthetic: pretraining steps.", flag_values=FLAGS
+)
+flags.DEFINE_float("pretrain_epochs", 6.0, "--data=photos: pretraining epochs.", flag_values=FLAGS)
 flags.DEFINE_integer(
     "budget_steps",
     None,
     "--data=synthetic: steps of EACH transfer run (default 200). Photos: always the shipped "
     "recipe's length on the data.",
+    flag_values=FLAGS,
 )
-flags.DEFINE_integer("batch_size", 32, "Global batch size of every run.")
-flags.DEFINE_string("model", "resnet18", "Backbone (model.name).")
-flags.DEFINE_list("seeds", ["0"], "--data=photos: one comparison per seed.")
-flags.DEFINE_integer("train_per_class", 60, "--data=photos: pretraining images per photograph.")
-flags.DEFINE_integer("val_per_class", 10, "--data=photos: pretraining val images per photograph.")
-flags.DEFINE_integer("coco_classes", 8, "--data=photos: photographs that are COCO objects.")
-flags.DEFINE_integer("coco_train_images", 240, "--data=photos: COCO-layout train images.")
-flags.DEFINE_integer("coco_val_images", 120, "--data=photos: COCO-layout val images.")
+flags.DEFINE_integer("batch_size", 32, "Global batch size of every run.", flag_values=FLAGS)
+flags.DEFINE_string("model", "resnet18", "Backbone (model.name).", flag_values=FLAGS)
+flags.DEFINE_list("seeds", ["0"], "--data=photos: one comparison per seed.", flag_values=FLAGS)
+flags.DEFINE_integer(
+    "train_per_class", 60, "--data=photos: pretraining images per photograph.", flag_values=FLAGS
+)
+flags.DEFINE_integer(
+    "val_per_class", 10, "--data=photos: pretraining val images per photograph.", flag_values=FLAGS
+)
+flags.DEFINE_integer(
+    "coco_classes", 8, "--data=photos: photographs that are COCO objects.", flag_values=FLAGS
+)
+flags.DEFINE_integer(
+    "coco_train_images", 240, "--data=photos: COCO-layout train images.", flag_values=FLAGS
+)
+flags.DEFINE_integer(
+    "coco_val_images", 120, "--data=photos: COCO-layout val images.", flag_values=FLAGS
+)
 flags.DEFINE_list(
-    "arms", None, "--data=photos: subset of shipped,linear_probe,full_finetune,scratch."
+    "arms",
+    None,
+    "--data=photos: subset of shipped,linear_probe,full_finetune,scratch.",
+    flag_values=FLAGS,
 )
 flags.DEFINE_multi_string(
-    "arm", [], "--data=photos: extra arm NAME:KEY=V;KEY=V (shipped + overrides)."
+    "arm", [], "--data=photos: extra arm NAME:KEY=V;KEY=V (shipped + overrides).", flag_values=FLAGS
 )
-flags.DEFINE_multi_string("pretrain_set", [], "--data=photos: overrides of the pretraining config.")
-flags.DEFINE_string("mixed_precision", "none", "--data=photos: train.mixed_precision of all runs.")
-flags.DEFINE_bool("markdown", False, "Also print the markdown table.")
-FLAGS = flags.FLAGS
+flags.DEFINE_multi_string(
+    "pretrain_set", [], "--data=photos: overrides of the pretraining config.", flag_values=FLAGS
+)
+flags.DEFINE_string(
+    "mixed_precision",
+    "none",
+    "--data=photos: train.mixed_precision of all runs.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_bool("markdown", False, "Also print the markdown table.", flag_values=FLAGS)
 
 
-def _photos():
+def _photos(flag_values: flags.FlagValues) -> None:
+    """The --data=photos comparison; prints a JSON line per seed, the summary, the table."""
     from transfer_tf.benchmarks import transfer_photos as pb
     from transfer_tf.datagen import photos as photo_sets
 
-    if FLAGS.photo_wheel:
-        photo_sets.extract_wheel_photos(FLAGS.photo_wheel, FLAGS.photo_dir)
+    if flag_values.photo_wheel:
+        photo_sets.extract_wheel_photos(flag_values.photo_wheel, flag_values.photo_dir)
     extra = {}
-    for spec in FLAGS.arm:
+    for spec in flag_values.arm:
         name, _, overrides = spec.partition(":")
         if not name or not overrides:
             raise cli.UsageError(f"--arm={spec}: expected NAME:KEY=V;KEY=V")
@@ -71,57 +105,70 @@ def _photos():
     base = pb.PhotoBenchmarkSize()
     size = dataclasses.replace(
         base,
-        model=FLAGS.model,
-        image_size=FLAGS.image_size or base.image_size,
-        batch_size=FLAGS.batch_size,
-        pretrain_epochs=FLAGS.pretrain_epochs,
-        train_per_class=FLAGS.train_per_class,
-        val_per_class=FLAGS.val_per_class,
-        coco_classes=FLAGS.coco_classes,
-        coco_train_images=FLAGS.coco_train_images,
-        coco_val_images=FLAGS.coco_val_images,
-        mixed_precision=FLAGS.mixed_precision,
-        arms=tuple(FLAGS.arms) if FLAGS.arms is not None else pb.ARMS,
+        model=flag_values.model,
+        image_size=flag_values.image_size or base.image_size,
+        batch_size=flag_values.batch_size,
+        pretrain_epochs=flag_values.pretrain_epochs,
+        train_per_class=flag_values.train_per_class,
+        val_per_class=flag_values.val_per_class,
+        coco_classes=flag_values.coco_classes,
+        coco_train_images=flag_values.coco_train_images,
+        coco_val_images=flag_values.coco_val_images,
+        mixed_precision=flag_values.mixed_precision,
+        arms=tuple(flag_values.arms) if flag_values.arms is not None else pb.ARMS,
         extra_arms=extra,
-        pretrain_overrides=tuple(FLAGS.pretrain_set),
+        pretrain_overrides=tuple(flag_values.pretrain_set),
     )
     results = []
-    for seed in FLAGS.seeds:
+    for seed in flag_values.seeds:
         result = pb.compare_on_photos(
-            FLAGS.work_dir, FLAGS.photo_dir, dataclasses.replace(size, seed=int(seed))
+            flag_values.work_dir, flag_values.photo_dir, dataclasses.replace(size, seed=int(seed))
         )
         print(json.dumps(result), flush=True)
         results.append(result)
     summary = pb.summarize(results)
     print(json.dumps({"summary": summary}), flush=True)
-    if FLAGS.markdown:
+    if flag_values.markdown:
         print(pb.markdown_table(summary))
 
 
-def main(argv):
+def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str | None:
+    """Runs the benchmark as the parsed flags say (`argv`: absl's, the program name first).
+
+    --data=synthetic returns the binary's stdout: the result as one JSON line (then the table
+    with --markdown). --data=photos prints its lines itself and returns None: a line per seed
+    as soon as that seed's comparison ends (each takes long), then the summary.
+    """
     cli.reject_extra_args(argv)
-    if FLAGS.data == "photos":
-        cli.require_flags("photo_dir")
-        _photos()
-        return
+    if flag_values.data == "photos":
+        cli.require_flags("photo_dir", flag_values=flag_values)
+        _photos(flag_values)
+        return None
     from transfer_tf.benchmarks.transfer import BenchmarkSize, compare_transfer, markdown_table
 
     size = dataclasses.replace(
         BenchmarkSize(),
-        image_size=FLAGS.image_size or 48,
-        pretrain_steps=FLAGS.pretrain_steps,
-        budget_steps=FLAGS.budget_steps or 200,
-        batch_size=FLAGS.batch_size,
-        model=FLAGS.model,
+        image_size=flag_values.image_size or 48,
+        pretrain_steps=flag_values.pretrain_steps,
+        budget_steps=flag_values.budget_steps or 200,
+        batch_size=flag_values.batch_size,
+        model=flag_values.model,
     )
-    result = compare_transfer(FLAGS.work_dir, size)
-    print(json.dumps(result), flush=True)
-    if FLAGS.markdown:
-        print(markdown_table(result))
+    result = compare_transfer(flag_values.work_dir, size)
+    lines = [json.dumps(result)]
+    if flag_values.markdown:
+        lines.append(markdown_table(result))
+    return "\n".join(lines)
 
 
-def run():
-    cli.run(main)
+def main(argv: list[str]) -> None:
+    stdout = run_from_flags(FLAGS, argv)
+    if stdout is not None:
+        print(stdout, flush=True)
+
+
+def run() -> None:
+    cli.run(main, FLAGS)
 
 
 if __name__ == "__main__":

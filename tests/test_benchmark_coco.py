@@ -9,7 +9,7 @@ import sys
 import psutil
 import tensorflow as tf
 
-from transfer_tf.data.builders import benchmark_coco
+from transfer_tf.benchmarks import coco_builder as benchmark_coco
 from transfer_tf.data.builders.coco_plan import plan_coco
 
 

@@ -2,11 +2,12 @@
 
 import glob
 import importlib
+import os
 
 import pytest
 from absl import flags
 
-from transfer_tf.data import synthetic
+from transfer_tf.datagen import shapes
 from transfer_tf.demo import inprocess, plan
 from transfer_tf.demo.stages import run_stage
 
@@ -21,11 +22,28 @@ BINARIES = (
 )
 
 
+PIPELINES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pipelines")
+
+
 def test_binaries_import_into_one_process():
     # Flags on absl's global FlagValues made the second binary's --config a duplicate.
     binaries = [importlib.import_module(m) for m in BINARIES]
     assert all(inprocess.supports(m) for m in BINARIES)
     assert len({id(b.FLAGS) for b in binaries} | {id(flags.FLAGS)}) == len(BINARIES) + 1
+
+
+def test_every_binary_imports_into_one_process_and_exposes_run_from_flags():
+    # Listed from the folder, so that a new binary is held to the pattern without editing this.
+    names = sorted(
+        n[:-3] for n in os.listdir(PIPELINES) if n.endswith(".py") and n != "__init__.py"
+    )
+    binaries = {n: importlib.import_module(f"pipelines.{n}") for n in names}
+    assert set(BINARIES) < {f"pipelines.{n}" for n in names}
+    assert len({id(b.FLAGS) for b in binaries.values()} | {id(flags.FLAGS)}) == len(names) + 1
+    assert all(callable(b.main) and callable(b.run) for b in binaries.values())
+    # The demo drives the other binaries and has no library call of its own to reuse: main only.
+    without = [n for n, b in binaries.items() if not callable(getattr(b, "run_from_flags", None))]
+    assert without == ["demo"]
 
 
 @pytest.mark.parametrize("module", BINARIES)
@@ -50,7 +68,7 @@ def test_in_process_call_runs_the_binary_function_on_its_parsed_flags(module, mo
 
 
 def test_in_process_build_keeps_the_binary_default_of_an_omitted_flag(tmp_path):
-    raw = synthetic.write_coco_like(
+    raw = shapes.write_coco_like(
         str(tmp_path / "raw"), num_images=3, category_ids=(1, 2), image_size_range=(32, 40)
     )
     common = [

@@ -26,8 +26,9 @@ in one function that its `main` and the demo both call:
         run()
 
 The demo parses a copy of `FLAGS` with a stage's arguments and calls `run_from_flags` on it
-(transfer_tf/demo/inprocess.py). The helpers' `flag_values` defaults to absl's global `flags.FLAGS`
-(the benchmark binaries define their flags there).
+(transfer_tf/demo/inprocess.py). A binary that must print while it runs (a line per result of a
+long benchmark) prints those lines itself and returns None. The helpers' `flag_values` defaults
+to absl's global `flags.FLAGS`.
 
 Usage errors (a bad flag value, a missing file, an invalid config) print one line
 `error: <what is wrong>` on stderr and exit 2; no traceback.

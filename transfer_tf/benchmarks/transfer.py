@@ -30,6 +30,7 @@ from absl import logging
 from transfer_tf.config import ExperimentConfig, config_from_dict
 from transfer_tf.data.builders import build_coco, build_imagenet
 from transfer_tf.datagen import shapes
+from transfer_tf.datagen.raw_layouts import ImageNetLike
 
 RUNS = ("pretrained_schedule", "scratch", "linear_probe")
 
@@ -55,6 +56,20 @@ class BenchmarkSize:
     seed: int = 0
 
 
+def build_imagenet_shards(tree: ImageNetLike, out_dir: str, seed: int) -> None:
+    """The benchmarks' ImageNet-layout shards: `tree` (a generated raw dump) through the real
+    builder, 4 train shards and 1 validation shard."""
+    build_imagenet(
+        tree.root,
+        out_dir,
+        train_shards=4,
+        validation_shards=1,
+        validation_labels_file=tree.val_labels_file,
+        synset_names_file=tree.synset_names_file,
+        seed=seed,
+    )
+
+
 def _prepare_data(work_dir: str, size: BenchmarkSize) -> dict[str, str]:
     """Generates the raw sets and their shards once; later calls reuse them (same seed)."""
     raw, tfr = os.path.join(work_dir, "raw"), os.path.join(work_dir, "tfrecords")
@@ -68,15 +83,7 @@ def _prepare_data(work_dir: str, size: BenchmarkSize) -> dict[str, str]:
             image_size_range=(size.image_size, 2 * size.image_size),
             seed=size.seed,
         )
-        build_imagenet(
-            inet.root,
-            inet_out,
-            train_shards=4,
-            validation_shards=1,
-            validation_labels_file=inet.val_labels_file,
-            synset_names_file=inet.synset_names_file,
-            seed=size.seed,
-        )
+        build_imagenet_shards(inet, inet_out, size.seed)
     if not tf.io.gfile.exists(os.path.join(coco_out, "label_map.json")):
         # Real COCO-style category ids with gaps; vocabulary class i is category ids[i].
         ids = [1, 3, 4, 7, 9, 13, 18, 22, 25, 31, 35, 41][: size.coco_classes]

@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 import tensorflow as tf
 from absl import logging
 
+from transfer_tf.benchmarks.transfer import build_imagenet_shards
 from transfer_tf.config import ExperimentConfig, load_config
-from transfer_tf.data.builders import build_coco, build_imagenet
+from transfer_tf.data.builders import build_coco
 from transfer_tf.datagen import photos as photo_sets
 
 ARMS = ("shipped", "linear_probe", "full_finetune", "scratch")
@@ -114,15 +115,7 @@ def prepare_data(work_dir: str, photo_dir: str, size: PhotoBenchmarkSize) -> dic
             image_size_range=_raw_range(size),
             seed=size.seed,
         )
-        build_imagenet(
-            inet.root,
-            inet_out,
-            train_shards=4,
-            validation_shards=1,
-            validation_labels_file=inet.val_labels_file,
-            synset_names_file=inet.synset_names_file,
-            seed=size.seed,
-        )
+        build_imagenet_shards(inet, inet_out, size.seed)
     if not tf.io.gfile.exists(os.path.join(coco_out, "label_map.json")):
         for split, n, first in (
             ("coco_train", size.coco_train_images, 1),

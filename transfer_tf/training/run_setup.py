@@ -110,6 +110,8 @@ def start_run(
     checkpoint_input: bool = False,
     ema_decay: float = 0.0,
     runtime: autotune.Decision | None = None,
+    extra_checkpoint_objects: dict | None = None,
+    extra_variables: list | None = None,
 ) -> Trainer:
     """Lays out a training run and returns its Trainer (progress logs; summaries on the chief).
 
@@ -118,6 +120,8 @@ def start_run(
     decision) when `runtime` is given. `weight_decay` is the L2 coefficient the loop adds to the
     loss (0 where the optimizer applies decay itself); `ema_decay > 0` keeps a weight EMA
     (`train.ema_decay` for pretraining, `transfer.ema_decay` for fine-tuning).
+    `extra_checkpoint_objects` / `extra_variables`: an objective's state and the trainable
+    variables it adds to the model's (`Trainer`; e.g. `ssl.methods`).
     """
     train_cfg = cfg.train
     write_dir = strategy_lib.worker_dir(model_dir, strategy)
@@ -146,7 +150,7 @@ def start_run(
         log_every_steps=train_cfg.log_every_steps,
         hooks=hooks,
         checkpoint_input=checkpoint_input,
+        extra_checkpoint_objects=extra_checkpoint_objects,
+        extra_variables=extra_variables,
         ema_decay=ema_decay,
     )
-
-

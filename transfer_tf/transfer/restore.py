@@ -146,13 +146,14 @@ def _read_model_dir(
     from transfer_tf.training.checkpoints import load_model, read_run_config  # training stack
 
     # Compare architectures from the config before paying for a model build.
-    source_cfg = read_run_config(path).model
+    run_cfg = read_run_config(path)
+    source_cfg = run_cfg.model
     if source_cfg.name != model.name:
         raise UsageError(
             f"backbone source '{path}' is a {source_cfg.name}, the model is a {model.name}"
         )
     check_signature(model, config_signature(source_cfg), path)
-    dropped = _dropped_objects(path, source_cfg.ssl.method)
+    dropped = _dropped_objects(path, run_cfg.ssl.method)
     source_model, _ = load_model(path)
     return _from_model(source_model), dropped
 

@@ -52,6 +52,16 @@ def test_ssl_config_errors_name_the_key(overrides, message):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("method, peak_lr, decay", [("simclr", 4.8, 1e-6), ("byol", 3.2, 1.5e-6)])
+def test_shipped_recipes_load(method, peak_lr, decay):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cfg = load_config(os.path.join(root, "configs", f"imagenet_{method}_resnet50.yaml"))
+    train = cfg.train
+    assert cfg.ssl.method == method and train.optimizer == "lars" and train.weight_decay == decay
+    assert train.base_learning_rate * train.global_batch_size / 256 == pytest.approx(peak_lr)
+    assert train.epochs == 1000 and cfg.model.sync_batchnorm
+
+
 def test_supervised_default_allows_the_supervised_options():
     cfg = load_config(None, ["data.mixup_alpha=0.2", "data.augment_policy=randaugment"])
     assert cfg.ssl.method == "supervised"

@@ -5,6 +5,9 @@ run and interleaved round by round, Model Garden 2.20's classification_input pip
 shards (`--compare_model_garden --model_garden_path=DIR`, a scratch copy of the unpacked
 tf-models-official wheel; see DESIGN.md) and the raw JPEG full-decode ceiling on every core.
 Rates per process CPU-second are reported too: they are steadier on a shared machine.
+`--two_views=simclr|byol` also times the self-supervised two-view pipeline (`ssl.views`, the same
+shards, labels ignored) beside ours, interleaved: `two_views_images_per_sec` counts source images
+(each gives two views).
 
 With `--isolate` (the default) every timing round of every pipeline runs in a fresh child
 process (this binary with `--measure=NAME`): timed back to back in one process, a pipeline ran
@@ -46,13 +49,19 @@ flags.DEFINE_list(
     ["0", "0", "0", "0"],
     "Our pipeline: data.color_jitter, brightness,contrast,saturation,hue (0 = off).",
 )
+flags.DEFINE_enum(
+    "two_views",
+    "",
+    ["", "simclr", "byol"],
+    "Also time the two-view pipeline of this SSL method (ssl.views preset) on the same shards.",
+)
 flags.DEFINE_bool("compare_model_garden", False, "Also time Model Garden's pipeline.")
 flags.DEFINE_string("model_garden_path", "", "Folder holding Model Garden's `official` package.")
 flags.DEFINE_bool("decode_ceiling", True, "Also time full JPEG decode of the same images.")
 flags.DEFINE_bool("isolate", True, "Time each round of each pipeline in a fresh process.")
 flags.DEFINE_string("measure", "", "Internal (--isolate): time this one pipeline once, print JSON.")
 FLAGS = flags.FLAGS
-_PIPELINES = ("ours", "model_garden", "decode_ceiling")
+_PIPELINES = ("ours", "two_views", "model_garden", "decode_ceiling")
 
 
 def _model_garden_dataset(files, training, image_size, batch_size, shuffle_buffer):
@@ -109,7 +118,7 @@ def _measure_once(name: str) -> dict:
     from transfer_tf.data import input as input_lib
     from transfer_tf.data.files import list_files
 
-    if name == "ours":
+    if name in ("ours", "two_views"):
         data_cfg = DataConfig(
             train_pattern=FLAGS.file_pattern,
             eval_pattern=FLAGS.file_pattern,
@@ -123,9 +132,21 @@ def _measure_once(name: str) -> dict:
             random_rotation_degrees=FLAGS.random_rotation_degrees,
             color_jitter=_color_jitter(),
         )
+        views = None
+        if name == "two_views":
+            from transfer_tf.config import ExperimentConfig, SSLConfig
+            from transfer_tf.ssl.views import views_fn
+
+            views = views_fn(ExperimentConfig(data=data_cfg, ssl=SSLConfig(method=FLAGS.two_views)))
         dataset = input_lib.build_dataset(
-            data_cfg, split=FLAGS.mode, global_batch_size=FLAGS.batch_size, repeat=True
+            data_cfg,
+            split=FLAGS.mode,
+            global_batch_size=FLAGS.batch_size,
+            repeat=True,
+            views=views,
         )
+        if views is not None:  # ((view1, view2), labels) -> view1 batches: source images counted
+            dataset = dataset.map(lambda pair, labels: pair)
     elif name == "model_garden":
         dataset = _model_garden_dataset(
             list_files(FLAGS.file_pattern),
@@ -167,6 +188,10 @@ def main(argv):
 
         list_files(FLAGS.file_pattern)  # fail here, not in the first child
     pipelines = ["ours"]
+    if FLAGS.two_views:
+        if FLAGS.mode != "train":
+            raise cli.UsageError("--two_views times the training pipeline: use --mode=train")
+        pipelines.append("two_views")
     if FLAGS.compare_model_garden:
         pipelines.append("model_garden")
     if FLAGS.decode_ceiling and not FLAGS.file_pattern.startswith("tfds:"):
@@ -207,7 +232,9 @@ def main(argv):
         "images_per_sec": median("ours", "images_per_sec"),
         "images_per_cpu_sec": median("ours", "images_per_cpu_sec"),
     }
-    for other in ("model_garden", "decode_ceiling"):
+    if FLAGS.two_views:
+        result["two_views"] = FLAGS.two_views
+    for other in ("two_views", "model_garden", "decode_ceiling"):
         if other in rounds:
             result[f"{other}_images_per_sec"] = median(other, "images_per_sec")
             result[f"{other}_images_per_cpu_sec"] = median(other, "images_per_cpu_sec")

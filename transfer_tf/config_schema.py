@@ -273,6 +273,10 @@ class DemoConfig:
     # pretraining epochs (never more than train.epochs) when the configured ones would not fit;
     # the report says what it chose. 0 = train exactly the configured epochs.
     time_budget_s: float = 0.0
+    # How the backbone is pretrained on the ImageNet-like set: `supervised` (its labels) or
+    # `simclr` / `byol` (self-supervised, labels ignored: ssl.method, demo/plan.py's small-data
+    # recipe); fine-tuning and the scratch baseline are the same either way.
+    pretraining: str = "supervised"
     # Run the training/evaluate/export/predict stages inside the demo process (the same library
     # calls their binaries make; one TensorFlow start-up instead of one per stage) or, if false,
     # as one `python -m pipelines.*` subprocess each.
@@ -356,6 +360,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "export.output_activation": ("auto", "softmax", "sigmoid"),
     "phase.lr_schedule": ("cosine", "constant", "step"),
     "phase.frozen_batchnorm": ("inference", "train"),
+    "demo.pretraining": ("supervised", "simclr", "byol"),
     "ssl.method": ("supervised", "simclr", "byol"),
     "ssl.views": ("auto", "simclr", "byol"),
 }

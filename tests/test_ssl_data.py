@@ -161,6 +161,17 @@ def test_two_view_batches_on_classification_coco_and_an_unlabeled_folder(shards)
         assert not np.array_equal(view1.numpy(), view2.numpy()), name
 
 
+def test_supervised_training_on_unlabeled_shards_is_an_error(shards):
+    from transfer_tf.training.run_setup import checked_config
+
+    d, _ = shards
+    pattern = f"data.train_pattern={d / 'flat_tfrecords' / 'train-*'}"
+    with pytest.raises(ConfigError, match=r"have no labels .*ssl.method: simclr \| byol"):
+        checked_config(load_config(None, [pattern, "data.num_classes=auto"]))
+    ssl = checked_config(load_config(None, [pattern, "data.num_classes=auto", "ssl.method=byol"]))
+    assert ssl.data.num_classes == 1
+
+
 def test_unlabeled_folder_without_images_is_an_error(tmp_path):
     (tmp_path / "a").mkdir()
     from transfer_tf.errors import UsageError

@@ -12,6 +12,8 @@ from transfer_tf.config import ExperimentConfig, config_from_dict, to_dict
 
 # A self-supervised demo step is this many times a supervised one (two views through the
 # backbone, the heads; BYOL's target forward too): the time budget sizes pretraining with it.
+# SimCLR measured 1.6-2.0x on ResNet-18 at 32 px (BENCHMARKS.md); rounded up, not measured
+# on the demo's ResNet-50.
 SSL_STEP_FACTOR = {"supervised": 1.0, "simclr": 2.5, "byol": 3.0}
 
 

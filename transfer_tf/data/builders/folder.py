@@ -38,6 +38,7 @@ from transfer_tf.errors import UsageError
 # The one class of an unlabeled folder's shards.
 UNLABELED_CLASS = "unlabeled"
 
+
 def plan_folder(
     root: str,
     output_dir: str,

@@ -5,6 +5,9 @@ run and interleaved round by round, Model Garden 2.20's classification_input pip
 shards (`--compare_model_garden --model_garden_path=DIR`, a scratch copy of the unpacked
 tf-models-official wheel; see DESIGN.md) and the raw JPEG full-decode ceiling on every core.
 Rates per process CPU-second are reported too: they are steadier on a shared machine.
+`--two_views=simclr|byol` also times the self-supervised two-view pipeline (`ssl.views`, the same
+shards, labels ignored) beside ours, interleaved: `two_views_images_per_sec` counts source images
+(each gives two views).
 
 With `--isolate` (the default) every timing round of every pipeline runs in a fresh child
 process (this binary with `--measure=NAME`): timed back to back in one process, a pipeline ran
@@ -73,6 +76,13 @@ flags.DEFINE_list(
     "Our pipeline: data.color_jitter, brightness,contrast,saturation,hue (0 = off).",
     flag_values=FLAGS,
 )
+flags.DEFINE_enum(
+    "two_views",
+    "",
+    ["", "simclr", "byol"],
+    "Also time the two-view pipeline of this SSL method (ssl.views preset) on the same shards.",
+    flag_values=FLAGS,
+)
 flags.DEFINE_bool(
     "compare_model_garden", False, "Also time Model Garden's pipeline.", flag_values=FLAGS
 )
@@ -96,7 +106,7 @@ flags.DEFINE_string(
 )
 # Flags a parent does not pass on to the child that times one pipeline (it sets --measure).
 _PARENT_ONLY = ("measure", "isolate")
-_PIPELINES = ("ours", "model_garden", "decode_ceiling")
+_PIPELINES = ("ours", "two_views", "model_garden", "decode_ceiling")
 
 
 def _model_garden_dataset(
@@ -160,7 +170,7 @@ def _measure_once(flag_values: flags.FlagValues, name: str) -> dict:
     from transfer_tf.data import input as input_lib
     from transfer_tf.data.files import list_files
 
-    if name == "ours":
+    if name in ("ours", "two_views"):
         data_cfg = DataConfig(
             train_pattern=flag_values.file_pattern,
             eval_pattern=flag_values.file_pattern,
@@ -174,9 +184,23 @@ def _measure_once(flag_values: flags.FlagValues, name: str) -> dict:
             random_rotation_degrees=flag_values.random_rotation_degrees,
             color_jitter=_color_jitter(flag_values),
         )
+        views = None
+        if name == "two_views":
+            from transfer_tf.config import ExperimentConfig, SSLConfig
+            from transfer_tf.ssl.views import views_fn
+
+            views = views_fn(
+                ExperimentConfig(data=data_cfg, ssl=SSLConfig(method=flag_values.two_views))
+            )
         dataset = input_lib.build_dataset(
-            data_cfg, split=flag_values.mode, global_batch_size=flag_values.batch_size, repeat=True
+            data_cfg,
+            split=flag_values.mode,
+            global_batch_size=flag_values.batch_size,
+            repeat=True,
+            views=views,
         )
+        if views is not None:  # ((view1, view2), labels) -> view1 batches: source images counted
+            dataset = dataset.map(lambda pair, labels: pair)
     elif name == "model_garden":
         dataset = _model_garden_dataset(
             flag_values.model_garden_path,
@@ -238,6 +262,10 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
 
         list_files(flag_values.file_pattern)  # fail here, not in the first child
     pipelines = ["ours"]
+    if flag_values.two_views:
+        if flag_values.mode != "train":
+            raise cli.UsageError("--two_views times the training pipeline: use --mode=train")
+        pipelines.append("two_views")
     if flag_values.compare_model_garden:
         pipelines.append("model_garden")
     if flag_values.decode_ceiling and not flag_values.file_pattern.startswith("tfds:"):
@@ -280,7 +308,9 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
         "images_per_sec": median("ours", "images_per_sec"),
         "images_per_cpu_sec": median("ours", "images_per_cpu_sec"),
     }
-    for other in ("model_garden", "decode_ceiling"):
+    if flag_values.two_views:
+        result["two_views"] = flag_values.two_views
+    for other in ("two_views", "model_garden", "decode_ceiling"):
         if other in rounds:
             result[f"{other}_images_per_sec"] = median(other, "images_per_sec")
             result[f"{other}_images_per_cpu_sec"] = median(other, "images_per_cpu_sec")

@@ -4,6 +4,10 @@
         --validation_fraction=0.1
 
 Classes are the sorted subfolders; `labels.txt`/`label_names.txt` list them in class-index order.
+`--unlabeled`: the images directly inside `--root`, no classes (one class `unlabeled`), for
+self-supervised pretraining (`ssl.method: simclr | byol`):
+
+    python -m pipelines.make_folder_tfrecords --root=unlabeled/ --output_dir=ssl_tfrecords --unlabeled
 """
 
 from absl import flags, logging
@@ -38,6 +42,13 @@ flags.DEFINE_integer(
     "Seed of the train/validation split and the training shuffle.",
     flag_values=FLAGS,
 )
+flags.DEFINE_boolean(
+    "unlabeled",
+    False,
+    "Images directly inside --root, no class subfolders (one class 'unlabeled'): shards for "
+    "self-supervised pretraining.",
+    flag_values=FLAGS,
+)
 write_flags.define_write_flags(FLAGS)
 
 
@@ -54,6 +65,7 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> None:
         label_offset=flag_values.label_offset,
         seed=flag_values.seed,
         options=write_flags.write_options_from_flags(flag_values),
+        unlabeled=flag_values.unlabeled,
     )
     logging.info("Manifest: %s", manifest or "pending (other tasks' shards unfinished)")
 

@@ -31,14 +31,12 @@ from transfer_tf.config_schema import (  # noqa: F401  (re-exported: the config 
     ExportConfig,
     ModelConfig,
     PhaseConfig,
+    SSLConfig,
     TrainConfig,
     TransferConfig,
 )
-
-
-class ConfigError(ValueError):
-    """An invalid config: the message names the offending key and what was expected."""
-
+from transfer_tf.errors import ConfigError  # noqa: F401  (re-exported)
+from transfer_tf.ssl.settings import validate_ssl
 
 # `data.num_classes: auto` is stored as this value until data/manifest.py fills it in.
 AUTO_NUM_CLASSES = 0
@@ -300,6 +298,7 @@ def _validate(cfg: ExperimentConfig) -> None:
         section, key = name.split(".")
         if not 0.0 <= getattr(getattr(cfg, section), key) < 1.0:
             raise ConfigError(f"config key '{name}': expected a value in [0, 1)")
+    validate_ssl(cfg)
 
 
 def _validate_optimizers(cfg: ExperimentConfig) -> None:

@@ -273,10 +273,57 @@ class DemoConfig:
     # pretraining epochs (never more than train.epochs) when the configured ones would not fit;
     # the report says what it chose. 0 = train exactly the configured epochs.
     time_budget_s: float = 0.0
+    # How the backbone is pretrained on the ImageNet-like set: `supervised` (its labels) or
+    # `simclr` / `byol` (self-supervised, labels ignored: ssl.method, demo/plan.py's small-data
+    # recipe); fine-tuning and the scratch baseline are the same either way.
+    pretraining: str = "supervised"
     # Run the training/evaluate/export/predict stages inside the demo process (the same library
     # calls their binaries make; one TensorFlow start-up instead of one per stage) or, if false,
     # as one `python -m pipelines.*` subprocess each.
     in_process: bool = True
+
+
+@dataclass
+class SSLConfig:
+    """Self-supervised pretraining (pipelines/pretrain.py; transfer_tf/ssl). Fine-tuning ignores it.
+
+    `method: simclr | byol` trains the classifier's backbone on two views per image with labels
+    ignored (any classification or COCO shards); the checkpoint's `model` stays the classifier,
+    with the method's heads (and BYOL's target network) beside it. Checks: ssl/settings.py.
+    """
+
+    method: str = "supervised"  # supervised | simclr | byol
+    # SimCLR: NT-Xent temperature (0.1 at batch 4096, larger at small batches).
+    temperature: float = 0.1
+    # MLP widths after the pooled features; [] = the method's: SimCLR v2 2048-2048-128 (Dense-BN
+    # -ReLU..., BN last), BYOL projector 4096-256. BYOL's predictor: predictor_widths, whose last
+    # width must equal the projector's.
+    projection_widths: list[int] = field(default_factory=list)
+    predictor_widths: list[int] = field(default_factory=lambda: [4096, 256])
+    # BYOL target momentum: base -> 1 along a half cosine over the run (0.99 for short runs).
+    momentum_base: float = 0.996
+    # View recipe: `auto` (the method's), `simclr` (jitter p 0.8, grey 0.2, blur 0.5 both views)
+    # or `byol` (weaker jitter, blur 1.0/0.1, solarize 0/0.2). Crop area/aspect and flip are
+    # data.crop_area_range / crop_aspect_range / random_flip.
+    views: str = "auto"
+    # Colour jitter strength s: SimCLR's (0.8s, 0.8s, 0.8s, 0.2s); scales BYOL's (0.4, 0.4, 0.2, 0.1).
+    color_strength: float = 1.0
+    # Gaussian blur sigma range in pixels of a `blur_reference_size` view (the papers': 0.1-2.0 at
+    # 224), scaled to data.image_size, so a blur covers the same share of the image at any size
+    # (the kernel is 10% of the side either way). 0 = sigma in pixels of the view itself.
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_reference_size: int = 224
+    # Decode each image once and crop it twice, instead of two fused JPEG crop-decodes.
+    decode_once: bool = False
+    # Label-free monitoring: kNN top-1 (cosine, k neighbours, vote weights exp(s / T)) of the
+    # eval split against a labeled train subset, every train.eval_every_epochs when
+    # data.eval_pattern is set. 0 = off.
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    # The labeled subset: the first knn_train_examples eval-preprocessed records of this pattern
+    # (empty = data.train_pattern; point it at labeled shards when training on unlabeled ones).
+    knn_train_pattern: str = ""
+    knn_train_examples: int = 10_000
 
 
 @dataclass
@@ -293,6 +340,7 @@ class ExperimentConfig:
     transfer: TransferConfig = field(default_factory=TransferConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
+    ssl: SSLConfig = field(default_factory=SSLConfig)
 
 
 # Values a field may take, checked after loading: "section.key" -> allowed values.
@@ -312,6 +360,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "export.output_activation": ("auto", "softmax", "sigmoid"),
     "phase.lr_schedule": ("cosine", "constant", "step"),
     "phase.frozen_batchnorm": ("inference", "train"),
+    "demo.pretraining": ("supervised", "simclr", "byol"),
+    "ssl.method": ("supervised", "simclr", "byol"),
+    "ssl.views": ("auto", "simclr", "byol"),
 }
 
 # `weight_decay: -1` resolves to these (training/optimizers.py says how each optimizer applies it).

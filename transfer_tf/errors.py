@@ -6,3 +6,11 @@ class UsageError(Exception):
 
     The message must say in one line what is wrong and name the file/flag/key involved.
     """
+
+
+class ConfigError(ValueError):
+    """An invalid config: the message names the offending key and what was expected.
+
+    Defined here (re-exported by `transfer_tf.config`) so that section validators living beside
+    their feature (e.g. `ssl.settings`) raise it without importing the config loader.
+    """

@@ -44,6 +44,7 @@ class BenchmarkSize:
     pretrain_classes: int = 12
     pretrain_per_class: int = 60
     pretrain_steps: int = 600
+    pretrain_val_per_class: int = 5
     coco_classes: int = 8
     coco_train_images: int = 400
     coco_val_images: int = 200
@@ -70,8 +71,9 @@ def build_imagenet_shards(tree: ImageNetLike, out_dir: str, seed: int) -> None:
     )
 
 
-def _prepare_data(work_dir: str, size: BenchmarkSize) -> dict[str, str]:
-    """Generates the raw sets and their shards once; later calls reuse them (same seed)."""
+def prepare_data(work_dir: str, size: BenchmarkSize) -> dict[str, str]:
+    """Generates the raw sets and their shards once; later calls reuse them (same seed).
+    Returns {"imagenet": shard dir, "coco": shard dir}."""
     raw, tfr = os.path.join(work_dir, "raw"), os.path.join(work_dir, "tfrecords")
     inet_out, coco_out = os.path.join(tfr, "imagenet"), os.path.join(tfr, "coco")
     if not tf.io.gfile.exists(os.path.join(inet_out, "label_names.txt")):
@@ -79,7 +81,7 @@ def _prepare_data(work_dir: str, size: BenchmarkSize) -> dict[str, str]:
             os.path.join(raw, "imagenet"),
             num_classes=size.pretrain_classes,
             train_per_class=size.pretrain_per_class,
-            val_per_class=5,
+            val_per_class=size.pretrain_val_per_class,
             image_size_range=(size.image_size, 2 * size.image_size),
             seed=size.seed,
         )
@@ -186,7 +188,7 @@ def compare_transfer(work_dir: str, size: BenchmarkSize = BenchmarkSize()) -> di
     from transfer_tf.transfer.finetune import run_finetuning
 
     t0 = time.perf_counter()
-    dirs = _prepare_data(work_dir, size)
+    dirs = prepare_data(work_dir, size)
     data_seconds = time.perf_counter() - t0
     pretrain_dir = os.path.join(work_dir, "runs", "pretrain")
     t0 = time.perf_counter()

@@ -16,16 +16,21 @@ from collections.abc import Callable
 import tensorflow as tf
 
 from transfer_tf.config import ExperimentConfig
+from transfer_tf.data.parsers import ViewsFn
 from transfer_tf.errors import UsageError
 
 DatasetFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
 
 
-def dataset_fn(cfg: ExperimentConfig, split: str, run_id: str = "") -> DatasetFn:
+def dataset_fn(
+    cfg: ExperimentConfig, split: str, run_id: str = "", views: ViewsFn | None = None
+) -> DatasetFn:
     """InputContext -> per-replica batches of `split` (`train`: shuffled, repeated; `eval`: one pass,
     fixed order), as `(images uint8 [b,S,S,3], labels float32 [b,C])`. The function takes an
     optional `start_step` (the Trainer passes its global step): the train stream starts there.
     `run_id` (the model_dir) names the run's tf.data service job (`input.service_job_name`).
+    `views` (self-supervised pretraining): batches of two views per image, labels ignored
+    (`input.build_dataset`).
 
     Raises:
       UsageError: the split's file pattern (`data.train_pattern` / `data.eval_pattern`) is empty.
@@ -47,6 +52,7 @@ def dataset_fn(cfg: ExperimentConfig, split: str, run_id: str = "") -> DatasetFn
             input_context=ctx,
             run_id=run_id,
             start_step=start_step,
+            views=views,
         )
 
     return fn

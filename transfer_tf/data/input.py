@@ -68,7 +68,7 @@ from transfer_tf.data.guard import (  # noqa: F401  (re-exported)
     skipped_records,
 )
 from transfer_tf.data.label_maps import read_label_map
-from transfer_tf.data.parsers import Parser
+from transfer_tf.data.parsers import Parser, ViewsFn
 from transfer_tf.data.stream import epoch_stream, tfrecord_epochs
 from transfer_tf.errors import UsageError
 
@@ -170,6 +170,7 @@ def build_dataset(
     repeat: bool | None = None,
     run_id: str = "",
     start_step: int = 0,
+    views: ViewsFn | None = None,
 ) -> tf.data.Dataset:
     """Builds the train or eval dataset of `(images, labels)` batches.
 
@@ -186,6 +187,8 @@ def build_dataset(
         same dataset) share one service job; see `service_job_name`.
       start_step: train only: the global step the consumer is at; the stream starts where a
         stream started at step 0 would be after `start_step` steps (see module doc).
+      views: two-view mode (self-supervised pretraining; `parsers.ViewsFn`): batches are
+        `((views1, views2) uint8 [B, S, S, 3] each, labels float32 [B, 0])`, labels ignored.
     Returns:
       Dataset of `(images uint8 [B, S, S, 3], labels float32 [B, num_classes])`. Labels are
       one-hot (classification), multi-hot (COCO) or soft (after MixUp/CutMix).
@@ -231,7 +234,7 @@ def build_dataset(
             def records(epoch):
                 return tfds_records(epoch).map(lambda shard, index, e, tensors: tensors)
 
-        parser = Parser(data_cfg, training=training, label_offset=0, label_map=None)
+        parser = Parser(data_cfg, training=training, label_offset=0, label_map=None, views=views)
         decode, files = None, []
     else:
         files = list_files(pattern)
@@ -251,12 +254,16 @@ def build_dataset(
         )
         schema = data_cfg.schema
         label_map = None
-        if schema == "coco":
+        if schema == "coco" and views is None:
             if not data_cfg.label_map_file:
                 raise UsageError("data.label_map_file is required for the coco schema")
             label_map = read_label_map(data_cfg.label_map_file)
         parser = Parser(
-            data_cfg, training=training, label_map=label_map, jpeg_only=data_cfg.jpeg_only
+            data_cfg,
+            training=training,
+            label_map=label_map,
+            jpeg_only=data_cfg.jpeg_only,
+            views=views,
         )
         decode = make_decoder(schema).decode
 
@@ -292,9 +299,10 @@ def build_dataset(
             return model_inputs(payload, position)
 
         size = data_cfg.image_size
+        image = tf.zeros([size, size, 3], tf.uint8)
         dummy = (
-            tf.zeros([size, size, 3], tf.uint8),
-            tf.zeros([data_cfg.num_classes], tf.float32),
+            (image, image) if views is not None else image,
+            tf.zeros([0 if views is not None else data_cfg.num_classes], tf.float32),
             tf.zeros([2], tf.int64),
         )
         # The position rides in the epoch's slot: guarded_map only passes it through.

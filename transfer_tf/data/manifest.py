@@ -245,6 +245,17 @@ def check_pattern(data_cfg: DataConfig, pattern: str, files: list[str] | None) -
     return data_cfg
 
 
+def unlabeled_manifest(pattern: str) -> str | None:
+    """The manifest path when `pattern`'s shards were built without labels
+    (`make_folder_tfrecords --unlabeled`), else None (TFDS sources: None)."""
+    if not pattern or pattern.startswith("tfds:"):
+        return None
+    for manifest in find_manifests(list_files(pattern)).values():
+        if manifest.data.get("unlabeled"):
+            return manifest.path
+    return None
+
+
 def check_data_config(data_cfg: DataConfig) -> DataConfig:
     """Checks the train and eval patterns' manifests (see module doc); fills `auto` values.
 

@@ -13,6 +13,10 @@ Multi-label crops (COCO, training): the crop is sampled so that it contains at l
 object (a crowd of people is a person in the image). Evaluation uses the centered crop and keeps
 every label (the image-level ground truth), which is what COCO multi-label benchmarks score.
 
+Two-view mode (self-supervised pretraining, `views=`): the image bytes become two views and the
+labels are ignored (neither mapped nor checked, so unlabeled records parse): `((view1, view2),
+label float32 [0])`, whatever the schema.
+
 Example:
     parser = Parser(cfg.data, training=True)
     image, label = parser(decoded_tensors, seed=tf.constant([1, 2], tf.int64))
@@ -20,11 +24,17 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import tensorflow as tf
 
 from transfer_tf.config import DataConfig
 from transfer_tf.data import augment, distort
 from transfer_tf.data.label_maps import LabelMap, lookup_table
+
+# (encoded image bytes string [], seed int64 [2], jpeg_only bool) -> (view1, view2), each uint8
+# [S, S, 3]: e.g. `functools.partial(ssl.views.two_views_from_bytes, cfg=view_config)`.
+ViewsFn = Callable[..., tuple[tf.Tensor, tf.Tensor]]
 
 
 def box_coverage(boxes: tf.Tensor, window: tf.Tensor, image_hw: tf.Tensor) -> tf.Tensor:
@@ -63,6 +73,7 @@ class Parser:
         the default inside `preprocess_for_eval`).
       jpeg_only: training images are JPEG, so the per-image format check is skipped (TFRecord
         shards of our schemas; `data.jpeg_only`); anything else then fails as bad data.
+      views: two-view mode (see module doc), called as `views(bytes, seed, jpeg_only=...)`.
     """
 
     def __init__(
@@ -74,8 +85,10 @@ class Parser:
         label_map: LabelMap | None = None,
         dct_method: str = "INTEGER_FAST",
         jpeg_only: bool = False,
+        views: ViewsFn | None = None,
     ) -> None:
         self.cfg = data_cfg
+        self.views = views
         self.training = training
         self.num_classes = data_cfg.num_classes
         self.label_offset = data_cfg.label_offset if label_offset is None else label_offset
@@ -87,6 +100,9 @@ class Parser:
         self, tensors: dict[str, tf.Tensor], seed: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor]:
         """Returns `(image uint8 [S, S, 3], label float32 [num_classes])`; `seed` int [2]."""
+        if self.views is not None:
+            pair = self.views(tensors["image"], seed, jpeg_only=self.requires_jpeg)
+            return pair, tf.zeros([0], tf.float32)
         if "boxes" in tensors:
             return self._parse_multilabel(tensors, seed)
         return self._parse_single_label(tensors, seed)
@@ -98,11 +114,12 @@ class Parser:
         by the corrupt-data post-mortem (`guard.corrupt_data_error`) and `inspect_tfrecords`,
         never in the hot path. Returns the decoded image's shape (int32 [3]).
         """
-        if "boxes" in tensors:
-            checked = self._class_indices(tensors["classes"])
+        if self.views is not None:
+            checks = []  # labels are ignored in two-view mode
+        elif "boxes" in tensors:
+            checks = [self._class_indices(tensors["classes"])]
         else:
-            checked = self._label_index(tensors)
-        checks = [checked]
+            checks = [self._label_index(tensors)]
         if self.requires_jpeg:
             checks.append(
                 tf.debugging.assert_equal(

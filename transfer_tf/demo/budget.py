@@ -24,6 +24,7 @@ from transfer_tf import models
 from transfer_tf.atomic_io import write_json_atomic
 from transfer_tf.config import ExperimentConfig, load_config, save_config
 from transfer_tf.demo import plan
+from transfer_tf.demo.pretraining import SSL_STEP_FACTOR
 
 # Seconds for everything after the training jobs: three evaluations (each traces an eval step),
 # export, predict, report and plots (~25 s on 2 cores, BENCHMARKS.md), plus interpreter start-up
@@ -105,6 +106,8 @@ def size_pretraining(cfg: ExperimentConfig, paths: plan.DemoPaths, elapsed_s: fl
     pretrain = load_config(paths.config("pretrain"))
     finetune = plan.finetune_config(cfg, paths)
     decision, step_s, compile_s = _measure(pretrain)
+    # The probe times a supervised step; an SSL step does more work (two views, heads, target).
+    step_s *= SSL_STEP_FACTOR[pretrain.ssl.method]
     elapsed_s += time.monotonic() - t0
     phases = finetune.transfer.phases
     head = sum(plan.phase_steps(finetune, p) for p in phases if p.trainable == "head")

@@ -20,8 +20,9 @@ import shlex
 import sys
 from dataclasses import dataclass, field
 
-from transfer_tf.config import ConfigError, ExperimentConfig, PhaseConfig
+from transfer_tf.config import ConfigError, ExperimentConfig, PhaseConfig, SSLConfig
 from transfer_tf.datagen import shapes
+from transfer_tf.demo.pretraining import pretrain_title, self_supervised, ssl_recipe
 
 
 @dataclass(frozen=True)
@@ -187,8 +188,11 @@ def _replace(cfg: ExperimentConfig, name: str, **data_fields: object) -> Experim
 
 
 def pretrain_config(cfg: ExperimentConfig, paths: DemoPaths) -> ExperimentConfig:
-    """The ImageNet-like pretraining experiment over the demo's shards."""
+    """The ImageNet-like pretraining experiment over the demo's shards (self-supervised, labels
+    ignored, with `demo.pretraining: simclr | byol`)."""
     tfr = paths.imagenet_tfrecords
+    if self_supervised(cfg):
+        cfg = ssl_recipe(cfg)
     return _replace(
         cfg,
         f"{cfg.name}_pretrain",
@@ -215,6 +219,7 @@ def finetune_config(cfg: ExperimentConfig, paths: DemoPaths) -> ExperimentConfig
     evaluate stage does again from the checkpoint (`--eval_pattern`); once is enough on a CPU.
     """
     tfr = paths.coco_tfrecords
+    cfg = dataclasses.replace(cfg, ssl=SSLConfig())  # the pretraining method is not fine-tuning's
     return _replace(
         cfg,
         f"{cfg.name}_finetune",
@@ -326,7 +331,7 @@ def plan_stages(cfg: ExperimentConfig, paths: DemoPaths) -> list[Stage]:
         )
     for run in ("pretrain", "finetune", "scratch"):
         if run == "pretrain":
-            title = "Pretrain on the ImageNet-like set"
+            title = pretrain_title(cfg)
             call = ("pipelines.pretrain", [f"--config={d.config(run)}"])
             needs: tuple[str, ...] = ("build_imagenet",)
         elif run == "finetune":
@@ -350,6 +355,8 @@ def plan_stages(cfg: ExperimentConfig, paths: DemoPaths) -> list[Stage]:
                 outputs=(os.path.join(d.run_dir(run), "config.yaml"),),
             )
         )
+        if run == "pretrain" and self_supervised(cfg):
+            continue  # its untrained classifier head has no top-1; kNN top-1 is its eval
         stages.append(
             Stage(
                 f"evaluate_{run}",

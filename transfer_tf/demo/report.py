@@ -99,6 +99,30 @@ def _metrics_table(paths: DemoPaths) -> tuple[list[str], dict[str, dict | None]]
     return lines, docs
 
 
+def _pretraining_lines(paths: DemoPaths, curves: Curves) -> list[str]:
+    """Which pretraining the demo ran (from the stage config it wrote) and, for a
+    self-supervised one, its label-free eval (kNN top-1 from the run's eval summaries)."""
+    import yaml
+
+    try:
+        with open(paths.config("pretrain")) as f:
+            method = (yaml.safe_load(f).get("ssl") or {}).get("method", "supervised")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return ["Pretraining: not recorded (no pretraining config was written)."]
+    if method == "supervised":
+        return ["Pretraining: **supervised** (the ImageNet-like labels, softmax cross-entropy)."]
+    knn = curves.get("eval/knn_top1") or []
+    shown = (
+        f"kNN top-1 (k=20) on its validation split: {_fmt(knn[-1][1])}" if knn else "no kNN eval"
+    )
+    return [
+        f"Pretraining: **{method}**, self-supervised on the ImageNet-like images with their "
+        f"labels ignored ({shown}); its classifier head is untrained, so the pretrain row has "
+        "no top-1. Fine-tuning and the scratch baseline are the same as with supervised "
+        "pretraining."
+    ]
+
+
 def _prediction_lines(paths: DemoPaths, truth: list[str]) -> list[str]:
     doc = read_json(paths.predict_output)
     if not doc or not doc.get("predictions"):
@@ -167,6 +191,8 @@ def write_report(
         "",
         f"End-to-end run on generated data in {context.total_seconds / 60:.1f} min "
         f"(config: `{os.path.relpath(context.config_path, paths.work_dir)}`).",
+        "",
+        *_pretraining_lines(paths, run_curves.get("pretrain", {})),
         "",
         "## Results",
         "",

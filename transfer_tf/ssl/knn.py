@@ -17,10 +17,15 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import keras
 import numpy as np
 import tensorflow as tf
 
+from transfer_tf.config import ExperimentConfig
+from transfer_tf.data.dataset_fn import dataset_fn
 from transfer_tf.training.evaluation import DatasetFn, evaluate_model
 
 ArrayLike = np.ndarray | tf.Tensor
@@ -171,3 +176,35 @@ def knn_eval(
         temperature=temperature,
     )
     return {"knn_top1": top1}
+
+
+def labeled_subset_fn(cfg: ExperimentConfig) -> DatasetFn:
+    """The kNN monitor's labeled train subset: eval-preprocessed (centre crop, fixed order) batches
+    of `ssl.knn_train_pattern` (default `data.train_pattern`), the first `ssl.knn_train_examples`
+    records (rounded up to whole global batches)."""
+    pattern = cfg.ssl.knn_train_pattern or cfg.data.train_pattern
+    subset = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, eval_pattern=pattern))
+    batches = max(1, math.ceil(cfg.ssl.knn_train_examples / cfg.train.global_batch_size))
+    base = dataset_fn(subset, "eval")
+    return lambda ctx: base(ctx).take(batches)
+
+
+def knn_monitor(cfg: ExperimentConfig, encoder: keras.Model, strategy: tf.distribute.Strategy):
+    """`step -> {"knn_top1": float}`: `knn_eval` of `encoder` with `ssl.knn_k` /
+    `ssl.knn_temperature`, the labeled subset of `labeled_subset_fn` against `data.eval_pattern`
+    (a run's eval_fn every `train.eval_every_epochs`)."""
+    train_fn, eval_fn = labeled_subset_fn(cfg), dataset_fn(cfg, "eval")
+
+    def evaluate(step: int) -> dict[str, float]:
+        del step
+        return knn_eval(
+            encoder,
+            strategy,
+            train_fn,
+            eval_fn,
+            cfg.data.num_classes,
+            k=cfg.ssl.knn_k,
+            temperature=cfg.ssl.knn_temperature,
+        )
+
+    return evaluate

@@ -24,10 +24,13 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import tensorflow as tf
 
+from transfer_tf.config import ExperimentConfig
 from transfer_tf.data import augment, distort
+from transfer_tf.data.parsers import ViewsFn
 
 # Sub-seed slots of one view's colour seed (`stateless_split(color_seed, _NUM_COLOR_SEEDS)`).
 _JITTER_APPLY, _JITTER, _ORDER, _GRAY, _BLUR_APPLY, _BLUR_SIGMA, _SOLARIZE = range(7)
@@ -253,3 +256,29 @@ def two_views_from_bytes(
         )
         views.append(distort_view(crop, color_seed, cfg, view))
     return views[0], views[1]
+
+
+def config_views(cfg: ExperimentConfig) -> ViewConfig:
+    """The ViewConfig of an experiment: the `ssl.views` preset (`auto`: the method's) at
+    `data.image_size`, jitter scaled by `ssl.color_strength`, blur sigma `ssl.blur_sigma` scaled
+    from `ssl.blur_reference_size` px to the view size, crop ranges and flip from `data`."""
+    s, size = cfg.ssl, cfg.data.image_size
+    preset = s.views if s.views != "auto" else s.method
+    base = byol_views(size) if preset == "byol" else simclr_views(size)
+    scale = size / s.blur_reference_size if s.blur_reference_size > 0 else 1.0
+    return dataclasses.replace(
+        base,
+        jitter=tuple(j * s.color_strength for j in base.jitter),
+        blur_sigma=(s.blur_sigma[0] * scale, s.blur_sigma[1] * scale),
+        area_range=tuple(cfg.data.crop_area_range),
+        aspect_range=tuple(cfg.data.crop_aspect_range),
+        flip=cfg.data.random_flip,
+    )
+
+
+def views_fn(cfg: ExperimentConfig) -> ViewsFn:
+    """The input pipeline's two-view function of an experiment (`data.input.build_dataset`'s
+    `views`): `(image bytes, seed, jpeg_only=...) -> (view1, view2)` uint8 `[S, S, 3]`."""
+    return functools.partial(
+        two_views_from_bytes, cfg=config_views(cfg), decode_once=cfg.ssl.decode_once
+    )

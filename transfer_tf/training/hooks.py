@@ -64,6 +64,9 @@ class SummaryHook(Hook):
         self._eval.flush()
 
 
+_LOOP_LOGS = ("loss", "total_loss", "learning_rate", "images_per_sec", "step_time_ms")
+
+
 class ProgressHook(Hook):
     """A one-line progress bar in an interactive terminal; otherwise a concise log line every
     `log_every_steps` steps (absl logging, so it lands in log files)."""
@@ -82,9 +85,11 @@ class ProgressHook(Hook):
         self._t0 = time.time()
 
     def _line(self, step: int, logs: dict) -> str:
+        # An objective's own metrics (e.g. SSL embedding_std) follow the loop's.
+        extra = "".join(f" {k} {v:.4g}" for k, v in logs.items() if k not in _LOOP_LOGS)
         return (
             f"step {step}/{self._end} loss {logs['loss']:.4f} lr {logs['learning_rate']:.4g} "
-            f"{logs['images_per_sec']:.1f} img/s {logs['step_time_ms']:.1f} ms/step"
+            f"{logs['images_per_sec']:.1f} img/s {logs['step_time_ms']:.1f} ms/step{extra}"
         )
 
     def on_execution_end(self, step: int, logs: dict) -> None:

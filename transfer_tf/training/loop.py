@@ -27,7 +27,7 @@ Semantics:
   (`model_dir/checkpoints`) and one summary stream (`model_dir/summaries`). Resume = construct
   the same objects, `restore()`, call `train` with the same `end_step`: it continues mid-phase.
 - The optimizer is built once over ALL trainable-kind variables (`v.trainable`, even in frozen
-  layers), so any subset can be trained per call.
+  layers) and an objective's `extra_variables` (SSL heads), so any subset can train per call.
 - Optimizer state is per phase: `train(..., phase_start_step=S)` starts the optimizer afresh
   unless its state already belongs to the phase starting at S (`optimizers.start_phase`; the
   checkpoint records that start as `optimizer_start_step`, so a mid-phase resume keeps Adam's
@@ -105,6 +105,7 @@ class Trainer:
         hooks: list[Hook] | None = None,
         checkpoint_input: bool = False,
         extra_checkpoint_objects: dict | None = None,
+        extra_variables: list | None = None,
         ema_decay: float = 0.0,
     ):
         self.model = model
@@ -140,8 +141,11 @@ class Trainer:
                 name="optimizer_start_step",
                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
             )
-            # Every trainable-kind variable, so later phases may train any subset.
-            optimizer.build([v for v in model.weights if v.trainable])
+            # Every trainable-kind variable, so later phases may train any subset; with an
+            # objective's own (e.g. SSL heads: `extra_variables`, trained via `train`'s
+            # `trainable_variables`).
+            extra = [v for v in extra_variables or [] if v.trainable]
+            optimizer.build([v for v in model.weights if v.trainable] + extra)
             self.ema = WeightEMA(model, ema_decay) if ema_decay > 0 else None
         self._iterator = None
         self._manager = self._make_manager()

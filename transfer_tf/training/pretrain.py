@@ -1,5 +1,10 @@
 """The pretraining job from an ExperimentConfig (what pipelines/pretrain.py calls).
 
+`ssl.method` picks the objective: `supervised` (the classifier's loss on labels) or a
+self-supervised method (`ssl.methods`: two views per image, labels ignored, heads and target
+network checkpointed beside the classifier, kNN top-1 instead of top-1 as the periodic eval).
+Everything else (strategy, precision, checkpoints, resume) is the same job.
+
 Example:
     cfg = load_config("configs/imagenet_resnet50.yaml", ["train.train_steps=100"])
     logs = run_pretraining(cfg, "runs/r50")           # resumes if runs/r50 has checkpoints
@@ -12,6 +17,9 @@ from absl import logging
 from transfer_tf.config import ExperimentConfig
 from transfer_tf.data.dataset_fn import dataset_fn
 from transfer_tf.distribute.cluster import weights_digest
+from transfer_tf.ssl import knn, methods
+from transfer_tf.ssl import views as views_lib
+from transfer_tf.ssl.settings import is_self_supervised
 from transfer_tf.training import checkpoints, losses, optimizers, schedules
 from transfer_tf.training import strategy as strategy_lib
 from transfer_tf.training.evaluation import EvalAccumulator
@@ -43,16 +51,21 @@ def run_pretraining(
     cfg = checked_config(cfg)
     check_resume_config(cfg, model_dir, allow_change=allow_config_change)
     cfg = adopt_recorded_runtime(cfg, model_dir)
-    train_fn = dataset_fn(cfg, "train", run_id=model_dir)
+    ssl_run = is_self_supervised(cfg)
+    views = views_lib.views_fn(cfg) if ssl_run else None
+    train_fn = dataset_fn(cfg, "train", run_id=model_dir, views=views)
     # The strategy first: MultiWorkerMirroredStrategy configures collective ops, which must
     # happen before any op runs (setup_runtime's seeding initialises the eager context).
     strategy = strategy_lib.make_strategy(cfg.train.strategy, cfg.train.tpu)
     steps_per_epoch, total_steps = plan_steps(cfg)
     cfg, runtime = setup_runtime(cfg, strategy, total_steps=total_steps)
     train_cfg = cfg.train
+    objective = None
     with strategy.scope():
         model = build_model(cfg)
         optimizer = optimizers.make_optimizer(train_cfg)
+        if ssl_run:
+            objective = methods.make_objective(cfg, model, total_steps)
     trainer = start_run(
         cfg,
         model_dir,
@@ -63,20 +76,28 @@ def run_pretraining(
         checkpoint_input=train_cfg.checkpoint_input,
         ema_decay=train_cfg.ema_decay,
         runtime=runtime,
+        extra_checkpoint_objects=objective.checkpoint_objects if objective else None,
+        extra_variables=objective.head_variables if objective else None,
     )
     start = trainer.restore()
     if start == 0 and train_cfg.init_checkpoint:
         check_warm_start(model, train_cfg.init_checkpoint)
         prefix = checkpoints.restore_model_weights(model, train_cfg.init_checkpoint)
         logging.info("warm start from %s", prefix)
+    if start == 0 and objective is not None:
+        objective.start(strategy)  # BYOL: the target starts as the (warm-started) online net
 
     eval_fn, eval_every = None, 0
     if cfg.data.eval_pattern and train_cfg.eval_every_epochs > 0:
-        eval_input = dataset_fn(cfg, "eval")
+        if objective is not None:
+            eval_fn = _ssl_eval_fn(cfg, objective, strategy)
+        else:
+            eval_input = dataset_fn(cfg, "eval")
 
-        def eval_fn(step: int) -> dict:
-            return trainer.evaluate(eval_input, EvalAccumulator(cfg))
+            def eval_fn(step: int) -> dict:
+                return trainer.evaluate(eval_input, EvalAccumulator(cfg))
 
+    if eval_fn is not None:
         eval_every = int(round(train_cfg.eval_every_epochs * (steps_per_epoch or total_steps)))
     peak_schedule = schedules.from_train_config(
         train_cfg, steps_per_epoch or total_steps, total_steps
@@ -86,7 +107,11 @@ def run_pretraining(
             train_fn,
             end_step=total_steps,
             lr_schedule=peak_schedule,
-            loss_fn=losses.for_task(cfg.data.task, train_cfg.label_smoothing),
+            loss_fn=None
+            if objective
+            else losses.for_task(cfg.data.task, train_cfg.label_smoothing),
+            objective=objective,
+            trainable_variables=objective.trainable_variables if objective else None,
             steps_per_epoch=steps_per_epoch,
             eval_fn=eval_fn,
             eval_every_steps=eval_every,
@@ -96,3 +121,11 @@ def run_pretraining(
     # Equal on every worker when the replicas stayed in sync (tests/test_multiworker.py).
     logs["weights_sha256"] = weights_digest(model)
     return logs
+
+
+def _ssl_eval_fn(cfg: ExperimentConfig, objective, strategy):
+    """The label-free run's periodic eval: kNN top-1 of the backbone's pooled features
+    (`ssl.knn`), or None when `ssl.knn_k` is 0."""
+    if cfg.ssl.knn_k <= 0:
+        return None
+    return knn.knn_monitor(cfg, objective.encoder, strategy)

@@ -61,6 +61,11 @@ RESUME_MAY_CHANGE = (
     # Not used by training.
     "export.*",
     "demo.*",
+    # The label-free run's kNN monitor (what is measured, not what is trained).
+    "ssl.knn_k",
+    "ssl.knn_temperature",
+    "ssl.knn_train_pattern",
+    "ssl.knn_train_examples",
 )
 
 

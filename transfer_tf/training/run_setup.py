@@ -23,9 +23,10 @@ import keras
 import tensorflow as tf
 
 from transfer_tf.atomic_io import write_json_atomic
-from transfer_tf.config import ExperimentConfig, save_config
+from transfer_tf.config import ConfigError, ExperimentConfig, save_config
 from transfer_tf.errors import UsageError
 from transfer_tf.models.resnet import build_classifier
+from transfer_tf.ssl.settings import is_self_supervised
 from transfer_tf.training import autotune, checkpoints, precision
 from transfer_tf.training import strategy as strategy_lib
 from transfer_tf.training.hooks import ProgressHook, SummaryHook
@@ -76,11 +77,19 @@ def checked_config(cfg: ExperimentConfig) -> ExperimentConfig:
     (data/manifest.py) and `auto` values filled, before any model is built or step runs.
 
     Raises:
-      ConfigError: the config disagrees with what the builders wrote.
+      ConfigError: the config disagrees with what the builders wrote, or supervised training on
+        shards built without labels.
     """
-    from transfer_tf.data.manifest import check_data_config
+    from transfer_tf.data.manifest import check_data_config, unlabeled_manifest
 
-    return dataclasses.replace(cfg, data=check_data_config(cfg.data))
+    data = check_data_config(cfg.data)
+    unlabeled = None if is_self_supervised(cfg) else unlabeled_manifest(data.train_pattern)
+    if unlabeled:
+        raise ConfigError(
+            f"config key 'data.train_pattern': {unlabeled} says these shards have no labels "
+            "(make_folder_tfrecords --unlabeled): pretrain them with ssl.method: simclr | byol"
+        )
+    return dataclasses.replace(cfg, data=data)
 
 
 def build_model(cfg: ExperimentConfig) -> keras.Model:
@@ -110,6 +119,8 @@ def start_run(
     checkpoint_input: bool = False,
     ema_decay: float = 0.0,
     runtime: autotune.Decision | None = None,
+    extra_checkpoint_objects: dict | None = None,
+    extra_variables: list | None = None,
 ) -> Trainer:
     """Lays out a training run and returns its Trainer (progress logs; summaries on the chief).
 
@@ -118,6 +129,8 @@ def start_run(
     decision) when `runtime` is given. `weight_decay` is the L2 coefficient the loop adds to the
     loss (0 where the optimizer applies decay itself); `ema_decay > 0` keeps a weight EMA
     (`train.ema_decay` for pretraining, `transfer.ema_decay` for fine-tuning).
+    `extra_checkpoint_objects` / `extra_variables`: an objective's state and the trainable
+    variables it adds to the model's (`Trainer`; e.g. `ssl.methods`).
     """
     train_cfg = cfg.train
     write_dir = strategy_lib.worker_dir(model_dir, strategy)
@@ -146,7 +159,7 @@ def start_run(
         log_every_steps=train_cfg.log_every_steps,
         hooks=hooks,
         checkpoint_input=checkpoint_input,
+        extra_checkpoint_objects=extra_checkpoint_objects,
+        extra_variables=extra_variables,
         ema_decay=ema_decay,
     )
-
-

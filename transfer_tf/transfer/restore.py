@@ -10,6 +10,9 @@ Three kinds of source (`detect_source_kind`):
                its highest version). Variables are matched by their TF names (`conv1_conv/kernel`,
                kept in `saved_model.pb`), their values read from `variables/` without loading the
                serving functions.
+A self-supervised run's checkpoint (`ssl.method`) also holds the method's heads and target network
+(`ssl_*` objects): they are dropped, and they must be exactly the method's (`RestoreReport.dropped`
+lists them); the classifier in it restores like a supervised one.
 Only the backbone (every stage but `head`) is restored; the head stays freshly initialised. Any
 backbone variable that the source lacks (missing), any source variable that is neither backbone nor
 the source's own head (unexpected), and any shape mismatch is a UsageError listing them: a silent
@@ -49,8 +52,21 @@ from transfer_tf.models.weights import (
     read_keras_backbone,
     weight_file_signature,
 )
+from transfer_tf.ssl.settings import CHECKPOINT_OBJECTS
 
 KINDS = ("model_dir", "keras_weights", "saved_model")
+# A training checkpoint's own state beside the classifier (training/loop.py), never restored here.
+_RUN_STATE = {
+    "optimizer",
+    "global_step",
+    "optimizer_start_step",
+    "ema",
+    "train_iterator",
+    "save_counter",
+    "_CHECKPOINTABLE_OBJECT_GRAPH",
+}
+
+
 # Classifier tops of keras.applications models (full-model files): never part of a backbone.
 @dataclass(frozen=True)
 class RestoreReport:
@@ -60,6 +76,8 @@ class RestoreReport:
     path: str
     num_layers: int
     num_variables: int
+    # Checkpoint objects left behind besides the run's own state (an SSL run's heads/target).
+    dropped: tuple[str, ...] = ()
 
 
 def _saved_model_dir(path: str) -> str | None:
@@ -103,18 +121,41 @@ def _from_model(source_model: keras.Model) -> dict[str, dict[str, np.ndarray]]:
     }
 
 
-def _read_model_dir(model: keras.Model, path: str) -> dict[str, dict[str, np.ndarray]]:
+def _dropped_objects(path: str, method: str) -> tuple[str, ...]:
+    """The top-level objects of `path`'s latest checkpoint besides `model` and the run's state:
+    for a self-supervised run (`method`), exactly that method's `CHECKPOINT_OBJECTS`, else a
+    UsageError (a checkpoint holding something else is not the run its config describes)."""
+    from transfer_tf.training.checkpoints import resolve_checkpoint
+
+    prefix = resolve_checkpoint(path)
+    top = {name.split("/", 1)[0] for name, _ in tf.train.list_variables(prefix)}
+    extra = tuple(sorted(top - _RUN_STATE - {"model"}))
+    want = tuple(sorted(CHECKPOINT_OBJECTS.get(method, ())))
+    if method in CHECKPOINT_OBJECTS and extra != want:
+        raise UsageError(
+            f"backbone source '{path}' is a {method} run, but its checkpoint '{prefix}' holds "
+            f"{list(extra)} beside the classifier, not exactly the method's {list(want)}"
+        )
+    return extra
+
+
+def _read_model_dir(
+    model: keras.Model, path: str
+) -> tuple[dict[str, dict[str, np.ndarray]], tuple[str, ...]]:
+    """(`{layer: {weight: array}}` of the run's classifier, checkpoint objects dropped)."""
     from transfer_tf.training.checkpoints import load_model, read_run_config  # training stack
 
     # Compare architectures from the config before paying for a model build.
-    source_cfg = read_run_config(path).model
+    run_cfg = read_run_config(path)
+    source_cfg = run_cfg.model
     if source_cfg.name != model.name:
         raise UsageError(
             f"backbone source '{path}' is a {source_cfg.name}, the model is a {model.name}"
         )
     check_signature(model, config_signature(source_cfg), path)
+    dropped = _dropped_objects(path, run_cfg.ssl.method)
     source_model, _ = load_model(path)
-    return _from_model(source_model)
+    return _from_model(source_model), dropped
 
 
 def saved_model_signature(path: str) -> dict | None:
@@ -180,17 +221,25 @@ def restore_backbone(
     """
     kind = detect_source_kind(path, flag)
     signature = None  # model_dir: checked from its config before its checkpoint is read
+    dropped: tuple[str, ...] = ()
     if kind == "keras_weights":
         stored = read_keras_backbone(model, path)
         signature = weight_file_signature(path)
     elif kind == "model_dir":
-        stored = _read_model_dir(model, path)
+        stored, dropped = _read_model_dir(model, path)
     else:
         signature = saved_model_signature(path)
         stored = _read_saved_model(path)
     count = assign_backbone(model, stored, path, signature)
     layers = [la for la in backbone_layers(model) if la.weights]
     logging.info(
-        "Restored %d backbone variables (%d layers) from %s %s", count, len(layers), kind, path
+        "Restored %d backbone variables (%d layers) from %s %s%s",
+        count,
+        len(layers),
+        kind,
+        path,
+        f"; dropped {', '.join(dropped)}" if dropped else "",
     )
-    return RestoreReport(kind=kind, path=path, num_layers=len(layers), num_variables=count)
+    return RestoreReport(
+        kind=kind, path=path, num_layers=len(layers), num_variables=count, dropped=dropped
+    )

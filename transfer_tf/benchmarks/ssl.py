@@ -1,0 +1,206 @@
+"""Does self-supervised pretraining learn transferable features? Equal budgets, generated data.
+
+On `datagen.shapes` data (the ImageNet-like shape x colour set and the COCO-like scenes of the
+same vocabulary, through the real builders and input pipeline):
+
+  1. pretrain the same ResNet twice for the same steps and batch: `ssl` (SimCLR or BYOL, the
+     ImageNet-like images with their labels ignored) and `supervised` (the same images with
+     labels; `benchmarks.transfer`'s recipe);
+  2. linear probe (frozen backbone, a new head trained on the labels) on the ImageNet-like set
+     from (a) the SSL backbone, (b) a random-init backbone, (c) the supervised backbone; top-1 on
+     its validation split;
+  3. COCO-like multi-label fine-tuning (LP-FT, `benchmarks.transfer`'s recipe, equal steps) from
+     (a), (c) and from scratch; mAP on the COCO-like val split.
+
+Targets (issue 17): probe top-1 (a) - (b) >= 0.3 and mAP (a) - scratch >= 0.15.
+
+Example:
+    result = compare_ssl("/tmp/bench_ssl", SSLBenchmarkSize(method="simclr"))
+    result["probe_top1"]["ssl"] - result["probe_top1"]["random_init"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import keras
+from absl import logging
+
+from transfer_tf.benchmarks import transfer as transfer_bench
+from transfer_tf.config import ExperimentConfig, config_from_dict, to_dict
+
+
+@dataclass(frozen=True)
+class SSLBenchmarkSize:
+    """Sizes and recipe of the comparison (defaults: ~10-15 min on 2 loaded CPU cores)."""
+
+    method: str = "simclr"
+    model: str = "resnet18"
+    image_size: int = 32
+    pretrain_classes: int = 12
+    pretrain_per_class: int = 60
+    pretrain_val_per_class: int = 20
+    pretrain_steps: int = 300  # both pretrainings: the same steps at the same batch
+    batch_size: int = 64
+    # SSL recipe at a small batch: LARS at SimCLR's square-root scaling 0.075 * sqrt(batch).
+    ssl_peak_lr: float = 0.6
+    temperature: float = 0.2
+    color_strength: float = 0.5  # SimCLR's CIFAR strength for small images
+    momentum_base: float = 0.99  # BYOL, short run
+    crop_area_range: tuple[float, float] = (0.25, 1.0)  # as the supervised pretraining's
+    probe_steps: int = 150
+    probe_lr: float = 0.01  # Adam: insensitive to the scale of each backbone's features
+    coco_classes: int = 8
+    coco_train_images: int = 400
+    coco_val_images: int = 200
+    budget_steps: int = 100  # each COCO-like run
+    mixed_precision: str = "bfloat16"
+    seed: int = 0
+
+    def transfer_size(self) -> transfer_bench.BenchmarkSize:
+        """The `benchmarks.transfer` size sharing this one's data, model and budgets."""
+        return transfer_bench.BenchmarkSize(
+            model=self.model,
+            image_size=self.image_size,
+            pretrain_classes=self.pretrain_classes,
+            pretrain_per_class=self.pretrain_per_class,
+            pretrain_steps=self.pretrain_steps,
+            pretrain_val_per_class=self.pretrain_val_per_class,
+            coco_classes=self.coco_classes,
+            coco_train_images=self.coco_train_images,
+            coco_val_images=self.coco_val_images,
+            budget_steps=self.budget_steps,
+            batch_size=self.batch_size,
+            mixed_precision=self.mixed_precision,
+            seed=self.seed,
+        )
+
+
+def ssl_config(size: SSLBenchmarkSize, imagenet_dir: str) -> ExperimentConfig:
+    """The SSL pretraining: the supervised benchmark's data and loop, `ssl.method`, LARS."""
+    base = transfer_bench.pretrain_config(size.transfer_size(), imagenet_dir)
+    cfg = to_dict(base)
+    cfg["data"]["crop_area_range"] = list(size.crop_area_range)
+    warmup = max(1, size.pretrain_steps // 10)
+    steps_per_epoch = max(1, cfg["data"]["num_train_examples"] // size.batch_size)
+    cfg["train"].update(
+        optimizer="lars",
+        base_learning_rate=size.ssl_peak_lr * 256 / size.batch_size,
+        weight_decay=1e-6,
+        warmup_epochs=warmup / steps_per_epoch,
+    )
+    cfg["ssl"] = {
+        "method": size.method,
+        "temperature": size.temperature,
+        "color_strength": size.color_strength,
+        "momentum_base": size.momentum_base,
+        # Small heads for a small model and data set (the recipe's 2048/4096 are for ResNet-50).
+        "projection_widths": [512, 128] if size.method == "byol" else [512, 512, 128],
+        "predictor_widths": [512, 128],
+        "knn_k": 0,
+    }
+    return config_from_dict(cfg)
+
+
+def probe_config(size: SSLBenchmarkSize, imagenet_dir: str) -> ExperimentConfig:
+    """Linear probe on the ImageNet-like labels: frozen backbone, new head, Adam, cosine."""
+    cfg = to_dict(transfer_bench.pretrain_config(size.transfer_size(), imagenet_dir))
+    cfg["data"].update(
+        eval_pattern=os.path.join(imagenet_dir, "validation-*"),
+        num_eval_examples=size.pretrain_classes * size.pretrain_val_per_class,
+    )
+    cfg["train"]["train_steps"] = size.probe_steps
+    cfg["transfer"] = {
+        "preset": "linear_probe",
+        "optimizer": "adam",
+        "learning_rate": size.probe_lr,
+        "weight_decay": 0.0,
+    }
+    return config_from_dict(cfg)
+
+
+def compare_ssl(work_dir: str, size: SSLBenchmarkSize = SSLBenchmarkSize()) -> dict:
+    """Runs the comparison of the module doc under `work_dir`; returns JSON-ready results.
+
+    Existing runs in `work_dir` are resumed or reused (delete the folder to measure afresh)."""
+    from transfer_tf.training.pretrain import run_pretraining
+    from transfer_tf.transfer.finetune import run_finetuning
+
+    seconds: dict[str, float] = {}
+
+    def timed(name, fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        seconds[name] = round(time.perf_counter() - t0, 1)
+        keras.backend.clear_session()
+        return out
+
+    tsize = size.transfer_size()
+    dirs = timed("data", transfer_bench.prepare_data, work_dir, tsize)
+    runs = os.path.join(work_dir, "runs")
+    backbones = {
+        "ssl": os.path.join(runs, f"pretrain_{size.method}"),
+        "random_init": "",
+        "supervised": os.path.join(runs, "pretrain_supervised"),
+    }
+    ssl_logs = timed(
+        "pretrain_ssl", run_pretraining, ssl_config(size, dirs["imagenet"]), backbones["ssl"]
+    )
+    timed(
+        "pretrain_supervised",
+        run_pretraining,
+        transfer_bench.pretrain_config(tsize, dirs["imagenet"]),
+        backbones["supervised"],
+    )
+    probe_top1 = {}
+    for name, source in backbones.items():
+        result = timed(
+            f"probe_{name}",
+            run_finetuning,
+            probe_config(size, dirs["imagenet"]),
+            os.path.join(runs, f"probe_{name}"),
+            init_checkpoint=source,
+        )
+        probe_top1[name] = round(result["eval"]["top_1_accuracy"], 4)
+        logging.info("linear probe from %s: top-1 %.4f", name, probe_top1[name])
+    coco_map = {}
+    for name, run in (
+        ("ssl", "pretrained_schedule"),
+        ("supervised", "pretrained_schedule"),
+        ("scratch", "scratch"),
+    ):
+        cfg = transfer_bench.transfer_config(tsize, dirs["coco"], run)
+        result = timed(
+            f"coco_{name}",
+            run_finetuning,
+            cfg,
+            os.path.join(runs, f"coco_{name}"),
+            init_checkpoint=backbones.get(name, ""),
+        )
+        coco_map[name] = round(result["eval"]["mAP"], 4)
+        logging.info("COCO-like fine-tuning from %s: mAP %.4f", name, coco_map[name])
+    probe_gain = round(probe_top1["ssl"] - probe_top1["random_init"], 4)
+    map_gain = round(coco_map["ssl"] - coco_map["scratch"], 4)
+    return {
+        "benchmark": "ssl",
+        "method": size.method,
+        "probe_top1": probe_top1,
+        "coco_mAP": coco_map,
+        "ssl_final": {
+            k: round(v, 4)
+            for k, v in ssl_logs.items()
+            if isinstance(v, float) and math.isfinite(v) and k != "learning_rate"
+        },
+        "targets": {
+            "probe_ssl_minus_random": probe_gain,
+            "probe_target_met": probe_gain >= 0.3,
+            "map_ssl_minus_scratch": map_gain,
+            "map_target_met": map_gain >= 0.15,
+        },
+        "seconds": seconds,
+        "size": dataclasses.asdict(size),
+    }

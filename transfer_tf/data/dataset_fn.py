@@ -47,6 +47,7 @@ def dataset_fn(cfg: ExperimentConfig, split: str, run_id: str = "") -> DatasetFn
             input_context=ctx,
             run_id=run_id,
             start_step=start_step,
+            detection=cfg.detection if cfg.transfer.task == "detection" else None,
         )
 
     return fn

@@ -55,9 +55,10 @@ import os
 
 import tensorflow as tf
 
-from transfer_tf.config import DataConfig, to_dict
+from transfer_tf.config import DataConfig, DetectionConfig, to_dict
 from transfer_tf.data import manifest, mixing, policies
 from transfer_tf.data.decoders import make_decoder
+from transfer_tf.data.detection import DetectionParser
 from transfer_tf.data.files import list_files
 from transfer_tf.data.guard import (  # noqa: F401  (re-exported)
     CORRUPT_PREFIX,
@@ -170,6 +171,7 @@ def build_dataset(
     repeat: bool | None = None,
     run_id: str = "",
     start_step: int = 0,
+    detection: DetectionConfig | None = None,
 ) -> tf.data.Dataset:
     """Builds the train or eval dataset of `(images, labels)` batches.
 
@@ -186,9 +188,12 @@ def build_dataset(
         same dataset) share one service job; see `service_job_name`.
       start_step: train only: the global step the consumer is at; the stream starts where a
         stream started at step 0 would be after `start_step` steps (see module doc).
+      detection: the detection section for a detection run (`transfer.task: detection`): COCO
+        shards are parsed by `data.detection.DetectionParser` (its own size and targets).
     Returns:
       Dataset of `(images uint8 [B, S, S, 3], labels float32 [B, num_classes])`. Labels are
-      one-hot (classification), multi-hot (COCO) or soft (after MixUp/CutMix).
+      one-hot (classification), multi-hot (COCO) or soft (after MixUp/CutMix). Detection: labels
+      are the parser's target dicts, batched (`data/detection.py`).
     Raises:
       UsageError: bad split or batch size, patterns that match nothing, a bad label map.
       ConfigError: the config disagrees with the builders' manifest (data/manifest.py).
@@ -218,6 +223,8 @@ def build_dataset(
     source_context = None if training and data_cfg.tf_data_service else input_context
 
     if pattern.startswith("tfds:"):
+        if detection is not None:
+            raise UsageError(f"'{pattern}': detection reads TFRecord shards, not TFDS")
         from transfer_tf.data import tfds_source
 
         data_cfg = manifest.check_pattern(data_cfg, pattern, None)
@@ -255,9 +262,12 @@ def build_dataset(
             if not data_cfg.label_map_file:
                 raise UsageError("data.label_map_file is required for the coco schema")
             label_map = read_label_map(data_cfg.label_map_file)
-        parser = Parser(
-            data_cfg, training=training, label_map=label_map, jpeg_only=data_cfg.jpeg_only
-        )
+        if detection is not None:
+            parser = DetectionParser(data_cfg, detection, training=training, label_map=label_map)
+        else:
+            parser = Parser(
+                data_cfg, training=training, label_map=label_map, jpeg_only=data_cfg.jpeg_only
+            )
         decode = make_decoder(schema).decode
 
     # Records this pipeline consumes per global step: each pipeline feeds its replicas' batches.
@@ -297,6 +307,8 @@ def build_dataset(
             tf.zeros([data_cfg.num_classes], tf.float32),
             tf.zeros([2], tf.int64),
         )
+        if detection is not None:
+            dummy = (*parser.dummy(), dummy[2])
         # The position rides in the epoch's slot: guarded_map only passes it through.
         positioned = source.map(lambda position, r: (r[1][0], r[1][1], position, r[1][3]))
         ds = guarded_map(positioned, process, dummy, True, log_py, order_fixed, parallel)

@@ -194,6 +194,20 @@ def loss_terms(
     return class_sum, box_sum, tf.reduce_sum(positive)
 
 
+def decode_boxes(box_offsets: tf.Tensor, det_cfg: DetectionConfig) -> tf.Tensor:
+    """Encoded offsets float [B, A, 4] (the model's `box` output, or `Labeler` targets) -> boxes
+    float32 [B, A, 4] yxyx in pixels of the model input (not clipped)."""
+    size = det_cfg.image_size
+    return _decode_deltas_to_boxes(
+        anchors=anchors(det_cfg, size),
+        boxes_delta=tf.cast(box_offsets, tf.float32),
+        anchor_format=BOX_FORMAT,
+        box_format=BOX_FORMAT,
+        variance=BOX_VARIANCE,
+        image_shape=(size, size, 3),
+    )
+
+
 def decode(predictions: dict[str, tf.Tensor], det_cfg: DetectionConfig) -> dict[str, tf.Tensor]:
     """Raw outputs -> final detections (per-class NMS) in pixels of the model input.
 
@@ -201,18 +215,10 @@ def decode(predictions: dict[str, tf.Tensor], det_cfg: DetectionConfig) -> dict[
     "classes": int32 [B, K] contiguous class indices, "num_detections": int32 [B]};
     K = detection.max_detections, rows past num_detections are padding (class -1, score 0).
     """
-    size = det_cfg.image_size
-    shape = (size, size, 3)
     logits = tf.cast(predictions["classification"], tf.float32)
-    boxes = _decode_deltas_to_boxes(
-        anchors=anchors(det_cfg, size),
-        boxes_delta=tf.cast(predictions["box"], tf.float32),
-        anchor_format=BOX_FORMAT,
-        box_format=BOX_FORMAT,
-        variance=BOX_VARIANCE,
-        image_shape=shape,
+    boxes = tf.clip_by_value(
+        decode_boxes(predictions["box"], det_cfg), 0.0, float(det_cfg.image_size)
     )
-    boxes = tf.clip_by_value(boxes, 0.0, float(size))
     # Keep the anchors with the best class scores (Model Garden's pre-NMS top-k): per-class NMS
     # over every anchor of a 640 px input would see ~77k candidates per class.
     k = min(PRE_NMS_TOP_K, int(logits.shape[1]))

@@ -61,7 +61,8 @@ def test_export_serves_a_jpeg_with_boxes_in_original_pixels(tmp_path):
     assert boxes[:, 2].max() > 128  # original pixels, not the 128 px model input
     assert set(out["detection_classes"][0, :n]) <= {1, 7, 22}
     names = {1: b"person", 7: b"train", 22: b"x"}
-    for cid, name in zip(out["detection_classes"][0, :n], out["detection_class_names"][0, :n]):
+    classes, class_names = out["detection_classes"][0, :n], out["detection_class_names"][0, :n]
+    for cid, name in zip(classes, class_names, strict=True):
         assert names[int(cid)] == name
 
     # The same detections as the in-process path: eval preprocessing, model, decoding, mapping.

@@ -21,7 +21,9 @@ H, W = 200, 100  # taller than the 128 px input: boxes past row 128 can only be 
 def _config(tmp_path):
     label_map = tmp_path / "label_map.json"
     label_map.write_text(
-        json.dumps([{"id": 1, "name": "person"}, {"id": 7, "name": "train"}, {"id": 22, "name": "x"}])
+        json.dumps(
+            [{"id": 1, "name": "person"}, {"id": 7, "name": "train"}, {"id": 22, "name": "x"}]
+        )
     )
     return load_config(
         None,

@@ -71,6 +71,29 @@ def test_label_assignment_on_hand_made_boxes():
         np.testing.assert_allclose(decoded[k], a if from_a[k] else b, atol=1e-2)
 
 
+def test_targets_and_decoding_stay_float32_under_bfloat16():
+    import keras
+
+    boxes = tf.constant([[[10.3, 20.7, 61.1, 90.9]]])
+    reference = retinanet.Labeler(DET)(tf.zeros([1, S, S, 3]), boxes, tf.constant([[1.0]]))
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        box_t, cls_t = retinanet.Labeler(DET)(tf.zeros([1, S, S, 3]), boxes, tf.constant([[1.0]]))
+        np.testing.assert_array_equal(cls_t.numpy(), reference[1].numpy())
+        np.testing.assert_allclose(box_t.numpy(), reference[0].numpy(), atol=1e-6)
+        predictions = {
+            "box": tf.cast(box_t, tf.bfloat16),
+            "classification": tf.cast(
+                tf.one_hot(tf.cast(cls_t, tf.int32), 3) * 20 - 10, tf.bfloat16
+            ),
+        }
+        out = retinanet.decode(predictions, DET)
+        assert out["boxes"].dtype == tf.float32 and int(out["num_detections"][0]) >= 1
+        np.testing.assert_allclose(out["boxes"][0, 0], boxes[0, 0], atol=0.5)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
 def test_image_without_objects_is_all_background_and_loss_is_finite():
     model = retinanet.build_retinanet(ModelConfig(name="resnet18"), DET, num_classes=3)
     images = tf.zeros([1, S, S, 3], tf.uint8)

@@ -130,7 +130,8 @@ def detection_config(size: DetectionBenchmarkSize, coco_dir: str, run: str) -> E
         probe = steps // 4
         phases = [
             {"name": "heads", "trainable": "fpn,head", "steps": probe,
-             "learning_rate": size.head_lr, "warmup_steps": probe // 5},
+             "learning_rate": size.head_lr, "warmup_steps": probe // 5,
+             "lr_schedule": "constant"},
             {"name": "all", "trainable": "all", "steps": steps - probe,
              "learning_rate": size.head_lr * size.finetune_lr_factor},
         ]  # fmt: skip

@@ -68,6 +68,9 @@ def anchor_generator(det_cfg: DetectionConfig) -> keras_cv.layers.AnchorGenerato
         aspect_ratios=list(det_cfg.aspect_ratios),
         strides=list(STRIDES),
         clip_boxes=True,
+        # It emits anchors in its compute dtype: bfloat16 under a mixed policy would move a
+        # 640 px frame's anchors by up to 2 px.
+        dtype="float32",
     )
 
 
@@ -106,8 +109,13 @@ class Labeler:
             box_variance=BOX_VARIANCE,
             background_class=float(BACKGROUND),
             ignore_class=float(IGNORE),
+            # float32 whatever the mixed precision policy: IoUs of boxes in a 640 px frame
+            # computed in bfloat16 (8 bits of mantissa) would misassign anchors.
+            dtype="float32",
         )
         self._encoder.matched_boxes_metric = _NoMetric()
+        # Its matcher is a layer of its own, built under the global policy.
+        self._encoder.box_matcher.dtype_policy = "float32"
 
     def __call__(self, images, boxes, classes) -> tuple[tf.Tensor, tf.Tensor]:
         labels = {"boxes": tf.cast(boxes, tf.float32), "classes": tf.cast(classes, tf.float32)}
@@ -232,6 +240,7 @@ def decode(predictions: dict[str, tf.Tensor], det_cfg: DetectionConfig) -> dict[
         confidence_threshold=det_cfg.score_threshold,
         max_detections=det_cfg.max_detections,
         max_detections_per_class=det_cfg.max_detections,
+        dtype="float32",  # a Keras layer: it would cast to a bfloat16 policy's compute dtype
     )
     out = nms(boxes, logits)
     num = tf.cast(out["num_detections"], tf.int32)

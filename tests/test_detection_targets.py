@@ -169,6 +169,34 @@ def test_crowds_are_not_training_targets_but_count_in_eval():
     np.testing.assert_allclose(gt["gt_boxes"].numpy()[:2], [[20, 10, 60, 50], [40, 110, 80, 150]])
 
 
+def test_minimal_model_garden_style_record_parses():
+    """create_coco_tf_record's schema without the optional keys (no is_crowd, no area): the
+    decoder's defaults make it a non-crowd object sized by its box."""
+    from transfer_tf.data import schemas
+    from transfer_tf.data.decoders import make_decoder
+    from transfer_tf.data.label_maps import parse_label_map
+
+    png, boxes = _scene()
+    feature = {
+        schemas.ENCODED: tf.train.Feature(bytes_list=tf.train.BytesList(value=[png.numpy()])),
+        schemas.OBJECT_LABEL: tf.train.Feature(int64_list=tf.train.Int64List(value=[90, 3])),
+    }
+    for i, key in enumerate(
+        (schemas.BBOX_YMIN, schemas.BBOX_XMIN, schemas.BBOX_YMAX, schemas.BBOX_XMAX)
+    ):
+        feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=boxes[:, i]))
+    record = tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    tensors = make_decoder("coco").decode(tf.constant(record))
+    data = DataConfig(schema="coco", num_classes=2)
+    label_map = parse_label_map({"3": 0, "90": 1})
+    _, gt = DetectionParser(data, DET, training=False, label_map=label_map)(
+        tensors, tf.constant([0, 0], tf.int64)
+    )
+    assert gt["gt_classes"].numpy().tolist() == [1, 0, -1, -1]
+    assert gt["gt_is_crowd"].numpy().tolist() == [0, 0, 0, 0]
+    np.testing.assert_allclose(gt["gt_area"].numpy()[:2], [40 * 40, 40 * 40], rtol=1e-5)
+
+
 def test_eval_preprocessing_resizes_long_side_and_maps_back():
     png, _ = _scene(height=96, width=160)
     image, scale, hw = preprocess_detection_eval(png, S)

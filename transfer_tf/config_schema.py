@@ -278,6 +278,10 @@ class DemoConfig:
     # pretraining epochs (never more than train.epochs) when the configured ones would not fit;
     # the report says what it chose. 0 = train exactly the configured epochs.
     time_budget_s: float = 0.0
+    # Also run the detection stage (transfer_tf/demo/detection.py): RetinaNet from the pretrained
+    # backbone vs from scratch on the COCO-like boxes, AP50 and one image with drawn boxes.
+    # Off by default: several minutes more on 2 CPU cores.
+    detection: bool = False
     # Run the training/evaluate/export/predict stages inside the demo process (the same library
     # calls their binaries make; one TensorFlow start-up instead of one per stage) or, if false,
     # as one `python -m pipelines.*` subprocess each.

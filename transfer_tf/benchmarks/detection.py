@@ -2,7 +2,8 @@
 
 On the generated data (`datagen.shapes`): pretrain a ResNet on the ImageNet-like set (shape x
 colour classes), then train RetinaNet on the COCO-like scenes (exact boxes, the same vocabulary)
-two ways with the same steps, batch and data, and score both with COCOeval on the val split:
+two ways with the same steps, batch and data, at each of several step budgets, and score both
+with COCOeval on the val split:
 
   pretrained  backbone from the pretraining run (strict restore); `fpn,head` for a quarter of the
               budget, then `all` at the fine-tuning LR (the recipe's schedule)
@@ -54,7 +55,8 @@ class DetectionBenchmarkSize:
     raw_image_size: tuple[int, int] = (96, 160)
     coco_train_images: int = 320
     coco_val_images: int = 100
-    budget_steps: int = 300  # every detection run gets exactly this many steps
+    # Each budget trains both runs for exactly this many steps (the gap closes as budgets grow).
+    budgets: tuple[int, ...] = (50, 100, 300)
     batch_size: int = 8
     head_convs: int = 1  # RetinaNet's 4 dominate a 128 px step on CPU; 1 keeps the budget
     head_lr: float = 0.01
@@ -123,9 +125,11 @@ def pretrain_config(size: DetectionBenchmarkSize, imagenet_dir: str) -> Experime
     )
 
 
-def detection_config(size: DetectionBenchmarkSize, coco_dir: str, run: str) -> ExperimentConfig:
-    """One detection run's config: `pretrained` (fpn,head then all) or `scratch` (all)."""
-    steps = size.budget_steps
+def detection_config(
+    size: DetectionBenchmarkSize, coco_dir: str, run: str, steps: int
+) -> ExperimentConfig:
+    """One detection run's config: `pretrained` (fpn,head then all) or `scratch` (all), `steps`
+    long."""
     if run == "pretrained":
         probe = steps // 4
         phases = [
@@ -214,10 +218,11 @@ def measure_throughput(cfg: ExperimentConfig, steps: int) -> dict:
 def compare_detection(
     work_dir: str, size: DetectionBenchmarkSize = DetectionBenchmarkSize()
 ) -> dict:
-    """Runs the comparison (see module doc) under `work_dir`; returns {"runs": {run: {"AP",
-    "AP50", "AP75", "train_seconds"}}, "ap50_gain", "target_met" (gain >= 0.15),
-    "throughput": {...}, "pretrain": {...}, "size": {...}}. Existing runs in `work_dir` are
-    resumed or reused (delete the folder for a fresh measurement)."""
+    """Runs the comparison (see module doc) under `work_dir`; returns {"budgets": {steps:
+    {run: {"AP", "AP50", "AP75", "APs", "APm", "APl", "train_seconds"}, "ap50_gain",
+    "target_met" (gain >= 0.15)}}, "target_met_at_steps", "throughput": {...}, "pretrain": {...},
+    "size": {...}}. Existing runs in `work_dir` are resumed or reused (delete the folder for a
+    fresh measurement)."""
     from transfer_tf.training.pretrain import run_pretraining
     from transfer_tf.transfer.finetune import run_finetuning
 
@@ -226,39 +231,41 @@ def compare_detection(
     data_seconds = time.perf_counter() - t0
     pretrain_dir = os.path.join(work_dir, "runs", "pretrain")
     t0 = time.perf_counter()
-    pretrain_logs = run_pretraining(pretrain_config(size, dirs["imagenet"]), pretrain_dir)
+    reused = tf.train.latest_checkpoint(os.path.join(pretrain_dir, "checkpoints")) is not None
+    run_pretraining(pretrain_config(size, dirs["imagenet"]), pretrain_dir)
     pretrain_seconds = time.perf_counter() - t0
     keras.backend.clear_session()
-    runs = {}
-    for run in RUNS:
-        t0 = time.perf_counter()
-        result = run_finetuning(
-            detection_config(size, dirs["coco"], run),
-            os.path.join(work_dir, "runs", run),
-            init_checkpoint=pretrain_dir if run == "pretrained" else "",
-        )
-        m = result["eval"]
-        runs[run] = {
-            **{k: round(m[k], 4) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")},
-            "train_seconds": round(time.perf_counter() - t0, 1),
-        }
-        logging.info("%s: %s", run, runs[run])
-        keras.backend.clear_session()
+    budgets = {}
+    for steps in size.budgets:
+        runs = {}
+        for run in RUNS:
+            t0 = time.perf_counter()
+            result = run_finetuning(
+                detection_config(size, dirs["coco"], run, steps),
+                os.path.join(work_dir, "runs", f"{run}_{steps}steps"),
+                init_checkpoint=pretrain_dir if run == "pretrained" else "",
+            )
+            m = result["eval"]
+            runs[run] = {
+                **{k: round(m[k], 4) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")},
+                "train_seconds": round(time.perf_counter() - t0, 1),
+            }
+            logging.info("%s, %d steps: %s", run, steps, runs[run])
+            keras.backend.clear_session()
+        gain = runs["pretrained"]["AP50"] - runs["scratch"]["AP50"]
+        budgets[str(steps)] = {**runs, "ap50_gain": round(gain, 4), "target_met": gain >= 0.15}
     throughput = measure_throughput(
-        detection_config(size, dirs["coco"], "scratch"), size.throughput_steps
+        detection_config(size, dirs["coco"], "scratch", size.budgets[0]), size.throughput_steps
     )
     keras.backend.clear_session()
-    gain = runs["pretrained"]["AP50"] - runs["scratch"]["AP50"]
     return {
         "benchmark": "detection",
-        "runs": runs,
-        "ap50_gain": round(gain, 4),
-        "target_met": gain >= 0.15,
+        "budgets": budgets,
+        "target_met_at_steps": [int(b) for b, r in budgets.items() if r["target_met"]],
         "throughput": throughput,
         "pretrain": {
             "steps": size.pretrain_steps,
-            "seconds": round(pretrain_seconds, 1),
-            "final_loss": round(float(pretrain_logs.get("loss", float("nan"))), 4),
+            "seconds": None if reused else round(pretrain_seconds, 1),  # None: reused run
         },
         "data_seconds": round(data_seconds, 1),
         "size": dataclasses.asdict(size),
@@ -267,9 +274,16 @@ def compare_detection(
 
 def markdown_table(result: dict) -> str:
     """The BENCHMARKS.md table of a `compare_detection` result."""
-    rows = ["| run | AP | AP50 | AP75 | train s |", "|---|---|---|---|---|"]
-    for run, m in result["runs"].items():
-        rows.append(
-            f"| {run} | {m['AP']:.4f} | {m['AP50']:.4f} | {m['AP75']:.4f} | {m['train_seconds']} |"
-        )
+    rows = [
+        "| steps | run | AP | AP50 | AP75 | train s | AP50 gain |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for steps, budget in result["budgets"].items():
+        for run in RUNS:
+            m = budget[run]
+            gain = f"{budget['ap50_gain']:+.4f}" if run == "pretrained" else ""
+            rows.append(
+                f"| {steps} | {run} | {m['AP']:.4f} | {m['AP50']:.4f} | {m['AP75']:.4f} | "
+                f"{m['train_seconds']} | {gain} |"
+            )
     return "\n".join(rows)

@@ -123,6 +123,11 @@ def write_stage_configs(cfg: ExperimentConfig, paths: plan.DemoPaths) -> dict[st
         save_config(plan.scratch_config(finetune), paths.config("scratch"))
     except ImportError as e:  # the transfer schedule (its step rule) is not built yet
         problems["scratch"] = f"cannot size the scratch budget: {e}"
+    if cfg.demo.detection:
+        from transfer_tf.demo.detection import detection_configs
+
+        for run, run_cfg in detection_configs(cfg, paths).items():
+            save_config(run_cfg, paths.config(run))
     return problems
 
 

@@ -11,10 +11,10 @@ DEMO_CONFIG = os.path.join(REPO, "configs", "demo.yaml")
 
 def test_detection_stages_only_when_asked(tmp_path):
     paths = plan.DemoPaths.under(str(tmp_path))
-    names = [s.name for s in plan.plan_stages(load_config(DEMO_CONFIG), paths)]
-    assert "detect_finetune" not in names
+    names = [s.name for s in detection.demo_stages(load_config(DEMO_CONFIG), paths)]
+    assert "detect_finetune" not in names and "predict" in names
     cfg = load_config(DEMO_CONFIG, ["demo.detection=true"])
-    stages = {s.name: s for s in plan.plan_stages(cfg, paths)}
+    stages = {s.name: s for s in detection.demo_stages(cfg, paths)}
     order = list(stages)
     assert (
         order.index("pretrain") < order.index("detect_finetune") < order.index("export_detection")

@@ -8,7 +8,7 @@ cores, beyond the demo's budget.
 
 Example:
     configs = detection_configs(cfg, paths)      # {"detect_finetune": ..., "detect_scratch": ...}
-    stages = detection_stages(paths)             # appended to plan.plan_stages' list
+    stages = demo_stages(cfg, paths)             # plan.plan_stages + these when demo.detection
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from transfer_tf.demo.plan import (
     Stage,
     coco_eval_pattern,
     finetune_config,
+    plan_stages,
     predict_image,
 )
 
@@ -83,6 +84,13 @@ def drawn_image(paths: DemoPaths) -> str:
 
 def predict_output(paths: DemoPaths) -> str:
     return paths.metrics("predict_detection")
+
+
+def demo_stages(cfg: ExperimentConfig, paths: DemoPaths) -> list[Stage]:
+    """The demo's stages (`plan.plan_stages`), followed by the detection ones when
+    `demo.detection` is on."""
+    stages = plan_stages(cfg, paths)
+    return stages + detection_stages(paths) if cfg.demo.detection else stages
 
 
 def detection_stages(paths: DemoPaths) -> list[Stage]:

@@ -386,8 +386,4 @@ def plan_stages(cfg: ExperimentConfig, paths: DemoPaths) -> list[Stage]:
             stdout_file=d.predict_output,
         ),
     ]
-    if demo.detection:
-        from transfer_tf.demo.detection import detection_stages
-
-        stages += detection_stages(d)
     return stages

@@ -22,7 +22,7 @@ flags.DEFINE_string(
     "work_dir", "/tmp/bench_det", "Scratch folder for data and runs.", flag_values=FLAGS
 )
 flags.DEFINE_string("model", "resnet18", "Backbone (model.name).", flag_values=FLAGS)
-flags.DEFINE_integer("pretrain_steps", 300, "Pretraining steps.", flag_values=FLAGS)
+flags.DEFINE_integer("pretrain_steps", 600, "Pretraining steps.", flag_values=FLAGS)
 flags.DEFINE_list(
     "budgets",
     ["50", "100", "300"],
@@ -34,8 +34,18 @@ flags.DEFINE_integer(
     "image_size", 128, "detection.image_size (a multiple of 128).", flag_values=FLAGS
 )
 flags.DEFINE_integer("head_convs", 1, "detection.head_convs of both runs.", flag_values=FLAGS)
-flags.DEFINE_integer("coco_train_images", 320, "COCO-like train scenes.", flag_values=FLAGS)
+flags.DEFINE_integer("coco_train_images", 160, "COCO-like train scenes.", flag_values=FLAGS)
 flags.DEFINE_integer("coco_val_images", 100, "COCO-like val scenes.", flag_values=FLAGS)
+flags.DEFINE_integer(
+    "classes", 12, "Pretraining classes = COCO-like categories.", flag_values=FLAGS
+)
+flags.DEFINE_enum(
+    "heads_batchnorm",
+    "train",
+    ["train", "inference"],
+    "frozen_batchnorm of the pretrained run's fpn,head phase.",
+    flag_values=FLAGS,
+)
 flags.DEFINE_float("head_lr", 0.01, "LR of the pretrained run's phases.", flag_values=FLAGS)
 flags.DEFINE_float("scratch_lr", 0.01, "LR of the scratch run.", flag_values=FLAGS)
 flags.DEFINE_string("mixed_precision", "bfloat16", "train.mixed_precision.", flag_values=FLAGS)
@@ -55,6 +65,8 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
         DetectionBenchmarkSize(),
         model=flag_values.model,
         pretrain_steps=flag_values.pretrain_steps,
+        classes=flag_values.classes,
+        heads_batchnorm=flag_values.heads_batchnorm,
         budgets=tuple(int(b) for b in flag_values.budgets),
         batch_size=flag_values.batch_size,
         detection_image_size=flag_values.image_size,

@@ -50,6 +50,12 @@ flags.DEFINE_float("head_lr", 0.01, "LR of the pretrained run's phases.", flag_v
 flags.DEFINE_float("scratch_lr", 0.01, "LR of the scratch run.", flag_values=FLAGS)
 flags.DEFINE_string("mixed_precision", "bfloat16", "train.mixed_precision.", flag_values=FLAGS)
 flags.DEFINE_bool("markdown", False, "Also print the markdown table.", flag_values=FLAGS)
+flags.DEFINE_integer(
+    "throughput_only",
+    0,
+    "N > 0: skip the comparison, only time N training steps (after N traced ones).",
+    flag_values=FLAGS,
+)
 
 
 def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
@@ -58,6 +64,7 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
     from transfer_tf.benchmarks.detection import (
         DetectionBenchmarkSize,
         compare_detection,
+        detection_throughput,
         markdown_table,
     )
 
@@ -77,6 +84,9 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
         scratch_lr=flag_values.scratch_lr,
         mixed_precision=flag_values.mixed_precision,
     )
+    if flag_values.throughput_only > 0:
+        size = dataclasses.replace(size, throughput_steps=flag_values.throughput_only)
+        return json.dumps(detection_throughput(flag_values.work_dir, size))
     result = compare_detection(flag_values.work_dir, size)
     out = json.dumps(result)
     if flag_values.markdown:

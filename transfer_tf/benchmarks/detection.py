@@ -224,6 +224,21 @@ def measure_throughput(cfg: ExperimentConfig, steps: int) -> dict:
     }
 
 
+def detection_throughput(work_dir: str, size: DetectionBenchmarkSize) -> dict:
+    """Only the images/s measure, for `size`'s model, input size, heads and batch (the data of
+    `work_dir` is generated first if missing)."""
+    dirs = _prepare_data(work_dir, size)
+    cfg = detection_config(size, dirs["coco"], "scratch", size.budgets[0])
+    return {
+        "benchmark": "detection_throughput",
+        "model": size.model,
+        "image_size": size.detection_image_size,
+        "head_convs": size.head_convs,
+        "mixed_precision": size.mixed_precision,
+        **measure_throughput(cfg, size.throughput_steps),
+    }
+
+
 def compare_detection(
     work_dir: str, size: DetectionBenchmarkSize = DetectionBenchmarkSize()
 ) -> dict:

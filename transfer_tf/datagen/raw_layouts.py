@@ -31,9 +31,7 @@ def write_file_atomic(path: str, data: bytes | str) -> None:
     os.replace(tmp, path)
 
 
-def overlap_fraction(
-    a: tuple[float, float, float, float], b: tuple[float, float, float, float]
-) -> float:
+def overlap_fraction(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
     """Intersection over the smaller box of two `[x0, y0, x1, y1]` boxes."""
     iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))

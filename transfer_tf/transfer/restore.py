@@ -51,8 +51,6 @@ from transfer_tf.models.weights import (
 )
 
 KINDS = ("model_dir", "keras_weights", "saved_model")
-
-
 # Classifier tops of keras.applications models (full-model files): never part of a backbone.
 @dataclass(frozen=True)
 class RestoreReport:

@@ -63,8 +63,8 @@ def run_finetuning(
     Args:
       cfg: the experiment; `transfer.phases` (or `transfer.preset`) is the schedule,
         `transfer.task: detection` trains a RetinaNet (`transfer_tf.detection`: its objective,
-        COCOeval metrics), otherwise `data.task` picks the head loss (softmax CE with `transfer.label_smoothing`, or sigmoid BCE with
-        `transfer.pos_weight`), `transfer.optimizer/momentum/weight_decay` the optimizer (fresh
+        COCOeval metrics), otherwise `data.task` picks the head loss (softmax CE with
+        `transfer.label_smoothing`, or sigmoid BCE with `transfer.pos_weight`), `transfer.optimizer/momentum/weight_decay` the optimizer (fresh
         slots and step count per phase), `transfer.ema_decay` the weight EMA (the pretraining
         recipe's `train.ema_decay` is not inherited),
         `train.global_batch_size/strategy/mixed_precision/checkpoint_every_steps` the loop.

@@ -33,6 +33,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 
 import tensorflow as tf
 from absl import logging
@@ -253,7 +254,7 @@ def export_saved_model(
     export_dir: str,
     *,
     version: int | None = None,
-    module_factory=None,
+    module_factory: Callable[..., tf.Module] | None = None,
 ) -> str:
     """Exports `model` as `export_dir/<version>/` (TF Serving layout) and returns that path.
 

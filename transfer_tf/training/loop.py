@@ -376,7 +376,7 @@ class Trainer:
             # the random initialisation the Trainer was built with).
             self.ema.reset(self.strategy)
 
-    def evaluate(self, dataset_fn: DatasetFn, accumulator, model=None) -> dict:
+    def evaluate(self, dataset_fn: DatasetFn, accumulator, model: Callable | None = None) -> dict:
         """`evaluate_model` on this trainer's model, with the EMA weights if EMA is enabled.
         `model`: a callable over the same weights to evaluate instead (e.g. a detector that
         decodes the model's outputs)."""

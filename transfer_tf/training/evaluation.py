@@ -17,6 +17,7 @@ import tensorflow as tf
 from transfer_tf import metrics
 from transfer_tf.config import ExperimentConfig
 from transfer_tf.data.dataset_fn import DatasetFn, dataset_fn
+from transfer_tf.errors import UsageError
 from transfer_tf.metrics import MultilabelAccumulator, TopKAccumulator
 from transfer_tf.training import checkpoints
 
@@ -93,6 +94,11 @@ class EvalAccumulator:
 def evaluate_run(model_dir: str, checkpoint: str | None = None, eval_pattern: str = "") -> dict:
     """Top-1/top-5 (or mAP for multi-label) of a run's checkpoint on its eval shards."""
     model, cfg = checkpoints.load_model(model_dir, checkpoint)
+    if cfg.transfer.task == "detection":
+        raise UsageError(
+            f"'{model_dir}' is a detection run: evaluate it with "
+            "transfer_tf.detection.evaluation.evaluate_run (pipelines/evaluate.py does)"
+        )
     if eval_pattern:
         cfg.data.eval_pattern = eval_pattern
     strategy = tf.distribute.get_strategy()

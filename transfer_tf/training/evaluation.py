@@ -93,12 +93,12 @@ class EvalAccumulator:
 
 def evaluate_run(model_dir: str, checkpoint: str | None = None, eval_pattern: str = "") -> dict:
     """Top-1/top-5 (or mAP for multi-label) of a run's checkpoint on its eval shards."""
-    model, cfg = checkpoints.load_model(model_dir, checkpoint)
-    if cfg.transfer.task == "detection":
+    if checkpoints.read_run_config(model_dir).transfer.task == "detection":
         raise UsageError(
             f"'{model_dir}' is a detection run: evaluate it with "
             "transfer_tf.detection.evaluation.evaluate_run (pipelines/evaluate.py does)"
         )
+    model, cfg = checkpoints.load_model(model_dir, checkpoint)
     if eval_pattern:
         cfg.data.eval_pattern = eval_pattern
     strategy = tf.distribute.get_strategy()

@@ -18,7 +18,7 @@ from transfer_tf.datagen.shapes import write_coco_like
 from transfer_tf.models.resnet import build_classifier
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HEAD_STEPS, ALL_STEPS = 2, 6
+HEAD_STEPS, ALL_STEPS = 2, 8
 
 
 def _latest_step(model_dir):
@@ -101,7 +101,7 @@ def test_killed_detection_run_resumes(tmp_path):
     assert "phase 1/2" not in done.stderr
     assert "phase 2/2 'all'" in done.stderr and "resuming from step" in done.stderr
     assert _latest_step(model_dir) == HEAD_STEPS + ALL_STEPS
-    assert json.loads(done.stdout.strip().splitlines()[-1])["global_step"] == 8
+    assert json.loads(done.stdout.strip().splitlines()[-1])["global_step"] == HEAD_STEPS + ALL_STEPS
 
     # pipelines/evaluate.py's detection job on the finished run: COCOeval into the metrics JSON.
     from pipelines import evaluate

@@ -1,7 +1,8 @@
 """Evaluate a training run: `python -m pipelines.evaluate --model_dir=DIR [--checkpoint=PREFIX]`.
 
-Writes the metrics JSON (top-1/top-5 for single-label runs) to `--output` (default
-DIR/eval_metrics.json) and prints it.
+Writes the metrics JSON (top-1/top-5 for single-label runs, mAP/F1 for multi-label, COCOeval
+AP/AP50/AP75/APs/APm/APl for detection runs) to `--output` (default DIR/eval_metrics.json) and
+prints it.
 """
 
 import json
@@ -38,7 +39,12 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
     metrics JSON; returns the binary's stdout: the scalar metrics as one JSON line."""
     cli.reject_extra_args(argv)
     cli.require_flags("model_dir", flag_values=flag_values)
-    from transfer_tf.training.evaluation import evaluate_run
+    from transfer_tf.training.checkpoints import read_run_config
+
+    if read_run_config(flag_values.model_dir).transfer.task == "detection":
+        from transfer_tf.detection.evaluation import evaluate_run  # COCOeval AP metrics
+    else:
+        from transfer_tf.training.evaluation import evaluate_run
 
     metrics = evaluate_run(
         flag_values.model_dir, flag_values.checkpoint, flag_values.eval_pattern or ""

@@ -7,6 +7,8 @@
 Rebuilds the classifier from `model_dir/config.yaml`, restores the latest checkpoint, and writes
 the next integer version (or `--version`). Signatures: `serving_default` (encoded image bytes),
 `serving_image_tensor` (uint8 images, any size), `serve_examples` (serialized tf.train.Example).
+A detection run (`transfer.task: detection`) exports its detector instead: boxes in original
+pixels, COCO category ids, names, scores (transfer_tf/detection/export.py).
 """
 
 from absl import flags, logging
@@ -37,7 +39,8 @@ flags.DEFINE_multi_string(
     "set",
     [],
     "Override of the run's config for the export, KEY=VALUE (repeatable); only export.*, "
-    "data.label_names_file, data.image_size and data.eval_crop_fraction.",
+    "data.label_names_file, data.image_size, data.eval_crop_fraction and a detector's "
+    "detection.score_threshold/nms_iou/max_detections.",
     flag_values=FLAGS,
 )
 
@@ -47,6 +50,10 @@ _EXPORT_OVERRIDABLE = (
     "data.label_names_file",
     "data.image_size",
     "data.eval_crop_fraction",
+    # A detector's decoding (NMS) is part of the serving graph, not of the weights.
+    "detection.score_threshold",
+    "detection.nms_iou",
+    "detection.max_detections",
 )
 
 
@@ -66,7 +73,12 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
 
     model, cfg = load_model(flag_values.model_dir, flag_values.checkpoint)
     cfg = config_from_dict(to_dict(cfg), flag_values.set)
-    path = export_saved_model(model, cfg, flag_values.export_dir, version=flag_values.version)
+    factory = None
+    if cfg.transfer.task == "detection":
+        from transfer_tf.detection.export import DetectionServingModule as factory
+    path = export_saved_model(
+        model, cfg, flag_values.export_dir, version=flag_values.version, module_factory=factory
+    )
     logging.info("Exported %s to %s", flag_values.model_dir, path)
     return f"export: {path}"
 

@@ -49,6 +49,7 @@ def test_coco_decoder_keeps_boxes_classes_and_crowd_flags():
     np.testing.assert_allclose(out["boxes"].numpy(), [[0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8]])
     assert out["classes"].numpy().tolist() == [3, 90]
     assert out["is_crowd"].numpy().tolist() == [0, 1]
+    assert out["area"].numpy().tolist() == [5.0, 6.0]
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,9 @@ from transfer_tf.transfer import schedule
 
 def test_parse_trainable():
     assert schedule.parse_trainable("head") == ("head",)
-    assert schedule.parse_trainable("stage3+") == ("stage3", "stage4", "head")
+    assert schedule.parse_trainable("stage3+") == ("stage3", "stage4", "fpn", "head")
+    assert schedule.parse_trainable("fpn,head") == ("fpn", "head")
+    assert "fpn" not in schedule.parse_trainable("backbone")
     assert schedule.parse_trainable("head, stage4") == ("stage4", "head")
     assert schedule.parse_trainable("all") == schedule.STAGES
     assert "head" not in schedule.parse_trainable("backbone")
@@ -59,9 +61,10 @@ def test_phases_are_contiguous_on_the_global_step_axis():
             "gradual_unfreeze",
             [
                 ("head",),
-                ("stage4", "head"),
-                ("stage3", "stage4", "head"),
-                ("stage2", "stage3", "stage4", "head"),
+                # stageN+ is every stage above N: a detector's fpn too (a classifier has none).
+                ("stage4", "fpn", "head"),
+                ("stage3", "stage4", "fpn", "head"),
+                ("stage2", "stage3", "stage4", "fpn", "head"),
                 schedule.STAGES,
             ],
         ),

@@ -22,11 +22,13 @@ from typing import Any
 
 import yaml
 
+from transfer_tf.config_detection import detection_problem
 from transfer_tf.config_schema import (  # noqa: F401  (re-exported: the config API)
     CHOICES,
     DEFAULT_WEIGHT_DECAY,
     DataConfig,
     DemoConfig,
+    DetectionConfig,
     ExperimentConfig,
     ExportConfig,
     ModelConfig,
@@ -267,6 +269,8 @@ def _validate(cfg: ExperimentConfig) -> None:
     if not 0.0 < cfg.data.eval_crop_fraction <= 1.0:
         raise ConfigError("config key 'data.eval_crop_fraction': expected a value in (0, 1]")
     _validate_optimizers(cfg)
+    if problem := detection_problem(cfg):
+        raise ConfigError(problem)
     for i, phase in enumerate(cfg.transfer.phases):
         if (phase.epochs > 0) == (phase.steps > 0):
             raise ConfigError(

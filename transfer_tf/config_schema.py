@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from transfer_tf.config_detection import DetectionConfig
+
 
 @dataclass
 class DataConfig:
@@ -199,6 +201,9 @@ class PhaseConfig:
 class TransferConfig:
     """Fine-tuning: task type, head, and the freeze/unfreeze schedule."""
 
+    # `classification` (a new dense head; single- or multi-label from data.schema) or
+    # `detection` (RetinaNet: FPN + class/box heads on the backbone, the `detection` section).
+    task: str = "classification"
     # A named preset (linear_probe | lp_ft | gradual_unfreeze | bit_hyperrule) used INSTEAD of
     # `phases`: setting both is an error (a config with phases takes a preset with
     # `--set=transfer.phases=[]`, or finetune's --preset flag, which does that). Its budget is
@@ -277,6 +282,10 @@ class DemoConfig:
     # `simclr` / `byol` (self-supervised, labels ignored: ssl.method, demo/plan.py's small-data
     # recipe); fine-tuning and the scratch baseline are the same either way.
     pretraining: str = "supervised"
+    # Also run the detection stage (transfer_tf/demo/detection.py): RetinaNet from the pretrained
+    # backbone vs from scratch on the COCO-like boxes, AP50 and one image with drawn boxes.
+    # Off by default: several minutes more on 2 CPU cores.
+    detection: bool = False
     # Run the training/evaluate/export/predict stages inside the demo process (the same library
     # calls their binaries make; one TensorFlow start-up instead of one per stage) or, if false,
     # as one `python -m pipelines.*` subprocess each.
@@ -339,6 +348,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     ssl: SSLConfig = field(default_factory=SSLConfig)
 
@@ -357,6 +367,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "transfer.preset": ("", "linear_probe", "lp_ft", "gradual_unfreeze", "bit_hyperrule"),
     "transfer.head_init": ("default", "zero"),
     "transfer.optimizer": ("sgd", "adam", "adamw"),
+    "transfer.task": ("classification", "detection"),
+    "detection.box_loss": ("huber", "smooth_l1"),
     "export.output_activation": ("auto", "softmax", "sigmoid"),
     "phase.lr_schedule": ("cosine", "constant", "step"),
     "phase.frozen_batchnorm": ("inference", "train"),

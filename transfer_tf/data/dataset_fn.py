@@ -53,6 +53,7 @@ def dataset_fn(
             run_id=run_id,
             start_step=start_step,
             views=views,
+            detection=cfg.detection if cfg.transfer.task == "detection" else None,
         )
 
     return fn

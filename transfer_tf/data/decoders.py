@@ -6,7 +6,8 @@ parsers' job (`transfer_tf.data.parsers`), so the same parsers also serve the TF
 Every decoder returns a dict with at least `image` (tf.string scalar, the encoded image). The
 classification decoder adds `label` (tf.int64 scalar, the label as stored); the COCO decoder adds
 `boxes` (tf.float32 [N, 4] normalised `ymin, xmin, ymax, xmax`), `classes` (tf.int64 [N], raw
-category ids) and `is_crowd` (tf.int64 [N]).
+category ids), `is_crowd` (tf.int64 [N]) and `area` (tf.float32 [N] pixels, the annotation's area
+COCOeval sizes objects by; -1 where the record has none).
 
 Only `image/encoded` and the label keys are required, so shards written by the public tools (or a
 minimal writer that stores just `image/encoded` + `image/class/label`, which is all Model Garden's
@@ -53,6 +54,7 @@ class CocoDecoder:
         schemas.BBOX_XMAX: tf.io.VarLenFeature(tf.float32),
         schemas.OBJECT_LABEL: tf.io.VarLenFeature(tf.int64),
         schemas.OBJECT_IS_CROWD: tf.io.VarLenFeature(tf.int64),
+        schemas.OBJECT_AREA: tf.io.VarLenFeature(tf.float32),
     }
 
     def decode(self, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -77,6 +79,12 @@ class CocoDecoder:
             lambda: is_crowd,
             lambda: tf.zeros_like(classes),
         )
+        area = dense[schemas.OBJECT_AREA]
+        area = tf.cond(
+            tf.equal(tf.size(area), tf.size(classes)),
+            lambda: area,
+            lambda: -tf.ones(tf.shape(classes), tf.float32),
+        )
         # A record whose box and label counts disagree is malformed: fail (reported with its shard).
         tf.debugging.assert_equal(
             tf.shape(boxes)[0], tf.size(classes), message="COCO record: #boxes != #labels"
@@ -86,6 +94,7 @@ class CocoDecoder:
             "boxes": tf.reshape(boxes, [-1, 4]),
             "classes": classes,
             "is_crowd": is_crowd,
+            "area": area,
         }
 
 

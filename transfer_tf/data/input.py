@@ -55,9 +55,10 @@ import os
 
 import tensorflow as tf
 
-from transfer_tf.config import DataConfig, to_dict
+from transfer_tf.config import DataConfig, DetectionConfig, to_dict
 from transfer_tf.data import manifest, mixing, policies
 from transfer_tf.data.decoders import make_decoder
+from transfer_tf.data.detection import DetectionParser
 from transfer_tf.data.files import list_files
 from transfer_tf.data.guard import (  # noqa: F401  (re-exported)
     CORRUPT_PREFIX,
@@ -171,6 +172,7 @@ def build_dataset(
     run_id: str = "",
     start_step: int = 0,
     views: ViewsFn | None = None,
+    detection: DetectionConfig | None = None,
 ) -> tf.data.Dataset:
     """Builds the train or eval dataset of `(images, labels)` batches.
 
@@ -189,9 +191,12 @@ def build_dataset(
         stream started at step 0 would be after `start_step` steps (see module doc).
       views: two-view mode (self-supervised pretraining; `parsers.ViewsFn`): batches are
         `((views1, views2) uint8 [B, S, S, 3] each, labels float32 [B, 0])`, labels ignored.
+      detection: the detection section for a detection run (`transfer.task: detection`): COCO
+        shards are parsed by `data.detection.DetectionParser` (its own size and targets).
     Returns:
       Dataset of `(images uint8 [B, S, S, 3], labels float32 [B, num_classes])`. Labels are
-      one-hot (classification), multi-hot (COCO) or soft (after MixUp/CutMix).
+      one-hot (classification), multi-hot (COCO) or soft (after MixUp/CutMix). Detection: labels
+      are the parser's target dicts, batched (`data/detection.py`).
     Raises:
       UsageError: bad split or batch size, patterns that match nothing, a bad label map.
       ConfigError: the config disagrees with the builders' manifest (data/manifest.py).
@@ -221,6 +226,8 @@ def build_dataset(
     source_context = None if training and data_cfg.tf_data_service else input_context
 
     if pattern.startswith("tfds:"):
+        if detection is not None:
+            raise UsageError(f"'{pattern}': detection reads TFRecord shards, not TFDS")
         from transfer_tf.data import tfds_source
 
         data_cfg = manifest.check_pattern(data_cfg, pattern, None)
@@ -258,13 +265,16 @@ def build_dataset(
             if not data_cfg.label_map_file:
                 raise UsageError("data.label_map_file is required for the coco schema")
             label_map = read_label_map(data_cfg.label_map_file)
-        parser = Parser(
-            data_cfg,
-            training=training,
-            label_map=label_map,
-            jpeg_only=data_cfg.jpeg_only,
-            views=views,
-        )
+        if detection is not None:
+            parser = DetectionParser(data_cfg, detection, training=training, label_map=label_map)
+        else:
+            parser = Parser(
+                data_cfg,
+                training=training,
+                label_map=label_map,
+                jpeg_only=data_cfg.jpeg_only,
+                views=views,
+            )
         decode = make_decoder(schema).decode
 
     # Records this pipeline consumes per global step: each pipeline feeds its replicas' batches.
@@ -305,6 +315,8 @@ def build_dataset(
             tf.zeros([0 if views is not None else data_cfg.num_classes], tf.float32),
             tf.zeros([2], tf.int64),
         )
+        if detection is not None:
+            dummy = (*parser.dummy(), dummy[2])
         # The position rides in the epoch's slot: guarded_map only passes it through.
         positioned = source.map(lambda position, r: (r[1][0], r[1][1], position, r[1][3]))
         ds = guarded_map(positioned, process, dummy, True, log_py, order_fixed, parallel)

@@ -146,6 +146,15 @@ def _prediction_lines(paths: DemoPaths, truth: list[str]) -> list[str]:
     return lines
 
 
+def _detection_lines(paths: DemoPaths, results: Sequence[StageResult]) -> list[str]:
+    """The optional detection section (`demo.detection`), when its stages were planned."""
+    if not any(r.name == "detect_finetune" for r in results):
+        return []
+    from transfer_tf.demo.detection import report_lines
+
+    return ["## Object detection (RetinaNet)", "", *report_lines(paths, read_json), ""]
+
+
 def _runtime_lines(paths: DemoPaths) -> list[str]:
     """Precision/XLA and time-budget sizing as the size stage and the pretraining job wrote them."""
     from transfer_tf.demo import budget
@@ -203,6 +212,7 @@ def write_report(
         "training steps (the fine-tuned one follows the `transfer.phases` freeze -> unfreeze "
         "schedule; the scratch one trains everything from random weights).",
         "",
+        *_detection_lines(paths, results),
         "## Hardware and time budget",
         "",
         *_runtime_lines(paths),

@@ -24,6 +24,7 @@ from transfer_tf.config import ExperimentConfig, save_config
 from transfer_tf.data.label_maps import read_label_map
 from transfer_tf.datagen import shapes
 from transfer_tf.demo import plan
+from transfer_tf.demo.detection import demo_stages, detection_configs
 from transfer_tf.demo.report import ReportContext, headline, write_report
 from transfer_tf.demo.stages import StageResult, run_stage
 from transfer_tf.errors import UsageError
@@ -123,6 +124,9 @@ def write_stage_configs(cfg: ExperimentConfig, paths: plan.DemoPaths) -> dict[st
         save_config(plan.scratch_config(finetune), paths.config("scratch"))
     except ImportError as e:  # the transfer schedule (its step rule) is not built yet
         problems["scratch"] = f"cannot size the scratch budget: {e}"
+    if cfg.demo.detection:
+        for run, run_cfg in detection_configs(cfg, paths).items():
+            save_config(run_cfg, paths.config(run))
     return problems
 
 
@@ -199,7 +203,7 @@ def run_demo(
     start = time.monotonic()
     config_path = os.path.join(paths.work_dir, "config.yaml")
     save_config(cfg, config_path)
-    stages = plan.plan_stages(cfg, paths)
+    stages = demo_stages(cfg, paths)  # plan.plan_stages (+ detection with demo.detection)
     missing = sorted({m for s in stages for m in s.modules if not available(m)})
     if missing:
         echo(f"demo: binaries not available yet (their stages will be listed, not run): {missing}")

@@ -74,6 +74,8 @@ class Predictor:
                 f"--saved_model: '{self.version_dir}' has no serving_default signature"
             )
         self._serve = self._loaded.signatures["serving_default"]
+        # A classifier's top-k outputs, or a detector's boxes (transfer_tf/detection/export.py).
+        self.output_names = tuple(self._serve.structured_outputs)
 
     def predict_bytes(self, images: Sequence[bytes]) -> dict[str, tf.Tensor]:
         """Runs `serving_default` on encoded images; raises tf.errors.InvalidArgumentError on bad bytes."""

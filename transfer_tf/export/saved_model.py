@@ -33,6 +33,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 
 import tensorflow as tf
 from absl import logging
@@ -253,6 +254,7 @@ def export_saved_model(
     export_dir: str,
     *,
     version: int | None = None,
+    module_factory: Callable[..., tf.Module] | None = None,
 ) -> str:
     """Exports `model` as `export_dir/<version>/` (TF Serving layout) and returns that path.
 
@@ -265,6 +267,8 @@ def export_saved_model(
         data.label_names_file, data.task, export.top_k, export.output_activation).
       export_dir: base directory (any TF filesystem path).
       version: integer version; None = one more than the largest existing version (1 if none).
+      module_factory: `(model, cfg, labels_path) -> tf.Module` with `signatures()`, the object to
+        save instead of `ServingModule` (a detector's: `detection.export.DetectionServingModule`).
     Raises:
       UsageError: the version already exists, or the label names file is invalid.
     """
@@ -283,7 +287,7 @@ def export_saved_model(
         labels_path = os.path.join(scratch, LABELS_ASSET)
         with open(labels_path, "w", encoding="utf-8") as f:
             f.write("".join(f"{name}\n" for name in names))
-        module = ServingModule(model, cfg, labels_path)
+        module = (module_factory or ServingModule)(model, cfg, labels_path)
         if tf.io.gfile.exists(tmp_dir):
             tf.io.gfile.rmtree(tmp_dir)
         # TF logs a line per signature about captured-variable input names (harmless, ~100

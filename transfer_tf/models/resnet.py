@@ -13,7 +13,9 @@ Every layer belongs to exactly one stage of `STAGES`:
 
     stem    input, normalisation, conv1_*, pool1_*
     stage1  conv2_*      stage2  conv3_*      stage3  conv4_*      stage4  conv5_*
-    head    head_pool -> head_dropout (if model.dropout > 0) -> head_dense (new for transfer)
+    fpn     fpn_* (a detector's feature pyramid, `transfer_tf.detection`; none in a classifier)
+    head    head_pool -> head_dropout (if model.dropout > 0) -> head_dense (new for transfer);
+            a detector's class and box heads
 
 Example:
     model = build_classifier(cfg.model, num_classes=cfg.data.num_classes)
@@ -32,7 +34,9 @@ import tensorflow as tf
 from transfer_tf.config import ModelConfig
 from transfer_tf.errors import UsageError
 
-STAGES = ("stem", "stage1", "stage2", "stage3", "stage4", "head")
+STAGES = ("stem", "stage1", "stage2", "stage3", "stage4", "fpn", "head")
+# Stages a pretrained backbone does not hold: new layers of a transfer model.
+NEW_STAGES = ("fpn", "head")
 
 # ImageNet BGR mean used by keras.applications.resnet.preprocess_input ("caffe" mode).
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -292,6 +296,8 @@ def stage_of(layer_name: str) -> str:
     """Returns the stage (one of STAGES) of a layer of a classifier built here."""
     if layer_name.startswith("head_"):
         return "head"
+    if layer_name == "fpn" or layer_name.startswith("fpn_"):
+        return "fpn"
     prefix = layer_name.split("_", 1)[0]
     return _STAGE_OF_PREFIX.get(prefix, "stem")
 
@@ -305,8 +311,8 @@ def layers_by_stage(model: keras.Model) -> dict[str, list[keras.layers.Layer]]:
 
 
 def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """All layers except the head (what a pretrained-weights file restores)."""
-    return [layer for layer in model.layers if stage_of(layer.name) != "head"]
+    """All layers except the head and a detector's FPN (what a pretrained-weights file restores)."""
+    return [layer for layer in model.layers if stage_of(layer.name) not in NEW_STAGES]
 
 
 def features_model(model: keras.Model) -> keras.Model:

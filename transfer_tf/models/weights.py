@@ -31,7 +31,7 @@ import keras
 import numpy as np
 
 from transfer_tf.errors import UsageError
-from transfer_tf.models.resnet import backbone_layers, model_signature, stage_of
+from transfer_tf.models.resnet import NEW_STAGES, backbone_layers, model_signature, stage_of
 
 # Top layers of keras.applications models: present in full-model files, never in our backbone.
 _IGNORED_FILE_LAYERS = ("predictions", "probs", "fc1000", "avg_pool", "max_pool")
@@ -165,8 +165,8 @@ def assign_backbone(
     """Assigns `stored` (`{layer name: {weight name: array}}`) to `model`'s backbone.
 
     Every backbone layer with weights must be in `stored` with the same weight names and shapes;
-    every stored layer must be a backbone layer or a `head_*` layer (the source's own head, which
-    is not restored); `signature` (what is known of the source's input preprocessing / ResNet
+    every stored layer must be a backbone layer or a `head_*` / `fpn*` layer (the source's own
+    head or a detector's pyramid, which are not restored); `signature` (what is known of the source's input preprocessing / ResNet
     variant, see module doc) must agree with the model. Returns the number of variables assigned.
     Raises:
       UsageError: listing missing layers, unexpected layers and mismatched weights, or naming the
@@ -174,7 +174,7 @@ def assign_backbone(
     """
     targets = {layer.name: layer for layer in backbone_layers(model) if layer.weights}
     missing = sorted(set(targets) - set(stored))
-    unexpected = sorted(n for n in set(stored) - set(targets) if stage_of(n) != "head")
+    unexpected = sorted(n for n in set(stored) - set(targets) if stage_of(n) not in NEW_STAGES)
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing backbone layers: {_short(missing)}")

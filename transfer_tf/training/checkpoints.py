@@ -92,7 +92,8 @@ def load_model(
       model_dir: a training run directory.
       checkpoint: a checkpoint prefix; default the latest in `model_dir/checkpoints`.
     Returns:
-      (model, cfg): the float32 classifier (init_weights is not re-read) and the run's config.
+      (model, cfg): the float32 classifier, or detector for `transfer.task: detection`
+      (init_weights is not re-read), and the run's config.
       When the checkpoint holds a weight EMA (a pretraining run with `train.ema_decay > 0`, a
       fine-tuning run with `transfer.ema_decay > 0`) the model holds the averages: what the run
       evaluated. The EMA lives next to the model, not in the optimizer, so a float16 run (whose
@@ -108,7 +109,12 @@ def load_model(
     cfg = read_run_config(model_dir)
     prefix = resolve_checkpoint(checkpoint or model_dir)
     model_cfg = dataclasses.replace(cfg.model, init_weights="")
-    model = build_classifier(model_cfg, cfg.data.num_classes)
+    if cfg.transfer.task == "detection":
+        from transfer_tf.detection.retinanet import build_retinanet
+
+        model = build_retinanet(model_cfg, cfg.detection, cfg.data.num_classes)
+    else:
+        model = build_classifier(model_cfg, cfg.data.num_classes)
     if has_ema(prefix):
         ema = WeightEMA(model, decay=0.0)  # restore-only
         _restore_asserted(tf.train.Checkpoint(model=model, ema=ema), prefix)

@@ -17,6 +17,7 @@ import tensorflow as tf
 from transfer_tf import metrics
 from transfer_tf.config import ExperimentConfig
 from transfer_tf.data.dataset_fn import DatasetFn, dataset_fn
+from transfer_tf.errors import UsageError
 from transfer_tf.metrics import MultilabelAccumulator, TopKAccumulator
 from transfer_tf.training import checkpoints
 
@@ -41,7 +42,10 @@ def _eval_step(model: keras.Model, strategy: tf.distribute.Strategy) -> Callable
     @tf.function(reduce_retracing=True)
     def eval_step(images, labels):
         def replica(images, labels):
-            return tf.cast(model_ref()(images, training=False), tf.float32), labels
+            outputs = model_ref()(images, training=False)
+            if isinstance(outputs, dict):  # e.g. a detector's boxes/scores/classes: as they are
+                return outputs, labels
+            return tf.cast(outputs, tf.float32), labels
 
         logits, labels = strategy.run(replica, args=(images, labels))
         return strategy.gather(logits, axis=0), strategy.gather(labels, axis=0)
@@ -55,13 +59,15 @@ def evaluate_model(
 ) -> dict:
     """One pass over an eval dataset under `strategy`: `accumulator.update(labels, logits)` with
     numpy float32 `[B, C]` per global batch; returns `accumulator.result()` (transfer_tf.metrics).
+    Dict labels and outputs (detection: `detection.evaluation`) reach the accumulator as dicts of
+    numpy arrays.
 
     The compiled step is cached per (model, strategy), so periodic evals trace the model once.
     """
     eval_step = _eval_step(model, strategy)
     for images, labels in strategy.distribute_datasets_from_function(dataset_fn):
         logits, labels = eval_step(images, labels)
-        accumulator.update(labels.numpy(), logits.numpy())
+        accumulator.update(*tf.nest.map_structure(lambda t: t.numpy(), (labels, logits)))
     return accumulator.result()
 
 
@@ -87,6 +93,11 @@ class EvalAccumulator:
 
 def evaluate_run(model_dir: str, checkpoint: str | None = None, eval_pattern: str = "") -> dict:
     """Top-1/top-5 (or mAP for multi-label) of a run's checkpoint on its eval shards."""
+    if checkpoints.read_run_config(model_dir).transfer.task == "detection":
+        raise UsageError(
+            f"'{model_dir}' is a detection run: evaluate it with "
+            "transfer_tf.detection.evaluation.evaluate_run (pipelines/evaluate.py does)"
+        )
     model, cfg = checkpoints.load_model(model_dir, checkpoint)
     if eval_pattern:
         cfg.data.eval_pattern = eval_pattern

@@ -380,12 +380,15 @@ class Trainer:
             # the random initialisation the Trainer was built with).
             self.ema.reset(self.strategy)
 
-    def evaluate(self, dataset_fn: DatasetFn, accumulator) -> dict:
-        """`evaluate_model` on this trainer's model, with the EMA weights if EMA is enabled."""
+    def evaluate(self, dataset_fn: DatasetFn, accumulator, model: Callable | None = None) -> dict:
+        """`evaluate_model` on this trainer's model, with the EMA weights if EMA is enabled.
+        `model`: a callable over the same weights to evaluate instead (e.g. a detector that
+        decodes the model's outputs)."""
+        model = self.model if model is None else model
         if self.ema is None:
-            return evaluate_model(self.model, self.strategy, dataset_fn, accumulator)
+            return evaluate_model(model, self.strategy, dataset_fn, accumulator)
         with self.ema.swapped(self.strategy):
-            return evaluate_model(self.model, self.strategy, dataset_fn, accumulator)
+            return evaluate_model(model, self.strategy, dataset_fn, accumulator)
 
     def close(self) -> None:
         """Removes a non-chief worker's throwaway directory."""

@@ -93,14 +93,20 @@ def checked_config(cfg: ExperimentConfig) -> ExperimentConfig:
 
 
 def build_model(cfg: ExperimentConfig) -> keras.Model:
-    """The run's classifier (`models.resnet.build_classifier`, `data.num_classes` wide), with the
+    """The run's classifier (`models.resnet.build_classifier`, `data.num_classes` wide), or its
+    detector for `transfer.task: detection` (`detection.retinanet.build_retinanet`), with the
     backbone of `model.init_weights` when set (strictly: `models.weights.load_backbone_weights`).
 
     Call under the strategy's scope, after `setup_runtime` (the precision policy).
     Raises:
       UsageError: unknown model, or an `init_weights` file that does not fit the model.
     """
-    model = build_classifier(cfg.model, cfg.data.num_classes)
+    if cfg.transfer.task == "detection":
+        from transfer_tf.detection.retinanet import build_retinanet  # keras-cv only when used
+
+        model = build_retinanet(cfg.model, cfg.detection, cfg.data.num_classes)
+    else:
+        model = build_classifier(cfg.model, cfg.data.num_classes)
     if cfg.model.init_weights:
         from transfer_tf.models.weights import load_backbone_weights  # h5py only when used
 

@@ -61,9 +61,10 @@ def run_finetuning(
     """Fine-tunes `cfg` in `model_dir`, resuming from its latest checkpoint if it has one.
 
     Args:
-      cfg: the experiment; `transfer.phases` (or `transfer.preset`) is the schedule, `data.task`
-        picks the head loss (softmax CE with `transfer.label_smoothing`, or sigmoid BCE with
-        `transfer.pos_weight`), `transfer.optimizer/momentum/weight_decay` the optimizer (fresh
+      cfg: the experiment; `transfer.phases` (or `transfer.preset`) is the schedule,
+        `transfer.task: detection` trains a RetinaNet (`transfer_tf.detection`: its objective,
+        COCOeval metrics), otherwise `data.task` picks the head loss (softmax CE with
+        `transfer.label_smoothing`, or sigmoid BCE with `transfer.pos_weight`), `transfer.optimizer/momentum/weight_decay` the optimizer (fresh
         slots and step count per phase), `transfer.ema_decay` the weight EMA (the pretraining
         recipe's `train.ema_decay` is not inherited),
         `train.global_batch_size/strategy/mixed_precision/checkpoint_every_steps` the loop.
@@ -137,6 +138,7 @@ def run_finetuning(
 
 def _run_phases(cfg, trainer, phases, train_dataset_fn, eval_input_fn, on_phase_end, strategy):
     model = trainer.model
+    detecting = cfg.transfer.task == "detection"
     start = trainer.restore()
     if start == 0:
         source = cfg.transfer.init_checkpoint
@@ -144,7 +146,8 @@ def _run_phases(cfg, trainer, phases, train_dataset_fn, eval_input_fn, on_phase_
             restore.restore_backbone(model, source, flag="--init_checkpoint")
         elif not cfg.model.init_weights:
             logging.warning("no --init_checkpoint and no model.init_weights: training from scratch")
-        initialize_head(model, cfg.transfer.head_init, cfg.transfer.head_prior)
+        if not detecting:  # a detector's heads initialise themselves (detection.prior_probability)
+            initialize_head(model, cfg.transfer.head_init, cfg.transfer.head_prior)
     end = schedule.total_steps(phases)
     if start >= end:
         logging.info("schedule already complete at global step %d", start)
@@ -152,7 +155,16 @@ def _run_phases(cfg, trainer, phases, train_dataset_fn, eval_input_fn, on_phase_
     if eval_input_fn is None and cfg.data.eval_pattern:
         eval_input_fn = dataset_fn(cfg, "eval")
     steps_per_epoch = cfg.data.num_train_examples // cfg.train.global_batch_size or None
-    loss_fn = losses.for_task(cfg.data.task, cfg.transfer.label_smoothing, cfg.transfer.pos_weight)
+    loss_fn, objective = None, None
+    if detecting:  # keras-cv is imported only by detection runs
+        from transfer_tf.detection import evaluation as detection_eval
+        from transfer_tf.detection import objective as detection_objective
+
+        objective = detection_objective.Detection(model, cfg.detection)
+    else:
+        loss_fn = losses.for_task(
+            cfg.data.task, cfg.transfer.label_smoothing, cfg.transfer.pos_weight
+        )
     ran = []
     for phase in phases:
         if trainer.step >= phase.end_step:
@@ -175,6 +187,7 @@ def _run_phases(cfg, trainer, phases, train_dataset_fn, eval_input_fn, on_phase_
             end_step=phase.end_step,
             lr_schedule=schedule.phase_schedule(phase),
             loss_fn=loss_fn,
+            objective=objective,
             trainable_variables=variables,
             lr_multipliers=schedule.lr_multipliers(model, phase) or None,
             phase_start_step=phase.start_step,
@@ -184,7 +197,11 @@ def _run_phases(cfg, trainer, phases, train_dataset_fn, eval_input_fn, on_phase_
         if on_phase_end is not None:
             on_phase_end(phase, model)
     metrics = {}
-    if eval_input_fn is not None:
+    if eval_input_fn is not None and detecting:
+        detector = detection_eval.Detector(model, cfg.detection)
+        metrics = trainer.evaluate(eval_input_fn, detection_eval.accumulator_for(cfg), detector)
+        logging.info("final eval at step %d: %s", trainer.step, _summary(metrics))
+    elif eval_input_fn is not None:
         metrics = trainer.evaluate(eval_input_fn, EvalAccumulator(cfg))
         logging.info("final eval at step %d: %s", trainer.step, _summary(metrics))
     return {

@@ -17,6 +17,9 @@ The first three are cosine-decayed.
 `transfer.layer_decay` d (< 1) multiplies every phase's per-stage LR multipliers with
 `layer_decay_multipliers(d)`: stage4 d, stage3 d^2, stage2 d^3, stage1 d^4, stem d^5, head 1.
 
+Detection (`transfer.task: detection`): the new layers are the FPN and the heads, so where a
+preset trains `head` alone a detector trains `fpn,head` (the pyramid is as new as the heads).
+
 Example:
     cfg = preset_config(cfg)            # what a preset sets beyond its phases (BiT: MixUp, zero head)
     phases = resolve_phases(cfg)        # [schedule.Phase, ...] end to end on the global step axis
@@ -106,8 +109,10 @@ def bit_hyperrule(
 def layer_decay_multipliers(decay: float) -> dict[str, float]:
     """Per-stage LR multipliers of layer-wise decay `decay`: the head 1, each stage below it one
     more factor (stage4 d, stage3 d^2, stage2 d^3, stage1 d^4, stem d^5)."""
-    depth = {stage: len(STAGES) - 1 - i for i, stage in enumerate(STAGES)}
-    return {stage: float(decay**n) for stage, n in depth.items()}
+    # A detector's FPN is new like the head: it trains at x1 and does not deepen the backbone.
+    ranked = [s for s in STAGES if s != "fpn"]
+    depth = {stage: len(ranked) - 1 - i for i, stage in enumerate(ranked)}
+    return {"fpn": 1.0, **{stage: float(decay**n) for stage, n in depth.items()}}
 
 
 def preset_phases(
@@ -181,6 +186,11 @@ def resolve_phases(cfg: ExperimentConfig) -> list[Phase]:
                 cfg.transfer.learning_rate,
                 cfg.transfer.finetune_lr_factor,
             )
+            if cfg.transfer.task == "detection":
+                configs = [
+                    dataclasses.replace(pc, trainable="fpn,head") if pc.trainable == "head" else pc
+                    for pc in configs
+                ]
         prefix = f"transfer.preset[{cfg.transfer.preset}]"
     phases, start = [], 0
     for i, pc in enumerate(configs):

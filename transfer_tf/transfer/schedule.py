@@ -7,8 +7,9 @@ continue across phase changes, and the phase a run is in is a pure function of i
 
 What trains in a phase (`PhaseConfig.trainable`) is a comma list of:
     head | stem | stage1 | stage2 | stage3 | stage4   exactly that stage
+    fpn                                              a detector's feature pyramid (detection)
     stageN+                                          stageN and every stage above it, head included
-    backbone                                         every stage but the head
+    backbone                                         every stage but the fpn and head
     all                                              everything
 e.g. `head`, `stage4,head` (= `stage4+`), `stage3+`, `all`.
 
@@ -37,7 +38,7 @@ from dataclasses import dataclass, field
 import keras
 
 from transfer_tf.config import ConfigError
-from transfer_tf.models.resnet import STAGES, layers_by_stage
+from transfer_tf.models.resnet import NEW_STAGES, STAGES, layers_by_stage
 from transfer_tf.training.schedules import (
     Schedule,
     warmup_constant,
@@ -45,7 +46,7 @@ from transfer_tf.training.schedules import (
     warmup_step_decay,
 )
 
-BACKBONE_STAGES = tuple(s for s in STAGES if s != "head")
+BACKBONE_STAGES = tuple(s for s in STAGES if s not in NEW_STAGES)
 
 
 @dataclass(frozen=True)

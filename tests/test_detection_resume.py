@@ -1,0 +1,115 @@
+"""A detection fine-tuning run (pipelines/finetune.py, transfer.task: detection) killed mid-phase
+resumes in that phase from its checkpoint, finishes, and evaluates with COCOeval."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import tensorflow as tf
+import yaml
+
+from transfer_tf.config import ModelConfig
+from transfer_tf.data.builders import build_coco
+from transfer_tf.datagen.shapes import write_coco_like
+from transfer_tf.models.resnet import build_classifier
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HEAD_STEPS, ALL_STEPS = 2, 8
+
+
+def _latest_step(model_dir):
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+
+@pytest.mark.slow
+def test_killed_detection_run_resumes(tmp_path):
+    coco = write_coco_like(
+        str(tmp_path / "raw"), num_images=12, category_ids=[1, 3, 7], image_size_range=(96, 160)
+    )
+    shards = str(tmp_path / "tfr")
+    build_coco([coco.image_dir], coco.annotations_file, os.path.join(shards, "train"), num_shards=2)
+    # The backbone source: a classifier's Keras weights (its head is not restored).
+    weights = str(tmp_path / "pretrained.weights.h5")
+    build_classifier(ModelConfig(name="resnet18"), 5).save_weights(weights)
+    config = {
+        "seed": 0,
+        "data": {
+            "schema": "coco",
+            "train_pattern": os.path.join(shards, "train-*"),
+            "label_map_file": os.path.join(shards, "label_map.json"),
+            "num_classes": 3,
+            "num_train_examples": 12,
+            "shuffle_buffer": 16,
+        },
+        "model": {"name": "resnet18"},
+        "train": {
+            "global_batch_size": 2,
+            "strategy": "one_device",
+            "checkpoint_every_steps": 1,
+            "keep_checkpoints": 3,
+            "log_every_steps": 1,
+        },
+        "transfer": {
+            "task": "detection",
+            "phases": [
+                {"name": "heads", "trainable": "fpn,head", "steps": HEAD_STEPS,
+                 "learning_rate": 0.01},
+                {"name": "all", "trainable": "all", "steps": ALL_STEPS, "learning_rate": 0.001},
+            ],
+        },
+        "detection": {"image_size": 128, "max_boxes": 8, "head_convs": 1},
+    }  # fmt: skip
+    config_path = tmp_path / "det.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    model_dir = str(tmp_path / "run")
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipelines.finetune",
+        f"--config={config_path}",
+        f"--init_checkpoint={weights}",
+        f"--model_dir={model_dir}",
+    ]
+    log = open(tmp_path / "first_run.log", "w")  # noqa: SIM115  (closed below)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    try:
+        while _latest_step(model_dir) < HEAD_STEPS + 2:
+            if proc.poll() is not None:
+                pytest.fail(
+                    "exited before the kill: " + (tmp_path / "first_run.log").read_text()[-3000:]
+                )
+            assert time.time() < deadline, "no mid-phase checkpoint in time"
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        log.close()
+    killed_at = _latest_step(model_dir)
+    assert HEAD_STEPS < killed_at < HEAD_STEPS + ALL_STEPS  # inside the second phase
+    assert "Restored" in (tmp_path / "first_run.log").read_text()  # the backbone, strictly
+
+    # The rerun continues from the checkpoint (the source is gone: it is not read again).
+    os.remove(weights)
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "phase 1/2" not in done.stderr
+    assert "phase 2/2 'all'" in done.stderr and "resuming from step" in done.stderr
+    assert _latest_step(model_dir) == HEAD_STEPS + ALL_STEPS
+    assert json.loads(done.stdout.strip().splitlines()[-1])["global_step"] == HEAD_STEPS + ALL_STEPS
+
+    # pipelines/evaluate.py's detection job on the finished run: COCOeval into the metrics JSON.
+    from pipelines import evaluate
+
+    argv = ["evaluate", f"--model_dir={model_dir}", f"--eval_pattern={shards}/train-*"]
+    evaluate.FLAGS(argv)
+    printed = json.loads(evaluate.run_from_flags(evaluate.FLAGS, argv[:1]))
+    written = json.loads((tmp_path / "run" / "eval_metrics.json").read_text())
+    assert {"AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(written)
+    assert written["AP50"] == printed["AP50"] and 0.0 <= written["AP"] <= 1.0
+    assert written["num_images"] == 12

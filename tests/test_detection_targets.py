@@ -1,0 +1,222 @@
+"""Detection geometry: anchor/label assignment on hand-made boxes, the box coding round trip, the
+prior-probability head, flips that keep boxes on their objects, and the eval resize that maps
+boxes back to original pixels (transfer_tf/detection/retinanet.py, transfer_tf/data/detection.py)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from transfer_tf.config import ConfigError, DataConfig, DetectionConfig, ModelConfig, load_config
+from transfer_tf.data.detection import DetectionParser, preprocess_detection_eval
+from transfer_tf.detection import retinanet
+
+S = 128
+DET = DetectionConfig(image_size=S, max_boxes=4, head_convs=1)
+
+
+def _iou(box, boxes):
+    """IoU of one yxyx box with each of `boxes` [N, 4] (numpy; the test's own reference)."""
+    y0 = np.maximum(box[0], boxes[:, 0])
+    x0 = np.maximum(box[1], boxes[:, 1])
+    y1 = np.minimum(box[2], boxes[:, 2])
+    x1 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(y1 - y0, 0, None) * np.clip(x1 - x0, 0, None)
+    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
+    return inter / (area(box) + area(boxes) - inter)
+
+
+def test_anchors_cover_p3_to_p7_with_nine_per_location():
+    anchors = retinanet.anchors(DET).numpy()
+    per_level = [(S // s) ** 2 * 9 for s in retinanet.STRIDES]
+    assert anchors.shape == (sum(per_level), 4)
+    # Anchors are clipped to the image (the P7 ones are 512+ px on a 128 px input).
+    assert np.all(anchors >= 0) and np.all(anchors <= S)
+    # An interior P3 location (row 8, column 8 of 16 x 16): 3 octave scales of 32 px x 3 ratios,
+    # centred on its 8 px cell.
+    loc = anchors[(8 * 16 + 8) * 9 : (8 * 16 + 9) * 9]
+    heights, widths = loc[:, 2] - loc[:, 0], loc[:, 3] - loc[:, 1]
+    np.testing.assert_allclose(
+        sorted(set(np.round(np.sqrt(heights * widths), 1))), [32.0, 40.3, 50.8], atol=0.1
+    )
+    np.testing.assert_allclose(sorted(set(np.round(widths / heights, 2))), [0.5, 1.0, 2.0])
+    np.testing.assert_allclose((loc[:, :2] + loc[:, 2:]) / 2, np.full([9, 2], 68.0), atol=1e-4)
+
+
+def test_label_assignment_on_hand_made_boxes():
+    anchors = retinanet.anchors(DET).numpy()
+    # Box A is exactly a P3 anchor (IoU 1 with it); box B a larger box elsewhere; one padding row.
+    a = anchors[100]
+    b = np.array([60.0, 10.0, 124.0, 70.0], np.float32)
+    boxes = np.stack([a, b, -np.ones(4, np.float32)])[None]
+    classes = np.array([[2.0, 0.0, -1.0]], np.float32)
+    box_targets, class_targets = retinanet.Labeler(DET)(
+        tf.zeros([1, S, S, 3], tf.uint8), boxes, classes
+    )
+    class_targets = class_targets.numpy()[0]
+    assert class_targets[100] == 2  # the anchor that IS box A
+    best = np.maximum(_iou(a, anchors), _iou(b, anchors))
+    from_a = _iou(a, anchors) >= _iou(b, anchors)
+    expected = np.where(from_a, 2.0, 0.0)
+    positive = best >= 0.5
+    np.testing.assert_array_equal(class_targets[positive], expected[positive])
+    assert np.all(class_targets[best < 0.4] == -1)  # background
+    between = (best >= 0.4) & (best < 0.5)
+    assert between.any() and np.all(class_targets[between] == -2)  # ignored
+    # Padding never matches: no anchor is labelled with the padding row's class.
+    assert set(np.unique(class_targets)) <= {-2.0, -1.0, 0.0, 2.0}
+
+    # The box coding round-trips: decoding each positive anchor's target gives its box back.
+    decoded = retinanet.decode_boxes(box_targets, DET).numpy()[0]
+    for k in np.flatnonzero(positive):
+        np.testing.assert_allclose(decoded[k], a if from_a[k] else b, atol=1e-2)
+
+
+def test_targets_and_decoding_stay_float32_under_bfloat16():
+    import keras
+
+    boxes = tf.constant([[[10.3, 20.7, 61.1, 90.9]]])
+    reference = retinanet.Labeler(DET)(tf.zeros([1, S, S, 3]), boxes, tf.constant([[1.0]]))
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        box_t, cls_t = retinanet.Labeler(DET)(tf.zeros([1, S, S, 3]), boxes, tf.constant([[1.0]]))
+        np.testing.assert_array_equal(cls_t.numpy(), reference[1].numpy())
+        np.testing.assert_allclose(box_t.numpy(), reference[0].numpy(), atol=1e-6)
+        predictions = {
+            "box": tf.cast(box_t, tf.bfloat16),
+            "classification": tf.cast(
+                tf.one_hot(tf.cast(cls_t, tf.int32), 3) * 20 - 10, tf.bfloat16
+            ),
+        }
+        out = retinanet.decode(predictions, DET)
+        assert out["boxes"].dtype == tf.float32 and int(out["num_detections"][0]) >= 1
+        np.testing.assert_allclose(out["boxes"][0, 0], boxes[0, 0], atol=0.5)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_image_without_objects_is_all_background_and_loss_is_finite():
+    model = retinanet.build_retinanet(ModelConfig(name="resnet18"), DET, num_classes=3)
+    images = tf.zeros([1, S, S, 3], tf.uint8)
+    box_t, cls_t = retinanet.Labeler(DET)(images, -tf.ones([1, 2, 4]), -tf.ones([1, 2]))
+    assert np.all(cls_t.numpy() == -1)
+    predictions = model(images)
+    class_sum, box_sum, positives = retinanet.loss_terms(predictions, box_t, cls_t, DET)
+    assert float(positives) == 0 and float(box_sum) == 0 and np.isfinite(float(class_sum))
+    # Prior-probability bias: every class starts near p = 0.01 (the kernel is random, the bias
+    # -log(99)), so the focal loss does not drown in the ~10^4 easy negatives at step 0.
+    probs = tf.sigmoid(predictions["classification"]).numpy()
+    assert 0.003 < np.median(probs) < 0.03
+    layers = {layer.name for layer in model.layers}
+    assert {"fpn", "head_class", "head_box", "conv1_conv", "conv5_block2_out"} <= layers
+    assert "head_dense" not in layers and model.name == "resnet18"
+
+
+def _scene(height=96, width=160):
+    """A PNG with a red rectangle (object 0) on the left and a blue one (object 1) at the right,
+    and their normalised yxyx boxes."""
+    image = np.full([height, width, 3], 128, np.uint8)
+    boxes_px = np.array([[20, 10, 60, 50], [40, 110, 80, 150]], np.float32)
+    image[20:60, 10:50] = (255, 0, 0)
+    image[40:80, 110:150] = (0, 0, 255)
+    norm = boxes_px / np.array([height, width, height, width], np.float32)
+    return tf.io.encode_png(image), norm
+
+
+def _tensors(png, boxes, crowd=(0, 0)):
+    return {
+        "image": png,
+        "boxes": tf.constant(boxes),
+        "classes": tf.constant([1, 3], tf.int64),
+        "is_crowd": tf.constant(crowd, tf.int64),
+        "area": -tf.ones([2]),
+    }
+
+
+def _mean_colour(image, box):
+    y0, x0, y1, x1 = (int(round(v)) for v in box)
+    # The inner part of the box: resampling blurs its border.
+    return image[y0 + 3 : y1 - 3, x0 + 3 : x1 - 3].reshape(-1, 3).mean(0)
+
+
+def test_flip_keeps_boxes_on_their_objects():
+    png, boxes = _scene()
+    data = DataConfig(schema="coco", num_classes=4, random_flip=True)
+    det = DetectionConfig(image_size=S, max_boxes=4, scale_jitter=(1.0, 1.0))
+    parser = DetectionParser(data, det, training=True)
+    flipped = set()
+    for seed in range(8):
+        image, targets = parser(_tensors(png, boxes), tf.constant([seed, 7], tf.int64))
+        image, out = image.numpy(), targets["boxes"].numpy()
+        classes = targets["classes"].numpy()
+        assert classes.tolist() == [1, 3, -1, -1] and np.all(out[2:] == -1)
+        red, blue = _mean_colour(image, out[0]), _mean_colour(image, out[1])
+        assert red[0] > 200 and red[2] < 60, (seed, red)
+        assert blue[2] > 200 and blue[0] < 60, (seed, blue)
+        flipped.add(bool(out[0][1] > out[1][1]))  # red right of blue: this draw flipped
+    assert flipped == {True, False}
+
+
+def test_crowds_are_not_training_targets_but_count_in_eval():
+    png, boxes = _scene()
+    data = DataConfig(schema="coco", num_classes=4, random_flip=False)
+    train = DetectionParser(data, DET, training=True)
+    _, targets = train(_tensors(png, boxes, crowd=(0, 1)), tf.constant([0, 0], tf.int64))
+    assert targets["classes"].numpy().tolist() == [1, -1, -1, -1]
+    _, gt = DetectionParser(data, DET, training=False)(
+        _tensors(png, boxes, crowd=(0, 1)), tf.constant([0, 0], tf.int64)
+    )
+    assert gt["gt_is_crowd"].numpy().tolist() == [0, 1, 0, 0]
+    np.testing.assert_allclose(gt["gt_boxes"].numpy()[:2], [[20, 10, 60, 50], [40, 110, 80, 150]])
+
+
+def test_minimal_model_garden_style_record_parses():
+    """create_coco_tf_record's schema without the optional keys (no is_crowd, no area): the
+    decoder's defaults make it a non-crowd object sized by its box."""
+    from transfer_tf.data import schemas
+    from transfer_tf.data.decoders import make_decoder
+    from transfer_tf.data.label_maps import parse_label_map
+
+    png, boxes = _scene()
+    feature = {
+        schemas.ENCODED: tf.train.Feature(bytes_list=tf.train.BytesList(value=[png.numpy()])),
+        schemas.OBJECT_LABEL: tf.train.Feature(int64_list=tf.train.Int64List(value=[90, 3])),
+    }
+    for i, key in enumerate(
+        (schemas.BBOX_YMIN, schemas.BBOX_XMIN, schemas.BBOX_YMAX, schemas.BBOX_XMAX)
+    ):
+        feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=boxes[:, i]))
+    record = tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    tensors = make_decoder("coco").decode(tf.constant(record))
+    data = DataConfig(schema="coco", num_classes=2)
+    label_map = parse_label_map({"3": 0, "90": 1})
+    _, gt = DetectionParser(data, DET, training=False, label_map=label_map)(
+        tensors, tf.constant([0, 0], tf.int64)
+    )
+    assert gt["gt_classes"].numpy().tolist() == [1, 0, -1, -1]
+    assert gt["gt_is_crowd"].numpy().tolist() == [0, 0, 0, 0]
+    np.testing.assert_allclose(gt["gt_area"].numpy()[:2], [40 * 40, 40 * 40], rtol=1e-5)
+
+
+def test_eval_preprocessing_resizes_long_side_and_maps_back():
+    png, _ = _scene(height=96, width=160)
+    image, scale, hw = preprocess_detection_eval(png, S)
+    assert image.shape == (S, S, 3) and hw.numpy().tolist() == [96, 160]
+    np.testing.assert_allclose(scale.numpy(), [77 / 96, 128 / 160], rtol=1e-6)
+    image = image.numpy()
+    assert np.all(image[80:] == 0)  # padded bottom (77 rows of image)
+    # The red object's box, scaled into the input, lands on red pixels.
+    red = _mean_colour(image, np.array([20, 10, 60, 50]) * np.tile(scale.numpy(), 2))
+    assert red[0] > 200 and red[2] < 60
+
+
+def test_detection_config_is_validated():
+    with pytest.raises(ConfigError, match="unknown config key 'detection.anchor_sizes'"):
+        load_config(None, ["detection.anchor_sizes=4"])
+    with pytest.raises(ConfigError, match="'transfer.task'"):
+        load_config(None, ["transfer.task=segmentation"])
+    with pytest.raises(ConfigError, match="detection.image_size"):
+        load_config(None, ["detection.image_size=600"])
+    with pytest.raises(ConfigError, match="data.schema"):
+        load_config(None, ["transfer.task=detection"])
+    cfg = load_config("configs/coco_retinanet_resnet50.yaml")
+    assert cfg.transfer.task == "detection" and cfg.detection.image_size == 640

@@ -1,0 +1,151 @@
+"""The detection SavedModel for TF Serving: image bytes in, boxes in original pixels out.
+
+Written by `export.saved_model.export_saved_model(..., module_factory=DetectionServingModule)`
+(versioned directory, atomic rename, `labels.txt` asset, model signature), so it loads with
+TensorFlow alone (`tf.saved_model.load`, TF Serving, saved_model_cli).
+
+Signatures:
+  serving_default       image_bytes: string [B]  encoded JPEG/PNG/GIF/BMP (`_bytes`: TF Serving's
+                        REST API takes `{"instances": [{"b64": "..."}]}`)
+  serving_image_tensor  images: uint8 [B, H, W, 3] (one size per batch)
+Each returns (K = detection.max_detections, best first, rows past num_detections are padding):
+  detection_boxes        float32 [B, K, 4]  ymin, xmin, ymax, xmax in ORIGINAL image pixels
+  detection_classes      int32   [B, K]     COCO category ids (-1 padding)
+  detection_class_names  string  [B, K]     names from the label map ("" padding)
+  detection_scores       float32 [B, K]
+  num_detections         int32   [B]
+Preprocessing in the graph is `data.detection.preprocess_detection_eval` (bytes) and
+`data.detection.resize_and_pad` (tensors): the functions the eval input pipeline runs.
+
+Example:
+    loaded = tf.saved_model.load("exports/det/1")
+    out = loaded.signatures["serving_default"](image_bytes=tf.constant([jpeg_bytes]))
+    out["detection_boxes"][0, : out["num_detections"][0]]
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from transfer_tf.config import ExperimentConfig
+from transfer_tf.data.detection import preprocess_detection_eval, resize_and_pad
+from transfer_tf.data.label_maps import read_label_map
+from transfer_tf.detection.evaluation import category_ids
+from transfer_tf.detection.retinanet import decode
+from transfer_tf.export.saved_model import BYTES_INPUT, TENSOR_INPUT
+
+OUTPUTS = (
+    "detection_boxes",
+    "detection_classes",
+    "detection_class_names",
+    "detection_scores",
+    "num_detections",
+)
+
+
+class _Untracked:
+    """Holds an object without making it a SavedModel dependency."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+class DetectionServingModule(tf.Module):
+    """The exported object: the detector's variables plus the two serving functions.
+
+    Args:
+      model: `detection.retinanet.build_retinanet`'s model.
+      cfg: the run's config (detection section, data.num_classes, data.label_map_file).
+      labels_path: local text file, one class name per line in class-index order (an asset).
+    """
+
+    def __init__(self, model, cfg: ExperimentConfig, labels_path: str):
+        super().__init__(name="detector_export")
+        # As export.saved_model.ServingModule: only the raw variables are saved.
+        self._model = _Untracked(model)
+        self.model_variables = [getattr(v, "value", v) for v in model.variables]
+        self._det_cfg = cfg.detection
+        self._size = int(cfg.detection.image_size)
+        label_map = read_label_map(cfg.data.label_map_file) if cfg.data.label_map_file else None
+        self._ids = tf.constant(category_ids(label_map, cfg.data.num_classes), tf.int64)
+        self.labels_asset = tf.saved_model.Asset(labels_path)
+        self.labels_table = tf.lookup.StaticHashTable(
+            tf.lookup.TextFileInitializer(
+                self.labels_asset,
+                key_dtype=tf.int64,
+                key_index=tf.lookup.TextFileIndex.LINE_NUMBER,
+                value_dtype=tf.string,
+                value_index=tf.lookup.TextFileIndex.WHOLE_LINE,
+            ),
+            default_value="",
+        )
+        size = self._size
+        self.serve_bytes = tf.function(
+            self._serve_bytes,
+            autograph=False,
+            input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)],
+        )
+        self.serve_image_tensor = tf.function(
+            self._serve_image_tensor,
+            autograph=False,
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=TENSOR_INPUT)],
+        )
+        # One traced copy of the detector shared by both signatures.
+        self.detect = tf.function(
+            self._detect,
+            autograph=False,
+            input_signature=[
+                tf.TensorSpec([None, size, size, 3], tf.uint8, name=TENSOR_INPUT),
+                tf.TensorSpec([None, 2], tf.float32, name="image_scale"),
+                tf.TensorSpec([None, 2], tf.int32, name="image_hw"),
+            ],
+        )
+
+    def signatures(self) -> dict:
+        return {
+            "serving_default": self.serve_bytes.get_concrete_function(),
+            "serving_image_tensor": self.serve_image_tensor.get_concrete_function(),
+        }
+
+    def _detect(self, images, scale, hw) -> dict[str, tf.Tensor]:
+        """Detections of preprocessed images, boxes mapped back through each image's scale."""
+        out = decode(self._model.value(images, training=False), self._det_cfg)
+        valid = out["classes"] >= 0
+        index = tf.cast(tf.maximum(out["classes"], 0), tf.int64)
+        limit = tf.tile(tf.cast(hw, tf.float32), [1, 2])[:, None, :]
+        boxes = tf.clip_by_value(out["boxes"] / tf.tile(scale, [1, 2])[:, None, :], 0.0, limit)
+        return {
+            "detection_boxes": tf.where(valid[..., None], boxes, 0.0),
+            "detection_classes": tf.where(
+                valid, tf.cast(tf.gather(self._ids, index), tf.int32), -1
+            ),
+            "detection_class_names": tf.where(valid, self.labels_table.lookup(index), ""),
+            "detection_scores": out["scores"],
+            "num_detections": out["num_detections"],
+        }
+
+    def _serve_bytes(self, image_bytes):
+        # Images differ in size before the resize, so preprocessing is per element.
+        images, scale, hw = tf.map_fn(
+            lambda b: preprocess_detection_eval(b, self._size),
+            image_bytes,
+            fn_output_signature=(
+                tf.TensorSpec([self._size, self._size, 3], tf.uint8),
+                tf.TensorSpec([2], tf.float32),
+                tf.TensorSpec([2], tf.int32),
+            ),
+        )
+        return self.detect(images, scale, hw)
+
+    def _serve_image_tensor(self, images):
+        resized, scale, _ = tf.map_fn(
+            lambda im: resize_and_pad(im, self._size),
+            images,
+            fn_output_signature=(
+                tf.TensorSpec([self._size, self._size, 3], tf.uint8),
+                tf.TensorSpec([2], tf.float32),
+                tf.TensorSpec([2], tf.float32),
+            ),
+        )
+        hw = tf.tile(tf.shape(images)[1:3][None, :], [tf.shape(images)[0], 1])
+        return self.detect(resized, scale, hw)

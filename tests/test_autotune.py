@@ -4,12 +4,15 @@ The probe's step function is injected (sleeps of known length), so no model trai
 
 import json
 import logging
+import os
 import time
 
 import pytest
 
 from transfer_tf.config import load_config
 from transfer_tf.training import autotune, hardware, precision
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 AVX2 = hardware.Hardware("cpu", cpu_class="avx2-only", cpu_model="Test EPYC", cores=2)
 BF16_CPU = hardware.Hardware("cpu", cpu_class="avx512_bf16", cpu_model="Test EPYC", cores=2)
@@ -243,3 +246,17 @@ def test_plain_candidates_are_not_charged_for_running_first():
     )
     assert decision.probe["setup_seconds"]["bfloat16"] >= 0.25  # measured first
     assert (cfg.train.mixed_precision, cfg.train.xla) == ("bfloat16", False)
+
+
+def test_a_detection_run_keeps_auto_but_is_not_probed_with_a_classifier(cache_home):
+    """The probe times classifier steps: a detector's `xla: auto` resolves to off without one (the
+    shipped RetinaNet config says auto like every config), and says why."""
+    steps = FakeSteps(plain_ms=30.0, xla_ms=1.0)
+    cfg, decision = autotune.resolve(
+        load_config(os.path.join(REPO, "configs", "coco_retinanet_resnet50.yaml")),
+        make_step=steps,
+        hw=BF16_CPU,
+    )
+    assert steps.built == []
+    assert cfg.train.xla is False and cfg.train.mixed_precision == "bfloat16"
+    assert decision.xla_reason.startswith("detection: the probe times classifier steps")

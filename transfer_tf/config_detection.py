@@ -122,11 +122,6 @@ def detection_problem(cfg) -> str | None:
         "transfer.head_prior": cfg.transfer.head_prior > 0,
         "transfer.preset": cfg.transfer.preset == "bit_hyperrule",
     }
-    if cfg.train.xla == "auto":
-        return (
-            "config keys 'train.xla' (auto) and 'transfer.task' (detection) conflict: the XLA "
-            "probe times a classifier step; set train.xla to true or false"
-        )
     for key, bad in unsupported.items():
         if bad:
             return (

@@ -256,8 +256,13 @@ def _precisions(hw: hardware.Hardware, configured: str, chosen: str) -> list[str
     return precision.candidates(hw) if configured == "auto" else [chosen]
 
 
-def _rule_only(strategy: tf.distribute.Strategy | None, hw: hardware.Hardware) -> str | None:
+def _rule_only(
+    cfg: ExperimentConfig, strategy: tf.distribute.Strategy | None, hw: hardware.Hardware
+) -> str | None:
     """Why the probe cannot run here (None when it can)."""
+    if cfg.transfer.task != "classification":
+        # The probe builds and times a classifier step; a detector's step is another program.
+        return f"{cfg.transfer.task}: the probe times classifier steps; XLA off (set train.xla)"
     if hw.kind == "tpu":
         return "TPU: the step is compiled for the TPU anyway; no probe"
     resolver = getattr(strategy.extended, "_cluster_resolver", None) if strategy else None
@@ -293,7 +298,7 @@ def resolve(
     else:
         chosen_precision, precision_reason = train.mixed_precision, "set in the config"
     probe_info = None
-    no_probe = _rule_only(strategy, hw)
+    no_probe = _rule_only(cfg, strategy, hw)
     candidates = []
     if train.xla == "auto" and not no_probe:
         candidates = probe_candidates(hw, _precisions(hw, train.mixed_precision, chosen_precision))

@@ -102,6 +102,14 @@ def detection_problem(cfg) -> str | None:
             "[min, max] with 0 < min <= max",
         ),
     ]
+    # keras-cv's SmoothL1Loss is |d| - 0.5 above its cutoff whatever the cutoff: continuous at 1.
+    checks.append(
+        (
+            "box_loss_delta",
+            d.box_loss == "huber" or d.box_loss_delta == 1.0,
+            "1.0 with box_loss smooth_l1 (use box_loss huber for another delta)",
+        )
+    )
     for key, ok, expected in checks:
         if not ok:
             value = getattr(d, key)

@@ -165,10 +165,10 @@ class DetectionParser:
         """`(image uint8 [S, S, 3], targets)` (see module doc); `seed` int [2] (stateless)."""
         indices = self.class_indices(tensors["classes"])
         boxes = tf.clip_by_value(tf.reshape(tf.cast(tensors["boxes"], tf.float32), [-1, 4]), 0, 1)
-        image = decode_rgb(tensors["image"])
         if self.training:
+            image = decode_rgb(tensors["image"])
             return self._train(image, boxes, indices, tensors["is_crowd"], seed)
-        return self._eval(image, boxes, indices, tensors)
+        return self._eval(boxes, indices, tensors)
 
     def _train(self, image, boxes, indices, is_crowd, seed):
         size = self.det_cfg.image_size
@@ -199,10 +199,10 @@ class DetectionParser:
             "classes": pad_to(tf.cast(indices, tf.float32), m, -1.0),
         }
 
-    def _eval(self, image, boxes, indices, tensors):
+    def _eval(self, boxes, indices, tensors):
         size, m = self.det_cfg.image_size, self.det_cfg.max_boxes
-        hw = tf.shape(image)[:2]
-        resized, scale, _ = resize_and_pad(image, size)
+        # The one eval preprocessing, as the export's serving graph runs it.
+        resized, scale, hw = preprocess_detection_eval(tensors["image"], size)
         pixels = boxes * tf.tile(tf.cast(hw, tf.float32), [2])
         box_area = (pixels[:, 2] - pixels[:, 0]) * (pixels[:, 3] - pixels[:, 1])
         area = tf.cast(tensors["area"], tf.float32)

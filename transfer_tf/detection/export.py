@@ -32,7 +32,7 @@ from transfer_tf.data.detection import preprocess_detection_eval, resize_and_pad
 from transfer_tf.data.label_maps import read_label_map
 from transfer_tf.detection.evaluation import category_ids
 from transfer_tf.detection.retinanet import decode
-from transfer_tf.export.saved_model import BYTES_INPUT, TENSOR_INPUT
+from transfer_tf.export.saved_model import BYTES_INPUT, TENSOR_INPUT, labels_table
 
 OUTPUTS = (
     "detection_boxes",
@@ -69,16 +69,7 @@ class DetectionServingModule(tf.Module):
         label_map = read_label_map(cfg.data.label_map_file) if cfg.data.label_map_file else None
         self._ids = tf.constant(category_ids(label_map, cfg.data.num_classes), tf.int64)
         self.labels_asset = tf.saved_model.Asset(labels_path)
-        self.labels_table = tf.lookup.StaticHashTable(
-            tf.lookup.TextFileInitializer(
-                self.labels_asset,
-                key_dtype=tf.int64,
-                key_index=tf.lookup.TextFileIndex.LINE_NUMBER,
-                value_dtype=tf.string,
-                value_index=tf.lookup.TextFileIndex.WHOLE_LINE,
-            ),
-            default_value="",
-        )
+        self.labels_table = labels_table(self.labels_asset)
         size = self._size
         self.serve_bytes = tf.function(
             self._serve_bytes,

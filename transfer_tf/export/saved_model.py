@@ -106,6 +106,21 @@ def _label_map_names(path: str, num_classes: int) -> list[str]:
     return label_map.display_names()
 
 
+def labels_table(asset: tf.saved_model.Asset) -> tf.lookup.StaticHashTable:
+    """Class index (int64) -> name (string, "" when out of range), initialised from `asset` (one
+    name per line) when the SavedModel loads."""
+    return tf.lookup.StaticHashTable(
+        tf.lookup.TextFileInitializer(
+            asset,
+            key_dtype=tf.int64,
+            key_index=tf.lookup.TextFileIndex.LINE_NUMBER,
+            value_dtype=tf.string,
+            value_index=tf.lookup.TextFileIndex.WHOLE_LINE,
+        ),
+        default_value="",
+    )
+
+
 class _Untracked:
     """Holds an object without making it a SavedModel dependency."""
 
@@ -139,17 +154,7 @@ class ServingModule(tf.Module):
         inputs = getattr(model, "inputs", None)
         self._input_dtype = inputs[0].dtype if inputs else "float32"
         self.labels_asset = tf.saved_model.Asset(labels_path)
-        # Class index -> name, initialised from the asset when the SavedModel loads.
-        self.labels_table = tf.lookup.StaticHashTable(
-            tf.lookup.TextFileInitializer(
-                self.labels_asset,
-                key_dtype=tf.int64,
-                key_index=tf.lookup.TextFileIndex.LINE_NUMBER,
-                value_dtype=tf.string,
-                value_index=tf.lookup.TextFileIndex.WHOLE_LINE,
-            ),
-            default_value="",
-        )
+        self.labels_table = labels_table(self.labels_asset)
         size = self._image_size
         self.serve_bytes = tf.function(
             self._serve_bytes,

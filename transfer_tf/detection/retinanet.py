@@ -156,6 +156,13 @@ def build_retinanet(
         num_conv_layers=det_cfg.head_convs,
         name="head_box",
     )
+    for head in (class_head, box_head):
+        # keras-cv keeps a head's tower convs in a Python list, which Keras 3 wraps in its own
+        # TrackedList: tf.train.Checkpoint never sees them, so checkpoints silently lacked their
+        # weights (a restored or resumed detector got fresh towers). As named attributes they are
+        # checkpoint dependencies like the FPN's convs (tests/test_detection_targets.py).
+        for i, conv in enumerate(head.conv_layers):
+            setattr(head, f"tower_conv_{i}", conv)
     boxes, logits = [], []
     for level, feature in zip(range(3, 8), pyramid, strict=True):
         boxes.append(keras.layers.Reshape((-1, 4), name=f"head_box_p{level}")(box_head(feature)))

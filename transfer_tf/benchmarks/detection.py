@@ -36,12 +36,12 @@ import tensorflow as tf
 from absl import logging
 
 from transfer_tf.benchmarks import transfer as transfer_bench
+from transfer_tf.benchmarks.transfer import CATEGORY_IDS, build_imagenet_shards
 from transfer_tf.config import ExperimentConfig, config_from_dict
-from transfer_tf.data.builders import build_coco, build_imagenet
+from transfer_tf.data.builders import build_coco
 from transfer_tf.datagen import shapes
 
 RUNS = ("pretrained", "scratch")
-CATEGORY_IDS = (1, 3, 4, 7, 9, 13, 18, 22, 25, 31, 35, 41)
 
 
 @dataclass(frozen=True)
@@ -89,15 +89,7 @@ def _prepare_data(work_dir: str, size: DetectionBenchmarkSize) -> dict[str, str]
             image_size_range=(size.pretrain_image_size, 2 * size.pretrain_image_size),
             seed=size.seed,
         )
-        build_imagenet(
-            inet.root,
-            inet_out,
-            train_shards=4,
-            validation_shards=1,
-            validation_labels_file=inet.val_labels_file,
-            synset_names_file=inet.synset_names_file,
-            seed=size.seed,
-        )
+        build_imagenet_shards(inet, inet_out, size.seed)
     if not tf.io.gfile.exists(os.path.join(coco_out, "label_map.json")):
         for split, n, seed, first in (
             ("train", size.coco_train_images, size.seed, 1),

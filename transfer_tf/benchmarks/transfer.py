@@ -33,6 +33,8 @@ from transfer_tf.datagen import shapes
 from transfer_tf.datagen.raw_layouts import ImageNetLike
 
 RUNS = ("pretrained_schedule", "scratch", "linear_probe")
+# Real COCO-style category ids with gaps; vocabulary class i is category CATEGORY_IDS[i].
+CATEGORY_IDS = (1, 3, 4, 7, 9, 13, 18, 22, 25, 31, 35, 41)
 
 
 @dataclass(frozen=True)
@@ -87,8 +89,7 @@ def prepare_data(work_dir: str, size: BenchmarkSize) -> dict[str, str]:
         )
         build_imagenet_shards(inet, inet_out, size.seed)
     if not tf.io.gfile.exists(os.path.join(coco_out, "label_map.json")):
-        # Real COCO-style category ids with gaps; vocabulary class i is category ids[i].
-        ids = [1, 3, 4, 7, 9, 13, 18, 22, 25, 31, 35, 41][: size.coco_classes]
+        ids = list(CATEGORY_IDS[: size.coco_classes])
         for split, n, seed, first in (
             ("train", size.coco_train_images, size.seed, 1),
             ("val", size.coco_val_images, size.seed + 1, 100_001),

@@ -16,8 +16,6 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from transfer_tf.errors import UsageError
-
 _BATCH = 16
 
 
@@ -35,27 +33,7 @@ def detect_files(predictor, paths: Sequence[str], min_score: float = 0.0) -> lis
       UsageError: a file cannot be read or is not a decodable image (names the file).
     """
     results = []
-    for start in range(0, len(paths), _BATCH):
-        chunk = list(paths[start : start + _BATCH])
-        blobs = []
-        for path in chunk:
-            try:
-                with tf.io.gfile.GFile(path, "rb") as f:
-                    blobs.append(f.read())
-            except (OSError, tf.errors.OpError) as e:
-                raise UsageError(f"image '{path}' cannot be read: {type(e).__name__}") from None
-        try:
-            out = predictor.predict_bytes(blobs)
-        except tf.errors.InvalidArgumentError:
-            for path, blob in zip(chunk, blobs, strict=True):
-                try:
-                    predictor.predict_bytes([blob])
-                except tf.errors.InvalidArgumentError:
-                    raise UsageError(
-                        f"image '{path}' is not a decodable image (JPEG, PNG, GIF or BMP expected)"
-                    ) from None
-            raise
-        out = {k: v.numpy() for k, v in out.items()}
+    for chunk, out in predictor.outputs_of_files(paths, batch_size=_BATCH):
         for row, path in enumerate(chunk):
             detections = []
             for j in range(int(out["num_detections"][row])):

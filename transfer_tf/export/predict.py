@@ -12,9 +12,10 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import tensorflow as tf
 
 from transfer_tf.errors import UsageError
@@ -81,15 +82,17 @@ class Predictor:
         """Runs `serving_default` on encoded images; raises tf.errors.InvalidArgumentError on bad bytes."""
         return self._serve(**{BYTES_INPUT: tf.constant(list(images), tf.string)})
 
-    def predict_files(self, paths: Sequence[str], top_k: int | None = None) -> list[Prediction]:
-        """Classifies image files (JPEG/PNG/GIF/BMP), in batches.
+    def outputs_of_files(
+        self, paths: Sequence[str], batch_size: int = _BATCH
+    ) -> Iterator[tuple[list[str], dict[str, np.ndarray]]]:
+        """Runs `serving_default` on image files in batches; yields (the batch's paths, its
+        outputs as NumPy arrays, one row per path).
 
         Raises:
           UsageError: a file is missing/unreadable or is not a decodable image (names the file).
         """
-        results: list[Prediction] = []
-        for start in range(0, len(paths), _BATCH):
-            chunk = list(paths[start : start + _BATCH])
+        for start in range(0, len(paths), batch_size):
+            chunk = list(paths[start : start + batch_size])
             data = [_read(p) for p in chunk]
             try:
                 out = self.predict_bytes(data)
@@ -103,9 +106,19 @@ class Predictor:
                             f"image '{path}' is not a decodable image (JPEG, PNG, GIF or BMP expected)"
                         ) from None
                 raise
-            indices = out["top_k_indices"].numpy()
-            scores = out["top_k_scores"].numpy()
-            names = out["top_k_classes"].numpy()
+            yield chunk, {k: v.numpy() for k, v in out.items()}
+
+    def predict_files(self, paths: Sequence[str], top_k: int | None = None) -> list[Prediction]:
+        """Classifies image files (JPEG/PNG/GIF/BMP), in batches.
+
+        Raises:
+          UsageError: a file is missing/unreadable or is not a decodable image (names the file).
+        """
+        results: list[Prediction] = []
+        for chunk, out in self.outputs_of_files(paths):
+            indices = out["top_k_indices"]
+            scores = out["top_k_scores"]
+            names = out["top_k_classes"]
             k = indices.shape[1] if top_k is None else min(top_k, indices.shape[1])
             for row, path in enumerate(chunk):
                 results.append(

@@ -6,8 +6,9 @@
 
 Trainers then use `--set=data.tf_data_service=grpc://DISPATCHER_HOST:5050`. Once serving, the
 binary prints one line `<role> listening on grpc://HOST:PORT` on stdout (with `--port=0` that is
-how the chosen port is learned). SIGTERM or SIGINT stops the server and exits 0; a server still
-stopping after `--stop_grace_s` (a client task left open) is abandoned with a warning.
+how the chosen port is learned). SIGTERM or SIGINT exits 0: a dispatcher is stopped (abandoned
+with a warning if still stopping after `--stop_grace_s`); a worker exits without stopping its
+server, whose stop() can hold the interpreter for minutes while a client task is open.
 """
 
 import os
@@ -97,19 +98,30 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> None:
     address = f"grpc://{host}:{data_service.bound_port(server)}"
     logging.info("%s started at %s", flag_values.role, address)
     print(f"{flag_values.role} listening on {address}", flush=True)
+    if flag_values.role == "worker":
+        # A worker is not stopped: TF's WorkerServer.stop() can block for minutes while a client's
+        # task is open, holding the GIL (CI: no Python thread ran again, a grace thread included).
+        # It holds no state worth a clean stop; its dispatcher reassigns its tasks, as after a crash.
+        data_service.serve_until(stop_event)
+        _exit_now(f"{flag_values.role} stopped (without server.stop(): see the code)")
     if data_service.serve_until(stop_event, server, grace_s=flag_values.stop_grace_s):
         logging.warning(
             "%s did not stop within --stop_grace_s=%g s (a client task still open); exiting anyway",
             flag_values.role,
             flag_values.stop_grace_s,
         )
-        logging.info("%s stopped (forced)", flag_values.role)
-        # The server's C++ threads would block interpreter shutdown the same way stop() did.
-        logging.flush()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        _exit_now(f"{flag_values.role} stopped (forced)")
     logging.info("%s stopped", flag_values.role)
+
+
+def _exit_now(message: str) -> None:
+    """Logs `message` and exits 0 at once: the server's C++ threads would block interpreter
+    shutdown the same way its stop() does."""
+    logging.info("%s", message)
+    logging.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def main(argv: list[str]) -> None:

@@ -1,25 +1,30 @@
-"""Self-supervised pretraining benchmark (issue 17): one JSON line.
+"""Self-supervised pretraining benchmark (issue 17): a JSON line per seed, then the summary.
 
-    python -m pipelines.benchmark_ssl --work_dir=/tmp/bench_ssl --method=simclr
+    python -m pipelines.benchmark_ssl --work_dir=/tmp/bench_ssl --methods=simclr,byol \
+        --seeds=0,1,2 --markdown
 
-On the generated data at equal budgets: linear-probe top-1 of the SSL, random-init and supervised
-backbones on the ImageNet-like set, and COCO-like mAP after fine-tuning from the SSL backbone,
-the supervised one and scratch (transfer_tf/benchmarks/ssl.py). Data and runs under --work_dir
+On the generated data at equal budgets: linear-probe top-1 of each SSL, the random-init and the
+supervised backbone on the ImageNet-like set, and COCO-like mAP after fine-tuning from each SSL
+backbone, the supervised one and scratch (transfer_tf/benchmarks/ssl.py). The summary line holds
+mean ± std over the seeds and the targets judged on the means. Data and runs under --work_dir
 are reused on a rerun (delete it to measure afresh).
 """
 
 import dataclasses
 import json
 
-from absl import flags
+from absl import flags, logging
 
 from transfer_tf import cli
 
+METHODS = ("simclr", "byol")
 FLAGS = flags.FlagValues()
 flags.DEFINE_string(
     "work_dir", "/tmp/bench_ssl", "Scratch folder for data and runs.", flag_values=FLAGS
 )
-flags.DEFINE_enum("method", "simclr", ["simclr", "byol"], "The SSL method.", flag_values=FLAGS)
+flags.DEFINE_list(
+    "methods", ["simclr", "byol"], "The SSL methods compared: simclr, byol.", flag_values=FLAGS
+)
 flags.DEFINE_string("model", "resnet18", "Backbone (model.name).", flag_values=FLAGS)
 flags.DEFINE_integer("image_size", 32, "Training/eval image side.", flag_values=FLAGS)
 flags.DEFINE_integer("pretrain_steps", 300, "Steps of each pretraining.", flag_values=FLAGS)
@@ -30,17 +35,31 @@ flags.DEFINE_float("temperature", 0.2, "SimCLR NT-Xent temperature.", flag_value
 flags.DEFINE_float("ssl_peak_lr", 0.6, "Peak LARS learning rate of the SSL run.", flag_values=FLAGS)
 flags.DEFINE_float("color_strength", 0.5, "ssl.color_strength of the views.", flag_values=FLAGS)
 flags.DEFINE_string("mixed_precision", "bfloat16", "train.mixed_precision.", flag_values=FLAGS)
-flags.DEFINE_integer("seed", 0, "Data and run seed.", flag_values=FLAGS)
+flags.DEFINE_list("seeds", ["0"], "One comparison per seed (data and runs).", flag_values=FLAGS)
+flags.DEFINE_bool("markdown", False, "Also print the markdown table.", flag_values=FLAGS)
 
 
 def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
-    """Runs the benchmark as the parsed flags say; returns its JSON line."""
+    """Runs the benchmark as the parsed flags say; returns its stdout: a JSON line per seed, the
+    summary line, and with --markdown the table."""
     cli.reject_extra_args(argv)
-    from transfer_tf.benchmarks.ssl import SSLBenchmarkSize, compare_ssl
+    from transfer_tf.benchmarks import ssl as ssl_bench
 
+    seeds = []
+    for seed in flag_values.seeds:
+        if not seed.isdigit():
+            raise cli.UsageError(f"--seeds={','.join(flag_values.seeds)}: expected integers >= 0")
+        seeds.append(int(seed))
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise cli.UsageError(f"--seeds={','.join(flag_values.seeds)}: expected distinct seeds")
+    if not flag_values.methods:
+        raise cli.UsageError(f"--methods: expected one or more of {', '.join(METHODS)}")
+    for method in flag_values.methods:
+        if method not in METHODS:
+            raise cli.UsageError(f"--methods: {method!r} is not one of {', '.join(METHODS)}")
     size = dataclasses.replace(
-        SSLBenchmarkSize(),
-        method=flag_values.method,
+        ssl_bench.SSLBenchmarkSize(),
+        methods=tuple(dict.fromkeys(flag_values.methods)),
         model=flag_values.model,
         image_size=flag_values.image_size,
         pretrain_steps=flag_values.pretrain_steps,
@@ -51,9 +70,19 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
         ssl_peak_lr=flag_values.ssl_peak_lr,
         color_strength=flag_values.color_strength,
         mixed_precision=flag_values.mixed_precision,
-        seed=flag_values.seed,
     )
-    return json.dumps(compare_ssl(flag_values.work_dir, size))
+    lines, results = [], []
+    for seed in seeds:
+        results.append(
+            ssl_bench.compare_ssl(flag_values.work_dir, dataclasses.replace(size, seed=seed))
+        )
+        lines.append(json.dumps(results[-1]))
+        logging.info("seed %d: %s", seed, lines[-1])
+    summary = ssl_bench.summarize(results)
+    lines.append(json.dumps({"summary": summary}))
+    if flag_values.markdown:
+        lines.append(ssl_bench.markdown_table(summary))
+    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> None:

@@ -57,6 +57,10 @@ def _call(module: str, args: list[str]) -> str | None:
             ["--data=photos", "--photo_dir=p", "--arm=nocolon"],
             "--arm=nocolon: expected NAME:KEY=V;KEY=V",
         ),
+        ("pipelines.benchmark_ssl", ["--seeds=0,x"], "--seeds=0,x: expected integers"),
+        ("pipelines.benchmark_ssl", ["--seeds=1,1"], "--seeds=1,1: expected distinct seeds"),
+        ("pipelines.benchmark_ssl", ["--methods=simclr,moco"], "--methods: 'moco' is not one"),
+        ("pipelines.benchmark_ssl", ["--methods="], "--methods: expected one or more"),
         ("pipelines.make_benchmark_shards", [], "--output_dir is required"),
         ("pipelines.make_benchmark_shards", ["--output_dir=o"], "--photo_dir is required"),
         ("pipelines.make_benchmark_shards", ["--output_dir=o", "stray"], "unexpected argument"),
@@ -95,3 +99,41 @@ def test_benchmark_training_table_preset_leaves_the_parsed_flags_alone():
     assert settings.image_sizes == ["32", "64", "128", "224"] and settings.warmup == 1
     assert settings.repeats == 3  # not part of the preset
     assert flag_values.image_sizes == ["64"] and flag_values.warmup == 2
+
+
+def test_benchmark_ssl_runs_each_seed_and_judges_the_targets_on_the_means(monkeypatch):
+    from transfer_tf.benchmarks import ssl as ssl_bench
+
+    binary, flag_values, argv = _parsed(
+        "pipelines.benchmark_ssl", ["--seeds=3,5", "--methods=byol", "--markdown"]
+    )
+    calls = []
+    # Per seed: byol's probe gain 0.25 then 0.45 (mean 0.35, met though one seed misses) and its
+    # mAP gain 0.10 then 0.16 (mean 0.13, missed though one seed meets it).
+    outcome = {3: ((0.40, 0.15), (0.70, 0.60)), 5: ((0.60, 0.15), (0.80, 0.64))}
+
+    def fake_compare(work_dir, size):
+        calls.append((work_dir, size.seed, size.methods))
+        (probe, random_init), (coco, scratch) = outcome[size.seed]
+        probe_top1 = {"byol": probe, "random_init": random_init, "supervised": 0.7}
+        coco_map = {"byol": coco, "supervised": 0.7, "scratch": scratch}
+        return {
+            "seed": size.seed,
+            "probe_top1": probe_top1,
+            "coco_mAP": coco_map,
+            "targets": {"byol": ssl_bench._targets(probe_top1, coco_map, "byol")},
+        }
+
+    monkeypatch.setattr(ssl_bench, "compare_ssl", fake_compare)
+    lines = binary.run_from_flags(flag_values, argv).split("\n")
+    assert calls == [("/tmp/bench_ssl", 3, ("byol",)), ("/tmp/bench_ssl", 5, ("byol",))]
+    assert [json.loads(line)["seed"] for line in lines[:2]] == [3, 5]
+    summary = json.loads(lines[2])["summary"]
+    assert summary["seeds"] == [3, 5]
+    assert summary["probe_top1"]["byol"]["mean"] == pytest.approx(0.5)
+    assert summary["probe_top1"]["byol"]["std"] == pytest.approx(0.1)
+    byol = summary["targets"]["byol"]
+    assert byol["probe_ssl_minus_random"] == pytest.approx(0.35) and byol["probe_target_met"]
+    assert byol["map_ssl_minus_scratch"] == pytest.approx(0.13) and not byol["map_target_met"]
+    assert byol["map_ssl_minus_scratch_per_seed"] == pytest.approx([0.10, 0.16])
+    assert "| byol | 0.500 ± 0.100 (0.400, 0.600) | 0.750 ± 0.050 (0.700, 0.800) |" in lines[3:]

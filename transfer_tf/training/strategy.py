@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import json
 import os
 import tempfile
@@ -21,6 +22,19 @@ import tensorflow as tf
 from transfer_tf.errors import UsageError
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+
+
+# Every MirroredStrategy numbers its collective groups and instances from 1, and the runtime
+# caches each (group, instance)'s shape for the life of the process: a second strategy in one
+# process (the demo's or a benchmark's runs one after another) reuses the first one's keys for
+# other tensors and dies with "Shape mismatch in the collective instance N". TF's own tests give
+# each strategy its own group range through this class attribute; so does make_strategy.
+_MIRRORED_KEY_BASES = itertools.count(0, 10_000)
+
+
+def _mirrored_strategy(devices: list[str] | None = None) -> tf.distribute.MirroredStrategy:
+    tf.distribute.MirroredStrategy._collective_key_base = next(_MIRRORED_KEY_BASES)
+    return tf.distribute.MirroredStrategy(devices)
 
 
 def _tpu_strategy(tpu: str) -> tf.distribute.Strategy:
@@ -68,15 +82,14 @@ def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
         if tpu or os.environ.get("TPU_NAME"):
             return _tpu_strategy(tpu)
         if len(gpus) > 1:
-            return tf.distribute.MirroredStrategy()
+            return _mirrored_strategy()
         name = "one_device"
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
     if name == "mirrored":
         if gpus:
-            return tf.distribute.MirroredStrategy()
-        cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(cpus)
+            return _mirrored_strategy()
+        return _mirrored_strategy([d.name for d in tf.config.list_logical_devices("CPU")])
     return _tpu_strategy(tpu)
 
 

@@ -355,8 +355,6 @@ def plan_stages(cfg: ExperimentConfig, paths: DemoPaths) -> list[Stage]:
                 outputs=(os.path.join(d.run_dir(run), "config.yaml"),),
             )
         )
-        if run == "pretrain" and self_supervised(cfg):
-            continue  # its untrained classifier head has no top-1; kNN top-1 is its eval
         stages.append(
             Stage(
                 f"evaluate_{run}",

@@ -18,6 +18,7 @@ Curves = dict[str, list[tuple[int, float]]]
 TABLE_METRICS = (
     ("top_1_accuracy", "top-1"),
     ("top_5_accuracy", "top-5"),
+    ("knn_top1", "kNN top-1"),
     ("mAP", "mAP"),
     ("macro_F1", "macro F1"),
     ("micro_F1", "micro F1"),

@@ -99,9 +99,9 @@ def _metrics_table(paths: DemoPaths) -> tuple[list[str], dict[str, dict | None]]
     return lines, docs
 
 
-def _pretraining_lines(paths: DemoPaths, curves: Curves) -> list[str]:
+def _pretraining_lines(paths: DemoPaths) -> list[str]:
     """Which pretraining the demo ran (from the stage config it wrote) and, for a
-    self-supervised one, its label-free eval (kNN top-1 from the run's eval summaries)."""
+    self-supervised one, its label-free eval (the evaluate stage's kNN top-1)."""
     import yaml
 
     try:
@@ -111,15 +111,18 @@ def _pretraining_lines(paths: DemoPaths, curves: Curves) -> list[str]:
         return ["Pretraining: not recorded (no pretraining config was written)."]
     if method == "supervised":
         return ["Pretraining: **supervised** (the ImageNet-like labels, softmax cross-entropy)."]
-    knn = curves.get("eval/knn_top1") or []
+    doc = read_json(paths.metrics("pretrain"))
+    knn = find_metric(doc, "knn_top1")
     shown = (
-        f"kNN top-1 (k=20) on its validation split: {_fmt(knn[-1][1])}" if knn else "no kNN eval"
+        f"kNN top-1 (k={doc.get('knn_k', '?')}, cosine) on its validation split: {_fmt(knn)}"
+        if knn is not None
+        else "its kNN eval was not run"
     )
     return [
         f"Pretraining: **{method}**, self-supervised on the ImageNet-like images with their "
-        f"labels ignored ({shown}); its classifier head is untrained, so the pretrain row has "
-        "no top-1. Fine-tuning and the scratch baseline are the same as with supervised "
-        "pretraining."
+        f"labels ignored ({shown}); its classifier head is untrained, so the pretrain row shows "
+        "kNN top-1 instead of top-1. Fine-tuning and the scratch baseline are the same as with "
+        "supervised pretraining."
     ]
 
 
@@ -201,13 +204,14 @@ def write_report(
         f"End-to-end run on generated data in {context.total_seconds / 60:.1f} min "
         f"(config: `{os.path.relpath(context.config_path, paths.work_dir)}`).",
         "",
-        *_pretraining_lines(paths, run_curves.get("pretrain", {})),
+        *_pretraining_lines(paths),
         "",
         "## Results",
         "",
         *table,
         "",
-        "Pretrain is single-label top-1/top-5 on the ImageNet-like validation split; the two "
+        "Pretrain is single-label top-1/top-5 (kNN top-1 for a self-supervised pretraining) on "
+        "the ImageNet-like validation split; the two "
         "COCO-like rows are multi-label mAP on the COCO-like val split at the same number of "
         "training steps (the fine-tuned one follows the `transfer.phases` freeze -> unfreeze "
         "schedule; the scratch one trains everything from random weights).",

@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from transfer_tf.config import ExperimentConfig
 from transfer_tf.data.dataset_fn import dataset_fn
+from transfer_tf.errors import UsageError
 from transfer_tf.training.evaluation import DatasetFn, evaluate_model
 
 ArrayLike = np.ndarray | tf.Tensor
@@ -208,3 +209,39 @@ def knn_monitor(cfg: ExperimentConfig, encoder: keras.Model, strategy: tf.distri
         )
 
     return evaluate
+
+
+def evaluate_run(model_dir: str, checkpoint: str | None = None, eval_pattern: str = "") -> dict:
+    """A self-supervised run's eval (what `pipelines/evaluate.py` reports for it): kNN top-1 of
+    the checkpoint's pooled backbone features on the eval split (`eval_pattern`, default the
+    run's `data.eval_pattern`) against the run's labeled train subset (`labeled_subset_fn`).
+
+    k and T are the run's `ssl.knn_k` / `ssl.knn_temperature`; a run that switched the monitor
+    off (`knn_k: 0`) is evaluated with the schema's k = 20. Its classifier head is untrained, so
+    there is no top-1 of it. Returns `{"knn_top1", "knn_k", "checkpoint"}`.
+    """
+    from transfer_tf.config_schema import SSLConfig
+    from transfer_tf.ssl.methods import pooled_encoder
+    from transfer_tf.training import checkpoints
+
+    model, cfg = checkpoints.load_model(model_dir, checkpoint)
+    if cfg.ssl.method == "supervised":
+        raise UsageError(f"'{model_dir}' is a supervised run: it has no kNN eval (ssl.method)")
+    if eval_pattern:
+        cfg.data.eval_pattern = eval_pattern
+    if not cfg.data.eval_pattern:
+        raise UsageError(
+            f"'{model_dir}': no eval split (data.eval_pattern is empty; pass --eval_pattern)"
+        )
+    metrics = knn_eval(
+        pooled_encoder(model),
+        tf.distribute.get_strategy(),
+        labeled_subset_fn(cfg),
+        dataset_fn(cfg, "eval"),
+        cfg.data.num_classes,
+        k=cfg.ssl.knn_k or SSLConfig().knn_k,
+        temperature=cfg.ssl.knn_temperature,
+    )
+    metrics["knn_k"] = cfg.ssl.knn_k or SSLConfig().knn_k
+    metrics["checkpoint"] = checkpoints.resolve_checkpoint(checkpoint or model_dir)
+    return metrics

@@ -93,10 +93,17 @@ class EvalAccumulator:
 
 def evaluate_run(model_dir: str, checkpoint: str | None = None, eval_pattern: str = "") -> dict:
     """Top-1/top-5 (or mAP for multi-label) of a run's checkpoint on its eval shards."""
-    if checkpoints.read_run_config(model_dir).transfer.task == "detection":
+    run_cfg = checkpoints.read_run_config(model_dir)
+    if run_cfg.transfer.task == "detection":
         raise UsageError(
             f"'{model_dir}' is a detection run: evaluate it with "
             "transfer_tf.detection.evaluation.evaluate_run (pipelines/evaluate.py does)"
+        )
+    if run_cfg.ssl.method != "supervised":
+        raise UsageError(
+            f"'{model_dir}' is a self-supervised run (ssl.method: {run_cfg.ssl.method}; its "
+            "classifier head is untrained): evaluate it with transfer_tf.ssl.knn.evaluate_run "
+            "(pipelines/evaluate.py does)"
         )
     model, cfg = checkpoints.load_model(model_dir, checkpoint)
     if eval_pattern:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from transfer_tf.config import load_config
+from transfer_tf.config import ConfigError, load_config
 from transfer_tf.training import autotune, hardware, precision
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -260,3 +260,25 @@ def test_a_detection_run_keeps_auto_but_is_not_probed_with_a_classifier(cache_ho
     assert steps.built == []
     assert cfg.train.xla is False and cfg.train.mixed_precision == "bfloat16"
     assert decision.xla_reason.startswith("detection: the probe times classifier steps")
+
+
+def test_deterministic_runs_train_without_xla(cache_home):
+    """TF has no deterministic XLA MaxPool gradient: `deterministic: true` with `xla: true` used to
+    die at the first step with an UnimplementedError traceback; it is a config error naming both
+    keys, and `xla: auto` resolves to off there without a probe (the probe's XLA winner would
+    fail the same way)."""
+    with pytest.raises(ConfigError, match=r"'deterministic' \(true\) and 'train.xla' \(true\)"):
+        _cfg("deterministic=true", "train.xla=true")
+    steps = FakeSteps(plain_ms=30.0, xla_ms=1.0)
+    cfg, decision = autotune.resolve(
+        _cfg("deterministic=true", "train.xla=auto", "train.mixed_precision=auto"),
+        make_step=steps,
+        hw=AVX2,
+    )
+    assert steps.built == [] and cfg.train.xla is False
+    assert decision.xla_reason.startswith("deterministic:")
+    # Not deterministic: the same machine and timings pick XLA.
+    cfg, _ = autotune.resolve(
+        _cfg("train.xla=auto", "train.mixed_precision=auto"), make_step=steps, hw=AVX2
+    )
+    assert cfg.train.xla is True

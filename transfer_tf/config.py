@@ -266,6 +266,12 @@ def _validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"config key 'train.xla': expected true or false (or 'auto'), got {cfg.train.xla!r}"
         )
+    if cfg.deterministic and cfg.train.xla is True:
+        raise ConfigError(
+            "config keys 'deterministic' (true) and 'train.xla' (true) conflict: XLA has no "
+            "deterministic implementation of every training op (MaxPool's gradient); set "
+            "train.xla: false, or auto (off in deterministic mode)"
+        )
     if not 0.0 < cfg.data.eval_crop_fraction <= 1.0:
         raise ConfigError("config key 'data.eval_crop_fraction': expected a value in (0, 1]")
     _validate_optimizers(cfg)

@@ -265,6 +265,9 @@ def _rule_only(
         return f"{cfg.transfer.task}: the probe times classifier steps; XLA off (set train.xla)"
     if hw.kind == "tpu":
         return "TPU: the step is compiled for the TPU anyway; no probe"
+    if cfg.deterministic:
+        # TF refuses the XLA train step under op determinism (no deterministic MaxPoolGrad).
+        return "deterministic: XLA has no deterministic MaxPool gradient; XLA off"
     resolver = getattr(strategy.extended, "_cluster_resolver", None) if strategy else None
     if resolver is not None and resolver.cluster_spec().as_dict():
         return "multi-worker: every worker must run the same step; no probe (set train.xla)"

@@ -48,7 +48,12 @@ flags.DEFINE_enum(
 )
 flags.DEFINE_float("head_lr", 0.01, "LR of the pretrained run's phases.", flag_values=FLAGS)
 flags.DEFINE_float("scratch_lr", 0.01, "LR of the scratch run.", flag_values=FLAGS)
-flags.DEFINE_string("mixed_precision", "bfloat16", "train.mixed_precision.", flag_values=FLAGS)
+flags.DEFINE_string(
+    "mixed_precision",
+    "auto",
+    "train.mixed_precision (auto: bfloat16 where native).",
+    flag_values=FLAGS,
+)
 flags.DEFINE_bool("markdown", False, "Also print the markdown table.", flag_values=FLAGS)
 flags.DEFINE_integer(
     "throughput_only",

@@ -34,7 +34,19 @@ flags.DEFINE_integer("budget_steps", 100, "Steps of each COCO-like run.", flag_v
 flags.DEFINE_float("temperature", 0.2, "SimCLR NT-Xent temperature.", flag_values=FLAGS)
 flags.DEFINE_float("ssl_peak_lr", 0.6, "Peak LARS learning rate of the SSL run.", flag_values=FLAGS)
 flags.DEFINE_float("color_strength", 0.5, "ssl.color_strength of the views.", flag_values=FLAGS)
-flags.DEFINE_string("mixed_precision", "bfloat16", "train.mixed_precision.", flag_values=FLAGS)
+flags.DEFINE_string(
+    "mixed_precision",
+    "auto",
+    "train.mixed_precision (auto: bfloat16 where native).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_enum(
+    "xla",
+    "auto",
+    ["auto", "true", "false"],
+    "train.xla (auto: measured per machine).",
+    flag_values=FLAGS,
+)
 flags.DEFINE_list("seeds", ["0"], "One comparison per seed (data and runs).", flag_values=FLAGS)
 flags.DEFINE_bool("markdown", False, "Also print the markdown table.", flag_values=FLAGS)
 
@@ -70,6 +82,7 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
         ssl_peak_lr=flag_values.ssl_peak_lr,
         color_strength=flag_values.color_strength,
         mixed_precision=flag_values.mixed_precision,
+        xla={"auto": "auto", "true": True, "false": False}[flag_values.xla],
     )
     lines, results = [], []
     for seed in seeds:

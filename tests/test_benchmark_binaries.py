@@ -137,3 +137,25 @@ def test_benchmark_ssl_runs_each_seed_and_judges_the_targets_on_the_means(monkey
     assert byol["map_ssl_minus_scratch"] == pytest.approx(0.13) and not byol["map_target_met"]
     assert byol["map_ssl_minus_scratch_per_seed"] == pytest.approx([0.10, 0.16])
     assert "| byol | 0.500 ± 0.100 (0.400, 0.600) | 0.750 ± 0.050 (0.700, 0.800) |" in lines[3:]
+
+
+def test_benchmark_runs_leave_precision_and_xla_to_the_machine(tmp_path):
+    """The SSL and transfer benchmarks used to hard-code bfloat16 without XLA: fine on an
+    avx512_bf16 CPU, 0.29x of float32 + XLA on an AVX2-only one (ResNet-18, 32 px, BENCHMARKS.md).
+    Their runs now say `auto` like the shipped configs, and a result names its CPU class."""
+    from transfer_tf.benchmarks import ssl as ssl_bench
+    from transfer_tf.benchmarks import transfer as transfer_bench
+
+    size = ssl_bench.SSLBenchmarkSize()
+    configs = [
+        ssl_bench.ssl_config(size, str(tmp_path), "byol"),
+        ssl_bench.probe_config(size, str(tmp_path)),
+        transfer_bench.pretrain_config(size.transfer_size(), str(tmp_path)),
+    ]
+    for cfg in configs:
+        assert (cfg.train.mixed_precision, cfg.train.xla) == ("auto", "auto")
+    forced = ssl_bench.SSLBenchmarkSize(mixed_precision="none", xla=False)
+    cfg = ssl_bench.ssl_config(forced, str(tmp_path), "simclr")
+    assert (cfg.train.mixed_precision, cfg.train.xla) == ("none", False)
+    line = ssl_bench._hardware_line("auto")
+    assert "class " in line and "mixed_precision auto -> " in line

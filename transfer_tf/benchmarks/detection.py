@@ -72,7 +72,7 @@ class DetectionBenchmarkSize:
     finetune_lr_factor: float = 1.0
     scratch_lr: float = 0.01
     throughput_steps: int = 20
-    mixed_precision: str = "bfloat16"
+    mixed_precision: str = "auto"
     seed: int = 0
 
 

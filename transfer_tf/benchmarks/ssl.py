@@ -67,7 +67,8 @@ class SSLBenchmarkSize:
     coco_train_images: int = 400
     coco_val_images: int = 200
     budget_steps: int = 100  # each COCO-like run
-    mixed_precision: str = "bfloat16"
+    mixed_precision: str = "auto"
+    xla: bool | str = "auto"  # measured per machine (training.autotune), as the shipped configs
     seed: int = 0
 
     def transfer_size(self) -> transfer_bench.BenchmarkSize:
@@ -85,6 +86,7 @@ class SSLBenchmarkSize:
             budget_steps=self.budget_steps,
             batch_size=self.batch_size,
             mixed_precision=self.mixed_precision,
+            xla=self.xla,
             seed=self.seed,
         )
 
@@ -209,7 +211,17 @@ def compare_ssl(work_dir: str, size: SSLBenchmarkSize = SSLBenchmarkSize()) -> d
         "ssl_final": final_logs,
         "seconds": seconds,
         "size": dataclasses.asdict(size),
+        "hardware": _hardware_line(size.mixed_precision),
     }
+
+
+def _hardware_line(mixed_precision: str) -> str:
+    """Where the figures come from: the CPU class and the precision `auto` resolved to."""
+    from transfer_tf.training import hardware, precision
+
+    hw = hardware.detect()
+    resolved = precision.choose(hw)[0] if mixed_precision == "auto" else mixed_precision
+    return f"{hw.describe()}, mixed_precision {mixed_precision} -> {resolved}"
 
 
 def _targets(probe_top1: dict, coco_map: dict, method: str) -> dict:
@@ -249,7 +261,13 @@ def summarize(results: list[dict]) -> dict:
         targets[method] = _targets(means_probe, means_map, method)
         for gain in ("probe_ssl_minus_random", "map_ssl_minus_scratch"):
             targets[method][f"{gain}_per_seed"] = [r["targets"][method][gain] for r in results]
-    return {"seeds": seeds, "probe_top1": probe, "coco_mAP": coco, "targets": targets}
+    return {
+        "seeds": seeds,
+        "probe_top1": probe,
+        "coco_mAP": coco,
+        "targets": targets,
+        "hardware": results[0].get("hardware", ""),
+    }
 
 
 def markdown_table(summary: dict) -> str:

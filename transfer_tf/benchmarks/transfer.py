@@ -55,7 +55,8 @@ class BenchmarkSize:
     head_lr: float = 0.5
     finetune_lr_factor: float = 0.1
     scratch_lr: float = 0.2
-    mixed_precision: str = "bfloat16"
+    mixed_precision: str = "auto"
+    xla: bool | str = "auto"  # measured per machine (training.autotune), as the shipped configs
     seed: int = 0
 
 
@@ -116,6 +117,7 @@ def _base(size: BenchmarkSize) -> dict:
             "global_batch_size": size.batch_size,
             "strategy": "one_device",
             "mixed_precision": size.mixed_precision,
+            "xla": size.xla,
             "checkpoint_every_steps": 10_000,
             "log_every_steps": 50,
             "eval_every_epochs": 0,

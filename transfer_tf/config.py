@@ -37,6 +37,7 @@ from transfer_tf.config_schema import (  # noqa: F401  (re-exported: the config 
     TrainConfig,
     TransferConfig,
 )
+from transfer_tf.config_train import train_problem
 from transfer_tf.errors import ConfigError  # noqa: F401  (re-exported)
 from transfer_tf.ssl.settings import validate_ssl
 
@@ -262,21 +263,11 @@ def _validate(cfg: ExperimentConfig) -> None:
             "config key 'data.num_parallel_calls': expected -1 (AUTOTUNE), 0 (cores + 1) or a "
             f"positive count, got {cfg.data.num_parallel_calls}"
         )
-    if isinstance(cfg.train.xla, str) and cfg.train.xla != "auto":
-        raise ConfigError(
-            f"config key 'train.xla': expected true or false (or 'auto'), got {cfg.train.xla!r}"
-        )
-    if cfg.deterministic and cfg.train.xla is True:
-        raise ConfigError(
-            "config keys 'deterministic' (true) and 'train.xla' (true) conflict: XLA has no "
-            "deterministic implementation of every training op (MaxPool's gradient); set "
-            "train.xla: false, or auto (off in deterministic mode)"
-        )
     if not 0.0 < cfg.data.eval_crop_fraction <= 1.0:
         raise ConfigError("config key 'data.eval_crop_fraction': expected a value in (0, 1]")
-    _validate_optimizers(cfg)
-    if problem := detection_problem(cfg):
-        raise ConfigError(problem)
+    for problem in (train_problem(cfg), detection_problem(cfg)):
+        if problem:
+            raise ConfigError(problem)
     for i, phase in enumerate(cfg.transfer.phases):
         if (phase.epochs > 0) == (phase.steps > 0):
             raise ConfigError(
@@ -309,25 +300,6 @@ def _validate(cfg: ExperimentConfig) -> None:
         if not 0.0 <= getattr(getattr(cfg, section), key) < 1.0:
             raise ConfigError(f"config key '{name}': expected a value in [0, 1)")
     validate_ssl(cfg)
-
-
-def _validate_optimizers(cfg: ExperimentConfig) -> None:
-    for section in ("train", "transfer"):
-        sub = getattr(cfg, section)
-        wd = sub.weight_decay
-        if wd < 0 and wd != -1:
-            raise ConfigError(
-                f"config key '{section}.weight_decay': expected -1 (the optimizer's default) or a "
-                f"value >= 0, got {wd}"
-            )
-        if sub.optimizer == "adamw" and 0 < wd < 1e-3:
-            raise ConfigError(
-                f"config key '{section}.weight_decay': {wd} with optimizer adamw is decoupled decay "
-                "multiplied by the learning rate, i.e. no decay at all; use ~0.01-0.1 (-1 = 0.05) "
-                "or 0"
-            )
-        if not 0.0 <= sub.ema_decay < 1.0:
-            raise ConfigError(f"config key '{section}.ema_decay': expected 0 <= value < 1")
 
 
 def config_from_dict(

@@ -1,8 +1,8 @@
 """Evaluate a training run: `python -m pipelines.evaluate --model_dir=DIR [--checkpoint=PREFIX]`.
 
 Writes the metrics JSON (top-1/top-5 for single-label runs, mAP/F1 for multi-label, COCOeval
-AP/AP50/AP75/APs/APm/APl for detection runs, kNN top-1 for self-supervised pretraining runs) to `--output` (default DIR/eval_metrics.json) and
-prints it.
+AP/AP50/AP75/APs/APm/APl for detection runs, kNN top-1 for self-supervised pretraining runs) to
+`--output` (default DIR/eval_metrics.json) and prints it.
 """
 
 import json
@@ -39,12 +39,13 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
     metrics JSON; returns the binary's stdout: the scalar metrics as one JSON line."""
     cli.reject_extra_args(argv)
     cli.require_flags("model_dir", flag_values=flag_values)
+    from transfer_tf.ssl.settings import is_self_supervised
     from transfer_tf.training.checkpoints import read_run_config
 
     run_cfg = read_run_config(flag_values.model_dir)
     if run_cfg.transfer.task == "detection":
         from transfer_tf.detection.evaluation import evaluate_run  # COCOeval AP metrics
-    elif run_cfg.ssl.method != "supervised":
+    elif is_self_supervised(run_cfg):
         from transfer_tf.ssl.knn import evaluate_run  # kNN top-1: its head is untrained
     else:
         from transfer_tf.training.evaluation import evaluate_run

@@ -142,7 +142,8 @@ def test_benchmark_ssl_runs_each_seed_and_judges_the_targets_on_the_means(monkey
 def test_benchmark_runs_leave_precision_and_xla_to_the_machine(tmp_path):
     """The SSL and transfer benchmarks used to hard-code bfloat16 without XLA: fine on an
     avx512_bf16 CPU, 0.29x of float32 + XLA on an AVX2-only one (ResNet-18, 32 px, BENCHMARKS.md).
-    Their runs now say `auto` like the shipped configs, and a result names its CPU class."""
+    Their runs now say `auto` like the shipped configs, and a result records what each run chose
+    on which CPU class."""
     from transfer_tf.benchmarks import ssl as ssl_bench
     from transfer_tf.benchmarks import transfer as transfer_bench
 
@@ -157,5 +158,12 @@ def test_benchmark_runs_leave_precision_and_xla_to_the_machine(tmp_path):
     forced = ssl_bench.SSLBenchmarkSize(mixed_precision="none", xla=False)
     cfg = ssl_bench.ssl_config(forced, str(tmp_path), "simclr")
     assert (cfg.train.mixed_precision, cfg.train.xla) == ("none", False)
-    line = ssl_bench._hardware_line("auto")
-    assert "class " in line and "mixed_precision auto -> " in line
+    # A result records what each pretraining's run chose, from its runtime.json.
+    run = tmp_path / "pretrain_byol"
+    run.mkdir()
+    decision = {"hardware": "cpu:x1:avx2-only", "mixed_precision": "none", "xla": True,
+                "precision_reason": "auto: ...", "xla_reason": "probe ...", "probe": None}  # fmt: skip
+    (run / "runtime.json").write_text(json.dumps(decision))
+    assert ssl_bench.recorded_runtime(str(run)) == {
+        "hardware": "cpu:x1:avx2-only", "mixed_precision": "none", "xla": True
+    }  # fmt: skip

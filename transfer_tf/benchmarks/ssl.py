@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import statistics
@@ -211,17 +212,18 @@ def compare_ssl(work_dir: str, size: SSLBenchmarkSize = SSLBenchmarkSize()) -> d
         "ssl_final": final_logs,
         "seconds": seconds,
         "size": dataclasses.asdict(size),
-        "hardware": _hardware_line(size.mixed_precision),
+        "runtime": {m: recorded_runtime(backbones[m]) for m in (*size.methods, "supervised")},
     }
 
 
-def _hardware_line(mixed_precision: str) -> str:
-    """Where the figures come from: the CPU class and the precision `auto` resolved to."""
-    from transfer_tf.training import hardware, precision
+def recorded_runtime(run_dir: str) -> dict:
+    """Where a pretraining's figures come from: the hardware and the precision/XLA its run
+    chose (`autotune.resolve`'s decision, from the run's runtime.json)."""
+    from transfer_tf.training.run_setup import RUNTIME_FILE
 
-    hw = hardware.detect()
-    resolved = precision.choose(hw)[0] if mixed_precision == "auto" else mixed_precision
-    return f"{hw.describe()}, mixed_precision {mixed_precision} -> {resolved}"
+    with open(os.path.join(run_dir, RUNTIME_FILE)) as f:
+        decision = json.load(f)
+    return {key: decision.get(key) for key in ("hardware", "mixed_precision", "xla")}
 
 
 def _targets(probe_top1: dict, coco_map: dict, method: str) -> dict:
@@ -266,7 +268,7 @@ def summarize(results: list[dict]) -> dict:
         "probe_top1": probe,
         "coco_mAP": coco,
         "targets": targets,
-        "hardware": results[0].get("hardware", ""),
+        "runtime": results[0].get("runtime", {}),
     }
 
 

@@ -222,10 +222,11 @@ def evaluate_run(model_dir: str, checkpoint: str | None = None, eval_pattern: st
     """
     from transfer_tf.config_schema import SSLConfig
     from transfer_tf.ssl.methods import pooled_encoder
+    from transfer_tf.ssl.settings import is_self_supervised
     from transfer_tf.training import checkpoints
 
     model, cfg = checkpoints.load_model(model_dir, checkpoint)
-    if cfg.ssl.method == "supervised":
+    if not is_self_supervised(cfg):
         raise UsageError(f"'{model_dir}' is a supervised run: it has no kNN eval (ssl.method)")
     if eval_pattern:
         cfg.data.eval_pattern = eval_pattern
@@ -233,15 +234,16 @@ def evaluate_run(model_dir: str, checkpoint: str | None = None, eval_pattern: st
         raise UsageError(
             f"'{model_dir}': no eval split (data.eval_pattern is empty; pass --eval_pattern)"
         )
+    k = cfg.ssl.knn_k or SSLConfig().knn_k
     metrics = knn_eval(
         pooled_encoder(model),
         tf.distribute.get_strategy(),
         labeled_subset_fn(cfg),
         dataset_fn(cfg, "eval"),
         cfg.data.num_classes,
-        k=cfg.ssl.knn_k or SSLConfig().knn_k,
+        k=k,
         temperature=cfg.ssl.knn_temperature,
     )
-    metrics["knn_k"] = cfg.ssl.knn_k or SSLConfig().knn_k
+    metrics["knn_k"] = k
     metrics["checkpoint"] = checkpoints.resolve_checkpoint(checkpoint or model_dir)
     return metrics

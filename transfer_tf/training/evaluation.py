@@ -19,6 +19,7 @@ from transfer_tf.config import ExperimentConfig
 from transfer_tf.data.dataset_fn import DatasetFn, dataset_fn
 from transfer_tf.errors import UsageError
 from transfer_tf.metrics import MultilabelAccumulator, TopKAccumulator
+from transfer_tf.ssl.settings import is_self_supervised
 from transfer_tf.training import checkpoints
 
 # model -> {strategy: compiled eval step}. Weak keys, and the step holds the model weakly, so a
@@ -99,7 +100,7 @@ def evaluate_run(model_dir: str, checkpoint: str | None = None, eval_pattern: st
             f"'{model_dir}' is a detection run: evaluate it with "
             "transfer_tf.detection.evaluation.evaluate_run (pipelines/evaluate.py does)"
         )
-    if run_cfg.ssl.method != "supervised":
+    if is_self_supervised(run_cfg):
         raise UsageError(
             f"'{model_dir}' is a self-supervised run (ssl.method: {run_cfg.ssl.method}; its "
             "classifier head is untrained): evaluate it with transfer_tf.ssl.knn.evaluate_run "

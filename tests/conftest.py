@@ -3,7 +3,10 @@ folder, never in the user's ~/.cache, for in-process runs and the binaries tests
 
 import os
 import shutil
+import sys
 import tempfile
+
+import pytest
 
 _CACHE_HOME = tempfile.mkdtemp(prefix="transfer_tf_test_cache_")
 os.environ["XDG_CACHE_HOME"] = _CACHE_HOME
@@ -11,3 +14,15 @@ os.environ["XDG_CACHE_HOME"] = _CACHE_HOME
 
 def pytest_unconfigure(config):
     shutil.rmtree(_CACHE_HOME, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _op_determinism_stays_in_its_test():
+    """Runs with `deterministic: true` turn TF's op determinism on for the whole process; undone
+    after each test so later tests on the same xdist worker see TF's default."""
+    yield
+    if "tensorflow" in sys.modules:
+        from tensorflow.python.framework import config as tf_config
+
+        if tf_config.is_op_determinism_enabled():
+            tf_config.disable_op_determinism()

@@ -120,3 +120,27 @@ def test_policy_runs_before_cutmix_so_labels_match_the_patch_area(solid_cfg, mon
         assert labels[0][own] == pytest.approx(1 - weight)
         checked += 1
     assert checked >= 4
+
+
+def test_a_deterministic_run_can_apply_a_policy(base_cfg, monkeypatch):
+    # keras-cv's policy layers take TF's global generator, which TF refuses to create once op
+    # determinism is on: `deterministic: true` with a policy used to die building the dataset.
+    # As in a fresh process: no global generator yet (earlier tests on this worker made one).
+    from tensorflow.python.ops import stateful_random_ops
+
+    from transfer_tf.config import load_config
+    from transfer_tf.training.run_setup import setup_runtime
+
+    cfg = load_config(
+        None,
+        ["deterministic=true", "train.xla=false", "train.mixed_precision=none"],
+    )
+    from tensorflow.python.framework import config as tf_config
+
+    monkeypatch.setattr(stateful_random_ops, "global_generator", None)
+    setup_runtime(cfg)
+
+    assert tf_config.is_op_determinism_enabled()
+    for policy in ("randaugment", "autoaugment"):
+        images, labels = _first_batch(dataclasses.replace(base_cfg, augment_policy=policy))
+        assert images.shape == (8, SIZE, SIZE, 3) and labels.shape[0] == 8

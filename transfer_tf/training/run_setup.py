@@ -45,13 +45,22 @@ def setup_runtime(
 ) -> tuple[ExperimentConfig, autotune.Decision]:
     """Resolves `train.mixed_precision/xla: auto` for this machine (autotune.resolve: a cached
     probe; `total_steps` and `compiles` let it weigh compile time against the run's length), then
-    seeds, op determinism and the precision policy (before any model is built).
+    seeds (Keras, NumPy, Python and TF's global generator), op determinism and the precision
+    policy (before any model is built).
 
     Returns the config with concrete precision and XLA values (what model_dir/config.yaml
     records) and the decision (what was chosen and why: model_dir/runtime.json).
     """
     cfg, decision = autotune.resolve(cfg, strategy, total_steps=total_steps, compiles=compiles)
     keras.utils.set_random_seed(cfg.seed)
+    # keras-cv's policy layers draw from TF's global generator, which TF refuses to create once op
+    # determinism is on: creating (or re-seeding) it here, first, makes `deterministic: true` runs
+    # with a policy work, and makes every run's global draws follow `seed`. Re-seeding rather than
+    # replacing keeps functions that captured it (an earlier job in this process) on the same one.
+    try:
+        tf.random.get_global_generator().reset_from_seed(cfg.seed)
+    except RuntimeError:  # op determinism already on (set outside a run) and no generator yet
+        tf.random.set_global_generator(tf.random.Generator.from_seed(cfg.seed))
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
     precision.set_policy(cfg.train.mixed_precision)

@@ -1,5 +1,6 @@
-"""Test-wide setup: the XLA probe's cache (transfer_tf/training/autotune.py) lives in a temporary
-folder, never in the user's ~/.cache, for in-process runs and the binaries tests start alike."""
+"""Test-wide setup: oneDNN kernels as in the binaries, and the XLA probe's cache
+(transfer_tf/training/autotune.py) in a temporary folder, never in the user's ~/.cache, for
+in-process runs and the binaries tests start alike."""
 
 import os
 import shutil
@@ -7,6 +8,11 @@ import sys
 import tempfile
 
 import pytest
+
+from transfer_tf import onednn
+
+# As in the binaries (pipelines/__init__.py): oneDNN kernels in this process and the ones it starts.
+onednn.enable_before_tensorflow()
 
 _CACHE_HOME = tempfile.mkdtemp(prefix="transfer_tf_test_cache_")
 os.environ["XDG_CACHE_HOME"] = _CACHE_HOME

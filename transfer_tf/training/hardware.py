@@ -5,7 +5,7 @@ probe's cache (autotune.py). Nothing here builds a model or runs an op.
 
 Example:
     hw = detect(strategy)      # Hardware(kind="cpu", cpu_class="avx512_bf16", ...)
-    hw.fingerprint()           # "cpu:avx512_bf16:AMD EPYC 9R14:2cores:tf2.21.0"
+    hw.fingerprint()           # "cpu:x1:avx512_bf16:AMD EPYC 9R14:2cores:onednn:tf2.21.0"
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ class Hardware:
 
     kind: `tpu` | `gpu` | `cpu`. cpu_class: one of CPU_CLASSES (the host CPU, also for GPU/TPU
     runs). gpu_compute_capability: the lowest (major, minor) over the GPUs, None without GPUs.
+    onednn: whether TensorFlow runs its oneDNN CPU kernels (several times faster than Eigen's on
+    the avx2-only class, so a probe result measured with one says nothing about the other).
     """
 
     kind: str
@@ -39,6 +41,7 @@ class Hardware:
     gpu_name: str = ""
     gpu_compute_capability: tuple[int, int] | None = None
     num_devices: int = 1
+    onednn: bool = False  # TF's oneDNN CPU kernels on (transfer_tf/onednn.py)
 
     def fingerprint(self) -> str:
         """A stable key for "the same machine" (what a cached probe result is valid for)."""
@@ -49,7 +52,7 @@ class Hardware:
         )
         return (
             f"{self.kind}:{device}:{self.cpu_class}:{self.cpu_model}:{self.cores}cores:"
-            f"tf{tf.__version__}"
+            f"{'onednn' if self.onednn else 'eigen'}:tf{tf.__version__}"
         )
 
     def describe(self) -> str:
@@ -58,7 +61,8 @@ class Hardware:
             return f"{self.num_devices} GPU(s) {self.gpu_name} (compute capability {cc})"
         if self.kind == "tpu":
             return f"TPU ({self.num_devices} cores)"
-        return f"CPU {self.cpu_model} ({self.cores} cores, class {self.cpu_class})"
+        kernels = "oneDNN" if self.onednn else "Eigen"
+        return f"CPU {self.cpu_model} ({self.cores} cores, class {self.cpu_class}, {kernels} kernels)"
 
 
 def cpu_flags(cpuinfo_path: str = "/proc/cpuinfo") -> set[str]:
@@ -112,6 +116,13 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+def onednn_enabled() -> bool:
+    """Whether this TensorFlow process runs oneDNN CPU kernels (decided at TF's import)."""
+    from tensorflow.python.util import _pywrap_util_port  # the flag TF's own tests read
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
 def detect(strategy: tf.distribute.Strategy | None = None) -> Hardware:
     """The hardware `strategy` (default: the current one) computes on."""
     strategy = strategy or tf.distribute.get_strategy()
@@ -127,7 +138,10 @@ def detect(strategy: tf.distribute.Strategy | None = None) -> Hardware:
     if forced and forced not in CPU_CLASSES:
         raise UsageError(f"{CPU_CLASS_ENV}={forced!r}: expected one of {', '.join(CPU_CLASSES)}")
     common = dict(
-        cpu_class=forced or cpu_class(cpu_flags()), cpu_model=_cpu_model(), cores=_cores()
+        cpu_class=forced or cpu_class(cpu_flags()),
+        cpu_model=_cpu_model(),
+        cores=_cores(),
+        onednn=onednn_enabled(),
     )
     if "TPU" in kinds:
         return Hardware("tpu", num_devices=len(devices), **common)

@@ -2,6 +2,7 @@
 
 The probe's step function is injected (sleeps of known length), so no model trains here."""
 
+import dataclasses
 import json
 import logging
 import os
@@ -169,6 +170,17 @@ def test_run_dir_records_the_resolved_choice_and_why(tmp_path, monkeypatch):
     assert (
         why["xla_reason"].startswith("set in the config") and why["hardware"] == AVX2.fingerprint()
     )
+    # Reopened on other hardware (a resume, or a finished run a benchmark reuses): the file keeps
+    # what the run started on and adds the new segment; the same hardware again adds nothing.
+    # (It used to be overwritten by whatever process opened the run last.)
+    moved = dataclasses.replace(decision, hardware="cpu:x1:avx512_bf16:other")
+    for again in (moved, moved):
+        run_setup.start_run(
+            cfg, str(run), strategy, model, optimizer, weight_decay=0.0, runtime=again
+        )
+    why = json.loads((run / run_setup.RUNTIME_FILE).read_text())
+    assert why["hardware"] == AVX2.fingerprint()
+    assert [r["hardware"] for r in why["resumes"]] == ["cpu:x1:avx512_bf16:other"]
 
 
 def test_short_runs_weigh_compile_time_and_slow_candidates_stop_early():

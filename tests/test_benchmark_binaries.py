@@ -167,3 +167,9 @@ def test_benchmark_runs_leave_precision_and_xla_to_the_machine(tmp_path):
     assert ssl_bench.recorded_runtime(str(run)) == {
         "hardware": "cpu:x1:avx2-only", "mixed_precision": "none", "xla": True
     }  # fmt: skip
+    # A run finished elsewhere: its segments are reported too.
+    moved = {**decision, "hardware": "cpu:x1:avx512_bf16", "xla": False}
+    (run / "runtime.json").write_text(json.dumps({**decision, "resumes": [moved]}))
+    assert ssl_bench.recorded_runtime(str(run))["resumes"] == [
+        {"hardware": "cpu:x1:avx512_bf16", "mixed_precision": "none", "xla": False}
+    ]

@@ -218,12 +218,17 @@ def compare_ssl(work_dir: str, size: SSLBenchmarkSize = SSLBenchmarkSize()) -> d
 
 def recorded_runtime(run_dir: str) -> dict:
     """Where a pretraining's figures come from: the hardware and the precision/XLA its run
-    chose (`autotune.resolve`'s decision, from the run's runtime.json)."""
+    chose (`autotune.resolve`'s decision, from the run's runtime.json), plus `resumes` when parts
+    of the run ran elsewhere (run_setup.record_runtime)."""
     from transfer_tf.training.run_setup import RUNTIME_FILE
 
     with open(os.path.join(run_dir, RUNTIME_FILE)) as f:
         decision = json.load(f)
-    return {key: decision.get(key) for key in ("hardware", "mixed_precision", "xla")}
+    keys = ("hardware", "mixed_precision", "xla")
+    out = {key: decision.get(key) for key in keys}
+    if decision.get("resumes"):
+        out["resumes"] = [{key: r.get(key) for key in keys} for r in decision["resumes"]]
+    return out
 
 
 def _targets(probe_top1: dict, coco_map: dict, method: str) -> dict:

@@ -17,10 +17,12 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import keras
 import tensorflow as tf
+from absl import logging
 
 from transfer_tf.atomic_io import write_json_atomic
 from transfer_tf.config import ConfigError, ExperimentConfig, save_config
@@ -123,6 +125,30 @@ def build_model(cfg: ExperimentConfig) -> keras.Model:
     return model
 
 
+def record_runtime(path: str, runtime: autotune.Decision) -> None:
+    """Writes a run's precision/XLA decision to `path` (runtime.json).
+
+    A rerun of an existing run (a resume, or a finished run reopened) keeps the decision the run
+    started with and appends its own to `resumes` only when hardware, precision or XLA differ, so
+    the file says what every part of the run ran on rather than what the last process saw.
+    """
+    record = runtime.to_dict()
+    first = None
+    if tf.io.gfile.exists(path):
+        try:
+            with tf.io.gfile.GFile(path) as f:
+                first = json.load(f)
+        except ValueError as e:
+            logging.warning("%s is not JSON (%s): rewritten with this run's decision", path, e)
+    if isinstance(first, dict):
+        resumes = first.pop("resumes", [])
+        last = resumes[-1] if resumes else first
+        if any(record[k] != last.get(k) for k in ("hardware", "mixed_precision", "xla")):
+            resumes.append(record)
+        record = {**first, "resumes": resumes} if resumes else first
+    write_json_atomic(path, record)
+
+
 def start_run(
     cfg: ExperimentConfig,
     model_dir: str,
@@ -152,7 +178,7 @@ def start_run(
     tf.io.gfile.makedirs(write_dir)
     save_config(cfg, os.path.join(write_dir, checkpoints.CONFIG_FILE))
     if runtime is not None:
-        write_json_atomic(os.path.join(write_dir, RUNTIME_FILE), runtime.to_dict())
+        record_runtime(os.path.join(write_dir, RUNTIME_FILE), runtime)
     hooks = [ProgressHook(train_cfg.log_every_steps)]
     if strategy_lib.is_chief(strategy):
         hooks.append(

@@ -126,6 +126,7 @@ def test_a_deterministic_run_can_apply_a_policy(base_cfg, monkeypatch):
     # keras-cv's policy layers take TF's global generator, which TF refuses to create once op
     # determinism is on: `deterministic: true` with a policy used to die building the dataset.
     # As in a fresh process: no global generator yet (earlier tests on this worker made one).
+    from tensorflow.python.framework import config as tf_config
     from tensorflow.python.ops import stateful_random_ops
 
     from transfer_tf.config import load_config
@@ -135,8 +136,6 @@ def test_a_deterministic_run_can_apply_a_policy(base_cfg, monkeypatch):
         None,
         ["deterministic=true", "train.xla=false", "train.mixed_precision=none"],
     )
-    from tensorflow.python.framework import config as tf_config
-
     monkeypatch.setattr(stateful_random_ops, "global_generator", None)
     setup_runtime(cfg)
 

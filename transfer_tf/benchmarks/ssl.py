@@ -220,14 +220,13 @@ def recorded_runtime(run_dir: str) -> dict:
     """Where a pretraining's figures come from: the hardware and the precision/XLA its run
     chose (`autotune.resolve`'s decision, from the run's runtime.json), plus `resumes` when parts
     of the run ran elsewhere (run_setup.record_runtime)."""
-    from transfer_tf.training.run_setup import RUNTIME_FILE
+    from transfer_tf.training.run_setup import RUNTIME_FILE, RUNTIME_KEYS
 
     with open(os.path.join(run_dir, RUNTIME_FILE)) as f:
         decision = json.load(f)
-    keys = ("hardware", "mixed_precision", "xla")
-    out = {key: decision.get(key) for key in keys}
+    out = {key: decision.get(key) for key in RUNTIME_KEYS}
     if decision.get("resumes"):
-        out["resumes"] = [{key: r.get(key) for key in keys} for r in decision["resumes"]]
+        out["resumes"] = [{key: r.get(key) for key in RUNTIME_KEYS} for r in decision["resumes"]]
     return out
 
 

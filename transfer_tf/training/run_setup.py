@@ -36,6 +36,8 @@ from transfer_tf.training.loop import Trainer
 
 # The precision/XLA decision of a run (autotune.Decision.to_dict), next to config.yaml.
 RUNTIME_FILE = "runtime.json"
+# The decision's keys that say how a run computed (a resume that differs in one is recorded).
+RUNTIME_KEYS = ("hardware", "mixed_precision", "xla")
 
 
 def setup_runtime(
@@ -143,7 +145,7 @@ def record_runtime(path: str, runtime: autotune.Decision) -> None:
     if isinstance(first, dict):
         resumes = first.pop("resumes", [])
         last = resumes[-1] if resumes else first
-        if any(record[k] != last.get(k) for k in ("hardware", "mixed_precision", "xla")):
+        if any(record[k] != last.get(k) for k in RUNTIME_KEYS):
             resumes.append(record)
         record = {**first, "resumes": resumes} if resumes else first
     write_json_atomic(path, record)

@@ -31,6 +31,13 @@ flags.DEFINE_integer("pretrain_steps", 300, "Steps of each pretraining.", flag_v
 flags.DEFINE_integer("batch_size", 64, "Global batch size of every run.", flag_values=FLAGS)
 flags.DEFINE_integer("probe_steps", 150, "Steps of each linear probe.", flag_values=FLAGS)
 flags.DEFINE_integer("budget_steps", 100, "Steps of each COCO-like run.", flag_values=FLAGS)
+flags.DEFINE_list(
+    "coco_label_fractions",
+    ["0.25"],
+    "Also fine-tune on these fractions (0-1, exclusive) of the COCO-like train labels; empty: "
+    "every label only.",
+    flag_values=FLAGS,
+)
 flags.DEFINE_float("temperature", 0.2, "SimCLR NT-Xent temperature.", flag_values=FLAGS)
 flags.DEFINE_float("ssl_peak_lr", 0.6, "Peak LARS learning rate of the SSL run.", flag_values=FLAGS)
 flags.DEFINE_float("color_strength", 0.5, "ssl.color_strength of the views.", flag_values=FLAGS)
@@ -69,6 +76,14 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
     for method in flag_values.methods:
         if method not in METHODS:
             raise cli.UsageError(f"--methods: {method!r} is not one of {', '.join(METHODS)}")
+    fractions = []
+    for text in flag_values.coco_label_fractions:
+        try:
+            fractions.append(float(text))
+        except ValueError:
+            fractions.append(-1.0)
+        if not 0 < fractions[-1] < 1:
+            raise cli.UsageError(f"--coco_label_fractions: {text!r} is not a number in (0, 1)")
     size = dataclasses.replace(
         ssl_bench.SSLBenchmarkSize(),
         methods=tuple(dict.fromkeys(flag_values.methods)),
@@ -78,6 +93,7 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
         batch_size=flag_values.batch_size,
         probe_steps=flag_values.probe_steps,
         budget_steps=flag_values.budget_steps,
+        coco_label_fractions=tuple(fractions),
         temperature=flag_values.temperature,
         ssl_peak_lr=flag_values.ssl_peak_lr,
         color_strength=flag_values.color_strength,

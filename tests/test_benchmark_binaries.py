@@ -61,6 +61,8 @@ def _call(module: str, args: list[str]) -> str | None:
         ("pipelines.benchmark_ssl", ["--seeds=1,1"], "--seeds=1,1: expected distinct seeds"),
         ("pipelines.benchmark_ssl", ["--methods=simclr,moco"], "--methods: 'moco' is not one"),
         ("pipelines.benchmark_ssl", ["--methods="], "--methods: expected one or more"),
+        ("pipelines.benchmark_ssl", ["--coco_label_fractions=1"], "'1' is not a number in"),
+        ("pipelines.benchmark_ssl", ["--coco_label_fractions=a"], "'a' is not a number in"),
         ("pipelines.make_benchmark_shards", [], "--output_dir is required"),
         ("pipelines.make_benchmark_shards", ["--output_dir=o"], "--photo_dir is required"),
         ("pipelines.make_benchmark_shards", ["--output_dir=o", "stray"], "unexpected argument"),
@@ -105,28 +107,38 @@ def test_benchmark_ssl_runs_each_seed_and_judges_the_targets_on_the_means(monkey
     from transfer_tf.benchmarks import ssl as ssl_bench
 
     binary, flag_values, argv = _parsed(
-        "pipelines.benchmark_ssl", ["--seeds=3,5", "--methods=byol", "--markdown"]
+        "pipelines.benchmark_ssl",
+        ["--seeds=3,5", "--methods=byol", "--markdown", "--coco_label_fractions=0.25"],
     )
     calls = []
     # Per seed: byol's probe gain 0.25 then 0.45 (mean 0.35, met though one seed misses) and its
-    # mAP gain 0.10 then 0.16 (mean 0.13, missed though one seed meets it).
-    outcome = {3: ((0.40, 0.15), (0.70, 0.60)), 5: ((0.60, 0.15), (0.80, 0.64))}
+    # mAP gain 0.10 then 0.16 (mean 0.13, missed though one seed meets it); on 100 labelled
+    # scenes, gains 0.20 then 0.12 (mean 0.16, met).
+    outcome = {
+        3: ((0.40, 0.15), (0.70, 0.60), (0.60, 0.40)),
+        5: ((0.60, 0.15), (0.80, 0.64), (0.56, 0.44)),
+    }
 
     def fake_compare(work_dir, size):
-        calls.append((work_dir, size.seed, size.methods))
-        (probe, random_init), (coco, scratch) = outcome[size.seed]
+        calls.append((work_dir, size.seed, size.methods, ssl_bench.label_counts(size)))
+        (probe, random_init), (coco, scratch), (few, few_scratch) = outcome[size.seed]
         probe_top1 = {"byol": probe, "random_init": random_init, "supervised": 0.7}
         coco_map = {"byol": coco, "supervised": 0.7, "scratch": scratch}
+        few_labels = {"100": {"byol": few, "supervised": 0.5, "scratch": few_scratch}}
         return {
             "seed": size.seed,
             "probe_top1": probe_top1,
             "coco_mAP": coco_map,
-            "targets": {"byol": ssl_bench._targets(probe_top1, coco_map, "byol")},
+            "coco_mAP_few_labels": few_labels,
+            "targets": {"byol": ssl_bench._targets(probe_top1, coco_map, "byol", few_labels)},
         }
 
     monkeypatch.setattr(ssl_bench, "compare_ssl", fake_compare)
     lines = binary.run_from_flags(flag_values, argv).split("\n")
-    assert calls == [("/tmp/bench_ssl", 3, ("byol",)), ("/tmp/bench_ssl", 5, ("byol",))]
+    assert calls == [
+        ("/tmp/bench_ssl", 3, ("byol",), [100]),
+        ("/tmp/bench_ssl", 5, ("byol",), [100]),
+    ]
     assert [json.loads(line)["seed"] for line in lines[:2]] == [3, 5]
     summary = json.loads(lines[2])["summary"]
     assert summary["seeds"] == [3, 5]
@@ -136,7 +148,16 @@ def test_benchmark_ssl_runs_each_seed_and_judges_the_targets_on_the_means(monkey
     assert byol["probe_ssl_minus_random"] == pytest.approx(0.35) and byol["probe_target_met"]
     assert byol["map_ssl_minus_scratch"] == pytest.approx(0.13) and not byol["map_target_met"]
     assert byol["map_ssl_minus_scratch_per_seed"] == pytest.approx([0.10, 0.16])
-    assert "| byol | 0.500 ± 0.100 (0.400, 0.600) | 0.750 ± 0.050 (0.700, 0.800) |" in lines[3:]
+    few = byol["few_labels"]["100"]
+    assert few["map_ssl_minus_scratch"] == pytest.approx(0.16) and few["map_target_met"]
+    assert few["map_ssl_minus_scratch_per_seed"] == pytest.approx([0.20, 0.12])
+    assert summary["coco_mAP_few_labels"]["100"]["scratch"]["mean"] == pytest.approx(0.42)
+    table = lines[3:]
+    assert table[0].endswith("| COCO-like mAP | mAP, 100 labelled scenes |")
+    assert (
+        "| byol | 0.500 ± 0.100 (0.400, 0.600) | 0.750 ± 0.050 (0.700, 0.800) "
+        "| 0.580 ± 0.020 (0.600, 0.560) |"
+    ) in table
 
 
 def test_benchmark_runs_leave_precision_and_xla_to_the_machine(tmp_path):

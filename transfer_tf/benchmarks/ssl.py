@@ -10,7 +10,10 @@ same vocabulary, through the real builders and input pipeline):
      from (a) each SSL backbone, (b) a random-init backbone, (c) the supervised backbone; top-1
      on its validation split;
   3. COCO-like multi-label fine-tuning (LP-FT, `benchmarks.transfer`'s recipe, equal steps) from
-     (a), (c) and from scratch; mAP on the COCO-like val split.
+     (a), (c) and from scratch; mAP on the COCO-like val split. With every train label, and
+     again on the first `coco_label_fractions` of the train scenes (SimCLR's semi-supervised
+     protocol, its 1 % / 10 % ImageNet labels: where pretraining is meant to pay off), the same
+     steps and val split.
 
 The arms that do not depend on the method (data, supervised, random init, scratch) run once per
 seed and are shared by the methods. Each seed draws its own data and runs (`seed_<n>/`), and
@@ -68,6 +71,8 @@ class SSLBenchmarkSize:
     coco_train_images: int = 400
     coco_val_images: int = 200
     budget_steps: int = 100  # each COCO-like run
+    # Fine-tuning on fewer labelled scenes too (< 1: the first fraction of the train set).
+    coco_label_fractions: tuple[float, ...] = (0.25,)
     mixed_precision: str = "auto"
     xla: bool | str = "auto"  # measured per machine (training.autotune), as the shipped configs
     seed: int = 0
@@ -135,6 +140,38 @@ def probe_config(size: SSLBenchmarkSize, imagenet_dir: str) -> ExperimentConfig:
     return config_from_dict(cfg)
 
 
+def label_counts(size: SSLBenchmarkSize) -> list[int]:
+    """The numbers of labelled COCO-like train scenes of the few-label fine-tunings."""
+    counts = []
+    for fraction in size.coco_label_fractions:
+        if not 0 < fraction < 1:
+            raise ValueError(f"coco_label_fractions: {fraction} is not in (0, 1)")
+        counts.append(max(1, round(fraction * size.coco_train_images)))
+    return sorted(set(counts), reverse=True)
+
+
+def few_label_shards(work_dir: str, size: SSLBenchmarkSize, count: int) -> str:
+    """Shards of the first `count` COCO-like train scenes (the generator draws each scene from
+    its own seed and index, so these are exactly the full set's first `count`). Returns their
+    folder; built once."""
+    from transfer_tf.data.builders import build_coco
+    from transfer_tf.datagen import shapes
+
+    out = os.path.join(work_dir, "tfrecords", f"coco_train_{count}")
+    if not os.path.exists(os.path.join(out, "label_map.json")):
+        coco = shapes.write_coco_like(
+            os.path.join(work_dir, "raw", f"coco_train_{count}"),
+            num_images=count,
+            category_ids=list(transfer_bench.CATEGORY_IDS[: size.coco_classes]),
+            seed=size.seed,
+            image_size_range=(size.image_size, 2 * size.image_size),
+        )
+        build_coco(
+            [coco.image_dir], coco.annotations_file, os.path.join(out, "train"), num_shards=2
+        )
+    return out
+
+
 def compare_ssl(work_dir: str, size: SSLBenchmarkSize = SSLBenchmarkSize()) -> dict:
     """Runs the comparison of the module doc for `size.seed` under `work_dir/seed_<n>`.
 
@@ -191,24 +228,38 @@ def compare_ssl(work_dir: str, size: SSLBenchmarkSize = SSLBenchmarkSize()) -> d
         )
         probe_top1[name] = round(result["eval"]["top_1_accuracy"], 4)
         logging.info("linear probe from %s: top-1 %.4f", name, probe_top1[name])
-    coco_map = {}
-    for name in (*size.methods, "supervised", "scratch"):
-        run = "scratch" if name == "scratch" else "pretrained_schedule"
-        result = timed(
-            f"coco_{name}",
-            run_finetuning,
-            transfer_bench.transfer_config(tsize, dirs["coco"], run),
-            os.path.join(runs, f"coco_{name}"),
-            init_checkpoint=backbones.get(name, ""),
-        )
-        coco_map[name] = round(result["eval"]["mAP"], 4)
-        logging.info("COCO-like fine-tuning from %s: mAP %.4f", name, coco_map[name])
+    # Every train label first, then the few-label fine-tunings: (suffix, shard folder, count).
+    tasks = [("", "", size.coco_train_images)]
+    tasks += [(f"_{n}", few_label_shards(work_dir, size, n), n) for n in label_counts(size)]
+    coco_map, few_labels = {}, {}
+    for suffix, shards, count in tasks:
+        scores = coco_map if not suffix else few_labels.setdefault(str(count), {})
+        for name in (*size.methods, "supervised", "scratch"):
+            run = "scratch" if name == "scratch" else "pretrained_schedule"
+            cfg = transfer_bench.transfer_config(tsize, dirs["coco"], run)
+            if shards:
+                cfg = with_train_shards(cfg, os.path.join(shards, "train-*"), count)
+            result = timed(
+                f"coco_{name}{suffix}",
+                run_finetuning,
+                cfg,
+                os.path.join(runs, f"coco_{name}{suffix}"),
+                init_checkpoint=backbones.get(name, ""),
+            )
+            scores[name] = round(result["eval"]["mAP"], 4)
+            logging.info(
+                "COCO-like fine-tuning on %d labelled scenes from %s: mAP %.4f",
+                count,
+                name,
+                scores[name],
+            )
     return {
         "benchmark": "ssl",
         "seed": size.seed,
         "probe_top1": probe_top1,
         "coco_mAP": coco_map,
-        "targets": {m: _targets(probe_top1, coco_map, m) for m in size.methods},
+        "coco_mAP_few_labels": few_labels,
+        "targets": {m: _targets(probe_top1, coco_map, m, few_labels) for m in size.methods},
         "ssl_final": final_logs,
         "seconds": seconds,
         "size": dataclasses.asdict(size),
@@ -230,15 +281,33 @@ def recorded_runtime(run_dir: str) -> dict:
     return out
 
 
-def _targets(probe_top1: dict, coco_map: dict, method: str) -> dict:
+def with_train_shards(cfg: ExperimentConfig, pattern: str, count: int) -> ExperimentConfig:
+    """`cfg` fine-tuning on the `count` examples of `pattern` instead (same val split, steps)."""
+    out = to_dict(cfg)
+    out["data"].update(train_pattern=pattern, num_train_examples=count)
+    return config_from_dict(out)
+
+
+def _targets(probe_top1: dict, coco_map: dict, method: str, few_labels: dict | None = None) -> dict:
+    """The issue's targets for `method`: the probe gain over random init and the mAP gain over
+    scratch with every label; `few_labels` ({count: {arm: mAP}}) adds that gain per count."""
     probe_gain = round(probe_top1[method] - probe_top1["random_init"], 4)
     map_gain = round(coco_map[method] - coco_map["scratch"], 4)
-    return {
+    out = {
         "probe_ssl_minus_random": probe_gain,
         "probe_target_met": probe_gain >= PROBE_TARGET,
         "map_ssl_minus_scratch": map_gain,
         "map_target_met": map_gain >= MAP_TARGET,
     }
+    if few_labels:
+        out["few_labels"] = {}
+        for count, scores in few_labels.items():
+            gain = round(scores[method] - scores["scratch"], 4)
+            out["few_labels"][count] = {
+                "map_ssl_minus_scratch": gain,
+                "map_target_met": gain >= MAP_TARGET,
+            }
+    return out
 
 
 def summarize(results: list[dict]) -> dict:
@@ -248,10 +317,10 @@ def summarize(results: list[dict]) -> dict:
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"summarize: a seed appears twice in {seeds}")
 
-    def stats(key: str) -> dict:
+    def stats(scores_of) -> dict:
         out = {}
-        for arm in results[0][key]:
-            values = [r[key][arm] for r in results]
+        for arm in scores_of(results[0]):
+            values = [scores_of(r)[arm] for r in results]
             out[arm] = {
                 "mean": round(statistics.fmean(values), 4),
                 "std": round(statistics.pstdev(values), 4),
@@ -259,18 +328,28 @@ def summarize(results: list[dict]) -> dict:
             }
         return out
 
-    probe, coco = stats("probe_top1"), stats("coco_mAP")
+    probe, coco = stats(lambda r: r["probe_top1"]), stats(lambda r: r["coco_mAP"])
+    few = {
+        count: stats(lambda r, c=count: r["coco_mAP_few_labels"][c])
+        for count in results[0].get("coco_mAP_few_labels", {})
+    }
     means_probe = {k: v["mean"] for k, v in probe.items()}
     means_map = {k: v["mean"] for k, v in coco.items()}
+    means_few = {c: {k: v["mean"] for k, v in arms.items()} for c, arms in few.items()}
     targets = {}
     for method in results[0]["targets"]:
-        targets[method] = _targets(means_probe, means_map, method)
+        targets[method] = _targets(means_probe, means_map, method, means_few)
         for gain in ("probe_ssl_minus_random", "map_ssl_minus_scratch"):
             targets[method][f"{gain}_per_seed"] = [r["targets"][method][gain] for r in results]
+        for count, judged in targets[method].get("few_labels", {}).items():
+            judged["map_ssl_minus_scratch_per_seed"] = [
+                r["targets"][method]["few_labels"][count]["map_ssl_minus_scratch"] for r in results
+            ]
     return {
         "seeds": seeds,
         "probe_top1": probe,
         "coco_mAP": coco,
+        "coco_mAP_few_labels": few,
         "targets": targets,
         "runtime": results[0].get("runtime", {}),
     }
@@ -278,7 +357,11 @@ def summarize(results: list[dict]) -> dict:
 
 def markdown_table(summary: dict) -> str:
     """The BENCHMARKS.md table of a `summarize` result: mean ± std (per seed) of every arm."""
-    rows = ["| arm | probe top-1 | COCO-like mAP |", "|---|---|---|"]
+    few = summary.get("coco_mAP_few_labels", {})
+    header = "| arm | probe top-1 | COCO-like mAP |" + "".join(
+        f" mAP, {count} labelled scenes |" for count in few
+    )
+    rows = [header, "|---|---|---|" + "---|" * len(few)]
     arms = list(dict.fromkeys([*summary["probe_top1"], *summary["coco_mAP"]]))
 
     def cell(s: dict | None) -> str:
@@ -291,5 +374,6 @@ def markdown_table(summary: dict) -> str:
         rows.append(
             f"| {arm} | {cell(summary['probe_top1'].get(arm))} | "
             f"{cell(summary['coco_mAP'].get(arm))} |"
+            + "".join(f" {cell(arms_few.get(arm))} |" for arms_few in few.values())
         )
     return "\n".join(rows)

@@ -158,7 +158,8 @@ def few_label_shards(work_dir: str, size: SSLBenchmarkSize, count: int) -> str:
     from transfer_tf.datagen import shapes
 
     out = os.path.join(work_dir, "tfrecords", f"coco_train_{count}")
-    if not os.path.exists(os.path.join(out, "label_map.json")):
+    # The manifest is written last (atomically): its presence marks finished shards.
+    if not os.path.exists(os.path.join(out, "manifest-train.json")):
         coco = shapes.write_coco_like(
             os.path.join(work_dir, "raw", f"coco_train_{count}"),
             num_images=count,

@@ -79,7 +79,9 @@ def prepare_data(work_dir: str, size: BenchmarkSize) -> dict[str, str]:
     Returns {"imagenet": shard dir, "coco": shard dir}."""
     raw, tfr = os.path.join(work_dir, "raw"), os.path.join(work_dir, "tfrecords")
     inet_out, coco_out = os.path.join(tfr, "imagenet"), os.path.join(tfr, "coco")
-    if not tf.io.gfile.exists(os.path.join(inet_out, "label_names.txt")):
+    # The builders write their manifests last (atomically): a folder without them is a build
+    # that was stopped partway (its label files come first), so it is built again.
+    if not tf.io.gfile.exists(os.path.join(inet_out, "manifest.json")):
         inet = shapes.write_imagenet_like(
             os.path.join(raw, "imagenet"),
             num_classes=size.pretrain_classes,
@@ -89,7 +91,10 @@ def prepare_data(work_dir: str, size: BenchmarkSize) -> dict[str, str]:
             seed=size.seed,
         )
         build_imagenet_shards(inet, inet_out, size.seed)
-    if not tf.io.gfile.exists(os.path.join(coco_out, "label_map.json")):
+    if not all(
+        tf.io.gfile.exists(os.path.join(coco_out, f"manifest-{split}.json"))
+        for split in ("train", "val")
+    ):
         ids = list(CATEGORY_IDS[: size.coco_classes])
         for split, n, seed, first in (
             ("train", size.coco_train_images, size.seed, 1),

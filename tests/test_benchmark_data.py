@@ -1,0 +1,67 @@
+"""The benchmarks' generated data folders: reused only when their build finished, and the SSL
+benchmark's few-label COCO-like shards are exactly the first scenes of the full train set."""
+
+import glob
+import os
+
+import tensorflow as tf
+
+from transfer_tf.benchmarks import ssl as ssl_bench
+from transfer_tf.benchmarks import transfer as transfer_bench
+from transfer_tf.data import schemas
+
+SIZE = ssl_bench.SSLBenchmarkSize(
+    pretrain_classes=2,
+    pretrain_per_class=3,
+    pretrain_val_per_class=1,
+    coco_classes=3,
+    coco_train_images=8,
+    coco_val_images=4,
+    coco_label_fractions=(0.5, 0.25, 0.3),
+)
+
+
+def _records(pattern: str) -> dict[str, bytes]:
+    """{source id: encoded image} of every record of the shards `pattern` names."""
+    out = {}
+    for path in sorted(glob.glob(pattern)):
+        for raw in tf.data.TFRecordDataset(path):
+            features = tf.train.Example.FromString(raw.numpy()).features.feature
+            source_id = features[schemas.SOURCE_ID].bytes_list.value[0].decode()
+            out[source_id] = features[schemas.ENCODED].bytes_list.value[0]
+    return out
+
+
+def test_a_build_stopped_partway_is_built_again_not_reused(tmp_path):
+    dirs = transfer_bench.prepare_data(str(tmp_path), SIZE.transfer_size())
+    val_shards = glob.glob(os.path.join(dirs["coco"], "val-*"))
+    assert val_shards and os.path.exists(os.path.join(dirs["coco"], "label_map.json"))
+    # What a build killed after writing the label map and the train split leaves behind.
+    for path in [*val_shards, os.path.join(dirs["coco"], "manifest-val.json")]:
+        os.remove(path)
+    os.remove(os.path.join(dirs["imagenet"], "manifest.json"))
+    transfer_bench.prepare_data(str(tmp_path), SIZE.transfer_size())
+    assert sorted(glob.glob(os.path.join(dirs["coco"], "val-*"))) == sorted(val_shards)
+    assert os.path.exists(os.path.join(dirs["coco"], "manifest-val.json"))
+    assert os.path.exists(os.path.join(dirs["imagenet"], "manifest.json"))
+
+
+def test_few_label_shards_are_the_first_scenes_of_the_full_train_set(tmp_path):
+    # 0.3 of 8 rounds to 2 like 0.25: one folder each for 4 and 2 scenes, the larger first.
+    assert ssl_bench.label_counts(SIZE) == [4, 2]
+    dirs = transfer_bench.prepare_data(str(tmp_path), SIZE.transfer_size())
+    full = _records(os.path.join(dirs["coco"], "train-*"))
+    assert len(full) == SIZE.coco_train_images
+    first = sorted(full, key=int)
+    for count in ssl_bench.label_counts(SIZE):
+        shards = ssl_bench.few_label_shards(str(tmp_path), SIZE, count)
+        few = _records(os.path.join(shards, "train-*"))
+        assert sorted(few, key=int) == first[:count]
+        assert all(few[k] == full[k] for k in few)
+        cfg = ssl_bench.with_train_shards(
+            transfer_bench.transfer_config(SIZE.transfer_size(), dirs["coco"], "scratch"),
+            os.path.join(shards, "train-*"),
+            count,
+        )
+        assert cfg.data.num_train_examples == count
+        assert cfg.data.eval_pattern == os.path.join(dirs["coco"], "val-*")  # the same val split

@@ -38,6 +38,13 @@ flags.DEFINE_list(
     "every label only.",
     flag_values=FLAGS,
 )
+flags.DEFINE_bool(
+    "in_domain_unlabeled",
+    False,
+    "Also pretrain each method on the ImageNet-like train images plus the COCO-like train "
+    "scenes, unlabeled (arms <method>_in_domain).",
+    flag_values=FLAGS,
+)
 flags.DEFINE_float("temperature", 0.2, "SimCLR NT-Xent temperature.", flag_values=FLAGS)
 flags.DEFINE_float("ssl_peak_lr", 0.6, "Peak LARS learning rate of the SSL run.", flag_values=FLAGS)
 flags.DEFINE_float("color_strength", 0.5, "ssl.color_strength of the views.", flag_values=FLAGS)
@@ -94,6 +101,7 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
         probe_steps=flag_values.probe_steps,
         budget_steps=flag_values.budget_steps,
         coco_label_fractions=tuple(fractions),
+        in_domain_unlabeled=flag_values.in_domain_unlabeled,
         temperature=flag_values.temperature,
         ssl_peak_lr=flag_values.ssl_peak_lr,
         color_strength=flag_values.color_strength,

@@ -108,7 +108,13 @@ def test_benchmark_ssl_runs_each_seed_and_judges_the_targets_on_the_means(monkey
 
     binary, flag_values, argv = _parsed(
         "pipelines.benchmark_ssl",
-        ["--seeds=3,5", "--methods=byol", "--markdown", "--coco_label_fractions=0.25"],
+        [
+            "--seeds=3,5",
+            "--methods=byol",
+            "--markdown",
+            "--coco_label_fractions=0.25",
+            "--in_domain_unlabeled",
+        ],
     )
     calls = []
     # Per seed: byol's probe gain 0.25 then 0.45 (mean 0.35, met though one seed misses) and its
@@ -121,6 +127,7 @@ def test_benchmark_ssl_runs_each_seed_and_judges_the_targets_on_the_means(monkey
 
     def fake_compare(work_dir, size):
         calls.append((work_dir, size.seed, size.methods, ssl_bench.label_counts(size)))
+        assert size.in_domain_unlabeled
         (probe, random_init), (coco, scratch), (few, few_scratch) = outcome[size.seed]
         probe_top1 = {"byol": probe, "random_init": random_init, "supervised": 0.7}
         coco_map = {"byol": coco, "supervised": 0.7, "scratch": scratch}

@@ -21,15 +21,21 @@ SIZE = ssl_bench.SSLBenchmarkSize(
 )
 
 
+def _features(pattern: str) -> list:
+    """The features of every record of the shards `pattern` names."""
+    return [
+        tf.train.Example.FromString(raw.numpy()).features.feature
+        for path in sorted(glob.glob(pattern))
+        for raw in tf.data.TFRecordDataset(path)
+    ]
+
+
 def _records(pattern: str) -> dict[str, bytes]:
     """{source id: encoded image} of every record of the shards `pattern` names."""
-    out = {}
-    for path in sorted(glob.glob(pattern)):
-        for raw in tf.data.TFRecordDataset(path):
-            features = tf.train.Example.FromString(raw.numpy()).features.feature
-            source_id = features[schemas.SOURCE_ID].bytes_list.value[0].decode()
-            out[source_id] = features[schemas.ENCODED].bytes_list.value[0]
-    return out
+    return {
+        f[schemas.SOURCE_ID].bytes_list.value[0].decode(): f[schemas.ENCODED].bytes_list.value[0]
+        for f in _features(pattern)
+    }
 
 
 def test_a_build_stopped_partway_is_built_again_not_reused(tmp_path):
@@ -65,3 +71,28 @@ def test_few_label_shards_are_the_first_scenes_of_the_full_train_set(tmp_path):
         )
         assert cfg.data.num_train_examples == count
         assert cfg.data.eval_pattern == os.path.join(dirs["coco"], "val-*")  # the same val split
+
+
+def test_in_domain_pool_is_every_train_image_and_scene_unlabeled(tmp_path):
+    import json
+
+    dirs = transfer_bench.prepare_data(str(tmp_path), SIZE.transfer_size())
+    shards, count = ssl_bench.in_domain_shards(str(tmp_path), SIZE)
+    inet = SIZE.pretrain_classes * SIZE.pretrain_per_class
+    assert count == inet + SIZE.coco_train_images
+
+    def images(pattern: str) -> set[bytes]:
+        return {f[schemas.ENCODED].bytes_list.value[0] for f in _features(pattern)}
+
+    pool = images(os.path.join(shards, "train-*"))
+    # The very files both builders read (same bytes, nothing re-encoded), and nothing else:
+    # neither split's validation images.
+    train = images(os.path.join(dirs["imagenet"], "train-*"))
+    train |= images(os.path.join(dirs["coco"], "train-*"))
+    assert train == pool and len(pool) == count
+    manifest = json.load(open(os.path.join(shards, "manifest.json")))
+    assert manifest["unlabeled"] is True and manifest["num_classes"] == 1
+    cfg = ssl_bench.ssl_config(SIZE, dirs["imagenet"], "simclr", (shards, count))
+    assert cfg.data.train_pattern == os.path.join(shards, "train-*")
+    assert (cfg.data.num_train_examples, cfg.data.num_classes) == (count, 1)
+    assert cfg.ssl.method == "simclr"

@@ -15,6 +15,13 @@ same vocabulary, through the real builders and input pipeline):
      protocol, its 1 % / 10 % ImageNet labels: where pretraining is meant to pay off), the same
      steps and val split.
 
+With `in_domain_unlabeled`, each method also pretrains as `<method>_in_domain`: the same steps
+and recipe on the ImageNet-like train images plus the COCO-like train scenes, all unlabeled (a
+flat folder through the folder builder's unlabeled mode). That is self-supervision's premise,
+pretraining on images nobody labelled, here the target task's own; the supervised arm cannot use
+them, scratch sees the same scenes with their labels. It is reported as its own arm, beside the
+equal-data one.
+
 The arms that do not depend on the method (data, supervised, random init, scratch) run once per
 seed and are shared by the methods. Each seed draws its own data and runs (`seed_<n>/`), and
 `summarize` averages the seeds: at this size one seed's mAP moves by ~0.03 from run to run.
@@ -73,6 +80,7 @@ class SSLBenchmarkSize:
     budget_steps: int = 100  # each COCO-like run
     # Fine-tuning on fewer labelled scenes too (< 1: the first fraction of the train set).
     coco_label_fractions: tuple[float, ...] = (0.25,)
+    in_domain_unlabeled: bool = False  # also `<method>_in_domain` arms (module doc)
     mixed_precision: str = "auto"
     xla: bool | str = "auto"  # measured per machine (training.autotune), as the shipped configs
     seed: int = 0
@@ -97,10 +105,23 @@ class SSLBenchmarkSize:
         )
 
 
-def ssl_config(size: SSLBenchmarkSize, imagenet_dir: str, method: str) -> ExperimentConfig:
-    """The SSL pretraining: the supervised benchmark's data and loop, `ssl.method`, LARS."""
+IN_DOMAIN = "_in_domain"  # suffix of the arms pretrained on the unlabeled pool
+
+
+def ssl_config(
+    size: SSLBenchmarkSize, imagenet_dir: str, method: str, unlabeled: tuple[str, int] | None = None
+) -> ExperimentConfig:
+    """The SSL pretraining: the supervised benchmark's data and loop, `ssl.method`, LARS.
+    `unlabeled`: (shard folder, image count) of an unlabeled pool to pretrain on instead."""
     base = transfer_bench.pretrain_config(size.transfer_size(), imagenet_dir)
     cfg = to_dict(base)
+    if unlabeled:
+        # The folder builder's unlabeled shards hold one class (their manifest says so).
+        cfg["data"].update(
+            train_pattern=os.path.join(unlabeled[0], "train-*"),
+            num_train_examples=unlabeled[1],
+            num_classes=1,
+        )
     cfg["data"]["crop_area_range"] = list(size.crop_area_range)
     warmup = max(1, size.pretrain_steps // 10)
     steps_per_epoch = max(1, cfg["data"]["num_train_examples"] // size.batch_size)
@@ -173,6 +194,36 @@ def few_label_shards(work_dir: str, size: SSLBenchmarkSize, count: int) -> str:
     return out
 
 
+def in_domain_shards(work_dir: str, size: SSLBenchmarkSize) -> tuple[str, int]:
+    """The unlabeled pool of the `_in_domain` arms: the ImageNet-like train images and the
+    COCO-like train scenes (hard links, or copies, in one flat folder) through
+    `build_folder(unlabeled=True)`. Returns (shard folder, image count); built once."""
+    import glob
+    import shutil
+
+    from transfer_tf.data.builders import build_folder
+
+    out = os.path.join(work_dir, "tfrecords", "unlabeled_pool")
+    manifest = os.path.join(out, "manifest.json")
+    if not os.path.exists(manifest):
+        raw = os.path.join(work_dir, "raw")
+        pool = os.path.join(raw, "unlabeled_pool")
+        shutil.rmtree(pool, ignore_errors=True)
+        os.makedirs(pool)
+        sources = sorted(glob.glob(os.path.join(raw, "imagenet", "train", "*", "*")))
+        sources += sorted(glob.glob(os.path.join(raw, "coco_train", "images", "*")))
+        for i, path in enumerate(sources):
+            target = os.path.join(pool, f"{i:06d}_{os.path.basename(path)}")
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copyfile(path, target)
+        build_folder(pool, out, train_shards=4, validation_shards=0, unlabeled=True, seed=size.seed)
+    with open(manifest) as f:
+        count = json.load(f)["splits"]["train"]["records"]
+    return out, count
+
+
 def compare_ssl(work_dir: str, size: SSLBenchmarkSize = SSLBenchmarkSize()) -> dict:
     """Runs the comparison of the module doc for `size.seed` under `work_dir/seed_<n>`.
 
@@ -196,18 +247,24 @@ def compare_ssl(work_dir: str, size: SSLBenchmarkSize = SSLBenchmarkSize()) -> d
     tsize = size.transfer_size()
     dirs = timed("data", transfer_bench.prepare_data, work_dir, tsize)
     runs = os.path.join(work_dir, "runs")
-    backbones = {m: os.path.join(runs, f"pretrain_{m}") for m in size.methods}
+    # Each SSL arm: (name, method, unlabeled pool or None for the ImageNet-like train images).
+    ssl_arms = [(m, m, None) for m in size.methods]
+    if size.in_domain_unlabeled:
+        pool = in_domain_shards(work_dir, size)
+        ssl_arms += [(m + IN_DOMAIN, m, pool) for m in size.methods]
+    arms = [name for name, _, _ in ssl_arms]
+    backbones = {name: os.path.join(runs, f"pretrain_{name}") for name in arms}
     backbones["random_init"] = ""
     backbones["supervised"] = os.path.join(runs, "pretrain_supervised")
     final_logs = {}
-    for method in size.methods:
+    for name, method, pool in ssl_arms:
         logs = timed(
-            f"pretrain_{method}",
+            f"pretrain_{name}",
             run_pretraining,
-            ssl_config(size, dirs["imagenet"], method),
-            backbones[method],
+            ssl_config(size, dirs["imagenet"], method, pool),
+            backbones[name],
         )
-        final_logs[method] = {
+        final_logs[name] = {
             k: round(v, 4)
             for k, v in logs.items()
             if isinstance(v, float) and math.isfinite(v) and k != "learning_rate"
@@ -235,7 +292,7 @@ def compare_ssl(work_dir: str, size: SSLBenchmarkSize = SSLBenchmarkSize()) -> d
     coco_map, few_labels = {}, {}
     for suffix, shards, count in tasks:
         scores = coco_map if not suffix else few_labels.setdefault(str(count), {})
-        for name in (*size.methods, "supervised", "scratch"):
+        for name in (*arms, "supervised", "scratch"):
             run = "scratch" if name == "scratch" else "pretrained_schedule"
             cfg = transfer_bench.transfer_config(tsize, dirs["coco"], run)
             if shards:
@@ -260,11 +317,11 @@ def compare_ssl(work_dir: str, size: SSLBenchmarkSize = SSLBenchmarkSize()) -> d
         "probe_top1": probe_top1,
         "coco_mAP": coco_map,
         "coco_mAP_few_labels": few_labels,
-        "targets": {m: _targets(probe_top1, coco_map, m, few_labels) for m in size.methods},
+        "targets": {m: _targets(probe_top1, coco_map, m, few_labels) for m in arms},
         "ssl_final": final_logs,
         "seconds": seconds,
         "size": dataclasses.asdict(size),
-        "runtime": {m: recorded_runtime(backbones[m]) for m in (*size.methods, "supervised")},
+        "runtime": {m: recorded_runtime(backbones[m]) for m in (*arms, "supervised")},
     }
 
 

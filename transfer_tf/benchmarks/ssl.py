@@ -230,13 +230,17 @@ def compare_ssl(work_dir: str, size: SSLBenchmarkSize = SSLBenchmarkSize()) -> d
     Returns JSON-ready results: `probe_top1` and `coco_mAP` keyed by arm (each method, plus
     `random_init`/`supervised` and `supervised`/`scratch`), `targets` per method, each method's
     final pretraining logs and the seconds per run. Existing runs are resumed or reused (delete
-    the folder to measure afresh)."""
+    the folder to measure afresh); `reused` names the runs whose folder existed before, whose
+    seconds are therefore not a whole run's."""
     from transfer_tf.training.pretrain import run_pretraining
     from transfer_tf.transfer.finetune import run_finetuning
 
     seconds: dict[str, float] = {}
+    reused: list[str] = []
 
     def timed(name, fn, *args, **kwargs):
+        if name != "data" and os.path.isdir(args[1]):  # args: (config, run dir)
+            reused.append(name)
         t0 = time.perf_counter()
         out = fn(*args, **kwargs)
         seconds[name] = round(time.perf_counter() - t0, 1)
@@ -320,6 +324,7 @@ def compare_ssl(work_dir: str, size: SSLBenchmarkSize = SSLBenchmarkSize()) -> d
         "targets": {m: _targets(probe_top1, coco_map, m, few_labels) for m in arms},
         "ssl_final": final_logs,
         "seconds": seconds,
+        "reused": reused,
         "size": dataclasses.asdict(size),
         "runtime": {m: recorded_runtime(backbones[m]) for m in (*arms, "supervised")},
     }

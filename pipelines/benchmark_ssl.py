@@ -70,6 +70,7 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
     summary line, and with --markdown the table."""
     cli.reject_extra_args(argv)
     from transfer_tf.benchmarks import ssl as ssl_bench
+    from transfer_tf.benchmarks import ssl_summary
 
     seeds = []
     for seed in flag_values.seeds:
@@ -115,10 +116,10 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
         )
         lines.append(json.dumps(results[-1]))
         logging.info("seed %d: %s", seed, lines[-1])
-    summary = ssl_bench.summarize(results)
+    summary = ssl_summary.summarize(results)
     lines.append(json.dumps({"summary": summary}))
     if flag_values.markdown:
-        lines.append(ssl_bench.markdown_table(summary))
+        lines.append(ssl_summary.markdown_table(summary))
     return "\n".join(lines)
 
 

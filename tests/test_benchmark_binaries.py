@@ -105,6 +105,7 @@ def test_benchmark_training_table_preset_leaves_the_parsed_flags_alone():
 
 def test_benchmark_ssl_runs_each_seed_and_judges_the_targets_on_the_means(monkeypatch):
     from transfer_tf.benchmarks import ssl as ssl_bench
+    from transfer_tf.benchmarks import ssl_summary
 
     binary, flag_values, argv = _parsed(
         "pipelines.benchmark_ssl",
@@ -137,7 +138,9 @@ def test_benchmark_ssl_runs_each_seed_and_judges_the_targets_on_the_means(monkey
             "probe_top1": probe_top1,
             "coco_mAP": coco_map,
             "coco_mAP_few_labels": few_labels,
-            "targets": {"byol": ssl_bench._targets(probe_top1, coco_map, "byol", few_labels)},
+            "targets": {
+                "byol": ssl_summary.judge_targets(probe_top1, coco_map, "byol", few_labels)
+            },
         }
 
     monkeypatch.setattr(ssl_bench, "compare_ssl", fake_compare)

@@ -24,14 +24,15 @@ equal-data one.
 
 The arms that do not depend on the method (data, supervised, random init, scratch) run once per
 seed and are shared by the methods. Each seed draws its own data and runs (`seed_<n>/`), and
-`summarize` averages the seeds: at this size one seed's mAP moves by ~0.03 from run to run.
+`ssl_summary.summarize` averages the seeds: at this size one seed's mAP moves by ~0.03 from run to run.
 
-Targets (issue 17): probe top-1 (a) - (b) >= 0.3 and mAP (a) - scratch >= 0.15.
+Targets (issue 17, judged in `ssl_summary`): probe top-1 (a) - (b) >= 0.3 and mAP (a) - scratch
+>= 0.15.
 
 Example:
     result = compare_ssl("/tmp/bench_ssl", SSLBenchmarkSize(methods=("simclr", "byol")))
     result["probe_top1"]["simclr"] - result["probe_top1"]["random_init"]
-    summary = summarize([result, compare_ssl(...)])  # over seeds
+    summary = ssl_summary.summarize([result, compare_ssl(...)])  # over seeds
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ import dataclasses
 import json
 import math
 import os
-import statistics
 import time
 from dataclasses import dataclass
 
@@ -48,10 +48,8 @@ import keras
 from absl import logging
 
 from transfer_tf.benchmarks import transfer as transfer_bench
+from transfer_tf.benchmarks.ssl_summary import judge_targets
 from transfer_tf.config import ExperimentConfig, config_from_dict, to_dict
-
-PROBE_TARGET = 0.3  # probe top-1: SSL backbone - random init
-MAP_TARGET = 0.15  # COCO-like mAP: fine-tuned from the SSL backbone - scratch
 
 
 @dataclass(frozen=True)
@@ -321,7 +319,7 @@ def compare_ssl(work_dir: str, size: SSLBenchmarkSize = SSLBenchmarkSize()) -> d
         "probe_top1": probe_top1,
         "coco_mAP": coco_map,
         "coco_mAP_few_labels": few_labels,
-        "targets": {m: _targets(probe_top1, coco_map, m, few_labels) for m in arms},
+        "targets": {m: judge_targets(probe_top1, coco_map, m, few_labels) for m in arms},
         "ssl_final": final_logs,
         "seconds": seconds,
         "reused": reused,
@@ -349,94 +347,3 @@ def with_train_shards(cfg: ExperimentConfig, pattern: str, count: int) -> Experi
     out = to_dict(cfg)
     out["data"].update(train_pattern=pattern, num_train_examples=count)
     return config_from_dict(out)
-
-
-def _targets(probe_top1: dict, coco_map: dict, method: str, few_labels: dict | None = None) -> dict:
-    """The issue's targets for `method`: the probe gain over random init and the mAP gain over
-    scratch with every label; `few_labels` ({count: {arm: mAP}}) adds that gain per count."""
-    probe_gain = round(probe_top1[method] - probe_top1["random_init"], 4)
-    map_gain = round(coco_map[method] - coco_map["scratch"], 4)
-    out = {
-        "probe_ssl_minus_random": probe_gain,
-        "probe_target_met": probe_gain >= PROBE_TARGET,
-        "map_ssl_minus_scratch": map_gain,
-        "map_target_met": map_gain >= MAP_TARGET,
-    }
-    if few_labels:
-        out["few_labels"] = {}
-        for count, scores in few_labels.items():
-            gain = round(scores[method] - scores["scratch"], 4)
-            out["few_labels"][count] = {
-                "map_ssl_minus_scratch": gain,
-                "map_target_met": gain >= MAP_TARGET,
-            }
-    return out
-
-
-def summarize(results: list[dict]) -> dict:
-    """Mean and (population) std of every arm over the seeds of `compare_ssl` results, and the
-    targets judged on the means (each method's per-seed gains are kept beside them)."""
-    seeds = [r["seed"] for r in results]
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"summarize: a seed appears twice in {seeds}")
-
-    def stats(scores_of) -> dict:
-        out = {}
-        for arm in scores_of(results[0]):
-            values = [scores_of(r)[arm] for r in results]
-            out[arm] = {
-                "mean": round(statistics.fmean(values), 4),
-                "std": round(statistics.pstdev(values), 4),
-                "per_seed": values,
-            }
-        return out
-
-    probe, coco = stats(lambda r: r["probe_top1"]), stats(lambda r: r["coco_mAP"])
-    few = {
-        count: stats(lambda r, c=count: r["coco_mAP_few_labels"][c])
-        for count in results[0].get("coco_mAP_few_labels", {})
-    }
-    means_probe = {k: v["mean"] for k, v in probe.items()}
-    means_map = {k: v["mean"] for k, v in coco.items()}
-    means_few = {c: {k: v["mean"] for k, v in arms.items()} for c, arms in few.items()}
-    targets = {}
-    for method in results[0]["targets"]:
-        targets[method] = _targets(means_probe, means_map, method, means_few)
-        for gain in ("probe_ssl_minus_random", "map_ssl_minus_scratch"):
-            targets[method][f"{gain}_per_seed"] = [r["targets"][method][gain] for r in results]
-        for count, judged in targets[method].get("few_labels", {}).items():
-            judged["map_ssl_minus_scratch_per_seed"] = [
-                r["targets"][method]["few_labels"][count]["map_ssl_minus_scratch"] for r in results
-            ]
-    return {
-        "seeds": seeds,
-        "probe_top1": probe,
-        "coco_mAP": coco,
-        "coco_mAP_few_labels": few,
-        "targets": targets,
-        "runtime": results[0].get("runtime", {}),
-    }
-
-
-def markdown_table(summary: dict) -> str:
-    """The BENCHMARKS.md table of a `summarize` result: mean ± std (per seed) of every arm."""
-    few = summary.get("coco_mAP_few_labels", {})
-    header = "| arm | probe top-1 | COCO-like mAP |" + "".join(
-        f" mAP, {count} labelled scenes |" for count in few
-    )
-    rows = [header, "|---|---|---|" + "---|" * len(few)]
-    arms = list(dict.fromkeys([*summary["probe_top1"], *summary["coco_mAP"]]))
-
-    def cell(s: dict | None) -> str:
-        if s is None:
-            return "-"
-        per = ", ".join(f"{v:.3f}" for v in s["per_seed"])
-        return f"{s['mean']:.3f} ± {s['std']:.3f} ({per})"
-
-    for arm in arms:
-        rows.append(
-            f"| {arm} | {cell(summary['probe_top1'].get(arm))} | "
-            f"{cell(summary['coco_mAP'].get(arm))} |"
-            + "".join(f" {cell(arms_few.get(arm))} |" for arms_few in few.values())
-        )
-    return "\n".join(rows)

@@ -24,7 +24,8 @@ equal-data one.
 
 The arms that do not depend on the method (data, supervised, random init, scratch) run once per
 seed and are shared by the methods. Each seed draws its own data and runs (`seed_<n>/`), and
-`ssl_summary.summarize` averages the seeds: at this size one seed's mAP moves by ~0.03 from run to run.
+`ssl_summary.summarize` averages the seeds: at this size one seed's mAP moves by ~0.03 from run
+to run.
 
 Targets (issue 17, judged in `ssl_summary`): probe top-1 (a) - (b) >= 0.3 and mAP (a) - scratch
 >= 0.15.

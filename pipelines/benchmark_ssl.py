@@ -48,6 +48,13 @@ flags.DEFINE_bool(
 flags.DEFINE_float("temperature", 0.2, "SimCLR NT-Xent temperature.", flag_values=FLAGS)
 flags.DEFINE_float("ssl_peak_lr", 0.6, "Peak LARS learning rate of the SSL run.", flag_values=FLAGS)
 flags.DEFINE_float("color_strength", 0.5, "ssl.color_strength of the views.", flag_values=FLAGS)
+flags.DEFINE_float(
+    "crop_area_min",
+    0.25,
+    "Smallest area fraction of the SSL views' random resized crops (the recipe's 0.08 is for "
+    "224 px).",
+    flag_values=FLAGS,
+)
 flags.DEFINE_string(
     "mixed_precision",
     "auto",
@@ -92,6 +99,8 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
             fractions.append(-1.0)
         if not 0 < fractions[-1] < 1:
             raise cli.UsageError(f"--coco_label_fractions: {text!r} is not a number in (0, 1)")
+    if not 0 < flag_values.crop_area_min <= 1:
+        raise cli.UsageError(f"--crop_area_min={flag_values.crop_area_min}: expected (0, 1]")
     size = dataclasses.replace(
         ssl_bench.SSLBenchmarkSize(),
         methods=tuple(dict.fromkeys(flag_values.methods)),
@@ -106,6 +115,7 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
         temperature=flag_values.temperature,
         ssl_peak_lr=flag_values.ssl_peak_lr,
         color_strength=flag_values.color_strength,
+        crop_area_range=(flag_values.crop_area_min, 1.0),
         mixed_precision=flag_values.mixed_precision,
         xla={"auto": "auto", "true": True, "false": False}[flag_values.xla],
     )

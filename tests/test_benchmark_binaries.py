@@ -62,6 +62,11 @@ def _call(module: str, args: list[str]) -> str | None:
         ("pipelines.benchmark_ssl", ["--methods=simclr,moco"], "--methods: 'moco' is not one"),
         ("pipelines.benchmark_ssl", ["--methods="], "--methods: expected one or more"),
         ("pipelines.benchmark_ssl", ["--coco_label_fractions=1"], "'1' is not a number in"),
+        (
+            "pipelines.benchmark_ssl",
+            ["--crop_area_min=0"],
+            r"--crop_area_min=0.0: expected \(0, 1\]",
+        ),
         ("pipelines.benchmark_ssl", ["--coco_label_fractions=a"], "'a' is not a number in"),
         ("pipelines.make_benchmark_shards", [], "--output_dir is required"),
         ("pipelines.make_benchmark_shards", ["--output_dir=o"], "--photo_dir is required"),
@@ -128,7 +133,7 @@ def test_benchmark_ssl_runs_each_seed_and_judges_the_targets_on_the_means(monkey
 
     def fake_compare(work_dir, size):
         calls.append((work_dir, size.seed, size.methods, ssl_bench.label_counts(size)))
-        assert size.in_domain_unlabeled
+        assert size.in_domain_unlabeled and size.crop_area_range == (0.25, 1.0)
         (probe, random_init), (coco, scratch), (few, few_scratch) = outcome[size.seed]
         probe_top1 = {"byol": probe, "random_init": random_init, "supervised": 0.7}
         coco_map = {"byol": coco, "supervised": 0.7, "scratch": scratch}

@@ -47,12 +47,13 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_float("temperature", 0.2, "SimCLR NT-Xent temperature.", flag_values=FLAGS)
 flags.DEFINE_float("ssl_peak_lr", 0.6, "Peak LARS learning rate of the SSL run.", flag_values=FLAGS)
-flags.DEFINE_float("color_strength", 0.5, "ssl.color_strength of the views.", flag_values=FLAGS)
+flags.DEFINE_float(
+    "color_strength", 1.0, "ssl.color_strength of the views (runs 1-5: 0.5).", flag_values=FLAGS
+)
 flags.DEFINE_float(
     "crop_area_min",
-    0.25,
-    "Smallest area fraction of the SSL views' random resized crops (the recipe's 0.08 is for "
-    "224 px).",
+    0.08,
+    "Smallest area fraction of the SSL views' random resized crops (runs 1-5: 0.25).",
     flag_values=FLAGS,
 )
 flags.DEFINE_string(

@@ -133,7 +133,8 @@ def test_benchmark_ssl_runs_each_seed_and_judges_the_targets_on_the_means(monkey
 
     def fake_compare(work_dir, size):
         calls.append((work_dir, size.seed, size.methods, ssl_bench.label_counts(size)))
-        assert size.in_domain_unlabeled and size.crop_area_range == (0.25, 1.0)
+        assert size.in_domain_unlabeled and size.crop_area_range == (0.08, 1.0)
+        assert size.color_strength == 1.0
         (probe, random_init), (coco, scratch), (few, few_scratch) = outcome[size.seed]
         probe_top1 = {"byol": probe, "random_init": random_init, "supervised": 0.7}
         coco_map = {"byol": coco, "supervised": 0.7, "scratch": scratch}

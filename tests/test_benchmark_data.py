@@ -1,9 +1,11 @@
-"""The benchmarks' generated data folders: reused only when their build finished, and the SSL
-benchmark's few-label COCO-like shards are exactly the first scenes of the full train set."""
+"""The benchmarks' generated data folders: reused only when their build finished (the transfer,
+detection and photo benchmarks alike), and the SSL benchmark's few-label COCO-like shards are
+exactly the first scenes of the full train set."""
 
 import glob
 import os
 
+import pytest
 import tensorflow as tf
 
 from transfer_tf.benchmarks import ssl as ssl_bench
@@ -38,15 +40,44 @@ def _records(pattern: str) -> dict[str, bytes]:
     }
 
 
-def test_a_build_stopped_partway_is_built_again_not_reused(tmp_path):
-    dirs = transfer_bench.prepare_data(str(tmp_path), SIZE.transfer_size())
+def _prepare_transfer(work):
+    return transfer_bench.prepare_data(work, SIZE.transfer_size())
+
+
+def _prepare_detection(work):
+    from transfer_tf.benchmarks import detection
+
+    size = detection.DetectionBenchmarkSize(
+        classes=2, pretrain_per_class=2, coco_train_images=4, coco_val_images=3,
+        raw_image_size=(32, 40),
+    )  # fmt: skip
+    return detection._prepare_data(work, size)
+
+
+def _prepare_photos(work):
+    from transfer_tf.benchmarks import transfer_photos
+    from transfer_tf.datagen import photos
+
+    photo_dir = os.path.join(work, "photos")
+    if not os.path.isdir(photo_dir):
+        photos.textured_photos(photo_dir, count=3, side=64)
+    size = transfer_photos.PhotoBenchmarkSize(
+        image_size=16, train_per_class=2, val_per_class=1, coco_classes=2, coco_train_images=4,
+        coco_val_images=3,
+    )  # fmt: skip
+    return transfer_photos.prepare_data(work, photo_dir, size)
+
+
+@pytest.mark.parametrize("prepare", [_prepare_transfer, _prepare_detection, _prepare_photos])
+def test_a_build_stopped_partway_is_built_again_not_reused(tmp_path, prepare):
+    dirs = prepare(str(tmp_path))
     val_shards = glob.glob(os.path.join(dirs["coco"], "val-*"))
     assert val_shards and os.path.exists(os.path.join(dirs["coco"], "label_map.json"))
     # What a build killed after writing the label map and the train split leaves behind.
     for path in [*val_shards, os.path.join(dirs["coco"], "manifest-val.json")]:
         os.remove(path)
     os.remove(os.path.join(dirs["imagenet"], "manifest.json"))
-    transfer_bench.prepare_data(str(tmp_path), SIZE.transfer_size())
+    prepare(str(tmp_path))
     assert sorted(glob.glob(os.path.join(dirs["coco"], "val-*"))) == sorted(val_shards)
     assert os.path.exists(os.path.join(dirs["coco"], "manifest-val.json"))
     assert os.path.exists(os.path.join(dirs["imagenet"], "manifest.json"))

@@ -77,10 +77,11 @@ class DetectionBenchmarkSize:
 
 
 def _prepare_data(work_dir: str, size: DetectionBenchmarkSize) -> dict[str, str]:
-    """Generates the raw sets and their shards once; later calls reuse them (same seed)."""
+    """Generates the raw sets and their shards once; later calls reuse finished ones (same
+    seed)."""
     raw, tfr = os.path.join(work_dir, "raw"), os.path.join(work_dir, "tfrecords")
     inet_out, coco_out = os.path.join(tfr, "imagenet"), os.path.join(tfr, "coco")
-    if not tf.io.gfile.exists(os.path.join(inet_out, "label_names.txt")):
+    if not transfer_bench.is_built(inet_out, *transfer_bench.IMAGENET_MANIFESTS):
         inet = shapes.write_imagenet_like(
             os.path.join(raw, "imagenet"),
             num_classes=size.classes,
@@ -90,7 +91,7 @@ def _prepare_data(work_dir: str, size: DetectionBenchmarkSize) -> dict[str, str]
             seed=size.seed,
         )
         build_imagenet_shards(inet, inet_out, size.seed)
-    if not tf.io.gfile.exists(os.path.join(coco_out, "label_map.json")):
+    if not transfer_bench.is_built(coco_out, *transfer_bench.COCO_MANIFESTS):
         for split, n, seed, first in (
             ("train", size.coco_train_images, size.seed, 1),
             ("val", size.coco_val_images, size.seed + 1, 100_001),

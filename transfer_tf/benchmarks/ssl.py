@@ -173,24 +173,16 @@ def label_counts(size: SSLBenchmarkSize) -> list[int]:
 
 
 def few_label_shards(work_dir: str, size: SSLBenchmarkSize, count: int) -> str:
-    """Shards of the first `count` COCO-like train scenes (the generator draws each scene from
-    its own seed and index, so these are exactly the full set's first `count`). Returns their
-    folder; built once."""
-    from transfer_tf.data.builders import build_coco
-    from transfer_tf.datagen import shapes
-
+    """Shards of the first `count` COCO-like train scenes (`transfer_bench.write_coco_like_split`
+    with the full set's seed: exactly its first `count`). Returns their folder; built once."""
     out = os.path.join(work_dir, "tfrecords", f"coco_train_{count}")
-    # The manifest is written last (atomically): its presence marks finished shards.
-    if not os.path.exists(os.path.join(out, "manifest-train.json")):
-        coco = shapes.write_coco_like(
+    if not transfer_bench.is_built(out, "manifest-train.json"):
+        transfer_bench.write_coco_like_split(
             os.path.join(work_dir, "raw", f"coco_train_{count}"),
-            num_images=count,
-            category_ids=list(transfer_bench.CATEGORY_IDS[: size.coco_classes]),
-            seed=size.seed,
-            image_size_range=(size.image_size, 2 * size.image_size),
-        )
-        build_coco(
-            [coco.image_dir], coco.annotations_file, os.path.join(out, "train"), num_shards=2
+            os.path.join(out, "train"),
+            size.transfer_size(),
+            count,
+            size.seed,
         )
     return out
 
@@ -205,8 +197,7 @@ def in_domain_shards(work_dir: str, size: SSLBenchmarkSize) -> tuple[str, int]:
     from transfer_tf.data.builders import build_folder
 
     out = os.path.join(work_dir, "tfrecords", "unlabeled_pool")
-    manifest = os.path.join(out, "manifest.json")
-    if not os.path.exists(manifest):
+    if not transfer_bench.is_built(out, *transfer_bench.IMAGENET_MANIFESTS):
         raw = os.path.join(work_dir, "raw")
         pool = os.path.join(raw, "unlabeled_pool")
         shutil.rmtree(pool, ignore_errors=True)
@@ -220,7 +211,7 @@ def in_domain_shards(work_dir: str, size: SSLBenchmarkSize) -> tuple[str, int]:
             except OSError:
                 shutil.copyfile(path, target)
         build_folder(pool, out, train_shards=4, validation_shards=0, unlabeled=True, seed=size.seed)
-    with open(manifest) as f:
+    with open(os.path.join(out, transfer_bench.IMAGENET_MANIFESTS[0])) as f:
         count = json.load(f)["splits"]["train"]["records"]
     return out, count
 
@@ -239,18 +230,21 @@ def compare_ssl(work_dir: str, size: SSLBenchmarkSize = SSLBenchmarkSize()) -> d
     seconds: dict[str, float] = {}
     reused: list[str] = []
 
-    def timed(name, fn, *args, **kwargs):
-        if name != "data" and os.path.isdir(args[1]):  # args: (config, run dir)
+    def timed(name, run, cfg, run_dir, **kwargs):
+        """`run(cfg, run_dir, **kwargs)`, its seconds kept under `name`."""
+        if os.path.isdir(run_dir):
             reused.append(name)
         t0 = time.perf_counter()
-        out = fn(*args, **kwargs)
+        out = run(cfg, run_dir, **kwargs)
         seconds[name] = round(time.perf_counter() - t0, 1)
         keras.backend.clear_session()
         return out
 
     work_dir = os.path.join(work_dir, f"seed_{size.seed}")
     tsize = size.transfer_size()
-    dirs = timed("data", transfer_bench.prepare_data, work_dir, tsize)
+    t0 = time.perf_counter()
+    dirs = transfer_bench.prepare_data(work_dir, tsize)
+    seconds["data"] = round(time.perf_counter() - t0, 1)
     runs = os.path.join(work_dir, "runs")
     # Each SSL arm: (name, method, unlabeled pool or None for the ImageNet-like train images).
     ssl_arms = [(m, m, None) for m in size.methods]

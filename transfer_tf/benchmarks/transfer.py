@@ -74,14 +74,45 @@ def build_imagenet_shards(tree: ImageNetLike, out_dir: str, seed: int) -> None:
     )
 
 
+def is_built(folder: str, *manifests: str) -> bool:
+    """Whether the builders finished `folder`: every one of its `manifests` exists. They write
+    label files first and their manifests last (atomically), so a folder without them is a build
+    that was stopped partway, to build again rather than reuse."""
+    return all(tf.io.gfile.exists(os.path.join(folder, name)) for name in manifests)
+
+
+IMAGENET_MANIFESTS = ("manifest.json",)
+COCO_MANIFESTS = ("manifest-train.json", "manifest-val.json")
+
+
+def write_coco_like_split(
+    raw_dir: str,
+    output_prefix: str,
+    size: BenchmarkSize,
+    num_images: int,
+    seed: int,
+    first_image_id: int = 1,
+) -> None:
+    """One COCO-like split of `size` (its categories and image sizes): `num_images` generated
+    scenes under `raw_dir` through the real COCO builder into `output_prefix-*` (2 shards). Each
+    scene is drawn from (seed, index), so a smaller split is the larger one's first scenes."""
+    coco = shapes.write_coco_like(
+        raw_dir,
+        num_images=num_images,
+        category_ids=list(CATEGORY_IDS[: size.coco_classes]),
+        seed=seed,
+        image_size_range=(size.image_size, 2 * size.image_size),
+        first_image_id=first_image_id,
+    )
+    build_coco([coco.image_dir], coco.annotations_file, output_prefix, num_shards=2)
+
+
 def prepare_data(work_dir: str, size: BenchmarkSize) -> dict[str, str]:
-    """Generates the raw sets and their shards once; later calls reuse them (same seed).
-    Returns {"imagenet": shard dir, "coco": shard dir}."""
+    """Generates the raw sets and their shards once; later calls reuse finished ones (same
+    seed). Returns {"imagenet": shard dir, "coco": shard dir}."""
     raw, tfr = os.path.join(work_dir, "raw"), os.path.join(work_dir, "tfrecords")
     inet_out, coco_out = os.path.join(tfr, "imagenet"), os.path.join(tfr, "coco")
-    # The builders write their manifests last (atomically): a folder without them is a build
-    # that was stopped partway (its label files come first), so it is built again.
-    if not tf.io.gfile.exists(os.path.join(inet_out, "manifest.json")):
+    if not is_built(inet_out, *IMAGENET_MANIFESTS):
         inet = shapes.write_imagenet_like(
             os.path.join(raw, "imagenet"),
             num_classes=size.pretrain_classes,
@@ -91,25 +122,18 @@ def prepare_data(work_dir: str, size: BenchmarkSize) -> dict[str, str]:
             seed=size.seed,
         )
         build_imagenet_shards(inet, inet_out, size.seed)
-    if not all(
-        tf.io.gfile.exists(os.path.join(coco_out, f"manifest-{split}.json"))
-        for split in ("train", "val")
-    ):
-        ids = list(CATEGORY_IDS[: size.coco_classes])
+    if not is_built(coco_out, *COCO_MANIFESTS):
         for split, n, seed, first in (
             ("train", size.coco_train_images, size.seed, 1),
             ("val", size.coco_val_images, size.seed + 1, 100_001),
         ):
-            coco = shapes.write_coco_like(
+            write_coco_like_split(
                 os.path.join(raw, f"coco_{split}"),
-                num_images=n,
-                category_ids=ids,
-                seed=seed,
-                image_size_range=(size.image_size, 2 * size.image_size),
-                first_image_id=first,
-            )
-            build_coco(
-                [coco.image_dir], coco.annotations_file, os.path.join(coco_out, split), num_shards=2
+                os.path.join(coco_out, split),
+                size,
+                n,
+                seed,
+                first,
             )
     return {"imagenet": inet_out, "coco": coco_out}
 

@@ -32,10 +32,14 @@ import os
 import time
 from dataclasses import dataclass, field
 
-import tensorflow as tf
 from absl import logging
 
-from transfer_tf.benchmarks.transfer import build_imagenet_shards
+from transfer_tf.benchmarks.transfer import (
+    COCO_MANIFESTS,
+    IMAGENET_MANIFESTS,
+    build_imagenet_shards,
+    is_built,
+)
 from transfer_tf.config import ExperimentConfig, load_config
 from transfer_tf.data.builders import build_coco
 from transfer_tf.datagen import photos as photo_sets
@@ -105,7 +109,7 @@ def prepare_data(work_dir: str, photo_dir: str, size: PhotoBenchmarkSize) -> dic
     classes = min(size.coco_classes, len(photos) - 1, len(_IDS))
     if classes < 2:
         raise ValueError(f"photo_dir {photo_dir}: need >= 3 photographs, found {len(photos)}")
-    if not tf.io.gfile.exists(os.path.join(inet_out, "label_names.txt")):
+    if not is_built(inet_out, *IMAGENET_MANIFESTS):
         inet = photo_sets.write_photo_imagenet(
             os.path.join(raw, "imagenet"),
             photos,
@@ -116,7 +120,7 @@ def prepare_data(work_dir: str, photo_dir: str, size: PhotoBenchmarkSize) -> dic
             seed=size.seed,
         )
         build_imagenet_shards(inet, inet_out, size.seed)
-    if not tf.io.gfile.exists(os.path.join(coco_out, "label_map.json")):
+    if not is_built(coco_out, *COCO_MANIFESTS):
         for split, n, first in (
             ("coco_train", size.coco_train_images, 1),
             ("coco_val", size.coco_val_images, 100_001),

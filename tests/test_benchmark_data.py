@@ -108,7 +108,7 @@ def test_in_domain_pool_is_every_train_image_and_scene_unlabeled(tmp_path):
     import json
 
     dirs = transfer_bench.prepare_data(str(tmp_path), SIZE.transfer_size())
-    shards, count = ssl_bench.in_domain_shards(str(tmp_path), SIZE)
+    shards, count = ssl_bench.in_domain_shards(str(tmp_path), SIZE, dirs)
     inet = SIZE.pretrain_classes * SIZE.pretrain_per_class
     assert count == inet + SIZE.coco_train_images
 
@@ -127,3 +127,20 @@ def test_in_domain_pool_is_every_train_image_and_scene_unlabeled(tmp_path):
     assert cfg.data.train_pattern == os.path.join(shards, "train-*")
     assert (cfg.data.num_train_examples, cfg.data.num_classes) == (count, 1)
     assert cfg.ssl.method == "simclr"
+
+
+def test_in_domain_pool_refuses_raw_images_gone_missing(tmp_path):
+    """Shards can outlive the raw images they were built from: a pool built from what is left
+    would silently be a smaller arm, so the build stops with the folders and counts named."""
+    import shutil
+
+    from transfer_tf.errors import UsageError
+
+    dirs = transfer_bench.prepare_data(str(tmp_path), SIZE.transfer_size())
+    shutil.rmtree(dirs["coco_train_raw"])
+    with pytest.raises(UsageError, match=r"6 train images, expected 14"):
+        ssl_bench.in_domain_shards(str(tmp_path), SIZE, dirs)
+    pool = os.path.join(str(tmp_path), "tfrecords", "unlabeled_pool")
+    assert not transfer_bench.is_built(pool, *transfer_bench.IMAGENET_MANIFESTS)
+    # The data folder still counts as built (its shards are whole): only the pool needs the raw.
+    assert transfer_bench.prepare_data(str(tmp_path), SIZE.transfer_size()) == dirs

@@ -51,6 +51,7 @@ from absl import logging
 from transfer_tf.benchmarks import transfer as transfer_bench
 from transfer_tf.benchmarks.ssl_summary import judge_targets
 from transfer_tf.config import ExperimentConfig, config_from_dict, to_dict
+from transfer_tf.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -187,10 +188,18 @@ def few_label_shards(work_dir: str, size: SSLBenchmarkSize, count: int) -> str:
     return out
 
 
-def in_domain_shards(work_dir: str, size: SSLBenchmarkSize) -> tuple[str, int]:
+def in_domain_shards(
+    work_dir: str, size: SSLBenchmarkSize, dirs: dict[str, str]
+) -> tuple[str, int]:
     """The unlabeled pool of the `_in_domain` arms: the ImageNet-like train images and the
     COCO-like train scenes (hard links, or copies, in one flat folder) through
-    `build_folder(unlabeled=True)`. Returns (shard folder, image count); built once."""
+    `build_folder(unlabeled=True)`. `dirs`: `transfer_bench.prepare_data`'s, whose raw train
+    folders are read. Returns (shard folder, image count); built once.
+
+    Raises:
+      UsageError: the raw folders do not hold every train image `size` names (deleted or moved
+        since the shards were built): a smaller pool would silently change the arm.
+    """
     import glob
     import shutil
 
@@ -198,12 +207,17 @@ def in_domain_shards(work_dir: str, size: SSLBenchmarkSize) -> tuple[str, int]:
 
     out = os.path.join(work_dir, "tfrecords", "unlabeled_pool")
     if not transfer_bench.is_built(out, *transfer_bench.IMAGENET_MANIFESTS):
-        raw = os.path.join(work_dir, "raw")
-        pool = os.path.join(raw, "unlabeled_pool")
+        sources = sorted(glob.glob(os.path.join(dirs["imagenet_train_raw"], "*", "*")))
+        sources += sorted(glob.glob(os.path.join(dirs["coco_train_raw"], "*")))
+        expected = size.pretrain_classes * size.pretrain_per_class + size.coco_train_images
+        if len(sources) != expected:
+            raise UsageError(
+                f"{dirs['imagenet_train_raw']} and {dirs['coco_train_raw']}: {len(sources)} "
+                f"train images, expected {expected}; delete {work_dir} to generate them again"
+            )
+        pool = os.path.join(work_dir, "raw", "unlabeled_pool")
         shutil.rmtree(pool, ignore_errors=True)
         os.makedirs(pool)
-        sources = sorted(glob.glob(os.path.join(raw, "imagenet", "train", "*", "*")))
-        sources += sorted(glob.glob(os.path.join(raw, "coco_train", "images", "*")))
         for i, path in enumerate(sources):
             target = os.path.join(pool, f"{i:06d}_{os.path.basename(path)}")
             try:
@@ -249,7 +263,7 @@ def compare_ssl(work_dir: str, size: SSLBenchmarkSize = SSLBenchmarkSize()) -> d
     # Each SSL arm: (name, method, unlabeled pool or None for the ImageNet-like train images).
     ssl_arms = [(m, m, None) for m in size.methods]
     if size.in_domain_unlabeled:
-        pool = in_domain_shards(work_dir, size)
+        pool = in_domain_shards(work_dir, size, dirs)
         ssl_arms += [(m + IN_DOMAIN, m, pool) for m in size.methods]
     arms = [name for name, _, _ in ssl_arms]
     backbones = {name: os.path.join(runs, f"pretrain_{name}") for name in arms}

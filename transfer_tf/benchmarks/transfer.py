@@ -29,7 +29,7 @@ from absl import logging
 
 from transfer_tf.config import ExperimentConfig, config_from_dict
 from transfer_tf.data.builders import build_coco, build_imagenet
-from transfer_tf.datagen import shapes
+from transfer_tf.datagen import raw_layouts, shapes
 from transfer_tf.datagen.raw_layouts import ImageNetLike
 
 RUNS = ("pretrained_schedule", "scratch", "linear_probe")
@@ -109,7 +109,9 @@ def write_coco_like_split(
 
 def prepare_data(work_dir: str, size: BenchmarkSize) -> dict[str, str]:
     """Generates the raw sets and their shards once; later calls reuse finished ones (same
-    seed). Returns {"imagenet": shard dir, "coco": shard dir}."""
+    seed). Returns {"imagenet": shard dir, "coco": shard dir, "imagenet_train_raw": the raw
+    ImageNet-like train tree (`<wnid>/<file>` inside), "coco_train_raw": the raw COCO-like
+    train images}: where this function writes them, whether or not this call wrote them."""
     raw, tfr = os.path.join(work_dir, "raw"), os.path.join(work_dir, "tfrecords")
     inet_out, coco_out = os.path.join(tfr, "imagenet"), os.path.join(tfr, "coco")
     if not is_built(inet_out, *IMAGENET_MANIFESTS):
@@ -135,7 +137,12 @@ def prepare_data(work_dir: str, size: BenchmarkSize) -> dict[str, str]:
                 seed,
                 first,
             )
-    return {"imagenet": inet_out, "coco": coco_out}
+    return {
+        "imagenet": inet_out,
+        "coco": coco_out,
+        "imagenet_train_raw": os.path.join(raw, "imagenet", raw_layouts.IMAGENET_TRAIN_DIR),
+        "coco_train_raw": os.path.join(raw, "coco_train", raw_layouts.COCO_IMAGE_DIR),
+    }
 
 
 def _base(size: BenchmarkSize) -> dict:

@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from transfer_tf.datagen.raw_layouts import (
+    COCO_IMAGE_DIR,
     CocoLike,
     ImageNetLike,
     overlap_fraction,
@@ -244,7 +245,7 @@ def write_photo_coco(
     backgrounds = [_working_copy(p) for p in background_photos]
     names = list(names or (f"photo {i}" for i in range(len(ids))))
     root = os.path.abspath(root)
-    image_dir = os.path.join(root, "images")
+    image_dir = os.path.join(root, COCO_IMAGE_DIR)
     os.makedirs(image_dir, exist_ok=True)
     images, annotations = [], []
     lo_obj, hi_obj = objects_per_image

@@ -19,6 +19,10 @@ from dataclasses import dataclass
 VAL_LABELS_FILE = "synset_labels.txt"
 SYNSET_NAMES_FILE = "synset_names.txt"
 COCO_ANNOTATIONS_FILE = "instances.json"
+# Sub-folders of a raw tree's root: <root>/train/<wnid>/<file> (ImageNet), <root>/images/<file>
+# (COCO), so a caller that reuses a tree finds its images without having written it.
+IMAGENET_TRAIN_DIR = "train"
+COCO_IMAGE_DIR = "images"
 
 
 def write_file_atomic(path: str, data: bytes | str) -> None:
@@ -31,7 +35,9 @@ def write_file_atomic(path: str, data: bytes | str) -> None:
     os.replace(tmp, path)
 
 
-def overlap_fraction(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+def overlap_fraction(
+    a: tuple[float, float, float, float], b: tuple[float, float, float, float]
+) -> float:
     """Intersection over the smaller box of two `[x0, y0, x1, y1]` boxes."""
     iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -74,7 +80,7 @@ def write_imagenet_tree(
         `image("val", i, val_labels[i])`.
       image: (split, index, class) -> encoded JPEG bytes.
     """
-    train_dir = os.path.join(root, "train")
+    train_dir = os.path.join(root, IMAGENET_TRAIN_DIR)
     val_dir = os.path.join(root, "val")
     for k, w in enumerate(wnids):
         class_dir = os.path.join(train_dir, w)

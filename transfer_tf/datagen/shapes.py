@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from transfer_tf.datagen.raw_layouts import (
+    COCO_IMAGE_DIR,
     CocoLike,
     ImageNetLike,
     overlap_fraction,
@@ -57,7 +58,6 @@ MAX_CLASSES = len(SHAPES) * len(COLORS)
 
 # Per-split salts for the per-image generators (so train/val/coco never share pixels).
 _SALT = {"train": 1, "val": 2, "coco": 3}
-
 
 
 # ----------------------------------------------------------------------------------------------
@@ -295,7 +295,7 @@ def write_coco_like(
     if not 32 <= lo <= hi:
         raise UsageError(f"image_size_range={image_size_range}: expected 32 <= min <= max")
     root = os.path.abspath(root)
-    image_dir = os.path.join(root, "images")
+    image_dir = os.path.join(root, COCO_IMAGE_DIR)
     os.makedirs(image_dir, exist_ok=True)
     names = [class_name(i) for i in range(len(ids))]
 

@@ -62,7 +62,9 @@ class Hardware:
         if self.kind == "tpu":
             return f"TPU ({self.num_devices} cores)"
         kernels = "oneDNN" if self.onednn else "Eigen"
-        return f"CPU {self.cpu_model} ({self.cores} cores, class {self.cpu_class}, {kernels} kernels)"
+        return (
+            f"CPU {self.cpu_model} ({self.cores} cores, class {self.cpu_class}, {kernels} kernels)"
+        )
 
 
 def cpu_flags(cpuinfo_path: str = "/proc/cpuinfo") -> set[str]:

@@ -202,6 +202,31 @@ def test_finetuning_from_an_ssl_run_drops_exactly_the_heads(runs, tmp_path):
         restore_backbone(build_classifier(load_config(runs["byol"][0]).model, 7), str(broken))
 
 
+@pytest.mark.parametrize("method", ["simclr", "byol"])
+def test_a_detector_takes_the_backbone_of_an_ssl_run_and_nothing_else(runs, method):
+    """COCO detection transfer from self-supervision (MoCo/BYOL's headline evaluation): a
+    RetinaNet restores the SSL run's backbone; the method's heads and target are dropped, FPN and
+    detection heads stay new."""
+    from transfer_tf.config import DetectionConfig
+    from transfer_tf.detection.retinanet import build_retinanet
+
+    config, run_dir, _ = runs[method]
+    source, _ = checkpoints.load_model(run_dir)
+    detector = build_retinanet(
+        load_config(config).model, DetectionConfig(image_size=64, head_convs=1), num_classes=3
+    )
+    new_layers = [w.numpy() for w in detector.get_layer("fpn").weights]
+    report = restore_backbone(detector, run_dir)
+    assert report.dropped == tuple(sorted(CHECKPOINT_OBJECTS[method]))
+    want = _backbone(source)
+    got = {k: v for k, v in _backbone(detector).items() if k in want}
+    assert got.keys() == want.keys()
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    for got_w, before in zip(detector.get_layer("fpn").weights, new_layers, strict=True):
+        np.testing.assert_array_equal(got_w.numpy(), before)
+
+
 @pytest.mark.slow
 def test_linear_probe_from_a_simclr_run(runs, tmp_path):
     config, run_dir, _ = runs["simclr"]

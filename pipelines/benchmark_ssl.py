@@ -45,6 +45,13 @@ flags.DEFINE_bool(
     "scenes, unlabeled (arms <method>_in_domain).",
     flag_values=FLAGS,
 )
+flags.DEFINE_integer(
+    "detection_steps",
+    0,
+    "> 0: also a RetinaNet on COCO-like detection scenes from every backbone and from scratch, "
+    "this many steps (at least 4: a quarter trains the FPN and heads alone).",
+    flag_values=FLAGS,
+)
 flags.DEFINE_float("temperature", 0.2, "SimCLR NT-Xent temperature.", flag_values=FLAGS)
 flags.DEFINE_float("ssl_peak_lr", 0.6, "Peak LARS learning rate of the SSL run.", flag_values=FLAGS)
 flags.DEFINE_float(
@@ -102,6 +109,10 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
             raise cli.UsageError(f"--coco_label_fractions: {text!r} is not a number in (0, 1)")
     if not 0 < flag_values.crop_area_min <= 1:
         raise cli.UsageError(f"--crop_area_min={flag_values.crop_area_min}: expected (0, 1]")
+    if flag_values.detection_steps and flag_values.detection_steps < 4:
+        raise cli.UsageError(
+            f"--detection_steps={flag_values.detection_steps}: expected 0 (off) or >= 4"
+        )
     size = dataclasses.replace(
         ssl_bench.SSLBenchmarkSize(),
         methods=tuple(dict.fromkeys(flag_values.methods)),
@@ -113,6 +124,7 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
         budget_steps=flag_values.budget_steps,
         coco_label_fractions=tuple(fractions),
         in_domain_unlabeled=flag_values.in_domain_unlabeled,
+        detection_steps=flag_values.detection_steps,
         temperature=flag_values.temperature,
         ssl_peak_lr=flag_values.ssl_peak_lr,
         color_strength=flag_values.color_strength,

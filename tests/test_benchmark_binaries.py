@@ -68,6 +68,7 @@ def _call(module: str, args: list[str]) -> str | None:
             r"--crop_area_min=0.0: expected \(0, 1\]",
         ),
         ("pipelines.benchmark_ssl", ["--coco_label_fractions=a"], "'a' is not a number in"),
+        ("pipelines.benchmark_ssl", ["--detection_steps=3"], "expected 0 \\(off\\) or >= 4"),
         ("pipelines.make_benchmark_shards", [], "--output_dir is required"),
         ("pipelines.make_benchmark_shards", ["--output_dir=o"], "--photo_dir is required"),
         ("pipelines.make_benchmark_shards", ["--output_dir=o", "stray"], "unexpected argument"),
@@ -120,22 +121,30 @@ def test_benchmark_ssl_runs_each_seed_and_judges_the_targets_on_the_means(monkey
             "--markdown",
             "--coco_label_fractions=0.25",
             "--in_domain_unlabeled",
+            "--detection_steps=40",
         ],
     )
     calls = []
     # Per seed: byol's probe gain 0.25 then 0.45 (mean 0.35, met though one seed misses) and its
     # mAP gain 0.10 then 0.16 (mean 0.13, missed though one seed meets it); on 100 labelled
-    # scenes, gains 0.20 then 0.12 (mean 0.16, met).
+    # scenes, gains 0.20 then 0.12 (mean 0.16, met). Detection AP gains 0.10, 0.12 (mean 0.11,
+    # missed); AP50 gains 0.14, 0.20 (mean 0.17, met).
     outcome = {
-        3: ((0.40, 0.15), (0.70, 0.60), (0.60, 0.40)),
-        5: ((0.60, 0.15), (0.80, 0.64), (0.56, 0.44)),
+        3: ((0.40, 0.15), (0.70, 0.60), (0.60, 0.40), ((0.30, 0.20), (0.50, 0.36))),
+        5: ((0.60, 0.15), (0.80, 0.64), (0.56, 0.44), ((0.32, 0.20), (0.60, 0.40))),
     }
 
     def fake_compare(work_dir, size):
         calls.append((work_dir, size.seed, size.methods, ssl_bench.label_counts(size)))
         assert size.in_domain_unlabeled and size.crop_area_range == (0.08, 1.0)
-        assert size.color_strength == 1.0
-        (probe, random_init), (coco, scratch), (few, few_scratch) = outcome[size.seed]
+        assert size.color_strength == 1.0 and size.detection_steps == 40
+        (probe, random_init), (coco, scratch), (few, few_scratch), det = outcome[size.seed]
+        (ap, ap_scratch), (ap50, ap50_scratch) = det
+        detection = {
+            "byol": {"AP": ap, "AP50": ap50},
+            "supervised": {"AP": 0.3, "AP50": 0.5},
+            "scratch": {"AP": ap_scratch, "AP50": ap50_scratch},
+        }
         probe_top1 = {"byol": probe, "random_init": random_init, "supervised": 0.7}
         coco_map = {"byol": coco, "supervised": 0.7, "scratch": scratch}
         few_labels = {"100": {"byol": few, "supervised": 0.5, "scratch": few_scratch}}
@@ -144,8 +153,11 @@ def test_benchmark_ssl_runs_each_seed_and_judges_the_targets_on_the_means(monkey
             "probe_top1": probe_top1,
             "coco_mAP": coco_map,
             "coco_mAP_few_labels": few_labels,
+            "detection": detection,
             "targets": {
-                "byol": ssl_summary.judge_targets(probe_top1, coco_map, "byol", few_labels)
+                "byol": ssl_summary.judge_targets(
+                    probe_top1, coco_map, "byol", few_labels, detection
+                )
             },
         }
 
@@ -168,12 +180,24 @@ def test_benchmark_ssl_runs_each_seed_and_judges_the_targets_on_the_means(monkey
     assert few["map_ssl_minus_scratch"] == pytest.approx(0.16) and few["map_target_met"]
     assert few["map_ssl_minus_scratch_per_seed"] == pytest.approx([0.20, 0.12])
     assert summary["coco_mAP_few_labels"]["100"]["scratch"]["mean"] == pytest.approx(0.42)
+    det = byol["detection"]
+    assert det["AP"]["ssl_minus_scratch"] == pytest.approx(0.11) and not det["AP"]["target_met"]
+    assert det["AP50"]["ssl_minus_scratch"] == pytest.approx(0.17) and det["AP50"]["target_met"]
+    assert det["AP50"]["ssl_minus_scratch_per_seed"] == pytest.approx([0.14, 0.20])
+    assert summary["detection"]["AP"]["scratch"]["mean"] == pytest.approx(0.2)
     table = lines[3:]
-    assert table[0].endswith("| COCO-like mAP | mAP, 100 labelled scenes |")
+    assert table[0].endswith(
+        "| COCO-like mAP | mAP, 100 labelled scenes | detection AP | detection AP50 |"
+    )
     assert (
         "| byol | 0.500 ± 0.100 (0.400, 0.600) | 0.750 ± 0.050 (0.700, 0.800) "
-        "| 0.580 ± 0.020 (0.600, 0.560) |"
+        "| 0.580 ± 0.020 (0.600, 0.560) | 0.310 ± 0.010 (0.300, 0.320) "
+        "| 0.550 ± 0.050 (0.500, 0.600) |"
     ) in table
+    assert (
+        "| scratch | - | 0.620 ± 0.020 (0.600, 0.640) | 0.420 ± 0.020 (0.400, 0.440) "
+        in "\n".join(table)
+    )
 
 
 def test_benchmark_runs_leave_precision_and_xla_to_the_machine(tmp_path):

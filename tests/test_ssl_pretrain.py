@@ -228,6 +228,35 @@ def test_a_detector_takes_the_backbone_of_an_ssl_run_and_nothing_else(runs, meth
 
 
 @pytest.mark.slow
+def test_ssl_benchmark_detection_arms_train_a_retinanet_from_the_ssl_run(runs, tmp_path):
+    """`benchmark_ssl --detection_steps`: a RetinaNet from the BYOL run (heads first, its backbone
+    restored) and from scratch, each the budget's steps, scored by COCOeval."""
+    from transfer_tf.benchmarks import detection, ssl_detection
+
+    dsize = detection.DetectionBenchmarkSize(
+        classes=2, coco_train_images=4, coco_val_images=3, raw_image_size=(96, 112),
+        detection_image_size=128, budgets=(4,), batch_size=2, mixed_precision="none",
+    )  # fmt: skip
+    timings = []
+
+    def timed(name, run, cfg, run_dir, **kwargs):
+        timings.append((name, cfg.transfer.phases[0].trainable, kwargs["init_checkpoint"]))
+        return run(cfg, run_dir, **kwargs)
+
+    _, run_dir, _ = runs["byol"]
+    scores = ssl_detection.detection_arms(
+        str(tmp_path), dsize, {"byol": run_dir, "scratch": ""}, timed
+    )
+    assert timings == [("detection_byol", "fpn,head", run_dir), ("detection_scratch", "all", "")]
+    assert scores.keys() == {"byol", "scratch"}
+    for arm in scores.values():
+        assert arm.keys() == {"AP", "AP50", "AP75"}
+        assert all(-1.0 <= v <= 1.0 for v in arm.values())
+    tuned, _ = checkpoints.load_model(str(tmp_path / "runs" / "detection_byol"))
+    assert tuned.get_layer("fpn") is not None  # a detector, fine-tuned in its run folder
+
+
+@pytest.mark.slow
 def test_linear_probe_from_a_simclr_run(runs, tmp_path):
     config, run_dir, _ = runs["simclr"]
     cfg = load_config(

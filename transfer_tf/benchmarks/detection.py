@@ -80,7 +80,7 @@ def _prepare_data(work_dir: str, size: DetectionBenchmarkSize) -> dict[str, str]
     """Generates the raw sets and their shards once; later calls reuse finished ones (same
     seed)."""
     raw, tfr = os.path.join(work_dir, "raw"), os.path.join(work_dir, "tfrecords")
-    inet_out, coco_out = os.path.join(tfr, "imagenet"), os.path.join(tfr, "coco")
+    inet_out = os.path.join(tfr, "imagenet")
     if not transfer_bench.is_built(inet_out, *transfer_bench.IMAGENET_MANIFESTS):
         inet = shapes.write_imagenet_like(
             os.path.join(raw, "imagenet"),
@@ -91,13 +91,20 @@ def _prepare_data(work_dir: str, size: DetectionBenchmarkSize) -> dict[str, str]
             seed=size.seed,
         )
         build_imagenet_shards(inet, inet_out, size.seed)
+    return {"imagenet": inet_out, "coco": prepare_scenes(work_dir, size)}
+
+
+def prepare_scenes(work_dir: str, size: DetectionBenchmarkSize) -> str:
+    """The COCO-like detection scenes of `size` (train and val, exact boxes) under `work_dir`,
+    generated and built once (same seed). Returns their shard folder."""
+    coco_out = os.path.join(work_dir, "tfrecords", "coco")
     if not transfer_bench.is_built(coco_out, *transfer_bench.COCO_MANIFESTS):
         for split, n, seed, first in (
             ("train", size.coco_train_images, size.seed, 1),
             ("val", size.coco_val_images, size.seed + 1, 100_001),
         ):
             coco = shapes.write_coco_like(
-                os.path.join(raw, f"coco_{split}"),
+                os.path.join(work_dir, "raw", f"coco_{split}"),
                 num_images=n,
                 category_ids=CATEGORY_IDS[: size.classes],
                 seed=seed,
@@ -107,7 +114,7 @@ def _prepare_data(work_dir: str, size: DetectionBenchmarkSize) -> dict[str, str]
             build_coco(
                 [coco.image_dir], coco.annotations_file, os.path.join(coco_out, split), num_shards=2
             )
-    return {"imagenet": inet_out, "coco": coco_out}
+    return coco_out
 
 
 def pretrain_config(size: DetectionBenchmarkSize, imagenet_dir: str) -> ExperimentConfig:

@@ -15,6 +15,10 @@ same vocabulary, through the real builders and input pipeline):
      protocol, its 1 % / 10 % ImageNet labels: where pretraining is meant to pay off), the same
      steps and val split.
 
+With `detection_steps`, every backbone (each SSL arm, supervised) and scratch also train a
+RetinaNet on COCO-like detection scenes for that many steps (`benchmarks.ssl_detection`): COCO's
+own transfer task, scored by AP and AP50.
+
 With `in_domain_unlabeled`, each method also pretrains as `<method>_in_domain`: the same steps
 and recipe on the ImageNet-like train images plus the COCO-like train scenes, all unlabeled (a
 flat folder through the folder builder's unlabeled mode). That is self-supervision's premise,
@@ -48,6 +52,7 @@ from dataclasses import dataclass
 import keras
 from absl import logging
 
+from transfer_tf.benchmarks import ssl_detection
 from transfer_tf.benchmarks import transfer as transfer_bench
 from transfer_tf.benchmarks.ssl_summary import judge_targets
 from transfer_tf.config import ExperimentConfig, config_from_dict, to_dict
@@ -83,6 +88,9 @@ class SSLBenchmarkSize:
     # Fine-tuning on fewer labelled scenes too (< 1: the first fraction of the train set).
     coco_label_fractions: tuple[float, ...] = (0.25,)
     in_domain_unlabeled: bool = False  # also `<method>_in_domain` arms (module doc)
+    # > 0: also RetinaNet on COCO-like scenes from each backbone and scratch, this many steps
+    # (`benchmarks.ssl_detection`).
+    detection_steps: int = 0
     mixed_precision: str = "auto"
     xla: bool | str = "auto"  # measured per machine (training.autotune), as the shipped configs
     seed: int = 0
@@ -324,13 +332,20 @@ def compare_ssl(work_dir: str, size: SSLBenchmarkSize = SSLBenchmarkSize()) -> d
                 name,
                 scores[name],
             )
+    detection = {}
+    if size.detection_steps:
+        sources = {name: backbones[name] for name in (*arms, "supervised")}
+        detection = ssl_detection.detection_arms(
+            work_dir, ssl_detection.detection_size(size), {**sources, "scratch": ""}, timed
+        )
     return {
         "benchmark": "ssl",
         "seed": size.seed,
         "probe_top1": probe_top1,
         "coco_mAP": coco_map,
         "coco_mAP_few_labels": few_labels,
-        "targets": {m: judge_targets(probe_top1, coco_map, m, few_labels) for m in arms},
+        "detection": detection,
+        "targets": {m: judge_targets(probe_top1, coco_map, m, few_labels, detection) for m in arms},
         "ssl_final": final_logs,
         "seconds": seconds,
         "reused": reused,

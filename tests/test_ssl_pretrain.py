@@ -230,7 +230,7 @@ def test_a_detector_takes_the_backbone_of_an_ssl_run_and_nothing_else(runs, meth
 @pytest.mark.slow
 def test_ssl_benchmark_detection_arms_train_a_retinanet_from_the_ssl_run(runs, tmp_path):
     """`benchmark_ssl --detection_steps`: a RetinaNet from the BYOL run (heads first, its backbone
-    restored) and from scratch, each the budget's steps, scored by COCOeval."""
+    restored), scored by COCOeval, and a scratch one (everything trains from step 0)."""
     from transfer_tf.benchmarks import detection, ssl_detection
 
     dsize = detection.DetectionBenchmarkSize(
@@ -241,6 +241,8 @@ def test_ssl_benchmark_detection_arms_train_a_retinanet_from_the_ssl_run(runs, t
 
     def timed(name, run, cfg, run_dir, **kwargs):
         timings.append((name, cfg.transfer.phases[0].trainable, kwargs["init_checkpoint"]))
+        if name == "detection_scratch":  # its config is checked; one real detector is enough
+            return {"eval": {"AP": 0.1, "AP50": 0.2, "AP75": 0.05, "APs": 0.0}}
         return run(cfg, run_dir, **kwargs)
 
     _, run_dir, _ = runs["byol"]
@@ -248,10 +250,9 @@ def test_ssl_benchmark_detection_arms_train_a_retinanet_from_the_ssl_run(runs, t
         str(tmp_path), dsize, {"byol": run_dir, "scratch": ""}, timed
     )
     assert timings == [("detection_byol", "fpn,head", run_dir), ("detection_scratch", "all", "")]
-    assert scores.keys() == {"byol", "scratch"}
-    for arm in scores.values():
-        assert arm.keys() == {"AP", "AP50", "AP75"}
-        assert all(-1.0 <= v <= 1.0 for v in arm.values())
+    assert scores["scratch"] == {"AP": 0.1, "AP50": 0.2, "AP75": 0.05}
+    assert scores["byol"].keys() == {"AP", "AP50", "AP75"}
+    assert all(-1.0 <= v <= 1.0 for v in scores["byol"].values())
     tuned, _ = checkpoints.load_model(str(tmp_path / "runs" / "detection_byol"))
     assert tuned.get_layer("fpn") is not None  # a detector, fine-tuned in its run folder
 

@@ -138,6 +138,8 @@ def test_benchmark_ssl_runs_each_seed_and_judges_the_targets_on_the_means(monkey
         calls.append((work_dir, size.seed, size.methods, ssl_bench.label_counts(size)))
         assert size.in_domain_unlabeled and size.crop_area_range == (0.08, 1.0)
         assert size.color_strength == 1.0 and size.detection_steps == 40
+        dsize = size.detection_size()  # the detection benchmark's scenes: its classes, one budget
+        assert (dsize.budgets, dsize.classes, dsize.seed) == ((40,), 12, size.seed)
         (probe, random_init), (coco, scratch), (few, few_scratch), det = outcome[size.seed]
         (ap, ap_scratch), (ap50, ap50_scratch) = det
         detection = {

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import keras
 from absl import logging
 
-from transfer_tf.benchmarks import ssl_detection
+from transfer_tf.benchmarks import detection, ssl_detection
 from transfer_tf.benchmarks import transfer as transfer_bench
 from transfer_tf.benchmarks.ssl_summary import judge_targets
 from transfer_tf.config import ExperimentConfig, config_from_dict, to_dict
@@ -111,6 +111,17 @@ class SSLBenchmarkSize:
             batch_size=self.batch_size,
             mixed_precision=self.mixed_precision,
             xla=self.xla,
+            seed=self.seed,
+        )
+
+    def detection_size(self) -> detection.DetectionBenchmarkSize:
+        """The detection benchmark's scenes and recipe for the detection arms: its categories
+        are the pretraining classes, one budget of `detection_steps`, this seed and precision."""
+        return detection.DetectionBenchmarkSize(
+            model=self.model,
+            classes=self.pretrain_classes,
+            budgets=(self.detection_steps,),
+            mixed_precision=self.mixed_precision,
             seed=self.seed,
         )
 
@@ -336,7 +347,7 @@ def compare_ssl(work_dir: str, size: SSLBenchmarkSize = SSLBenchmarkSize()) -> d
     if size.detection_steps:
         sources = {name: backbones[name] for name in (*arms, "supervised")}
         detection = ssl_detection.detection_arms(
-            work_dir, ssl_detection.detection_size(size), {**sources, "scratch": ""}, timed
+            work_dir, size.detection_size(), {**sources, "scratch": ""}, timed
         )
     return {
         "benchmark": "ssl",

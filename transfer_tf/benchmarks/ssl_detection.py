@@ -1,5 +1,6 @@
 """COCO detection transfer of the SSL benchmark's backbones: RetinaNet from each pretraining and
-from scratch, at an equal step budget (`benchmarks.ssl`, with `detection_steps`).
+from scratch, at an equal step budget (`benchmarks.ssl` with `detection_steps`, sized by
+`SSLBenchmarkSize.detection_size()`).
 
 Detection is the evaluation self-supervised papers lead with for transfer (MoCo, BYOL, SimCLR
 fine-tune on COCO detection), and where this project's supervised backbone showed its largest
@@ -11,7 +12,7 @@ vocabulary, 128 px input) with its recipe: pretrained `fpn,head` for a quarter o
 IoU 0.50:0.95) and AP50.
 
 Example:
-    scores = detection_arms(work_dir, detection_size(size),
+    scores = detection_arms(work_dir, size.detection_size(),
                             {"simclr": "runs/pretrain_simclr", "scratch": ""}, timed)
     scores["simclr"]["AP"] - scores["scratch"]["AP"]
 """
@@ -20,28 +21,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from absl import logging
 
 from transfer_tf.benchmarks import detection
 
-if TYPE_CHECKING:
-    from transfer_tf.benchmarks.ssl import SSLBenchmarkSize
-
 METRICS = ("AP", "AP50", "AP75")
-
-
-def detection_size(size: SSLBenchmarkSize) -> detection.DetectionBenchmarkSize:
-    """The detection benchmark's scenes and recipe for `size`: its categories are the
-    pretraining's classes, one budget of `size.detection_steps`, `size`'s seed and precision."""
-    return detection.DetectionBenchmarkSize(
-        model=size.model,
-        classes=size.pretrain_classes,
-        budgets=(size.detection_steps,),
-        mixed_precision=size.mixed_precision,
-        seed=size.seed,
-    )
 
 
 def detection_arms(

@@ -36,9 +36,8 @@ import tensorflow as tf
 from absl import logging
 
 from transfer_tf.benchmarks import transfer as transfer_bench
-from transfer_tf.benchmarks.transfer import CATEGORY_IDS, build_imagenet_shards
+from transfer_tf.benchmarks.transfer import build_imagenet_shards
 from transfer_tf.config import ExperimentConfig, config_from_dict
-from transfer_tf.data.builders import build_coco
 from transfer_tf.datagen import shapes
 
 RUNS = ("pretrained", "scratch")
@@ -97,24 +96,14 @@ def _prepare_data(work_dir: str, size: DetectionBenchmarkSize) -> dict[str, str]
 def prepare_scenes(work_dir: str, size: DetectionBenchmarkSize) -> str:
     """The COCO-like detection scenes of `size` (train and val, exact boxes) under `work_dir`,
     generated and built once (same seed). Returns their shard folder."""
-    coco_out = os.path.join(work_dir, "tfrecords", "coco")
-    if not transfer_bench.is_built(coco_out, *transfer_bench.COCO_MANIFESTS):
-        for split, n, seed, first in (
-            ("train", size.coco_train_images, size.seed, 1),
-            ("val", size.coco_val_images, size.seed + 1, 100_001),
-        ):
-            coco = shapes.write_coco_like(
-                os.path.join(work_dir, "raw", f"coco_{split}"),
-                num_images=n,
-                category_ids=CATEGORY_IDS[: size.classes],
-                seed=seed,
-                image_size_range=size.raw_image_size,
-                first_image_id=first,
-            )
-            build_coco(
-                [coco.image_dir], coco.annotations_file, os.path.join(coco_out, split), num_shards=2
-            )
-    return coco_out
+    return transfer_bench.coco_like_scenes(
+        work_dir,
+        size.classes,
+        size.raw_image_size,
+        size.coco_train_images,
+        size.coco_val_images,
+        size.seed,
+    )
 
 
 def pretrain_config(size: DetectionBenchmarkSize, imagenet_dir: str) -> ExperimentConfig:

@@ -200,7 +200,8 @@ def few_label_shards(work_dir: str, size: SSLBenchmarkSize, count: int) -> str:
         transfer_bench.write_coco_like_split(
             os.path.join(work_dir, "raw", f"coco_train_{count}"),
             os.path.join(out, "train"),
-            size.transfer_size(),
+            size.coco_classes,
+            size.transfer_size().raw_image_size_range(),
             count,
             size.seed,
         )

@@ -59,6 +59,10 @@ class BenchmarkSize:
     xla: bool | str = "auto"  # measured per machine (training.autotune), as the shipped configs
     seed: int = 0
 
+    def raw_image_size_range(self) -> tuple[int, int]:
+        """Sides of the generated images of both sets: `image_size` to twice it."""
+        return (self.image_size, 2 * self.image_size)
+
 
 def build_imagenet_shards(tree: ImageNetLike, out_dir: str, seed: int) -> None:
     """The benchmarks' ImageNet-layout shards: `tree` (a generated raw dump) through the real
@@ -88,23 +92,54 @@ COCO_MANIFESTS = ("manifest-train.json", "manifest-val.json")
 def write_coco_like_split(
     raw_dir: str,
     output_prefix: str,
-    size: BenchmarkSize,
+    num_categories: int,
+    image_size_range: tuple[int, int],
     num_images: int,
     seed: int,
     first_image_id: int = 1,
 ) -> None:
-    """One COCO-like split of `size` (its categories and image sizes): `num_images` generated
-    scenes under `raw_dir` through the real COCO builder into `output_prefix-*` (2 shards). Each
-    scene is drawn from (seed, index), so a smaller split is the larger one's first scenes."""
+    """One COCO-like split: `num_images` generated scenes of the first `num_categories` of
+    `CATEGORY_IDS`, sides in `image_size_range`, under `raw_dir`, through the real COCO builder
+    into `output_prefix-*` (2 shards). Each scene is drawn from (seed, index), so a smaller split
+    is the larger one's first scenes."""
     coco = shapes.write_coco_like(
         raw_dir,
         num_images=num_images,
-        category_ids=list(CATEGORY_IDS[: size.coco_classes]),
+        category_ids=list(CATEGORY_IDS[:num_categories]),
         seed=seed,
-        image_size_range=(size.image_size, 2 * size.image_size),
+        image_size_range=image_size_range,
         first_image_id=first_image_id,
     )
     build_coco([coco.image_dir], coco.annotations_file, output_prefix, num_shards=2)
+
+
+def coco_like_scenes(
+    work_dir: str,
+    num_categories: int,
+    image_size_range: tuple[int, int],
+    train_images: int,
+    val_images: int,
+    seed: int,
+) -> str:
+    """The train (`seed`) and val (`seed + 1`, ids from 100001) COCO-like splits under
+    `work_dir/raw/coco_<split>` and their shards under `work_dir/tfrecords/coco`, built once (a
+    finished build is reused). Returns the shard folder."""
+    coco_out = os.path.join(work_dir, "tfrecords", "coco")
+    if not is_built(coco_out, *COCO_MANIFESTS):
+        for split, n, split_seed, first in (
+            ("train", train_images, seed, 1),
+            ("val", val_images, seed + 1, 100_001),
+        ):
+            write_coco_like_split(
+                os.path.join(work_dir, "raw", f"coco_{split}"),
+                os.path.join(coco_out, split),
+                num_categories,
+                image_size_range,
+                n,
+                split_seed,
+                first,
+            )
+    return coco_out
 
 
 def prepare_data(work_dir: str, size: BenchmarkSize) -> dict[str, str]:
@@ -112,31 +147,26 @@ def prepare_data(work_dir: str, size: BenchmarkSize) -> dict[str, str]:
     seed). Returns {"imagenet": shard dir, "coco": shard dir, "imagenet_train_raw": the raw
     ImageNet-like train tree (`<wnid>/<file>` inside), "coco_train_raw": the raw COCO-like
     train images}: where this function writes them, whether or not this call wrote them."""
-    raw, tfr = os.path.join(work_dir, "raw"), os.path.join(work_dir, "tfrecords")
-    inet_out, coco_out = os.path.join(tfr, "imagenet"), os.path.join(tfr, "coco")
+    raw = os.path.join(work_dir, "raw")
+    inet_out = os.path.join(work_dir, "tfrecords", "imagenet")
     if not is_built(inet_out, *IMAGENET_MANIFESTS):
         inet = shapes.write_imagenet_like(
             os.path.join(raw, "imagenet"),
             num_classes=size.pretrain_classes,
             train_per_class=size.pretrain_per_class,
             val_per_class=size.pretrain_val_per_class,
-            image_size_range=(size.image_size, 2 * size.image_size),
+            image_size_range=size.raw_image_size_range(),
             seed=size.seed,
         )
         build_imagenet_shards(inet, inet_out, size.seed)
-    if not is_built(coco_out, *COCO_MANIFESTS):
-        for split, n, seed, first in (
-            ("train", size.coco_train_images, size.seed, 1),
-            ("val", size.coco_val_images, size.seed + 1, 100_001),
-        ):
-            write_coco_like_split(
-                os.path.join(raw, f"coco_{split}"),
-                os.path.join(coco_out, split),
-                size,
-                n,
-                seed,
-                first,
-            )
+    coco_out = coco_like_scenes(
+        work_dir,
+        size.coco_classes,
+        size.raw_image_size_range(),
+        size.coco_train_images,
+        size.coco_val_images,
+        size.seed,
+    )
     return {
         "imagenet": inet_out,
         "coco": coco_out,

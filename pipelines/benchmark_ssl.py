@@ -28,6 +28,13 @@ flags.DEFINE_list(
 flags.DEFINE_string("model", "resnet18", "Backbone (model.name).", flag_values=FLAGS)
 flags.DEFINE_integer("image_size", 32, "Training/eval image side.", flag_values=FLAGS)
 flags.DEFINE_integer("pretrain_steps", 300, "Steps of each pretraining.", flag_values=FLAGS)
+flags.DEFINE_integer(
+    "pretrain_per_class",
+    60,
+    "Generated ImageNet-like train images per class (12 classes): the pretraining pool, the "
+    "supervised arm's labels and the probes' train set.",
+    flag_values=FLAGS,
+)
 flags.DEFINE_integer("batch_size", 64, "Global batch size of every run.", flag_values=FLAGS)
 flags.DEFINE_integer("probe_steps", 150, "Steps of each linear probe.", flag_values=FLAGS)
 flags.DEFINE_integer("budget_steps", 100, "Steps of each COCO-like run.", flag_values=FLAGS)
@@ -109,6 +116,8 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
             raise cli.UsageError(f"--coco_label_fractions: {text!r} is not a number in (0, 1)")
     if not 0 < flag_values.crop_area_min <= 1:
         raise cli.UsageError(f"--crop_area_min={flag_values.crop_area_min}: expected (0, 1]")
+    if flag_values.pretrain_per_class < 1:
+        raise cli.UsageError(f"--pretrain_per_class={flag_values.pretrain_per_class}: expected >= 1")
     if flag_values.detection_steps and flag_values.detection_steps < 4:
         raise cli.UsageError(
             f"--detection_steps={flag_values.detection_steps}: expected 0 (off) or >= 4"
@@ -119,6 +128,7 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
         model=flag_values.model,
         image_size=flag_values.image_size,
         pretrain_steps=flag_values.pretrain_steps,
+        pretrain_per_class=flag_values.pretrain_per_class,
         batch_size=flag_values.batch_size,
         probe_steps=flag_values.probe_steps,
         budget_steps=flag_values.budget_steps,

@@ -69,6 +69,7 @@ def _call(module: str, args: list[str]) -> str | None:
         ),
         ("pipelines.benchmark_ssl", ["--coco_label_fractions=a"], "'a' is not a number in"),
         ("pipelines.benchmark_ssl", ["--detection_steps=3"], "expected 0 \\(off\\) or >= 4"),
+        ("pipelines.benchmark_ssl", ["--pretrain_per_class=0"], "=0: expected >= 1"),
         ("pipelines.make_benchmark_shards", [], "--output_dir is required"),
         ("pipelines.make_benchmark_shards", ["--output_dir=o"], "--photo_dir is required"),
         ("pipelines.make_benchmark_shards", ["--output_dir=o", "stray"], "unexpected argument"),
@@ -122,6 +123,7 @@ def test_benchmark_ssl_runs_each_seed_and_judges_the_targets_on_the_means(monkey
             "--coco_label_fractions=0.25",
             "--in_domain_unlabeled",
             "--detection_steps=40",
+            "--pretrain_per_class=90",
         ],
     )
     calls = []
@@ -138,6 +140,7 @@ def test_benchmark_ssl_runs_each_seed_and_judges_the_targets_on_the_means(monkey
         calls.append((work_dir, size.seed, size.methods, ssl_bench.label_counts(size)))
         assert size.in_domain_unlabeled and size.crop_area_range == (0.08, 1.0)
         assert size.color_strength == 1.0 and size.detection_steps == 40
+        assert size.pretrain_per_class == size.transfer_size().pretrain_per_class == 90
         dsize = size.detection_size()  # the detection benchmark's scenes: its classes, one budget
         assert (dsize.budgets, dsize.classes, dsize.seed) == ((40,), 12, size.seed)
         (probe, random_init), (coco, scratch), (few, few_scratch), det = outcome[size.seed]

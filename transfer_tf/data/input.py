@@ -294,6 +294,10 @@ def build_dataset(
     pipeline_id = input_context.input_pipeline_id if input_context else 0
     stream = tf.constant(_stream_key(seed, pipeline_id), tf.int64)
 
+    # Traced as written, not through AutoGraph: decoders, parsers, crops and views use tf.cond
+    # and tf.while_loop themselves, and converting their source cost ~5 s at every pipeline
+    # start (each new process; BENCHMARKS.md, start-up).
+    @tf.autograph.experimental.do_not_convert
     def model_inputs(payload, position):
         # Seed = (stream key, position in the stream): one op; a deterministic run replays the
         # same order, hence the same seeds, and a corrupt record skipped in skip mode shifts

@@ -213,6 +213,9 @@ class Trainer:
         decayed = [v for v in variables if is_decayed(v)] if self.weight_decay > 0 else []
         names = tuple(objective.metric_names)
 
+        # Traced as written (objectives, losses and optimizers use tf ops for their control flow):
+        # AutoGraph converting every objective's source cost seconds at each process start.
+        @tf.autograph.experimental.do_not_convert
         def replica_step(*batch):
             with tf.GradientTape() as tape:
                 loss, metrics = objective.replica_loss(batch if len(batch) > 1 else batch[0])

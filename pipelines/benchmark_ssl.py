@@ -117,7 +117,9 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
     if not 0 < flag_values.crop_area_min <= 1:
         raise cli.UsageError(f"--crop_area_min={flag_values.crop_area_min}: expected (0, 1]")
     if flag_values.pretrain_per_class < 1:
-        raise cli.UsageError(f"--pretrain_per_class={flag_values.pretrain_per_class}: expected >= 1")
+        raise cli.UsageError(
+            f"--pretrain_per_class={flag_values.pretrain_per_class}: expected >= 1"
+        )
     if flag_values.detection_steps and flag_values.detection_steps < 4:
         raise cli.UsageError(
             f"--detection_steps={flag_values.detection_steps}: expected 0 (off) or >= 4"

@@ -3,28 +3,18 @@ before any work, benchmark_input's children get the parsed flags, --table leaves
 
 from __future__ import annotations
 
-import copy
-import importlib
 import json
 import subprocess
 import sys
 
 import pytest
-from absl import flags
 
+from transfer_tf.demo.inprocess import parsed_flags
 from transfer_tf.errors import UsageError
 
 
-def _parsed(module: str, args: list[str]) -> tuple[object, flags.FlagValues, list[str]]:
-    """The binary, a parsed copy of its FLAGS (the binary's own stay unparsed) and absl's argv."""
-    binary = importlib.import_module(module)
-    flag_values = copy.deepcopy(binary.FLAGS)
-    argv = flag_values([module, *args])
-    return binary, flag_values, argv
-
-
 def _call(module: str, args: list[str]) -> str | None:
-    binary, flag_values, argv = _parsed(module, args)
+    binary, flag_values, argv = parsed_flags(module, args)
     return binary.run_from_flags(flag_values, argv)
 
 
@@ -81,7 +71,7 @@ def test_usage_errors_come_before_any_work(module, args, error):
 
 
 def test_benchmark_input_children_get_the_parsed_flags(monkeypatch):
-    binary, flag_values, argv = _parsed(
+    binary, flag_values, argv = parsed_flags(
         "pipelines.benchmark_input",
         ["--file_pattern=tfds:x", "--batch_size=4", "--rounds=2", "--noisolate", "--isolate"],
     )
@@ -103,7 +93,9 @@ def test_benchmark_input_children_get_the_parsed_flags(monkeypatch):
 
 
 def test_benchmark_training_table_preset_leaves_the_parsed_flags_alone():
-    binary, flag_values, _ = _parsed("pipelines.benchmark_training", ["--table", "--repeats=3"])
+    binary, flag_values, _ = parsed_flags(
+        "pipelines.benchmark_training", ["--table", "--repeats=3"]
+    )
     settings = binary.settings_from_flags(flag_values)
     assert settings.image_sizes == ["32", "64", "128", "224"] and settings.warmup == 1
     assert settings.repeats == 3  # not part of the preset
@@ -114,7 +106,7 @@ def test_benchmark_ssl_runs_each_seed_and_judges_the_targets_on_the_means(monkey
     from transfer_tf.benchmarks import ssl as ssl_bench
     from transfer_tf.benchmarks import ssl_summary
 
-    binary, flag_values, argv = _parsed(
+    binary, flag_values, argv = parsed_flags(
         "pipelines.benchmark_ssl",
         [
             "--seeds=3,5",

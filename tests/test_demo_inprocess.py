@@ -1,5 +1,6 @@
 """The demo's in-process calls: each binary's own `run_from_flags` on the binary's own flags."""
 
+import copy
 import glob
 import importlib
 import os
@@ -65,6 +66,20 @@ def test_in_process_call_runs_the_binary_function_on_its_parsed_flags(module, mo
     # Only the binary's own flags are accepted, by its own parser.
     with pytest.raises(flags.UnrecognizedFlagError, match="no_such_flag"):
         inprocess.run_call(module, ["--no_such_flag=1"])
+
+
+def test_in_process_call_ignores_values_left_on_the_binarys_parsed_flags(monkeypatch):
+    # A caller in this process that parsed the binary's own FLAGS (a test did) must not hand its
+    # values to the next call: the copy used to keep them (another run's --eval_pattern).
+    binary = importlib.import_module("pipelines.evaluate")
+    parsed = copy.deepcopy(binary.FLAGS)
+    parsed(["evaluate", "--model_dir=old_run", "--eval_pattern=old_shards/train-*"])
+    monkeypatch.setattr(binary, "FLAGS", parsed)
+    seen = []
+    monkeypatch.setattr(binary, "run_from_flags", lambda fv, argv: seen.append(fv) or "ok")
+    assert inprocess.run_call("pipelines.evaluate", ["--model_dir=new_run"]) == "ok"
+    assert seen[0].model_dir == "new_run" and seen[0].eval_pattern is None
+    assert parsed.eval_pattern == "old_shards/train-*"  # the caller's parse is left alone
 
 
 def test_in_process_build_keeps_the_binary_default_of_an_omitted_flag(tmp_path):

@@ -104,11 +104,12 @@ def test_killed_detection_run_resumes(tmp_path):
     assert json.loads(done.stdout.strip().splitlines()[-1])["global_step"] == HEAD_STEPS + ALL_STEPS
 
     # pipelines/evaluate.py's detection job on the finished run: COCOeval into the metrics JSON.
-    from pipelines import evaluate
+    # In-process, on a parsed copy of the binary's flags (parsing evaluate.FLAGS themselves left
+    # this run's --eval_pattern behind for the next in-process evaluate in the worker).
+    from transfer_tf.demo.inprocess import run_call
 
-    argv = ["evaluate", f"--model_dir={model_dir}", f"--eval_pattern={shards}/train-*"]
-    evaluate.FLAGS(argv)
-    printed = json.loads(evaluate.run_from_flags(evaluate.FLAGS, argv[:1]))
+    args = [f"--model_dir={model_dir}", f"--eval_pattern={shards}/train-*"]
+    printed = json.loads(run_call("pipelines.evaluate", args))
     written = json.loads((tmp_path / "run" / "eval_metrics.json").read_text())
     assert {"AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(written)
     assert written["AP50"] == printed["AP50"] and 0.0 <= written["AP"] <= 1.0

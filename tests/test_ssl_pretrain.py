@@ -329,17 +329,16 @@ def test_killed_byol_run_resumes_as_the_uninterrupted_run(runs, tmp_path):
 def test_evaluate_binary_reports_the_runs_knn_top1(runs, tmp_path):
     """`pipelines.evaluate` on a self-supervised run: kNN top-1 of its checkpoint (the run's own
     label-free eval at its last step, recomputed), not the top-1 of its untrained head."""
-    import copy
     import json
 
-    from pipelines import evaluate
+    from transfer_tf.demo.inprocess import run_call
     from transfer_tf.training.evaluation import evaluate_run
 
     _, run_dir, _ = runs["simclr"]
-    flag_values = copy.deepcopy(evaluate.FLAGS)
     out = tmp_path / "knn.json"
-    argv = flag_values(["evaluate", f"--model_dir={run_dir}", f"--output={out}"])
-    printed = json.loads(evaluate.run_from_flags(flag_values, argv))
+    printed = json.loads(
+        run_call("pipelines.evaluate", [f"--model_dir={run_dir}", f"--output={out}"])
+    )
     ((step, in_run),) = read_scalars(run_dir)["eval/knn_top1"]
     assert step == STEPS // 2 and printed["knn_k"] == 5
     assert printed["knn_top1"] == pytest.approx(in_run, abs=1e-6)

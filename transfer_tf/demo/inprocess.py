@@ -20,8 +20,9 @@ import copy
 import importlib
 import logging as std_logging
 from collections.abc import Callable, Iterator
+from types import ModuleType
 
-from absl import logging
+from absl import flags, logging
 
 from transfer_tf.errors import UsageError
 
@@ -52,12 +53,26 @@ def run_call(module: str, args: list[str]) -> str | None:
     """
     if not supports(module):
         raise UsageError(f"{module} has no in-process runner (run it as a subprocess)")
-    binary = importlib.import_module(module)
-    # A copy: every call starts from the binary's defaults (finetune runs twice, with and
-    # without --init_checkpoint).
-    flag_values = copy.deepcopy(binary.FLAGS)
-    argv = flag_values([module, *args])
+    binary, flag_values, argv = parsed_flags(module, args)
     return binary.run_from_flags(flag_values, argv)
+
+
+def parsed_flags(module: str, args: list[str]) -> tuple[ModuleType, flags.FlagValues, list[str]]:
+    """Imports binary `module` and parses `args` into a copy of its `FLAGS`.
+
+    Returns (the module, the parsed copy, absl's remaining argv with the program name first).
+    Every copy starts from the binary's defaults: finetune runs twice in the demo, with and
+    without --init_checkpoint, and values a parse of the binary's own `FLAGS` left behind (a
+    caller that parsed them in this process) are not inherited.
+
+    Raises:
+      flags.Error: a flag the binary does not define, or a bad value.
+    """
+    binary = importlib.import_module(module)
+    flag_values = copy.deepcopy(binary.FLAGS)
+    flag_values.unparse_flags()
+    argv = flag_values([module, *args])
+    return binary, flag_values, argv
 
 
 class _LineHandler(std_logging.Handler):

@@ -2,6 +2,7 @@
 
 import io
 import json
+import logging as std_logging
 import os
 import subprocess
 import sys
@@ -282,6 +283,26 @@ def test_versions_are_sequential_and_failed_export_leaves_nothing(tmp_path, monk
         sm.export_saved_model(model, cfg, base)
     assert sorted(os.listdir(base)) == ["7", "8", "notes"]
     assert sm.existing_versions(base) == [7, 8]
+
+
+def test_export_mutes_savedmodel_chatter_and_restores_the_log_levels(tmp_path, caplog):
+    # It used to leave absl's logger at WARNING for the rest of a library caller's process
+    # (absl.logging.set_verbosity restores the verbosity flag, WARNING outside a binary).
+    import keras
+    from absl import logging as absl_logging
+
+    caplog.set_level(std_logging.INFO)
+    caplog.set_level(std_logging.INFO, logger="absl")
+    levels = [std_logging.getLogger(n).level for n in ("absl", "tensorflow")]
+    inputs = keras.Input((SIZE, SIZE, 3))
+    model = keras.Model(
+        inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs))
+    )
+    sm.export_saved_model(model, _cfg("classification", 2, 5), str(tmp_path / "exp"))
+    assert "unsupported characters" not in caplog.text and "Assets written" not in caplog.text
+    assert [std_logging.getLogger(n).level for n in ("absl", "tensorflow")] == levels
+    absl_logging.info("the caller's own progress line")
+    assert "the caller's own progress line" in caplog.text
 
 
 def test_label_names_file_must_match_num_classes(tmp_path):

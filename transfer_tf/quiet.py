@@ -1,4 +1,4 @@
-"""Quiet TensorFlow start-up for the binaries.
+"""Quiet TensorFlow start-up for the binaries, and a block with TensorFlow's INFO chatter muted.
 
 TF 2.21 prints several C++ lines at import and device discovery (the oneDNN notice, "Could not find
 cuda drivers", "failed call to cuInit", "All log messages before absl::InitializeLog()") that
@@ -10,10 +10,13 @@ Set `TF_CPP_MIN_LOG_LEVEL=0` (or 1) to see everything.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 import sys
 import tempfile
+from collections.abc import Iterator
 
 _STARTUP_NOISE = re.compile(
     r"All log messages before absl::InitializeLog"
@@ -49,3 +52,27 @@ def import_tensorflow_quietly() -> None:
                 if line.strip() and not _STARTUP_NOISE.search(line):
                     sys.stderr.write(line + "\n")
             sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def info_logs_muted() -> Iterator[None]:
+    """Within the block, INFO lines of absl's and TensorFlow's Python loggers are dropped.
+
+    TensorFlow logs through both (`tf.saved_model.save`: a line per signature listing ~100
+    captured-input names, "Assets written to"). Each logger's own level is restored afterwards:
+    `absl.logging.set_verbosity` would instead pin absl's logger at the process's verbosity flag,
+    which outside a binary is WARNING, muting the caller's INFO logs for the rest of the process.
+
+    Example:
+        with info_logs_muted():
+            tf.saved_model.save(module, path)
+    """
+    loggers = [logging.getLogger("absl"), logging.getLogger("tensorflow")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(logging.WARNING, lg.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)

@@ -36,7 +36,6 @@ import tempfile
 from collections.abc import Callable
 
 import tensorflow as tf
-from absl import logging
 
 from transfer_tf.config import ExperimentConfig
 from transfer_tf.data import schemas
@@ -45,6 +44,7 @@ from transfer_tf.data.label_maps import read_label_map
 from transfer_tf.errors import UsageError
 from transfer_tf.models.resnet import model_signature
 from transfer_tf.models.weights import SIGNATURE_FILE
+from transfer_tf.quiet import info_logs_muted
 
 LABELS_ASSET = "labels.txt"
 BYTES_INPUT = "image_bytes"
@@ -297,12 +297,8 @@ def export_saved_model(
             tf.io.gfile.rmtree(tmp_dir)
         # TF logs a line per signature about captured-variable input names (harmless, ~100
         # numbers each); keep INFO logs of the binaries readable.
-        verbosity = logging.get_verbosity()
-        logging.set_verbosity(logging.WARNING)
-        try:
+        with info_logs_muted():
             tf.saved_model.save(module, tmp_dir, signatures=module.signatures())
-        finally:
-            logging.set_verbosity(verbosity)
         write_model_signature(model, tmp_dir)
         tf.io.gfile.rename(tmp_dir, final_dir, overwrite=False)
     except BaseException:

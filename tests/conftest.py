@@ -32,3 +32,20 @@ def _op_determinism_stays_in_its_test():
 
         if tf_config.is_op_determinism_enabled():
             tf_config.disable_op_determinism()
+
+
+@pytest.fixture(autouse=True)
+def _binary_flags_stay_unparsed():
+    """A test that parses a binary's own `FLAGS` leaves its values to every later in-process call
+    of that binary on the same xdist worker; tests parse copies (`demo.inprocess.parsed_flags`)."""
+    yield
+    parsed = [
+        name
+        for name, module in list(sys.modules.items())
+        if name.startswith("pipelines.")
+        and hasattr(getattr(module, "FLAGS", None), "is_parsed")
+        and module.FLAGS.is_parsed()
+    ]
+    for name in parsed:  # only the culprit fails, not every later test on the worker
+        sys.modules[name].FLAGS.unparse_flags()
+    assert not parsed, f"this test left the FLAGS of {parsed} parsed: parse a copy"

@@ -68,6 +68,7 @@ def test_photo_benchmark_runs_its_arms_through_the_builders(tmp_path):
                 "--data=photos",
                 f"--photo_dir={photo_dir}",
                 f"--work_dir={work}",
+                "--model=resnet10",
                 "--image_size=32",
                 "--batch_size=8",
                 "--pretrain_epochs=1",

@@ -35,7 +35,7 @@ def test_killed_detection_run_resumes(tmp_path):
     build_coco([coco.image_dir], coco.annotations_file, os.path.join(shards, "train"), num_shards=2)
     # The backbone source: a classifier's Keras weights (its head is not restored).
     weights = str(tmp_path / "pretrained.weights.h5")
-    build_classifier(ModelConfig(name="resnet18"), 5).save_weights(weights)
+    build_classifier(ModelConfig(name="resnet10"), 5).save_weights(weights)
     config = {
         "seed": 0,
         "data": {
@@ -46,7 +46,7 @@ def test_killed_detection_run_resumes(tmp_path):
             "num_train_examples": 12,
             "shuffle_buffer": 16,
         },
-        "model": {"name": "resnet18"},
+        "model": {"name": "resnet10"},
         "train": {
             "global_batch_size": 2,
             "strategy": "one_device",

@@ -31,7 +31,7 @@ def test_kill_mid_phase_then_resume(tmp_path):
     shards = str(tmp_path / "tfr")
     build_coco([coco.image_dir], coco.annotations_file, os.path.join(shards, "train"), num_shards=2)
     weights = str(tmp_path / "pretrained.weights.h5")
-    build_classifier(ModelConfig(name="resnet18"), 5).save_weights(weights)
+    build_classifier(ModelConfig(name="resnet10"), 5).save_weights(weights)
     config = {
         "seed": 0,
         "data": {
@@ -43,7 +43,7 @@ def test_kill_mid_phase_then_resume(tmp_path):
             "image_size": 32,
             "shuffle_buffer": 32,
         },
-        "model": {"name": "resnet18"},
+        "model": {"name": "resnet10"},
         "train": {
             "global_batch_size": 8,
             "strategy": "one_device",

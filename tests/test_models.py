@@ -1,6 +1,7 @@
 """Models: stages, dtypes, BN options, and loading the standard Keras ResNet-50 weights file layout."""
 
 import dataclasses
+import re
 
 import h5py
 import keras
@@ -33,6 +34,21 @@ def test_resnet18_stages_and_logits():
     # 11.2M backbone params (torchvision resnet18 has 11.18M incl. its 1000-way fc of 0.51M).
     params = sum(int(np.prod(v.shape)) for v in model.weights if v.trainable)
     assert 11.1e6 < params - (512 * 7 + 7) < 11.2e6
+
+
+def test_resnet10_is_resnet18_with_one_block_per_stage():
+    model = resnet.build_classifier(_cfg(name="resnet10"), num_classes=7)
+    names = [layer.name for layer in model.layers]
+    # Stages, strides and widths of ResNet-18 (so the detector's FPN finds C3-C5), one block each.
+    assert {n[:12] for n in names if re.match(r"conv[2-5]_block", n)} == {
+        f"conv{s}_block1" for s in range(2, 6)
+    }
+    assert "conv3_block1_0_conv" in names and "conv2_block1_0_conv" not in names  # projections
+    assert model(tf.zeros([2, 32, 32, 3], tf.uint8)).shape == (2, 7)
+    features = keras.Model(model.input, model.get_layer("conv5_block1_out").output)
+    assert features(tf.zeros([1, 64, 64, 3], tf.uint8)).shape == (1, 2, 2, 512)
+    params = sum(int(np.prod(v.shape)) for v in model.weights if v.trainable)
+    assert 4.90e6 < params - (512 * 7 + 7) < 4.91e6
 
 
 def test_batchnorm_options_and_zero_gamma():

@@ -75,7 +75,7 @@ def overrides(pattern: str) -> list[str]:
         "data.shuffle_buffer=1",
         "data.file_shuffle=false",
         "data.cycle_length=2",
-        "model.name=resnet18",
+        "model.name=resnet10",
         "model.sync_batchnorm=true",
         "train.global_batch_size=8",
         f"train.train_steps={STEPS}",

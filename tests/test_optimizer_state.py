@@ -1,6 +1,6 @@
 """Per-phase optimizer state, LR multipliers and fine-tuning EMA, through `run_finetuning`.
 
-One short fine-tuning run (resnet18, 32 px, one constant batch so the data stream cannot matter)
+One short fine-tuning run (resnet10, 32 px, one constant batch so the data stream cannot matter)
 is shared by the first tests: probe (head, 3 steps) then all (1 step, `lr_multipliers: {stem: 0.1}`)
 under AdamW, compared with fresh Keras AdamW steps on the same gradient. (With zero-initialised residual gammas only the
 stem and the projection shortcuts get gradients at first, so those are the kernels compared.)
@@ -44,7 +44,7 @@ def _cfg(multipliers=None, train_ema=0.0):
         {
             "deterministic": False,
             "data": {"num_classes": 4, "image_size": 32},
-            "model": {"name": "resnet18"},
+            "model": {"name": "resnet10"},
             "train": {
                 "global_batch_size": 8,
                 "strategy": "one_device",

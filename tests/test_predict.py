@@ -39,7 +39,7 @@ def run_and_export(tmp_path_factory):
     cfg = load_config(
         None,
         [
-            "model.name=resnet18",
+            "model.name=resnet10",
             "data.image_size=32",
             "data.num_classes=3",
             f"data.label_names_file={names}",

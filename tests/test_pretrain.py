@@ -53,7 +53,7 @@ data:
   shuffle_buffer: 64
   cycle_length: 2
 model:
-  name: resnet18
+  name: resnet10
 train:
   global_batch_size: 8
   train_steps: 16

@@ -65,7 +65,7 @@ data:
   shuffle_buffer: 64
   cycle_length: 1
 model:
-  name: resnet18
+  name: resnet10
 train:
   global_batch_size: 8
   train_steps: {8 if method == "simclr" else STEPS}
@@ -133,7 +133,7 @@ def test_simclr_and_byol_pretrain_with_label_free_metrics(runs):
 def test_byol_target_follows_the_ema_and_never_trains(tmp_path):
     cfg = load_config(
         None,
-        ["ssl.method=byol", "model.name=resnet18", "data.image_size=16", "data.num_classes=3",
+        ["ssl.method=byol", "model.name=resnet10", "data.image_size=16", "data.num_classes=3",
          "ssl.projection_widths=[32, 16]", "ssl.predictor_widths=[32, 16]"],
     )  # fmt: skip
     strategy = make_strategy("one_device")
@@ -234,7 +234,7 @@ def test_ssl_benchmark_detection_arms_train_a_retinanet_from_the_ssl_run(runs, t
     from transfer_tf.benchmarks import detection, ssl_detection
 
     dsize = detection.DetectionBenchmarkSize(
-        classes=2, coco_train_images=4, coco_val_images=3, raw_image_size=(96, 112),
+        model="resnet10", classes=2, coco_train_images=4, coco_val_images=3, raw_image_size=(96, 112),
         detection_image_size=128, budgets=(4,), batch_size=2, mixed_precision="none",
     )  # fmt: skip
     timings = []

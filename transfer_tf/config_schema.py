@@ -88,11 +88,11 @@ class DataConfig:
 class ModelConfig:
     """Backbone and head."""
 
-    name: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101 | resnet152
+    name: str = "resnet50"  # resnet10 | resnet18 | resnet34 | resnet50 | resnet101 | resnet152
     # Bottleneck ResNets (50/101/152): `v1.5` downsamples in each stage's first 3x3 conv (Model
     # Garden, NVIDIA, torchvision; ~+0.5% top-1), `v1` in its first 1x1 conv (keras.applications:
     # what the standard Keras ImageNet weights need). Same variables, so restore checks it
-    # (configs/imagenet_resnet50.yaml uses v1.5). No effect on resnet18/34. The default stays v1
+    # (configs/imagenet_resnet50.yaml uses v1.5). No effect on resnet10/18/34. The default stays v1
     # because run dirs written before this key were v1.
     resnet_variant: str = "v1"
     dropout: float = 0.0
@@ -357,7 +357,7 @@ class ExperimentConfig:
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.schema": ("classification", "coco"),
     "data.augment_policy": ("none", "randaugment", "autoaugment"),
-    "model.name": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
+    "model.name": ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
     "model.input_preprocessing": ("standardize", "caffe"),
     "model.resnet_variant": ("v1", "v1.5"),
     "train.optimizer": ("sgd", "lars", "adam", "adamw"),

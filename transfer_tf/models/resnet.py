@@ -1,11 +1,13 @@
-"""ResNet classifiers (18/34/50/101/152) with named stages, built for pretraining and transfer.
+"""ResNet classifiers (10/18/34/50/101/152) with named stages, built for pretraining and transfer.
 
 ResNet-50/101/152 are `keras.applications` ResNets (same layer names, so the standard Keras
 ImageNet weights file loads into them): `model.resnet_variant: v1` as built there (stride 2 on the
 first 1x1 conv of a stage), or `v1.5` with that stride moved to the block's 3x3 conv (Model Garden,
 NVIDIA, torchvision). Both have the same variables; `model_signature` tells them apart. ResNet-18/34
 are basic-block ResNets written here with the same naming convention (`conv1_*`, `pool1_*`,
-`conv{2..5}_block{i}_{j}_{conv,bn}`, `..._out`).
+`conv{2..5}_block{i}_{j}_{conv,bn}`, `..._out`). ResNet-10 is ResNet-18 with one basic block per
+stage (4.9M parameters): the same stages, strides and widths at about two thirds of ResNet-18's
+graph-building and tracing time, for smoke runs and tests where depth buys nothing.
 
 The classifier takes uint8 (or float) images `[B, H, W, 3]` in 0..255 and returns float32 logits
 `[B, num_classes]`, float32 even under a mixed precision policy. Normalisation is its first layer.
@@ -42,7 +44,7 @@ NEW_STAGES = ("fpn", "head")
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 _BOTTLENECK = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3), "resnet152": (3, 8, 36, 3)}
-_BASIC = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
+_BASIC = {"resnet10": (1, 1, 1, 1), "resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 _APPLICATIONS = {
     "resnet50": keras.applications.ResNet50,
     "resnet101": keras.applications.ResNet101,

@@ -18,7 +18,7 @@ DEMO_CONFIG = os.path.join(REPO, "configs", "demo.yaml")
 
 # A reduced demo: every stage runs, on tiny data and a small model.
 TINY = [
-    "--set=model.name=resnet18",
+    "--set=model.name=resnet10",
     "--set=data.image_size=32",
     "--set=data.num_classes=4",
     "--set=data.shuffle_buffer=64",

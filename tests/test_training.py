@@ -33,7 +33,7 @@ def _trainer(tmp_path, **kw):
     strategy = make_strategy("one_device")
     keras.utils.set_random_seed(0)
     with strategy.scope():
-        model = build_classifier(ModelConfig(name="resnet18"), 4)
+        model = build_classifier(ModelConfig(name="resnet10"), 4)
         optimizer = make_optimizer(TrainConfig(momentum=0.9))
     args = dict(
         global_batch_size=16,
@@ -164,13 +164,13 @@ def test_load_model_rebuilds_run(tmp_path):
     from transfer_tf.config import ExperimentConfig, save_config
 
     cfg = ExperimentConfig()
-    cfg.model = dataclasses.replace(cfg.model, name="resnet18")
+    cfg.model = dataclasses.replace(cfg.model, name="resnet10")
     cfg.data.num_classes = 4
     trainer = _trainer(tmp_path)
     trainer.save()
     save_config(cfg, str(tmp_path / "config.yaml"))
     model, loaded = load_model(str(tmp_path))
-    assert loaded.model.name == "resnet18"
+    assert loaded.model.name == "resnet10"
     x = tf.random.uniform([2, 32, 32, 3], 0, 255)
     np.testing.assert_allclose(model(x).numpy(), trainer.model(x).numpy(), rtol=1e-5, atol=1e-5)
 
@@ -203,7 +203,7 @@ def _ema_run(tmp_path, mixed_precision="none", ema_decay=0.999):
     from transfer_tf.training.precision import set_policy
 
     cfg = ExperimentConfig()
-    cfg.model = dataclasses.replace(cfg.model, name="resnet18")
+    cfg.model = dataclasses.replace(cfg.model, name="resnet10")
     cfg.data.num_classes = 4
     cfg.train = dataclasses.replace(
         cfg.train, mixed_precision=mixed_precision, ema_decay=ema_decay, momentum=0.9
@@ -292,7 +292,7 @@ def test_restore_asserts_the_checkpoint_holds_what_the_run_expects(tmp_path):
     trainer.save()
     strategy = make_strategy("one_device")
     with strategy.scope():
-        model = build_classifier(ModelConfig(name="resnet18"), 4)
+        model = build_classifier(ModelConfig(name="resnet10"), 4)
         optimizer = make_optimizer(TrainConfig(momentum=0.9))
     other = Trainer(model, optimizer, strategy, str(tmp_path), global_batch_size=16, ema_decay=0.9)
     with pytest.raises(UsageError, match=r"ckpt-0.*does not match"):

@@ -129,7 +129,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
 
 def _basic_block(x, filters: int, stride: int, project: bool, name: str, bn: dict):
-    """A ResNet-18/34 residual block: two 3x3 convs (stride on the first), keras naming."""
+    """A ResNet-10/18/34 residual block: two 3x3 convs (stride on the first), keras naming."""
     layers = keras.layers
     shortcut = x
     if project:
@@ -263,7 +263,7 @@ def build_classifier(
 def model_signature(model: keras.Model) -> dict:
     """What a backbone's weights depend on beyond their shapes, read from a built classifier:
     `{"name", "input_preprocessing", "mean_rgb", "stddev_rgb", "resnet_variant"}` (variant `v1`
-    or `v1.5` for bottleneck ResNets, None for resnet18/34; mean/stddev None in `caffe` mode).
+    or `v1.5` for bottleneck ResNets, None for resnet10/18/34; mean/stddev None in `caffe` mode).
     Compare with `config_signature` of a source's config (transfer.restore does). Entries a model
     not built here cannot tell (no `stem_normalize` layer, ...) are None."""
     by_name = {layer.name: layer for layer in model.layers}
@@ -319,7 +319,7 @@ def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
 
 def features_model(model: keras.Model) -> keras.Model:
     """A model sharing `model`'s layers that outputs the backbone's last feature map
-    `[B, h, w, C]` (C = 2048 for bottleneck ResNets, 512 for 18/34)."""
+    `[B, h, w, C]` (C = 2048 for bottleneck ResNets, 512 for 10/18/34)."""
     head_pool = model.get_layer("head_pool")
     return keras.Model(model.input, head_pool.input, name=f"{model.name}_features")
 

@@ -49,7 +49,7 @@ BYOL_PROJECTION = (4096, 256)
 
 def pooled_encoder(model: keras.Model) -> keras.Model:
     """The classifier's backbone as a model sharing its layers: images uint8 `[B, S, S, 3]` ->
-    pooled features `[B, C]` (compute dtype; C = 2048 for ResNet-50, 512 for 18/34)."""
+    pooled features `[B, C]` (compute dtype; C = 2048 for ResNet-50, 512 for 10/18/34)."""
     pool = model.get_layer("head_pool")
     return keras.Model(model.input, pool.output, name=f"{model.name}_encoder")
 

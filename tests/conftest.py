@@ -35,6 +35,19 @@ def _op_determinism_stays_in_its_test():
 
 
 @pytest.fixture(autouse=True)
+def _precision_policy_stays_in_its_test():
+    """In-process runs set Keras' global precision policy from their config (`auto`: bfloat16 on
+    an AMX or AVX512-BF16 CPU); reset after each test, so that a later test on the same xdist
+    worker builds float32 models unless it asks otherwise, whatever the CPU class."""
+    yield
+    if "keras" in sys.modules:
+        import keras
+
+        if keras.mixed_precision.global_policy().name != "float32":
+            keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.fixture(autouse=True)
 def _binary_flags_stay_unparsed():
     """A test that parses a binary's own `FLAGS` leaves its values to every later in-process call
     of that binary on the same xdist worker; tests parse copies (`demo.inprocess.parsed_flags`)."""

@@ -3,6 +3,7 @@
 import copy
 import glob
 import importlib
+import logging as std_logging
 import os
 
 import pytest
@@ -68,7 +69,7 @@ def test_in_process_call_runs_the_binary_function_on_its_parsed_flags(module, mo
         inprocess.run_call(module, ["--no_such_flag=1"])
 
 
-def test_in_process_call_ignores_values_left_on_the_binarys_parsed_flags(monkeypatch):
+def test_in_process_call_ignores_values_left_on_the_binarys_parsed_flags(monkeypatch, caplog):
     # A caller in this process that parsed the binary's own FLAGS (a test did) must not hand its
     # values to the next call: the copy used to keep them (another run's --eval_pattern).
     binary = importlib.import_module("pipelines.evaluate")
@@ -77,7 +78,9 @@ def test_in_process_call_ignores_values_left_on_the_binarys_parsed_flags(monkeyp
     monkeypatch.setattr(binary, "FLAGS", parsed)
     seen = []
     monkeypatch.setattr(binary, "run_from_flags", lambda fv, argv: seen.append(fv) or "ok")
+    caplog.set_level(std_logging.INFO)  # absl's flags module logs to the root logger
     assert inprocess.run_call("pipelines.evaluate", ["--model_dir=new_run"]) == "ok"
+    assert "unparse_flags" not in caplog.text  # no absl line per call on the demo's console
     assert seen[0].model_dir == "new_run" and seen[0].eval_pattern is None
     assert parsed.eval_pattern == "old_shards/train-*"  # the caller's parse is left alone
 

@@ -70,7 +70,9 @@ def parsed_flags(module: str, args: list[str]) -> tuple[ModuleType, flags.FlagVa
     """
     binary = importlib.import_module(module)
     flag_values = copy.deepcopy(binary.FLAGS)
-    flag_values.unparse_flags()
+    # Per flag: FlagValues.unparse_flags() would also log a line on every call.
+    for name in list(flag_values):
+        flag_values[name].unparse()
     argv = flag_values([module, *args])
     return binary, flag_values, argv
 

@@ -59,6 +59,14 @@ def _random_weights(model, seed):
             layer.moving_variance.assign(np.ones(layer.moving_variance.shape, np.float32))
 
 
+def _tiny_model():
+    """Two classes on pooled pixels: an export's layout and logging without a ResNet's cost."""
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    return keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs)))
+
+
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
     """A single-label (with class names) and a multi-label export of tiny ResNet-18s."""
@@ -259,13 +267,8 @@ def test_fresh_tensorflow_only_process_loads_and_predicts(exports, jpeg_file):
 
 
 def test_versions_are_sequential_and_failed_export_leaves_nothing(tmp_path, monkeypatch):
-    import keras
-
     cfg = _cfg("classification", 2, 5)
-    inputs = keras.Input((SIZE, SIZE, 3))
-    model = keras.Model(
-        inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs))
-    )
+    model = _tiny_model()
     base = str(tmp_path / "exp")
     os.makedirs(os.path.join(base, "7"))
     os.makedirs(os.path.join(base, "notes"))
@@ -288,17 +291,12 @@ def test_versions_are_sequential_and_failed_export_leaves_nothing(tmp_path, monk
 def test_export_mutes_savedmodel_chatter_and_restores_the_log_levels(tmp_path, caplog):
     # It used to leave absl's logger at WARNING for the rest of a library caller's process
     # (absl.logging.set_verbosity restores the verbosity flag, WARNING outside a binary).
-    import keras
     from absl import logging as absl_logging
 
     caplog.set_level(std_logging.INFO)
     caplog.set_level(std_logging.INFO, logger="absl")
     levels = [std_logging.getLogger(n).level for n in ("absl", "tensorflow")]
-    inputs = keras.Input((SIZE, SIZE, 3))
-    model = keras.Model(
-        inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs))
-    )
-    sm.export_saved_model(model, _cfg("classification", 2, 5), str(tmp_path / "exp"))
+    sm.export_saved_model(_tiny_model(), _cfg("classification", 2, 5), str(tmp_path / "exp"))
     assert "unsupported characters" not in caplog.text and "Assets written" not in caplog.text
     assert [std_logging.getLogger(n).level for n in ("absl", "tensorflow")] == levels
     absl_logging.info("the caller's own progress line")

@@ -234,8 +234,9 @@ def test_ssl_benchmark_detection_arms_train_a_retinanet_from_the_ssl_run(runs, t
     from transfer_tf.benchmarks import detection, ssl_detection
 
     dsize = detection.DetectionBenchmarkSize(
-        model="resnet10", classes=2, coco_train_images=4, coco_val_images=3, raw_image_size=(96, 112),
-        detection_image_size=128, budgets=(4,), batch_size=2, mixed_precision="none",
+        model="resnet10", classes=2, coco_train_images=4, coco_val_images=3,
+        raw_image_size=(96, 112), detection_image_size=128, budgets=(4,), batch_size=2,
+        mixed_precision="none",
     )  # fmt: skip
     timings = []
 

@@ -131,7 +131,10 @@ class TrainConfig:
     optimizer: str = "sgd"
     momentum: float = 0.9
     nesterov: bool = False
-    # Learning rate for a global batch of 256; scaled linearly with global_batch_size.
+    # Learning rate per 256 images (the LR at a global batch of 256), scaled to global_batch_size
+    # B as every LR in a config (training/schedules.py:peak_learning_rate): x B/256 for sgd and
+    # lars, x sqrt(B/256) for adam and adamw (square-root rule; adam/adamw pretraining scaled
+    # linearly before issue 29).
     base_learning_rate: float = 0.1
     lr_schedule: str = "cosine"  # cosine | step | constant
     # Linear warmup; capped at the run's length (a 100-step run warms up over its 100 steps).

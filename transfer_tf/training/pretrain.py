@@ -102,6 +102,13 @@ def run_pretraining(
     peak_schedule = schedules.from_train_config(
         train_cfg, steps_per_epoch or total_steps, total_steps
     )
+    logging.info(
+        "pretraining peak lr %s, %s schedule",
+        schedules.describe_learning_rate(
+            train_cfg.base_learning_rate, train_cfg.global_batch_size, train_cfg.optimizer
+        ),
+        train_cfg.lr_schedule,
+    )
     try:
         logs = trainer.train(
             train_fn,

@@ -46,8 +46,15 @@ flags.DEFINE_enum(
     "frozen_batchnorm of the pretrained run's fpn,head phase.",
     flag_values=FLAGS,
 )
-flags.DEFINE_float("head_lr", 0.01, "LR of the pretrained run's phases.", flag_values=FLAGS)
-flags.DEFINE_float("scratch_lr", 0.01, "LR of the scratch run.", flag_values=FLAGS)
+flags.DEFINE_float(
+    "head_lr",
+    0.01,
+    "SGD LR of the pretrained run's phases at --batch_size (absolute).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_float(
+    "scratch_lr", 0.01, "SGD LR of the scratch run at --batch_size (absolute).", flag_values=FLAGS
+)
 flags.DEFINE_string(
     "mixed_precision",
     "auto",

@@ -97,12 +97,12 @@ def test_choice_and_range_validation():
 def test_phases_are_typed_and_validated(tmp_path):
     path = write(
         tmp_path,
-        "transfer:\n  phases:\n    - {name: probe, trainable: head, steps: 10, learning_rate: 0.1}\n"
-        "    - {name: ft, trainable: all, epochs: 1, learning_rate: 0.01, lr_multipliers: {stage1: 0.1}}\n",
+        "transfer:\n  phases:\n    - {name: probe, trainable: head, steps: 10, base_learning_rate: 0.1}\n"
+        "    - {name: ft, trainable: all, epochs: 1, base_learning_rate: 0.01, lr_multipliers: {stage1: 0.1}}\n",
     )
-    cfg = load_config(path, ["transfer.phases.1.learning_rate=0.02"])
+    cfg = load_config(path, ["transfer.phases.1.base_learning_rate=0.02"])
     assert [p.name for p in cfg.transfer.phases] == ["probe", "ft"]
-    assert cfg.transfer.phases[1].learning_rate == 0.02
+    assert cfg.transfer.phases[1].base_learning_rate == 0.02
     assert cfg.transfer.phases[1].lr_multipliers == {"stage1": 0.1}
     with pytest.raises(ConfigError, match=r"phases\[0\]\.trainabel"):
         config_from_dict({"transfer": {"phases": [{"trainabel": "head", "steps": 1}]}})

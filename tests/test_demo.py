@@ -75,8 +75,8 @@ def test_scratch_gets_the_same_step_budget(tmp_path):
     total = sum(plan.phase_steps(fin, p) for p in fin.transfer.phases)
     assert [p.trainable for p in scratch.transfer.phases] == ["all"]
     assert scratch.transfer.phases[0].steps == total > 0
-    assert scratch.transfer.phases[0].learning_rate == max(
-        p.learning_rate for p in fin.transfer.phases
+    assert scratch.transfer.phases[0].base_learning_rate == max(
+        p.base_learning_rate for p in fin.transfer.phases
     )
 
 

@@ -58,8 +58,9 @@ def test_killed_detection_run_resumes(tmp_path):
             "task": "detection",
             "phases": [
                 {"name": "heads", "trainable": "fpn,head", "steps": HEAD_STEPS,
-                 "learning_rate": 0.01},
-                {"name": "all", "trainable": "all", "steps": ALL_STEPS, "learning_rate": 0.001},
+                 "base_learning_rate": 0.01 * 256 / 2},  # 0.01 at batch 2
+                {"name": "all", "trainable": "all", "steps": ALL_STEPS,
+                 "base_learning_rate": 0.001 * 256 / 2},
             ],
         },
         "detection": {"image_size": 128, "max_boxes": 8, "head_convs": 1},

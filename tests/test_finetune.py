@@ -56,12 +56,13 @@ def test_two_phases_freeze_and_unfreeze(tmp_path):
             "train": {"global_batch_size": 8, "strategy": "one_device", "log_every_steps": 100},
             "transfer": {
                 "phases": [
-                    {"name": "probe", "trainable": "head", "steps": 3, "learning_rate": 0.1},
+                    # 0.1 and 0.05 at batch 8 (per 256 images: x 256/8).
+                    {"name": "probe", "trainable": "head", "steps": 3, "base_learning_rate": 3.2},
                     {
                         "name": "top",
                         "trainable": "stage4+",
                         "steps": 3,
-                        "learning_rate": 0.05,
+                        "base_learning_rate": 1.6,
                         "lr_multipliers": {"stage4": 0.5},
                     },
                 ]

@@ -53,8 +53,19 @@ def test_kill_mid_phase_then_resume(tmp_path):
         },
         "transfer": {
             "phases": [
-                {"name": "probe", "trainable": "head", "steps": PROBE_STEPS, "learning_rate": 0.1},
-                {"name": "finetune", "trainable": "all", "steps": FT_STEPS, "learning_rate": 0.01},
+                # 0.1 and 0.01 at batch 8.
+                {
+                    "name": "probe",
+                    "trainable": "head",
+                    "steps": PROBE_STEPS,
+                    "base_learning_rate": 3.2,
+                },
+                {
+                    "name": "finetune",
+                    "trainable": "all",
+                    "steps": FT_STEPS,
+                    "base_learning_rate": 0.32,
+                },
             ]
         },
     }

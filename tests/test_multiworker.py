@@ -178,8 +178,9 @@ def test_two_workers_finetune_phases_in_sync(tmp_path):
     pattern = write_shards(tmp_path)
     hosts = ",".join(f"127.0.0.1:{p}" for p in free_ports(2))
     phases = (
-        "[{name: head, trainable: head, steps: 1, learning_rate: 0.05, lr_schedule: constant},"
-        " {name: all, trainable: all, steps: 1, learning_rate: 0.01, lr_schedule: constant}]"
+        # 0.05 and 0.01 at batch 8, per 256 images.
+        "[{name: head, trainable: head, steps: 1, base_learning_rate: 1.6, lr_schedule: constant},"
+        " {name: all, trainable: all, steps: 1, base_learning_rate: 0.32, lr_schedule: constant}]"
     )
     run_dir = tmp_path / "ft"
     tmpdir = tmp_path / "tmp1"

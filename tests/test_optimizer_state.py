@@ -25,6 +25,8 @@ from transfer_tf.training.strategy import make_strategy
 from transfer_tf.transfer.finetune import run_finetuning
 
 LR, WD, PROBE_STEPS = 1e-3, 0.05, 3
+# The config's LR is per 256 images; AdamW at batch 8 trains at it x sqrt(8/256) = LR.
+BASE_LR = schedules.base_learning_rate_for(LR, 8, "adamw")
 STEM_KERNEL = "conv1_conv/kernel"
 STAGE3_KERNEL = "conv4_block1_0_conv/kernel"
 
@@ -38,7 +40,7 @@ def _dataset_fn(ctx):
 
 
 def _cfg(multipliers=None, train_ema=0.0):
-    ft = {"name": "ft", "trainable": "all", "steps": 1, "learning_rate": LR}
+    ft = {"name": "ft", "trainable": "all", "steps": 1, "base_learning_rate": BASE_LR}
     ft.update(lr_schedule="constant", lr_multipliers=multipliers or {})
     return config_from_dict(
         {
@@ -59,7 +61,7 @@ def _cfg(multipliers=None, train_ema=0.0):
                         "name": "probe",
                         "trainable": "head",
                         "steps": PROBE_STEPS,
-                        "learning_rate": LR,
+                        "base_learning_rate": BASE_LR,
                         "lr_schedule": "constant",
                     },
                     ft,

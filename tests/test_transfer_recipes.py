@@ -49,6 +49,7 @@ def test_bit_hyperrule_values_from_the_dataset_size(size, steps, warmup, decays,
     assert rule.decay_fractions == pytest.approx(decays)
     assert rule.learning_rate == pytest.approx(0.003)
     assert phases_lib.bit_hyperrule(size, 64).learning_rate == pytest.approx(0.003 * 64 / 512)
+    assert rule.base_learning_rate == 0.0015  # BiT's LR per 256 images (SGD)
     assert rule.resolution is None
     assert phases_lib.bit_hyperrule(size, 512, image_side=32).resolution == (160, 128)
     assert phases_lib.bit_hyperrule(size, 512, image_side=224).resolution == (512, 480)
@@ -59,7 +60,13 @@ def test_bit_hyperrule_preset_resolves_one_sgd_phase_with_step_decays():
     (phase,) = phases_lib.resolve_phases(cfg)
     assert phase.trainable_stages == schedule.STAGES
     assert (phase.num_steps, phase.warmup_steps, phase.decay_steps) == (500, 100, (200, 300, 400))
-    assert phase.learning_rate == pytest.approx(0.003 * 64 / 512)
+    # Written per 256 images (0.0015), resolved to exactly BiT's 0.003 * B / 512 at any batch.
+    assert phase.base_learning_rate == 0.0015
+    for batch in (8, 64, 96, 256, 4096):
+        (at_batch,) = phases_lib.resolve_phases(
+            _cfg(train={"global_batch_size": batch}, preset="bit_hyperrule")
+        )
+        assert at_batch.learning_rate == 0.003 * batch / 512
     lr = schedule.phase_schedule(phase)
     peak = phase.learning_rate
     for step, want in [(50, peak / 2), (150, peak), (250, peak / 10), (350, peak / 100)]:
@@ -187,7 +194,7 @@ def test_finetuning_starts_from_the_configured_head(tmp_path):
             "transfer": {
                 "head_init": "zero",
                 "head_prior": 0.05,
-                "phases": [{"trainable": "head", "steps": 1, "learning_rate": 0.0}],
+                "phases": [{"trainable": "head", "steps": 1, "base_learning_rate": 0.0}],
             },
         }
     )

@@ -36,20 +36,27 @@ def _cfg(**transfer):
 def test_phases_are_contiguous_on_the_global_step_axis():
     cfg = _cfg(
         phases=[
-            {"name": "probe", "trainable": "head", "epochs": 1.5, "learning_rate": 0.1},
-            {"trainable": "stage4+", "steps": 7, "learning_rate": 0.01, "lr_schedule": "constant"},
+            {"name": "probe", "trainable": "head", "epochs": 1.5, "base_learning_rate": 0.1},
+            {
+                "trainable": "stage4+",
+                "steps": 7,
+                "base_learning_rate": 0.01,
+                "lr_schedule": "constant",
+            },
         ]
     )
+    scale = 100 / 256  # per 256 images -> batch 100 (sgd: linear)
     p0, p1 = phases_lib.resolve_phases(cfg)
     assert (p0.start_step, p0.end_step) == (0, 15)  # 1.5 epochs * 1000 / 100
     assert (p1.start_step, p1.end_step, p1.name) == (15, 22, "phase1")
     assert schedule.phase_at_step([p0, p1], 14) is p0
     assert schedule.phase_at_step([p0, p1], 15) is p1
     assert schedule.phase_at_step([p0, p1], 22) is None
+    assert (p0.base_learning_rate, p0.learning_rate) == (0.1, pytest.approx(0.1 * scale))
     lr0 = schedule.phase_schedule(p0)
-    assert float(lr0(tf.constant(0))) == pytest.approx(0.1)
-    assert float(lr0(tf.constant(14))) < 0.01  # cosine to ~0 by the phase end
-    assert float(schedule.phase_schedule(p1)(tf.constant(20))) == pytest.approx(0.01)
+    assert float(lr0(tf.constant(0))) == pytest.approx(0.1 * scale)
+    assert float(lr0(tf.constant(14))) < 0.01 * scale  # cosine to ~0 by the phase end
+    assert float(schedule.phase_schedule(p1)(tf.constant(20))) == pytest.approx(0.01 * scale)
 
 
 @pytest.mark.parametrize(
@@ -71,11 +78,13 @@ def test_phases_are_contiguous_on_the_global_step_axis():
     ],
 )
 def test_presets_spend_the_budget(preset, stages):
-    phases = phases_lib.resolve_phases(_cfg(preset=preset, learning_rate=0.2))
+    phases = phases_lib.resolve_phases(_cfg(preset=preset, base_learning_rate=0.2))
     assert [p.trainable_stages for p in phases] == stages
     assert phases[0].start_step == 0 and phases[-1].end_step == 40
-    assert phases[0].learning_rate == pytest.approx(0.2)
-    assert all(p.learning_rate == pytest.approx(0.02) for p in phases[1:])
+    # transfer.base_learning_rate is per 256 images: at batch 100 the head trains at 0.2 x 100/256.
+    assert phases[0].base_learning_rate == pytest.approx(0.2)
+    assert phases[0].learning_rate == pytest.approx(0.2 * 100 / 256)
+    assert all(p.learning_rate == pytest.approx(0.02 * 100 / 256) for p in phases[1:])
 
 
 def test_schedule_errors_name_the_key():

@@ -2,7 +2,8 @@
 
 An experiment is one `ExperimentConfig` made of small section dataclasses. Every key in a YAML file
 or an override must name a field; an unknown key is an error that names it and the closest valid
-keys, and a value of the wrong type is an error that names the key and the expected type.
+keys (a renamed key: its new name, `RENAMED_KEYS`), and a value of the wrong type is an error that
+names the key and the expected type.
 
 Example:
     cfg = load_config("configs/demo.yaml", overrides=["train.epochs=2", "data.image_size=64"])
@@ -119,10 +120,27 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"config key '{key}': unsupported field type {_type_name(tp)}")
 
 
+# Keys renamed when every learning rate in a config became per 256 images (issue 29): class ->
+# {old name: new name}. Errors, not aliases: an old value was an absolute LR, and reading it as
+# per 256 images would silently change the step by B/256.
+RENAMED_KEYS: dict[type, dict[str, str]] = {
+    PhaseConfig: {"learning_rate": "base_learning_rate"},
+    TransferConfig: {"learning_rate": "base_learning_rate"},
+    DemoConfig: {"scratch_learning_rate": "scratch_base_learning_rate"},
+}
+LR_RENAME_HINT = (
+    "(per 256 images, scaled to the global batch: x B/256 for sgd, x sqrt(B/256) for adam/adamw); "
+    "an old absolute value v at batch B is v*256/B (sgd) or v*sqrt(256/B) (adam/adamw)"
+)
+
+
 def _unknown_key_error(cls: type, key: str, prefix: str) -> ConfigError:
+    full = f"{prefix}.{key}" if prefix else key
+    renamed = RENAMED_KEYS.get(cls, {}).get(key)
+    if renamed:
+        return ConfigError(f"config key '{full}' was renamed '{renamed}' {LR_RENAME_HINT}")
     names = [f.name for f in dataclasses.fields(cls)]
     close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
-    full = f"{prefix}.{key}" if prefix else key
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     where = f"'{prefix}'" if prefix else "the top level"
     return ConfigError(

@@ -184,7 +184,10 @@ class PhaseConfig:
     trainable: str = "head"
     epochs: float = 0.0
     steps: int = 0
-    learning_rate: float = 0.01
+    # Learning rate per 256 images, as train.base_learning_rate: the phase trains at x B/256 of it
+    # for sgd, x sqrt(B/256) for adam/adamw (B = train.global_batch_size; transfer/phases.py logs
+    # and schedule.json records the effective value). Was the absolute `learning_rate`.
+    base_learning_rate: float = 0.01
     # cosine (to 0 at the phase end) | constant | step (x0.1 at each of decay_fractions).
     lr_schedule: str = "cosine"
     # Linear warmup from the phase start, in steps or in epochs of data.num_train_examples (set at
@@ -216,9 +219,10 @@ class TransferConfig:
     # The pretrained backbone (finetune --init_checkpoint): a pretraining model_dir, a Keras
     # weights .h5 / .weights.h5, or an exported SavedModel. Empty = model.init_weights or scratch.
     init_checkpoint: str = ""
-    # Presets: learning rate of the head-only phase; later (unfrozen) phases use it times
-    # `finetune_lr_factor`.
-    learning_rate: float = 0.1
+    # Presets: learning rate of the head-only phase per 256 images, scaled to the global batch as
+    # a phase's base_learning_rate (x B/256 sgd, x sqrt(B/256) adam/adamw); later (unfrozen)
+    # phases use it times `finetune_lr_factor`. Was the absolute `learning_rate`.
+    base_learning_rate: float = 0.1
     finetune_lr_factor: float = 0.1
     phases: list[PhaseConfig] = field(default_factory=list)
     # sgd | adam | adamw; each phase starts with fresh optimizer slots and step count.
@@ -273,9 +277,10 @@ class DemoConfig:
     train_shards: int = 4
     validation_shards: int = 2
     num_workers: int = 2
-    # Fine-tuning from scratch at the same step budget: one `all` phase at this learning rate
-    # (0 = the largest learning rate of transfer.phases).
-    scratch_learning_rate: float = 0.0
+    # Fine-tuning from scratch at the same step budget: one `all` phase at this learning rate per
+    # 256 images, scaled as a phase's base_learning_rate (0 = the largest base_learning_rate of
+    # transfer.phases). Was the absolute `scratch_learning_rate`.
+    scratch_base_learning_rate: float = 0.0
     # Wall-clock target of the whole demo in seconds: after building the TFRecords the demo
     # measures the pretraining step (the XLA probe, transfer_tf/demo/budget.py) and trains fewer
     # pretraining epochs (never more than train.epochs) when the configured ones would not fit;

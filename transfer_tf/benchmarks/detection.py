@@ -39,6 +39,7 @@ from transfer_tf.benchmarks import transfer as transfer_bench
 from transfer_tf.benchmarks.transfer import build_imagenet_shards
 from transfer_tf.config import ExperimentConfig, config_from_dict
 from transfer_tf.datagen import shapes
+from transfer_tf.training.schedules import base_learning_rate_for
 
 RUNS = ("pretrained", "scratch")
 
@@ -67,6 +68,8 @@ class DetectionBenchmarkSize:
     # BN of the frozen backbone in the `fpn,head` phase: `train` (batch statistics) or
     # `inference` (the pretrained moving statistics, until `all` starts).
     heads_batchnorm: str = "train"
+    # Effective (absolute) SGD learning rates at batch_size, as measured; the configs get them
+    # per 256 images (`base_learning_rate_for`).
     head_lr: float = 0.01
     finetune_lr_factor: float = 1.0
     scratch_lr: float = 0.01
@@ -128,19 +131,23 @@ def detection_config(
 ) -> ExperimentConfig:
     """One detection run's config: `pretrained` (fpn,head then all) or `scratch` (all), `steps`
     long."""
+
+    def base(lr: float) -> float:
+        return base_learning_rate_for(lr, size.batch_size, "sgd")
+
     if run == "pretrained":
         probe = steps // 4
         phases = [
             {"name": "heads", "trainable": "fpn,head", "steps": probe,
-             "learning_rate": size.head_lr, "warmup_steps": probe // 5,
+             "base_learning_rate": base(size.head_lr), "warmup_steps": probe // 5,
              "lr_schedule": "constant", "frozen_batchnorm": size.heads_batchnorm},
             {"name": "all", "trainable": "all", "steps": steps - probe,
-             "learning_rate": size.head_lr * size.finetune_lr_factor},
+             "base_learning_rate": base(size.head_lr * size.finetune_lr_factor)},
         ]  # fmt: skip
     else:
         phases = [
             {"name": "scratch", "trainable": "all", "steps": steps,
-             "learning_rate": size.scratch_lr, "warmup_steps": steps // 10},
+             "base_learning_rate": base(size.scratch_lr), "warmup_steps": steps // 10},
         ]  # fmt: skip
     return config_from_dict(
         {

@@ -57,6 +57,7 @@ from transfer_tf.benchmarks import transfer as transfer_bench
 from transfer_tf.benchmarks.ssl_summary import judge_targets
 from transfer_tf.config import ExperimentConfig, config_from_dict, to_dict
 from transfer_tf.errors import UsageError
+from transfer_tf.training.schedules import base_learning_rate_for
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,9 @@ class SSLBenchmarkSize:
     momentum_base: float = 0.99  # BYOL, short run
     crop_area_range: tuple[float, float] = (0.08, 1.0)
     probe_steps: int = 150
-    probe_lr: float = 0.01  # Adam: insensitive to the scale of each backbone's features
+    # Adam: insensitive to the scale of each backbone's features. Effective at batch_size, as
+    # measured; the config gets it per 256 images (`base_learning_rate_for`, square-root rule).
+    probe_lr: float = 0.01
     coco_classes: int = 8
     coco_train_images: int = 400
     coco_val_images: int = 200
@@ -176,7 +179,7 @@ def probe_config(size: SSLBenchmarkSize, imagenet_dir: str) -> ExperimentConfig:
     cfg["transfer"] = {
         "preset": "linear_probe",
         "optimizer": "adam",
-        "learning_rate": size.probe_lr,
+        "base_learning_rate": base_learning_rate_for(size.probe_lr, size.batch_size, "adam"),
         "weight_decay": 0.0,
     }
     return config_from_dict(cfg)

@@ -31,6 +31,7 @@ from transfer_tf.config import ExperimentConfig, config_from_dict
 from transfer_tf.data.builders import build_coco, build_imagenet
 from transfer_tf.datagen import raw_layouts, shapes
 from transfer_tf.datagen.raw_layouts import ImageNetLike
+from transfer_tf.training.schedules import base_learning_rate_for
 
 RUNS = ("pretrained_schedule", "scratch", "linear_probe")
 # Real COCO-style category ids with gaps; vocabulary class i is category CATEGORY_IDS[i].
@@ -52,6 +53,8 @@ class BenchmarkSize:
     coco_val_images: int = 200
     budget_steps: int = 200  # every transfer run gets exactly this many steps
     batch_size: int = 32
+    # Effective (absolute) SGD learning rates at batch_size, as measured; the configs get them
+    # per 256 images (`base_learning_rate_for`).
     head_lr: float = 0.5
     finetune_lr_factor: float = 0.1
     scratch_lr: float = 0.2
@@ -229,7 +232,10 @@ def transfer_config(size: BenchmarkSize, coco_dir: str, run: str) -> ExperimentC
         "shuffle_buffer": 1000,
     }
     cfg["train"]["train_steps"] = size.budget_steps
-    transfer = {"weight_decay": 5e-5, "learning_rate": size.head_lr}
+    transfer = {
+        "weight_decay": 5e-5,
+        "base_learning_rate": base_learning_rate_for(size.head_lr, size.batch_size, "sgd"),
+    }
     if run == "pretrained_schedule":
         transfer.update(preset="lp_ft", finetune_lr_factor=size.finetune_lr_factor)
     elif run == "linear_probe":
@@ -240,7 +246,9 @@ def transfer_config(size: BenchmarkSize, coco_dir: str, run: str) -> ExperimentC
                 "name": "scratch",
                 "trainable": "all",
                 "steps": size.budget_steps,
-                "learning_rate": size.scratch_lr,
+                "base_learning_rate": base_learning_rate_for(
+                    size.scratch_lr, size.batch_size, "sgd"
+                ),
                 "warmup_steps": size.budget_steps // 10,
             }
         ]

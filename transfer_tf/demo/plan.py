@@ -246,13 +246,16 @@ def scratch_config(finetune: ExperimentConfig) -> ExperimentConfig:
     out = copy.deepcopy(finetune)
     out.name = finetune.name.replace("_finetune", "") + "_scratch"
     total = sum(phase_steps(finetune, p) for p in finetune.transfer.phases)
-    lr = out.demo.scratch_learning_rate or max(p.learning_rate for p in finetune.transfer.phases)
+    # Per 256 images like the phases' (same batch and optimizer, so the same effective LR).
+    lr = out.demo.scratch_base_learning_rate or max(
+        p.base_learning_rate for p in finetune.transfer.phases
+    )
     out.transfer.phases = [
         PhaseConfig(
             name="scratch",
             trainable="all",
             steps=total,
-            learning_rate=lr,
+            base_learning_rate=lr,
             lr_schedule="cosine",
             warmup_steps=max(1, total // 10),
         )

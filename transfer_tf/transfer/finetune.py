@@ -7,7 +7,8 @@ phase it died in, at the step of the last checkpoint (the backbone source is onl
 that has no checkpoint yet: afterwards the checkpoint holds everything).
 
     model_dir/config.yaml     resolved config (transfer.init_checkpoint records the source)
-    model_dir/schedule.json   the resolved phases (global step ranges, stages, learning rates)
+    model_dir/schedule.json   the resolved phases (global step ranges, stages, the effective
+                              learning_rate and the config's base_learning_rate per 256 images)
     model_dir/checkpoints/    model, optimizer (its state belongs to the current phase), global step,
                               weight EMA when transfer.ema_decay > 0
     model_dir/summaries/      TensorBoard, one stream for all phases
@@ -41,6 +42,7 @@ from transfer_tf.training import strategy as strategy_lib
 from transfer_tf.training.evaluation import EvalAccumulator
 from transfer_tf.training.resume import adopt_recorded_runtime, check_resume_config
 from transfer_tf.training.run_setup import build_model, checked_config, setup_runtime, start_run
+from transfer_tf.training.schedules import describe_learning_rate
 from transfer_tf.transfer import phases as phases_lib
 from transfer_tf.transfer import restore, schedule
 
@@ -170,7 +172,7 @@ def _run_phases(cfg, trainer, phases, train_dataset_fn, eval_input_fn, on_phase_
         if trainer.step >= phase.end_step:
             continue
         logging.info(
-            "phase %d/%d '%s' (%s): global steps %d..%d, %s from step %d, lr %g",
+            "phase %d/%d '%s' (%s): global steps %d..%d, %s from step %d, lr %s",
             phase.index + 1,
             len(phases),
             phase.name,
@@ -179,7 +181,7 @@ def _run_phases(cfg, trainer, phases, train_dataset_fn, eval_input_fn, on_phase_
             phase.end_step,
             "resuming" if trainer.step > phase.start_step else "starting",
             trainer.step,
-            phase.learning_rate,
+            _lr_text(phase, cfg),
         )
         variables = schedule.apply_phase(model, phase)
         trainer.train(
@@ -211,6 +213,16 @@ def _run_phases(cfg, trainer, phases, train_dataset_fn, eval_input_fn, on_phase_
         # Equal on every worker when the replicas stayed in sync (tests/test_multiworker.py).
         "weights_sha256": weights_digest(model),
     }
+
+
+def _lr_text(phase: schedule.Phase, cfg: ExperimentConfig) -> str:
+    """The phase's effective LR and where it comes from, e.g. "0.0125 (base 0.1 per 256 images,
+    batch 32, sgd linear)"."""
+    if phase.base_learning_rate is None:
+        return f"{phase.learning_rate:g}"
+    return describe_learning_rate(
+        phase.base_learning_rate, cfg.train.global_batch_size, cfg.transfer.optimizer
+    )
 
 
 def initialize_head(model: keras.Model, head_init: str = "default", head_prior: float = 0.0):

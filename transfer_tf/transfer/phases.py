@@ -1,17 +1,24 @@
 """A transfer run's phases from its config: explicit `transfer.phases`, or a preset.
 
+Learning rates are per 256 images: a phase's `base_learning_rate` (and a preset's
+`transfer.base_learning_rate`) becomes the phase's effective `Phase.learning_rate` at the global
+batch B = `train.global_batch_size` through `training.schedules.peak_learning_rate`: x B/256 for
+sgd, x sqrt(B/256) for adam/adamw (`transfer.optimizer`). So a phase written `0.1` trains at 0.0125
+at batch 32 under SGD, and the same config takes the same step per image at any batch.
+
 Presets (used when `transfer.phases` is empty), over a budget of T steps (`train.train_steps`, or
 `train.epochs` converted with `data.num_train_examples / train.global_batch_size`), with
-lr = `transfer.learning_rate` and f = `transfer.finetune_lr_factor`:
+lr = `transfer.base_learning_rate` (per 256 images) and f = `transfer.finetune_lr_factor`:
     linear_probe      head for T steps at lr
     lp_ft             head for T/4 at lr, then all for the rest at lr*f (Kumar et al., 2022)
     gradual_unfreeze  head, stage4+, stage3+, stage2+, all: T/5 each; lr, then lr*f
                       (top stage first, one more per phase; Howard & Ruder, 2018)
     bit_hyperrule     BiT-HyperRule (Kolesnikov et al., 2020; `bit_hyperrule()`): everything
-                      trains from the start with SGD momentum 0.9 at 0.003 * batch / 512, warmup,
-                      then x0.1 steps; length from data.num_train_examples (T overrides it and
-                      the warmup and decays scale with it); MixUp 0.1 from 20k examples on; zero
-                      head (transfer.head_init). transfer.learning_rate is not used.
+                      trains from the start with SGD momentum 0.9 at 0.003 * batch / 512 (= base
+                      0.0015 per 256 images), warmup, then x0.1 steps; length from
+                      data.num_train_examples (T overrides it and the warmup and decays scale with
+                      it); MixUp 0.1 from 20k examples on; zero head (transfer.head_init).
+                      transfer.base_learning_rate is not used.
 The first three are cosine-decayed.
 
 `transfer.layer_decay` d (< 1) multiplies every phase's per-stage LR multipliers with
@@ -33,9 +40,12 @@ from dataclasses import dataclass
 
 from transfer_tf.config import ConfigError, ExperimentConfig, PhaseConfig
 from transfer_tf.models.resnet import STAGES
+from transfer_tf.training.schedules import peak_learning_rate
 from transfer_tf.transfer.schedule import Phase, parse_trainable
 
 PRESETS = ("linear_probe", "lp_ft", "gradual_unfreeze", "bit_hyperrule")
+# BiT-HyperRule's SGD learning rate 0.003 * B / 512, written per 256 images as every config LR.
+BIT_BASE_LEARNING_RATE = 0.0015
 
 
 def schedule_steps(cfg: ExperimentConfig, epochs: float, steps: int, key: str) -> int:
@@ -58,7 +68,8 @@ class BitHyperrule:
     total_steps: int
     warmup_steps: int
     decay_fractions: tuple[float, ...]  # x0.1 at these fractions of total_steps
-    learning_rate: float
+    learning_rate: float  # effective at the batch: 0.003 * B / 512
+    base_learning_rate: float  # per 256 images (SGD): 0.0015
     mixup_alpha: float
     # (resize, crop) side BiT fine-tunes at, from the images' size (None when not given).
     resolution: tuple[int, int] | None
@@ -76,7 +87,8 @@ def bit_hyperrule(
 
     Schedule by the number of training examples: < 20k -> 500 steps (warmup 100, x0.1 at 200,
     300, 400); < 500k -> 10k steps (warmup 500, x0.1 at 3k, 6k, 9k); else 20k steps (warmup 500,
-    x0.1 at 6k, 12k, 18k). LR 0.003 * global_batch_size / 512 (SGD momentum 0.9). MixUp alpha 0.1
+    x0.1 at 6k, 12k, 18k). LR 0.003 * global_batch_size / 512 (SGD momentum 0.9), i.e. 0.0015 per
+    256 images under the linear rule of `peak_learning_rate`. MixUp alpha 0.1
     from 20k examples on, else 0. Resolution by image size: images under 96 x 96 px are resized to
     160 and cropped to 128, larger ones to 512 / 480.
 
@@ -100,7 +112,9 @@ def bit_hyperrule(
         total_steps=total,
         warmup_steps=supports[0],
         decay_fractions=tuple(s / total for s in supports[1:-1]),
-        learning_rate=0.003 * global_batch_size / 512,
+        # 0.0015 * B / 256 is exactly 0.003 * B / 512 in binary floating point (halving is exact).
+        learning_rate=peak_learning_rate(BIT_BASE_LEARNING_RATE, global_batch_size, "sgd"),
+        base_learning_rate=BIT_BASE_LEARNING_RATE,
         mixup_alpha=0.0 if dataset_size < 20_000 else 0.1,
         resolution=resolution,
     )
@@ -116,22 +130,31 @@ def layer_decay_multipliers(decay: float) -> dict[str, float]:
 
 
 def preset_phases(
-    preset: str, total_steps: int, learning_rate: float, finetune_lr_factor: float = 0.1
+    preset: str, total_steps: int, base_learning_rate: float, finetune_lr_factor: float = 0.1
 ) -> list[PhaseConfig]:
     """The phases of a named preset over `total_steps` (see module doc).
 
-    Example: `preset_phases("lp_ft", 1000, 0.1)` -> probe (head, 250 steps, lr 0.1), finetune
-    (all, 750 steps, lr 0.01).
+    Args:
+      preset: linear_probe | lp_ft | gradual_unfreeze.
+      total_steps: the budget, split between the phases.
+      base_learning_rate: the head phase's LR per 256 images (`transfer.base_learning_rate`).
+      finetune_lr_factor: later phases train at `base_learning_rate` times this.
+    Returns:
+      list[PhaseConfig]: phases with per-256 `base_learning_rate`s (`resolve_phases` scales them).
+
+    Example: `preset_phases("lp_ft", 1000, 0.1)` -> probe (head, 250 steps, base 0.1), finetune
+    (all, 750 steps, base 0.01).
     """
-    ft_lr = learning_rate * finetune_lr_factor
+    ft_lr = base_learning_rate * finetune_lr_factor
+    head_lr = base_learning_rate
     if preset == "linear_probe":
-        plan = [("probe", "head", 1.0, learning_rate)]
+        plan = [("probe", "head", 1.0, head_lr)]
     elif preset == "lp_ft":
-        plan = [("probe", "head", 0.25, learning_rate), ("finetune", "all", 0.75, ft_lr)]
+        plan = [("probe", "head", 0.25, head_lr), ("finetune", "all", 0.75, ft_lr)]
     elif preset == "gradual_unfreeze":
         specs = ["head", "stage4+", "stage3+", "stage2+", "all"]
         plan = [
-            (f"unfreeze_{s.rstrip('+')}", s, 1 / len(specs), learning_rate if i == 0 else ft_lr)
+            (f"unfreeze_{s.rstrip('+')}", s, 1 / len(specs), head_lr if i == 0 else ft_lr)
             for i, s in enumerate(specs)
         ]
     else:
@@ -148,12 +171,18 @@ def preset_phases(
         # The last phase takes the rounding remainder so the budget is spent exactly.
         steps = total_steps - used if i == len(plan) - 1 else max(1, round(total_steps * share))
         used += steps
-        phases.append(PhaseConfig(name=name, trainable=trainable, steps=steps, learning_rate=lr))
+        phases.append(
+            PhaseConfig(name=name, trainable=trainable, steps=steps, base_learning_rate=lr)
+        )
     return phases
 
 
 def resolve_phases(cfg: ExperimentConfig) -> list[Phase]:
     """The run's phases on the global step axis: `transfer.phases`, else `transfer.preset`.
+
+    Each `Phase.learning_rate` is the effective (absolute) peak LR: the phase's per-256
+    `base_learning_rate` scaled to `train.global_batch_size` for `transfer.optimizer`
+    (`peak_learning_rate`); `Phase.base_learning_rate` keeps the config's value.
 
     Raises:
       ConfigError: no phases and no preset, a bad trainable spec or lr_multipliers key, or a
@@ -183,7 +212,7 @@ def resolve_phases(cfg: ExperimentConfig) -> list[Phase]:
             configs = preset_phases(
                 cfg.transfer.preset,
                 total,
-                cfg.transfer.learning_rate,
+                cfg.transfer.base_learning_rate,
                 cfg.transfer.finetune_lr_factor,
             )
             if cfg.transfer.task == "detection":
@@ -203,8 +232,8 @@ def resolve_phases(cfg: ExperimentConfig) -> list[Phase]:
                 )
             if mult < 0:
                 raise ConfigError(f"config key '{key}.lr_multipliers.{stage}': must be >= 0")
-        if pc.learning_rate < 0:
-            raise ConfigError(f"config key '{key}.learning_rate': must be >= 0")
+        if pc.base_learning_rate < 0:
+            raise ConfigError(f"config key '{key}.base_learning_rate': must be >= 0")
         if pc.lr_schedule == "step" and not all(0 < f < 1 for f in pc.decay_fractions):
             raise ConfigError(
                 f"config key '{key}.decay_fractions': expected fractions in (0, 1), got "
@@ -231,7 +260,10 @@ def resolve_phases(cfg: ExperimentConfig) -> list[Phase]:
                 trainable_stages=stages,
                 start_step=start,
                 end_step=start + steps,
-                learning_rate=pc.learning_rate,
+                learning_rate=peak_learning_rate(
+                    pc.base_learning_rate, cfg.train.global_batch_size, cfg.transfer.optimizer
+                ),
+                base_learning_rate=pc.base_learning_rate,
                 lr_schedule=pc.lr_schedule,
                 warmup_steps=min(warmup, steps),
                 lr_multipliers=multipliers,
@@ -250,7 +282,13 @@ def resolve_phases(cfg: ExperimentConfig) -> list[Phase]:
 def bit_phase(cfg: ExperimentConfig) -> PhaseConfig:
     """The one phase of `transfer.preset: bit_hyperrule`: everything trains, BiT's LR, warmup and
     step decays; `train.train_steps` / `train.epochs`, when set, replace the rule's length (the
-    warmup and the decays keep their fractions of it)."""
+    warmup and the decays keep their fractions of it). Its LR is BiT's as a base per 256 images
+    (0.0015), which `resolve_phases` scales back to exactly 0.003 * B / 512 under sgd.
+
+    Raises:
+      ConfigError: an optimizer other than sgd (the rule, and its LR, are SGD's).
+    """
+    _check_bit_optimizer(cfg)
     rule = bit_hyperrule(cfg.data.num_train_examples, cfg.train.global_batch_size)
     total, warmup = rule.total_steps, rule.warmup_steps
     if cfg.train.train_steps > 0 or cfg.train.epochs > 0:
@@ -261,7 +299,7 @@ def bit_phase(cfg: ExperimentConfig) -> PhaseConfig:
         name="bit",
         trainable="all",
         steps=total,
-        learning_rate=rule.learning_rate,
+        base_learning_rate=rule.base_learning_rate,
         lr_schedule="step",
         warmup_steps=warmup,
         decay_fractions=list(rule.decay_fractions),
@@ -277,14 +315,18 @@ def preset_config(cfg: ExperimentConfig) -> ExperimentConfig:
     """
     if cfg.transfer.preset != "bit_hyperrule":
         return cfg
-    if cfg.transfer.optimizer != "sgd":
-        raise ConfigError(
-            f"config keys 'transfer.preset' (bit_hyperrule) and 'transfer.optimizer' "
-            f"({cfg.transfer.optimizer!r}) conflict: BiT-HyperRule is SGD with momentum 0.9"
-        )
+    _check_bit_optimizer(cfg)
     rule = bit_hyperrule(cfg.data.num_train_examples, cfg.train.global_batch_size)
     data = cfg.data
     if data.mixup_alpha == 0 and rule.mixup_alpha > 0:
         data = dataclasses.replace(data, mixup_alpha=rule.mixup_alpha)
     transfer = dataclasses.replace(cfg.transfer, head_init="zero")
     return dataclasses.replace(cfg, data=data, transfer=transfer)
+
+
+def _check_bit_optimizer(cfg: ExperimentConfig) -> None:
+    if cfg.transfer.optimizer != "sgd":
+        raise ConfigError(
+            f"config keys 'transfer.preset' (bit_hyperrule) and 'transfer.optimizer' "
+            f"({cfg.transfer.optimizer!r}) conflict: BiT-HyperRule is SGD with momentum 0.9"
+        )

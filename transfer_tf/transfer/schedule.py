@@ -20,7 +20,10 @@ their moving averages, while their gamma/beta still do not train (they are left 
 handed to the optimizer).
 
 Phases come from the config through `transfer.phases.resolve_phases` (explicit phases, or a
-preset); this module runs them.
+preset); this module runs them. A config's phase LR (`base_learning_rate`) is per 256 images;
+`Phase.learning_rate` is the effective LR at the run's global batch B that it resolves to (x B/256
+for sgd, x sqrt(B/256) for adam/adamw, `training.schedules.peak_learning_rate`), and
+schedule.json records both.
 
 Example:
     phases = phases_lib.resolve_phases(cfg)
@@ -58,6 +61,7 @@ class Phase:
     trainable_stages: tuple[str, ...]
     start_step: int
     end_step: int
+    # The effective peak LR at the run's batch (what the optimizer gets before warmup and decay).
     learning_rate: float
     lr_schedule: str = "cosine"
     warmup_steps: int = 0
@@ -65,6 +69,9 @@ class Phase:
     frozen_batchnorm: str = "inference"
     # lr_schedule "step": steps (from the phase start) at which the LR drops x0.1.
     decay_steps: tuple[int, ...] = ()
+    # The config's value per 256 images that `learning_rate` was scaled from (None: a Phase
+    # built directly with an absolute LR).
+    base_learning_rate: float | None = None
 
     @property
     def num_steps(self) -> int:

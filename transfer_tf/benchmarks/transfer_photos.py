@@ -83,6 +83,12 @@ class PhotoBenchmarkSize:
     extra_arms: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Overrides of the pretraining config (e.g. stronger augmentation).
     pretrain_overrides: tuple[str, ...] = ()
+    # Side of the COCO-layout transfer runs (None = image_size, the pretraining side). The raw
+    # scenes are the same at any value: only the input resolution of the transfer changes.
+    finetune_image_size: int | None = None
+    # Multiplies the shipped recipe's phase lengths (0.5 / 1 / 2 / 4: 45 / 90 / 180 / 360 steps
+    # on 240 scenes at batch 32); every arm trains the resulting budget.
+    budget_factor: float = 1.0
 
 
 # Of the wheels' photographs, these are the COCO backgrounds (the motorcycles are a stereo pair,
@@ -203,15 +209,37 @@ def coco_data_overrides(size: PhotoBenchmarkSize, dirs: dict) -> list[str]:
         f"data.num_classes={dirs['coco_classes']}",
         f"data.num_train_examples={size.coco_train_images}",
         f"data.num_eval_examples={size.coco_val_images}",
-        f"data.image_size={size.image_size}",
+        f"data.image_size={size.finetune_image_size or size.image_size}",
     ]
+
+
+def _budget_overrides(size: PhotoBenchmarkSize) -> list[str]:
+    """The shipped phases' lengths times `size.budget_factor` (none at 1)."""
+    if size.budget_factor == 1.0:
+        return []
+    out = []
+    for i, phase in enumerate(load_config(SHIPPED_CONFIG).transfer.phases):
+        if phase.steps > 0:
+            out.append(f"transfer.phases.{i}.steps={max(1, round(phase.steps * size.budget_factor))}")
+        else:
+            out.append(f"transfer.phases.{i}.epochs={phase.epochs * size.budget_factor}")
+    return out
 
 
 def shipped_config(
     size: PhotoBenchmarkSize, dirs: dict, extra: tuple[str, ...] = ()
 ) -> ExperimentConfig:
     """The shipped COCO recipe on this data (plus `extra` overrides for a variant arm)."""
-    return load_config(SHIPPED_CONFIG, [*_runtime(size), *coco_data_overrides(size, dirs), *extra])
+    return load_config(
+        SHIPPED_CONFIG,
+        [*_runtime(size), *coco_data_overrides(size, dirs), *_budget_overrides(size), *extra],
+    )
+
+
+def is_scratch_arm(arm: str) -> bool:
+    """Arms named `scratch` or `scratch_*` start from random weights; every other arm from the
+    pretrained backbone."""
+    return arm == "scratch" or arm.startswith("scratch_")
 
 
 def arm_config(size: PhotoBenchmarkSize, dirs: dict, arm: str, budget: int) -> ExperimentConfig:
@@ -277,7 +305,7 @@ def compare_on_photos(work_dir: str, photo_dir: str, size: PhotoBenchmarkSize) -
         result = run_finetuning(
             cfg,
             os.path.join(work_dir, "runs", f"{arm}_s{size.seed}"),
-            init_checkpoint="" if arm == "scratch" else pretrain_dir,
+            init_checkpoint="" if is_scratch_arm(arm) else pretrain_dir,
         )
         m = result["eval"]
         runs[arm] = {

@@ -46,6 +46,7 @@ from transfer_tf.data.builders.sharded_writer import (
     WriteOptions,
     write_shards,
 )
+from transfer_tf.data.builders.write_errors import check_writable, writing
 from transfer_tf.errors import UsageError
 
 
@@ -195,6 +196,10 @@ def build_coco(
     shards are unfinished). Raises UsageError for missing dirs or malformed JSON."""
     options = options or WriteOptions()
     options.validate()
+    out_dir = os.path.dirname(output_file_prefix) or "."
+    if output_file_prefix and not output_file_prefix.endswith(("/", os.sep)):  # else plan_coco says
+        # Before the JSON (hundreds of MB for train2017) is read.
+        check_writable(out_dir, "--output_file_prefix")
     plan = plan_coco(
         image_dirs,
         object_annotations_file,
@@ -204,9 +209,9 @@ def build_coco(
         image_info_file=image_info_file,
     )
     specs, categories = plan.specs, plan.categories
-    out_dir = os.path.dirname(output_file_prefix) or "."
     base = os.path.basename(output_file_prefix)
-    tf.io.gfile.makedirs(out_dir)
+    with writing(out_dir):
+        tf.io.gfile.makedirs(out_dir)
     label_map = {
         "schema": "coco",
         "num_classes": len(categories),
@@ -250,4 +255,5 @@ def _write_label_map(path: str, label_map: dict) -> None:
             raise UsageError(
                 f"{path} exists with different categories: write these shards to another folder"
             )
-    write_json_atomic(path, label_map, indent=1)
+    with writing(path):
+        write_json_atomic(path, label_map, indent=1)

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import ctypes
 import glob
+import json
+import logging
 import os
 import resource
 import subprocess
 
 import pytest
 from binary_harness import run_cases
-from test_builders_rawdata import make_imagenet
+from test_builders_rawdata import make_coco, make_imagenet
 from test_builders_resume import shard_bytes
 
-from transfer_tf.data.builders import build_imagenet
+from transfer_tf.data.builders import build_coco, build_imagenet
 
 WNIDS = ("n01440764", "n01443537", "n02102040")
 # Small train shards, one big validation shard: a file-size limit between the two lets the train
@@ -133,3 +135,50 @@ def test_builder_read_only_output_dir_fails_before_reading_input(tmp_path):
     assert_one_line_error(imagenet, f"--output_dir {read_only}/imagenet is not writable")
     assert_one_line_error(coco, f"--output_file_prefix {read_only}/coco is not writable")
     assert os.listdir(read_only) == []
+
+
+# -- item 6: COCO annotations that point at no image / no category -------------------------------
+
+
+def _coco_with_dangling_ids(root) -> tuple[str, str]:
+    """make_coco's dump plus annotations naming image ids and category ids the JSON lacks."""
+    src = make_coco(str(root), with_masks=False)
+    data = src["json"]
+    box = {"bbox": [1.0, 1.0, 5.0, 5.0], "area": 25.0, "iscrowd": 0}
+    data["annotations"] += [
+        {"id": 9001, "image_id": 777777, "category_id": 1, **box},
+        {"id": 9002, "image_id": 888888, "category_id": 18, **box},
+        {"id": 9003, "image_id": 1000, "category_id": 55, **box},
+    ]
+    path = os.path.join(str(root), "instances.json")
+    with open(path, "w") as f:
+        json.dump(data, f)
+    return os.path.join(str(root), "images"), path
+
+
+def test_coco_dangling_ids_are_counted_logged_and_refused_with_strict(tmp_path, caplog):
+    images, annotations = _coco_with_dangling_ids(tmp_path / "coco")
+    with caplog.at_level(logging.WARNING):
+        manifest_path = build_coco([images], annotations, str(tmp_path / "out" / "train"))
+    planning = json.loads(open(manifest_path).read())["planning"]
+    assert planning["annotations_with_unknown_image"] == 2
+    assert planning["annotations_with_unknown_category"] == 1
+    logged = caplog.text
+    assert "2 annotation(s)" in logged and "777777" in logged and "888888" in logged
+    assert "9001" in logged and "category_id 55" in logged
+
+    (strict,) = run_cases(
+        "pipelines.make_coco_tfrecords:run",
+        [
+            [
+                f"--image_dir={images}",
+                f"--object_annotations_file={annotations}",
+                f"--output_file_prefix={tmp_path}/strict/train",
+                "--strict",
+            ]
+        ],
+    )
+    assert_one_line_error(
+        strict, "--strict", annotations, "image_id 777777", "category_id 55", "2 annotation(s)"
+    )
+    assert not glob.glob(f"{tmp_path}/strict/*")  # refused before any shard was written

@@ -190,10 +190,13 @@ def build_coco(
     skip_empty: bool = False,
     image_info_file: str = "",
     options: WriteOptions | None = None,
+    strict: bool = False,
 ) -> str | None:
     """Writes `PREFIX-%05d-of-%05d.tfrecord` shards, `label_map.json` and
     `manifest-<name>.json` beside them; returns the manifest path (None while other tasks'
-    shards are unfinished). Raises UsageError for missing dirs or malformed JSON."""
+    shards are unfinished). `strict`: refuse a JSON whose annotations name image or category ids
+    it does not list (default: drop, count and log them; see `coco_plan.plan_coco`).
+    Raises UsageError for missing dirs, malformed JSON, or (`strict`) dangling ids."""
     options = options or WriteOptions()
     options.validate()
     out_dir = os.path.dirname(output_file_prefix) or "."
@@ -207,6 +210,7 @@ def build_coco(
         num_shards=num_shards,
         skip_empty=skip_empty,
         image_info_file=image_info_file,
+        strict=strict,
     )
     specs, categories = plan.specs, plan.categories
     base = os.path.basename(output_file_prefix)

@@ -9,18 +9,28 @@ from __future__ import annotations
 
 import ctypes
 import glob
+import io
 import json
 import logging
 import os
 import resource
 import subprocess
+import sys
 
+import keras
+import numpy as np
 import pytest
+import tensorflow as tf
 from binary_harness import run_cases
+from PIL import Image
 from test_builders_rawdata import make_coco, make_imagenet
 from test_builders_resume import shard_bytes
 
+from transfer_tf.config import load_config
+from transfer_tf.data.augment import preprocess_for_eval
 from transfer_tf.data.builders import build_coco, build_imagenet
+from transfer_tf.data.image_limits import header_hw, pixel_limit_error
+from transfer_tf.export.saved_model import export_saved_model
 
 WNIDS = ("n01440764", "n01443537", "n02102040")
 # Small train shards, one big validation shard: a file-size limit between the two lets the train
@@ -182,3 +192,122 @@ def test_coco_dangling_ids_are_counted_logged_and_refused_with_strict(tmp_path, 
         strict, "--strict", annotations, "image_id 777777", "category_id 55", "2 annotation(s)"
     )
     assert not glob.glob(f"{tmp_path}/strict/*")  # refused before any shard was written
+
+
+# -- item 7: huge images at the serving signatures and predict -----------------------------------
+
+SERVE_SIZE = 32
+SMALL_LIMIT = 10_000  # pixels: 120 x 90 is above, 100 x 90 below
+
+
+def _encoded(fmt: str, height: int, width: int, seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    small = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    out = io.BytesIO()
+    small.resize((width, height), Image.BILINEAR).save(out, fmt)
+    return out.getvalue()
+
+
+def _jpeg_claiming(height: int, width: int) -> bytes:
+    """A small JPEG whose frame header claims `height` x `width` (its data cannot fill that:
+    decoding it would fail, so refusing it shows the size was read from the header first)."""
+    data = bytearray(_encoded("JPEG", 16, 16))
+    sof = data.index(b"\xff\xc0")  # baseline frame header: FF C0, length, precision, H, W
+    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+@pytest.fixture(scope="module")
+def tiny_exports(tmp_path_factory):
+    """A tiny classifier exported twice: with the default pixel limit and with SMALL_LIMIT."""
+    root = tmp_path_factory.mktemp("serving_limits")
+    inputs = keras.Input((SERVE_SIZE, SERVE_SIZE, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, kernel_initializer="glorot_uniform")(pooled))
+    base = [f"data.image_size={SERVE_SIZE}", "data.num_classes=3", "export.top_k=2"]
+    default = export_saved_model(model, load_config(None, base), str(root / "default"))
+    limited = export_saved_model(
+        model,
+        load_config(None, [*base, f"export.max_image_pixels={SMALL_LIMIT}"]),
+        str(root / "limited"),
+    )
+    return model, default, limited
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "BMP", "WEBP"])
+def test_header_sizes_are_the_decoded_sizes(fmt):
+    data = _encoded(fmt, 37, 53)
+    assert tuple(header_hw(tf.constant(data)).numpy()) == (37, 53)
+    assert tuple(tf.io.decode_image(data, expand_animations=False).shape[:2]) == (37, 53)
+
+
+def test_serving_refuses_images_above_the_pixel_limit_before_decoding(tiny_exports):
+    _, default, limited = tiny_exports
+    serve = tf.saved_model.load(limited).signatures["serving_default"]
+    for fmt in ("JPEG", "PNG", "GIF", "BMP", "WEBP"):
+        out = serve(image_bytes=tf.constant([_encoded(fmt, 90, 100)]))  # 9,000 pixels
+        assert out["probabilities"].shape == (1, 3)
+        with pytest.raises(tf.errors.InvalidArgumentError) as info:
+            serve(image_bytes=tf.constant([_encoded(fmt, 90, 120)]))  # 10,800 pixels
+        assert pixel_limit_error(info.value.message) == (
+            f"is 120x90 pixels (width x height), above the limit of {SMALL_LIMIT} pixels "
+            "(export.max_image_pixels)"
+        ), fmt
+    loaded = tf.saved_model.load(limited)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="export.max_image_pixels"):
+        loaded.signatures["serving_image_tensor"](images=tf.zeros([1, 90, 120, 3], tf.uint8))
+    # The default limit, from the header of a JPEG that could not even be decoded.
+    huge = tf.constant([_jpeg_claiming(10_000, 10_000)])
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        tf.saved_model.load(default).signatures["serving_default"](image_bytes=huge)
+    assert "is 10000x10000 pixels" in pixel_limit_error(info.value.message)
+
+
+def test_predict_names_an_image_above_the_limit_in_one_line(tiny_exports, tmp_path):
+    _, default, _ = tiny_exports
+    fine, huge = tmp_path / "fine.png", tmp_path / "huge.jpg"
+    fine.write_bytes(_encoded("PNG", 40, 50))
+    huge.write_bytes(_jpeg_claiming(10_000, 10_000))
+    (proc,) = run_cases(
+        "pipelines.predict:run", [[f"--saved_model={default}", str(fine), str(huge)]]
+    )
+    line = assert_one_line_error(proc)
+    assert line == (
+        f"error: image '{huge}' is 10000x10000 pixels (width x height), above the limit of "
+        "89478485 pixels (export.max_image_pixels)"
+    )
+
+
+_PEAK_CHILD = r"""
+import json, resource, sys
+import tensorflow as tf
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+small, big = (tf.constant([open(p, "rb").read()]) for p in sys.argv[2:4])
+serve(image_bytes=small)  # warm up: trace caches, thread pools
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+logits = serve(image_bytes=big)["logits"].numpy()
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(json.dumps({"grown_mb": grown / 1024, "logits": logits.tolist()}))
+"""
+
+
+def test_serving_decodes_a_large_jpeg_downscaled(tiny_exports, tmp_path):
+    model, default, _ = tiny_exports
+    big, small = tmp_path / "big.jpg", tmp_path / "small.jpg"
+    big.write_bytes(_encoded("JPEG", 6_000, 6_000, seed=3))  # 36 megapixels, below the limit
+    small.write_bytes(_encoded("JPEG", 64, 64))
+    proc = subprocess.run(
+        [sys.executable, "-c", _PEAK_CHILD, default, str(small), str(big)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    # A full decode of the 5,250 px crop is 83 MB of uint8 and 330 MB as float for the resize;
+    # decoded at 1/8 scale the crop is 656 px: ~6 MB.
+    assert result["grown_mb"] < 100, result["grown_mb"]
+    # Still the eval pipeline's function: the same pixels, the same logits.
+    pixels = preprocess_for_eval(tf.constant(big.read_bytes()), SERVE_SIZE)[None]
+    want = model(tf.cast(pixels, tf.float32), training=False).numpy()
+    np.testing.assert_allclose(result["logits"], want, rtol=1e-4, atol=1e-4)

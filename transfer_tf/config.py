@@ -263,6 +263,11 @@ def _validate(cfg: ExperimentConfig) -> None:
             "config key 'data.num_parallel_calls': expected -1 (AUTOTUNE), 0 (cores + 1) or a "
             f"positive count, got {cfg.data.num_parallel_calls}"
         )
+    if cfg.export.max_image_pixels < 0:
+        raise ConfigError(
+            "config key 'export.max_image_pixels': expected a pixel count, or 0 (no limit), got "
+            f"{cfg.export.max_image_pixels}"
+        )
     if not 0.0 < cfg.data.eval_crop_fraction <= 1.0:
         raise ConfigError("config key 'data.eval_crop_fraction': expected a value in (0, 1]")
     for problem in (train_problem(cfg), detection_problem(cfg)):

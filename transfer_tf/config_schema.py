@@ -249,6 +249,12 @@ class ExportConfig:
     top_k: int = 5
     # `auto` derives softmax/sigmoid from the task.
     output_activation: str = "auto"  # auto | softmax | sigmoid
+    # The serving signatures refuse an image of more pixels (width x height, read from its
+    # header before decoding) with InvalidArgumentError; predict says so in one line. Default:
+    # Pillow's decompression-bomb threshold, above which the builders already reject images. A
+    # PNG at the limit costs ~1.3 GB to decode, crop and resize; JPEGs decode downscaled (cheap).
+    # 0 = no limit.
+    max_image_pixels: int = 89_478_485
 
 
 @dataclass

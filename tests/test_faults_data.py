@@ -26,10 +26,11 @@ from PIL import Image
 from test_builders_rawdata import make_coco, make_imagenet
 from test_builders_resume import shard_bytes
 
-from transfer_tf.config import load_config
+from transfer_tf.config import ConfigError, DataConfig, load_config
 from transfer_tf.data.augment import preprocess_for_eval
 from transfer_tf.data.builders import build_coco, build_imagenet
 from transfer_tf.data.image_limits import header_hw, pixel_limit_error
+from transfer_tf.data.input import build_dataset, skipped_records
 from transfer_tf.export.saved_model import export_saved_model
 
 WNIDS = ("n01440764", "n01443537", "n02102040")
@@ -311,3 +312,132 @@ def test_serving_decodes_a_large_jpeg_downscaled(tiny_exports, tmp_path):
     pixels = preprocess_for_eval(tf.constant(big.read_bytes()), SERVE_SIZE)[None]
     want = model(tf.cast(pixels, tf.float32), training=False).numpy()
     np.testing.assert_allclose(result["logits"], want, rtol=1e-4, atol=1e-4)
+
+
+# -- item 5: bytes overwritten in the middle of a training shard ---------------------------------
+
+
+def _record_starts(path: str) -> list[int]:
+    """Byte offset of each record of a TFRecord file (u64 length, u32 CRC, data, u32 CRC)."""
+    data, starts, pos = open(path, "rb").read(), [], 0
+    while pos < len(data):
+        starts.append(pos)
+        pos += 16 + int.from_bytes(data[pos : pos + 8], "little")
+    return starts
+
+
+def _overwrite_mid_shard(path: str) -> tuple[int, int, int]:
+    """Overwrites 8 bytes inside the middle record's data (as a bad disk sector would); returns
+    (that record's index, its byte offset, the number of records from it to the end)."""
+    starts = _record_starts(path)
+    index = len(starts) // 2
+    with open(path, "r+b") as f:
+        f.seek(starts[index] + 12 + 20)  # past the header, inside the serialized Example
+        f.write(b"\xa5" * 8)
+    return index, starts[index], len(starts) - index
+
+
+@pytest.fixture(scope="module")
+def corrupt_build(tmp_path_factory):
+    """Builder shards (with their manifest) of which one train shard has bytes overwritten."""
+    root = tmp_path_factory.mktemp("corrupt_build")
+    raw, out = str(root / "raw"), str(root / "shards")
+    make_imagenet(raw, WNIDS, per_class=4, val_per_class=1)
+    build_imagenet(raw, out, train_shards=3, validation_shards=1)
+    bad = f"{out}/train-00001-of-00003"
+    index, offset, lost = _overwrite_mid_shard(bad)
+    return out, bad, index, offset, lost
+
+
+def test_overwritten_bytes_stop_training_with_one_line_naming_shard_record_and_offset(
+    corrupt_build, tmp_path
+):
+    out, bad, index, offset, _ = corrupt_build
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        f"""
+seed: 1
+deterministic: true
+data:
+  train_pattern: {out}/train-*
+  num_classes: 3
+  image_size: 32
+  shuffle_buffer: 8
+  cycle_length: 2
+model:
+  name: resnet10
+train:
+  global_batch_size: 4
+  train_steps: 12
+  strategy: one_device
+  checkpoint_every_steps: 100
+  log_every_steps: 100
+"""
+    )
+    (proc,) = run_cases(
+        "pipelines.pretrain:run", [[f"--config={config}", f"--model_dir={tmp_path / 'run'}"]]
+    )
+    size = os.path.getsize(bad)
+    line = assert_one_line_error(proc)
+    assert line.startswith(
+        f"error: transfer_tf corrupt data: truncated or corrupt TFRecord framing at record "
+        f"{index} of shard {bad} (byte offset {offset} of {size};"
+    ), line
+    assert "data.on_corrupt_record=skip" in line
+
+
+def _data_cfg(out: str, **kw) -> DataConfig:
+    return DataConfig(
+        train_pattern=f"{out}/train-*",
+        eval_pattern=f"{out}/train-*",
+        num_classes=3,
+        image_size=16,
+        shuffle_buffer=4,
+        **kw,
+    )
+
+
+def test_skip_policy_counts_the_lost_records_and_logs_them_per_shard_each_epoch(
+    corrupt_build, caplog
+):
+    out, bad, index, offset, lost = corrupt_build
+    manifest = json.loads(open(f"{out}/manifest.json").read())
+    total = manifest["splits"]["train"]["records"]
+    name = os.path.basename(bad)
+    cfg = _data_cfg(out, on_corrupt_record="skip")
+    before = skipped_records()
+    with caplog.at_level(logging.INFO):
+        # One eval pass: every readable record once, the lost ones counted, not silently gone.
+        seen = sum(len(x) for x, _ in build_dataset(cfg, split="eval", global_batch_size=4))
+        assert seen == total - lost
+        assert skipped_records() == before + lost
+        # Training epochs: each epoch's end logs its count per shard.
+        train = build_dataset(cfg, split="train", global_batch_size=2, deterministic=True)
+        per_epoch = total - lost
+        for _ in train.take((2 * per_epoch + 2) // 2 + 1):
+            pass
+    # The pipeline reads ahead (whole epochs of these tiny shards): each epoch read loses `lost`.
+    grown = skipped_records() - before
+    assert grown >= 3 * lost and grown % lost == 0
+    summaries = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert any(
+        f"record {index} of shard {bad}" in m and f"byte offset {offset}" in m for m in summaries
+    ), summaries
+    for epoch in (0, 1):
+        want = (
+            f"input epoch {epoch} of {out}/train-*: skipped {lost} of {total} records as corrupt "
+            f"(data.on_corrupt_record=skip): {name}: {lost}"
+        )
+        assert any(m.startswith(want) for m in summaries), (want, summaries)
+
+
+def test_on_corrupt_record_is_a_checked_choice_and_replaces_skip_corrupt(tmp_path):
+    assert load_config(None).data.on_corrupt_record == "error"
+    with pytest.raises(ConfigError, match="data.on_corrupt_record.*'error', 'skip'"):
+        load_config(None, ["data.on_corrupt_record=ignore"])
+    # Run dirs written before the rename hold `skip_corrupt`: they still load (and resume).
+    old = tmp_path / "config.yaml"
+    old.write_text("data:\n  skip_corrupt: true\n")
+    assert load_config(str(old)).data.on_corrupt_record == "skip"
+    with pytest.raises(ConfigError, match="data.on_corrupt_record"):
+        load_config(None, ["data.skip_corrupt=true"])

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from transfer_tf.config_detection import detection_problem
+from transfer_tf.config_renamed import RENAMED, renamed_key_error, translate_renamed
 from transfer_tf.config_schema import (  # noqa: F401  (re-exported: the config API)
     CHOICES,
     DEFAULT_WEIGHT_DECAY,
@@ -120,9 +121,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
 
 
 def _unknown_key_error(cls: type, key: str, prefix: str) -> ConfigError:
+    full = f"{prefix}.{key}" if prefix else key
+    if full in RENAMED:
+        return renamed_key_error(full)
     names = [f.name for f in dataclasses.fields(cls)]
     close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
-    full = f"{prefix}.{key}" if prefix else key
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     where = f"'{prefix}'" if prefix else "the top level"
     return ConfigError(
@@ -314,6 +317,7 @@ def config_from_dict(
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"config: expected a mapping at the top level, got {type(data).__name__}")
+    translate_renamed(data)
     # Validate the file's own keys first so that errors point at the file, not an override.
     _build(ExperimentConfig, data)
     for text in overrides:

@@ -70,7 +70,12 @@ class DataConfig:
     num_parallel_calls: int = 0
     # Batches prefetched: -1 = 2 with fixed parallelism, AUTOTUNE with num_parallel_calls=-1.
     prefetch: int = -1
-    skip_corrupt: bool = False
+    # A record that cannot be read (broken TFRecord framing: bytes overwritten, a cut file) or
+    # parsed/decoded: `error` stops the run with one line naming the shard, the record and its
+    # byte offset; `skip` drops it (a broken shard: the rest of that shard, which cannot be read
+    # past the break), logs each, and logs per shard how many records every epoch lost (the
+    # bookkeeping costs ~10-25% input throughput). Replaces `skip_corrupt: true|false`.
+    on_corrupt_record: str = "error"  # error | skip
     # TFRecord shards hold JPEG (our builders and the public TensorFlow tools write JPEG), so
     # training skips a per-image format check (~3% throughput); a PNG/GIF/BMP record is then bad
     # data. false: accept every format in shards. TFDS sources always accept every format.
@@ -363,6 +368,7 @@ class ExperimentConfig:
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.schema": ("classification", "coco"),
     "data.augment_policy": ("none", "randaugment", "autoaugment"),
+    "data.on_corrupt_record": ("error", "skip"),
     "model.name": ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
     "model.input_preprocessing": ("standardize", "caffe"),
     "model.resnet_variant": ("v1", "v1.5"),

@@ -29,8 +29,6 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
-import threading
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +38,7 @@ import tensorflow as tf
 from absl import logging
 
 from transfer_tf.atomic_io import write_json_atomic
+from transfer_tf.data.builders.progress import LocalCounter, Progress
 from transfer_tf.data.builders.write_errors import (
     WRITE_ERRORS,
     WriteError,
@@ -280,46 +279,6 @@ def _write_shard(spec: ShardSpec, fp: str, tmp: str) -> dict:
     return info
 
 
-class _Progress:
-    """Logs `done/total images, rate, ETA` every `every_s` seconds from a shared counter."""
-
-    def __init__(self, counter: Any, total: int, label: str, every_s: float) -> None:
-        self.counter, self.total, self.label, self.every_s = counter, total, label, every_s
-        self.start = time.monotonic()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def __enter__(self) -> _Progress:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.log()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.every_s):
-            self.log()
-
-    def log(self) -> None:
-        done = self.counter.value
-        elapsed = max(time.monotonic() - self.start, 1e-9)
-        rate = done / elapsed
-        eta = (self.total - done) / rate if rate > 0 else float("inf")
-        eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if eta != float("inf") else "?"
-        pct = 100.0 * done / self.total if self.total else 100.0
-        logging.info(
-            "%s: %d/%d images (%.1f%%), %.1f images/s, ETA %s",
-            self.label,
-            done,
-            self.total,
-            pct,
-            rate,
-            eta_text,
-        )
-
-
 def _clean_stale_temps(specs: Sequence[ShardSpec]) -> None:
     for spec in specs:
         for stale in tf.io.gfile.glob(os.path.join(_build_dir(spec, "tmp"), spec.name + ".tmp-*")):
@@ -364,9 +323,9 @@ def write_shards(
     )
     jobs = [(s, fps[s.name]) for s in todo]
     if options.num_workers == 1 or len(jobs) <= 1:
-        counter = _LocalCounter()
+        counter = LocalCounter()
         _init_worker(encoder, counter)
-        with _Progress(counter, total, label, options.log_every_s):
+        with Progress(counter, total, label, options.log_every_s):
             for job in jobs:
                 info = _write_one(job)
                 results[info["file"]] = info
@@ -379,7 +338,7 @@ def write_shards(
             initializer=_init_worker,
             initargs=(encoder, counter),
         ) as pool:
-            with _Progress(counter, total, label, options.log_every_s):
+            with Progress(counter, total, label, options.log_every_s):
                 for info in pool.imap_unordered(_write_one, jobs):
                     results[info["file"]] = info
     except BaseException:
@@ -407,14 +366,3 @@ def pool_context() -> mp.context.BaseContext:
         ctx.set_forkserver_preload(_WORKER_PRELOAD)
         return ctx
     return mp.get_context("spawn")
-
-
-class _LocalCounter:
-    """Same interface as `multiprocessing.Value` for the in-process path."""
-
-    def __init__(self) -> None:
-        self.value = 0
-        self._lock = threading.Lock()
-
-    def get_lock(self) -> threading.Lock:
-        return self._lock

@@ -15,6 +15,8 @@ and the element's position in the stream).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import tensorflow as tf
 
 from transfer_tf.data import distort
@@ -77,22 +79,23 @@ def preprocess_for_eval(
         image = preprocess_for_eval(tf.io.read_file("cat.jpg"), image_size=224)  # uint8 [224,224,3]
     """
 
-    def checked(hw: tf.Tensor):
-        op = check_pixels(hw, max_pixels)
+    def checked(hw: Callable[[], tf.Tensor]):
+        # Without a limit (the input pipeline) no header is read: nothing added per record.
+        op = check_pixels(hw(), max_pixels) if max_pixels > 0 else None
         return tf.control_dependencies([op] if op is not None else [])
 
     def jpeg() -> tf.Tensor:
         shape = tf.io.extract_jpeg_shape(image_bytes)
-        with checked(shape):
+        with checked(lambda: shape):
             window = center_crop_window(shape[0], shape[1], crop_fraction)
             # libjpeg's default IDCT (dct_method ""), as eval always decoded.
             return decode_jpeg_window(image_bytes, window, min_size=image_size, dct_method="")
 
     def other() -> tf.Tensor:
-        with checked(non_jpeg_hw(image_bytes)):
+        with checked(lambda: non_jpeg_hw(image_bytes)):
             image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
         shape = tf.shape(image)
-        with checked(shape):  # formats whose header non_jpeg_hw cannot read
+        with checked(lambda: shape):  # formats whose header non_jpeg_hw cannot read
             window = center_crop_window(shape[0], shape[1], crop_fraction)
             return tf.image.crop_to_bounding_box(image, window[0], window[1], window[2], window[3])
 

@@ -84,7 +84,8 @@ def preprocess_detection_eval(
     Example:
         image, scale, hw = preprocess_detection_eval(tf.io.read_file("street.jpg"), 640)
     """
-    check = check_pixels(header_hw(image_bytes), max_pixels)
+    # The eval pipeline (max_pixels 0) reads no header: nothing per record.
+    check = check_pixels(header_hw(image_bytes), max_pixels) if max_pixels > 0 else None
     with tf.control_dependencies([check] if check is not None else []):
         image = decode_rgb(image_bytes)
     resized, scale, _ = resize_and_pad(image, size)

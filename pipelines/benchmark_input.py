@@ -180,7 +180,7 @@ def _measure_once(flag_values: flags.FlagValues, name: str) -> dict:
             label_map_file=flag_values.label_map_file,
             image_size=flag_values.image_size,
             shuffle_buffer=flag_values.shuffle_buffer,
-            skip_corrupt=flag_values.skip_corrupt,
+            on_corrupt_record="skip" if flag_values.skip_corrupt else "error",
             random_rotation_degrees=flag_values.random_rotation_degrees,
             color_jitter=_color_jitter(flag_values),
         )

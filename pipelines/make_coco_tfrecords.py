@@ -48,6 +48,14 @@ flags.DEFINE_boolean(
     "Drop images that have no annotations in the JSON.",
     flag_values=FLAGS,
 )
+flags.DEFINE_boolean(
+    "strict",
+    False,
+    "Stop (exit 2, nothing written) when an annotation names an image_id missing from 'images' "
+    "or a category_id missing from 'categories'. Default: drop them, count them in the "
+    "manifest's 'planning' and log the first few ids.",
+    flag_values=FLAGS,
+)
 write_flags.define_write_flags(FLAGS)
 flags.DEFINE_alias("num_processes", "num_workers", flag_values=FLAGS)
 
@@ -65,6 +73,7 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> None:
         skip_empty=flag_values.skip_empty,
         image_info_file=flag_values.image_info_file,
         options=write_flags.write_options_from_flags(flag_values),
+        strict=flag_values.strict,
     )
     logging.info("Manifest: %s", manifest or "pending (other tasks' shards unfinished)")
 

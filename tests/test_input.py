@@ -140,7 +140,7 @@ def test_corrupt_image_stops_naming_the_shard_or_is_skipped_and_counted(tmp_path
     assert bad in str(error) and "record 1" in str(error) and "\n" not in str(error)
 
     before = skipped_records()
-    skip_cfg = dataclasses.replace(cfg, skip_corrupt=True)
+    skip_cfg = dataclasses.replace(cfg, on_corrupt_record="skip")
     assert len(_labels(build_dataset(skip_cfg, split="eval", global_batch_size=2))) == 5
     assert skipped_records() == before + 1
 
@@ -184,10 +184,10 @@ def test_truncated_shard_file_is_reported_by_name(tmp_path):
         _labels(build_dataset(cfg, split="eval", global_batch_size=2))
     error = corrupt_data_error(info.value)
     assert isinstance(error, UsageError) and "\n" not in str(error)
-    assert bad in str(error) and "truncated or corrupt TFRecord framing after record 2" in str(
+    assert bad in str(error) and "truncated or corrupt TFRecord framing at record 2 of" in str(
         error
     )
-    skip_cfg = dataclasses.replace(cfg, skip_corrupt=True)
+    skip_cfg = dataclasses.replace(cfg, on_corrupt_record="skip")
     assert len(_labels(build_dataset(skip_cfg, split="eval", global_batch_size=2))) == 5
 
 
@@ -304,10 +304,10 @@ def test_non_deterministic_stream_resumes_in_its_epoch_without_replaying_epoch_0
     assert not np.array_equal(order[12:24], order[:12])
 
 
-def test_skip_corrupt_keeps_every_crop_on_clean_data(id_shards):
+def test_skip_mode_keeps_every_crop_on_clean_data(id_shards):
     strict = _stream(id_shards, take=4, deterministic=True)
     skipping = _stream(
-        dataclasses.replace(id_shards, skip_corrupt=True), take=4, deterministic=True
+        dataclasses.replace(id_shards, on_corrupt_record="skip"), take=4, deterministic=True
     )
     for (x1, y1), (x2, y2) in zip(strict, skipping, strict=True):
         np.testing.assert_array_equal(y1, y2)
@@ -337,12 +337,16 @@ def test_remote_patterns_get_big_read_buffers_and_autotune(shards):
     assert not input_lib.is_remote(f"{directory}/train-*,file:///tmp/x")
     assert input_lib.parallelism(remote_cfg) == tf.data.AUTOTUNE
     assert input_lib.parallelism(dataclasses.replace(remote_cfg, num_parallel_calls=3)) == 3
-    for skip in (False, True):
+    for policy in ("error", "skip"):
         local = build_dataset(
-            dataclasses.replace(local_cfg, skip_corrupt=skip), split="train", global_batch_size=4
+            dataclasses.replace(local_cfg, on_corrupt_record=policy),
+            split="train",
+            global_batch_size=4,
         )
         ds = build_dataset(
-            dataclasses.replace(remote_cfg, skip_corrupt=skip), split="train", global_batch_size=4
+            dataclasses.replace(remote_cfg, on_corrupt_record=policy),
+            split="train",
+            global_batch_size=4,
         )
         assert ds.options().autotune.enabled and not local.options().autotune.enabled
         assert input_lib.REMOTE_READ_BUFFER in _constants(ds)

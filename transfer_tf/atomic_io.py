@@ -22,9 +22,18 @@ def write_text_atomic(path: str, text: str) -> None:
     if folder:
         tf.io.gfile.makedirs(folder)
     tmp = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(text)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    try:
+        with tf.io.gfile.GFile(tmp, "w") as f:
+            f.write(text)
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+    except BaseException:
+        # A failed write (a full disk) leaves no partial temporary file behind.
+        try:
+            if tf.io.gfile.exists(tmp):
+                tf.io.gfile.remove(tmp)
+        except (OSError, tf.errors.OpError):
+            pass
+        raise
 
 
 def write_json_atomic(path: str, data: Any, indent: int = 2) -> None:

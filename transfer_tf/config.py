@@ -24,6 +24,13 @@ from typing import Any
 import yaml
 
 from transfer_tf.config_detection import detection_problem
+from transfer_tf.config_renamed import (
+    LR_RENAME_HINT,
+    RENAMED,
+    RENAMED_KEYS,
+    renamed_key_error,
+    translate_renamed,
+)
 from transfer_tf.config_schema import (  # noqa: F401  (re-exported: the config API)
     CHOICES,
     DEFAULT_WEIGHT_DECAY,
@@ -120,25 +127,13 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"config key '{key}': unsupported field type {_type_name(tp)}")
 
 
-# Keys renamed when every learning rate in a config became per 256 images (issue 29): class ->
-# {old name: new name}. Errors, not aliases: an old value was an absolute LR, and reading it as
-# per 256 images would silently change the step by B/256.
-RENAMED_KEYS: dict[type, dict[str, str]] = {
-    PhaseConfig: {"learning_rate": "base_learning_rate"},
-    TransferConfig: {"learning_rate": "base_learning_rate"},
-    DemoConfig: {"scratch_learning_rate": "scratch_base_learning_rate"},
-}
-LR_RENAME_HINT = (
-    "(per 256 images, scaled to the global batch: x B/256 for sgd, x sqrt(B/256) for adam/adamw); "
-    "an old absolute value v at batch B is v*256/B (sgd) or v*sqrt(256/B) (adam/adamw)"
-)
-
-
 def _unknown_key_error(cls: type, key: str, prefix: str) -> ConfigError:
     full = f"{prefix}.{key}" if prefix else key
     renamed = RENAMED_KEYS.get(cls, {}).get(key)
     if renamed:
         return ConfigError(f"config key '{full}' was renamed '{renamed}' {LR_RENAME_HINT}")
+    if full in RENAMED:
+        return renamed_key_error(full)
     names = [f.name for f in dataclasses.fields(cls)]
     close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
@@ -281,6 +276,11 @@ def _validate(cfg: ExperimentConfig) -> None:
             "config key 'data.num_parallel_calls': expected -1 (AUTOTUNE), 0 (cores + 1) or a "
             f"positive count, got {cfg.data.num_parallel_calls}"
         )
+    if cfg.export.max_image_pixels < 0:
+        raise ConfigError(
+            "config key 'export.max_image_pixels': expected a pixel count, or 0 (no limit), got "
+            f"{cfg.export.max_image_pixels}"
+        )
     if not 0.0 < cfg.data.eval_crop_fraction <= 1.0:
         raise ConfigError("config key 'data.eval_crop_fraction': expected a value in (0, 1]")
     for problem in (train_problem(cfg), detection_problem(cfg)):
@@ -327,6 +327,7 @@ def config_from_dict(
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"config: expected a mapping at the top level, got {type(data).__name__}")
+    translate_renamed(data)
     # Validate the file's own keys first so that errors point at the file, not an override.
     _build(ExperimentConfig, data)
     for text in overrides:

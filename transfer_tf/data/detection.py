@@ -33,6 +33,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from transfer_tf.config import DataConfig, DetectionConfig
+from transfer_tf.data.image_limits import check_pixels, header_hw
 from transfer_tf.data.label_maps import LabelMap, lookup_table
 
 
@@ -72,17 +73,21 @@ def decode_rgb(image_bytes: tf.Tensor) -> tf.Tensor:
 
 
 def preprocess_detection_eval(
-    image_bytes: tf.Tensor, size: int
+    image_bytes: tf.Tensor, size: int, max_pixels: int = 0
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """THE eval/serving preprocessing of detection: encoded bytes (scalar string) ->
     (uint8 `[size, size, 3]`, scale float32 [2] (input pixels per original pixel, y and x),
     original height/width int32 [2]). A box in input pixels is `box / [sy, sx, sy, sx]` in
-    original pixels.
+    original pixels. `max_pixels` > 0 (serving): refuse a larger image, from its header, before
+    decoding (`image_limits.check_pixels`).
 
     Example:
         image, scale, hw = preprocess_detection_eval(tf.io.read_file("street.jpg"), 640)
     """
-    image = decode_rgb(image_bytes)
+    # The eval pipeline (max_pixels 0) reads no header: nothing per record.
+    check = check_pixels(header_hw(image_bytes), max_pixels) if max_pixels > 0 else None
+    with tf.control_dependencies([check] if check is not None else []):
+        image = decode_rgb(image_bytes)
     resized, scale, _ = resize_and_pad(image, size)
     return resized, scale, tf.shape(image)[:2]
 

@@ -1,26 +1,21 @@
-"""Corrupt-data handling for the input pipeline: name the shard, or skip and count.
+"""Corrupt data in strict mode (`data.on_corrupt_record: error`): name the shard, the record
+and its byte offset in one line.
 
-Strict mode (the default) costs nothing while the data is good. The hot pipeline is a plain
+Strict mode costs nothing while the data is good. The hot pipeline is a plain
 `TFRecordDataset -> map -> batch`; its map runs under a name scope that carries a pipeline tag
 (`transfer_tf_input_N`), which TensorFlow copies into the message of any op that fails there.
 `corrupt_data_error(error)` is the post-mortem: for a tagged error it re-reads that pipeline's
 shards (in parallel, fully decoding every image, then record by record in the first dirty shard)
-and returns a one-line `UsageError` naming the shard and record; for broken TFRecord framing
-(`DataLossError: truncated/corrupted record at OFFSET`, which carries no tag) it checks the
-framing of the shards of the pipelines built in this process. `cli.run` calls it for every
-TensorFlow error that reaches a binary, so a corrupt record stops a job with
-`error: transfer_tf corrupt data: cannot parse/decode record N of shard PATH (...)`.
+and returns a one-line `UsageError` naming the shard, record and byte offset; for broken TFRecord
+framing (`DataLossError: corrupted record at OFFSET` for bytes overwritten in a shard, `truncated
+record at OFFSET` for a cut file; no tag) it checks the framing of the shards of the pipelines
+built in this process. `cli.run` calls it for every TensorFlow error that reaches a binary, so a
+corrupt record stops a job with
+`error: transfer_tf corrupt data: cannot parse/decode record N of shard PATH (byte offset B; ...)`
+or `... truncated or corrupt TFRecord framing at record N of shard PATH (byte offset B of SIZE;
+...)`.
 
-Skip mode (`data.skip_corrupt`) needs per-record bookkeeping, so it pays for it:
-
-* `read_shard`: a shard whose TFRecord framing breaks (bad CRC, truncated file) ends early under
-  `ignore_errors`; an end marker compares the bytes consumed with the file size.
-* `guarded_map`: records are processed in chunks of 16, each chunk a small dataset with
-  `ignore_errors`; a scan over the survivors finds the missing positions while the chunk's shard
-  names and record indices are at hand. (One dataset per record would cost more than a decode.)
-
-Each skipped record is logged with its shard and counted (`skipped_records()`; counted in-process
-only: tf.data service workers just log).
+Skip mode (`data.on_corrupt_record: skip`) lives in skipping.py.
 """
 
 from __future__ import annotations
@@ -32,7 +27,6 @@ import re
 import threading
 from collections.abc import Callable
 
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -40,31 +34,10 @@ from transfer_tf.errors import UsageError
 
 AUTOTUNE = tf.data.AUTOTUNE
 CORRUPT_PREFIX = "transfer_tf corrupt data:"
-# TFRecord framing: u64 length, u32 length CRC, payload, u32 payload CRC.
+# TFRecord framing: u64 length, u32 length CRC, payload, u32 payload CRC. TensorFlow reports a bad
+# length CRC at the record's offset and a bad payload CRC at the payload's, 12 bytes on.
 _RECORD_OVERHEAD = 16
-
-_skip_lock = threading.Lock()
-_skipped = 0
-
-
-def skipped_records() -> int:
-    """Number of corrupt records (or broken shard tails) skipped in this process so far."""
-    return _skipped
-
-
-def _count_skip(shard: bytes, index: np.int64) -> np.int64:
-    global _skipped
-    with _skip_lock:
-        _skipped += 1
-        total = _skipped
-    name = shard.decode("utf-8", "replace")
-    if index < 0:
-        logging.warning("skipped the broken tail of shard %s (%d skipped so far)", name, total)
-    else:
-        logging.warning(
-            "skipped corrupt record %d of shard %s (%d skipped so far)", index, name, total
-        )
-    return np.int64(total)
+_HEADER = 12
 
 
 # -- strict mode: the post-mortem ------------------------------------------------------------
@@ -73,7 +46,7 @@ _TAG_PREFIX = "transfer_tf_input_"
 _TAG_RE = re.compile(_TAG_PREFIX + r"(\d+)")
 _FRAMING_RE = re.compile(r"(?:truncated|corrupted) record at (\d+)")
 _MAX_PIPELINES = 64
-_SKIP_HINT = " (set data.skip_corrupt=true to skip such records)"
+_SKIP_HINT = " (data.on_corrupt_record=skip skips such records, logging and counting them)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,46 +117,62 @@ def _file_summaries(files: tuple[str, ...], check) -> tf.data.Dataset:
     return ds.map(summary, num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
-def _first_bad_record(path: str, check) -> tuple[int, str] | None:
-    """(index, reason) of the first record of `path` that fails `check` (or breaks framing)."""
+def _first_bad_record(path: str, check) -> tuple[int, int, str] | None:
+    """(index, byte offset, reason) of the first record of `path` that fails `check` (or breaks
+    framing)."""
     records = tf.data.TFRecordDataset(path)
     if check is not None:
-        records = records.map(_consumed(check))
-    iterator, index = iter(records), 0
+        consumed = _consumed(check)
+        records = records.map(lambda r: (tf.strings.length(r), consumed(r)))
+    else:
+        records = records.map(lambda r: (tf.strings.length(r), tf.constant(0, tf.int64)))
+    iterator, index, offset = iter(records), 0, 0
     while True:
         try:
-            next(iterator)
+            length, _ = next(iterator)
         except StopIteration:
             return None
         except tf.errors.DataLossError as e:
-            return index, "framing: " + _first_line(e.message)
+            return index, offset, "framing: " + _first_line(e.message)
         except tf.errors.OpError as e:  # the record itself; iteration can go on
-            return index, _first_line(e.message)
+            return index, offset, _first_line(e.message)
         index += 1
+        offset += int(length) + _RECORD_OVERHEAD
+
+
+def _framing_at(consumed: int, reported: int) -> bool:
+    """Whether TensorFlow's `... record at REPORTED` is the record that starts at `consumed`."""
+    return consumed <= reported <= consumed + _HEADER
 
 
 def _scan(pipeline: _Pipeline, framing_offset: int | None) -> str | None:
-    """The corrupt-data message for the first bad shard of `pipeline`, or None if all are clean."""
+    """The corrupt-data message for the first bad shard of `pipeline`, or None if all are clean.
+
+    `framing_offset`: the offset of a framing error (only the framing is read, and the shard
+    broken there is named); -1: any shard whose framing breaks; None: decode every record."""
     check = None if framing_offset is not None else pipeline.check
     sizes = [tf.io.gfile.stat(f).length for f in pipeline.files]
     summaries = _file_summaries(pipeline.files, check)
     for path, size, (count, good, consumed) in zip(pipeline.files, sizes, summaries, strict=True):
         count, good, consumed = int(count), int(good), int(consumed)
         broken_framing = consumed != size
-        if framing_offset is not None and not (broken_framing and consumed == framing_offset):
+        if framing_offset is not None and not (
+            broken_framing and (framing_offset < 0 or _framing_at(consumed, framing_offset))
+        ):
             continue
         if good < count:
             found = _first_bad_record(path, check)
-            if found is not None and not found[1].startswith("framing: "):
-                index, reason = found
+            if found is not None and not found[2].startswith("framing: "):
+                index, offset, reason = found
                 return (
                     f"{CORRUPT_PREFIX} cannot parse/decode record {index} of shard {path} "
-                    f"({reason})"
+                    f"(byte offset {offset}; {reason})"
                 )
         if broken_framing:
             return (
-                f"{CORRUPT_PREFIX} truncated or corrupt TFRecord framing after record {count} "
-                f"in shard {path} (byte {consumed} of {size})"
+                f"{CORRUPT_PREFIX} truncated or corrupt TFRecord framing at record {count} of "
+                f"shard {path} (byte offset {consumed} of {size}; the shard cannot be read past "
+                "it)"
             )
     return None
 
@@ -205,7 +194,7 @@ def corrupt_data_error(error: BaseException) -> UsageError | None:
             raise corrupt_data_error(e) or e
     """
     message = getattr(error, "message", None) or str(error)
-    if CORRUPT_PREFIX in message:  # skip mode's read_shard/guarded_map, or an earlier call
+    if CORRUPT_PREFIX in message:  # an earlier call's message
         text = message[message.index(CORRUPT_PREFIX) :].splitlines()[0]
         for junk in ("[", "]", "\\n"):
             text = text.replace(junk, "")
@@ -235,130 +224,11 @@ def corrupt_data_error(error: BaseException) -> UsageError | None:
         text = _scan(pipeline, int(framing.group(1)) if framing and not tag else None)
         if text is not None:
             return UsageError(text + _SKIP_HINT)
+    if framing and not tag:
+        # No shard breaks at that very offset (a remote filesystem may report another one):
+        # name the first shard whose framing breaks at all rather than fail with a traceback.
+        for pipeline in candidates:
+            text = _scan(pipeline, -1) if pipeline.files else None
+            if text is not None:
+                return UsageError(text + _SKIP_HINT)
     return None
-
-
-# -- skip mode: per-record bookkeeping ----------------------------------------------------------
-
-
-def read_shard(
-    shard: tf.Tensor,
-    size: tf.Tensor,
-    epoch: tf.Tensor,
-    skip: bool,
-    log_py: bool,
-    buffer_size: int | None = None,
-):
-    """One shard -> (shard, index, epoch, record); a shard cut short by bad framing is reported.
-    `buffer_size`: the TFRecordDataset read buffer in bytes (None: TensorFlow's default)."""
-    raw = tf.data.TFRecordDataset(shard, buffer_size=buffer_size).ignore_errors()
-    tagged = raw.map(lambda r: (r, False)).concatenate(
-        tf.data.Dataset.from_tensors((tf.constant(b""), True))
-    )
-
-    def count(state, element):
-        index, consumed = state
-        record, is_end = element
-        new = (
-            index + 1,
-            consumed + tf.cast(tf.strings.length(record), tf.int64) + _RECORD_OVERHEAD,
-        )
-        return new, (index, record, is_end, consumed)
-
-    def check_end(index, record, is_end, consumed):
-        complete = tf.logical_or(tf.logical_not(is_end), tf.equal(consumed, size))
-        if skip:
-            counted = tf.cond(
-                complete,
-                lambda: tf.constant(0, tf.int64),
-                lambda: _skip_hook(shard, tf.constant(-1, tf.int64), log_py),
-            )
-            with tf.control_dependencies([counted]):
-                return tf.logical_not(is_end)
-        assert_op = tf.debugging.Assert(
-            complete,
-            [
-                f"{CORRUPT_PREFIX} truncated or corrupt TFRecord framing after record",
-                index,
-                "in shard",
-                shard,
-            ],
-        )
-        with tf.control_dependencies([assert_op]):
-            return tf.logical_not(is_end)
-
-    scanned = tagged.scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), count)
-    return scanned.filter(check_end).map(
-        lambda index, record, is_end, consumed: (shard, index, epoch, record)
-    )
-
-
-def _skip_hook(shard: tf.Tensor, index: tf.Tensor, log_py: bool) -> tf.Tensor:
-    if log_py:
-        return tf.numpy_function(_count_skip, [shard, index], tf.int64, stateful=True)
-    # No Python in the graph (tf.data service workers): log from the graph, count nothing.
-    with tf.control_dependencies([tf.print("skipped corrupt record", index, "of shard", shard)]):
-        return tf.constant(0, tf.int64)
-
-
-_CHUNK = 16
-
-
-def guarded_map(ds, process, dummy, skip: bool, log_py: bool, deterministic: bool, parallel: int):
-    """`ds.map(process)` that names the shard and record of any element whose processing fails.
-
-    tf.data has no try/except. Elements are grouped in chunks of 16; each chunk is processed as
-    its own small dataset with `ignore_errors`, its survivors carry their position in the chunk,
-    and a scan over them finds the gaps (failed elements) while the chunk's shard names and
-    record indices are still at hand. Chunks run in parallel through `interleave`. (One dataset
-    per element would cost more than a JPEG decode; per chunk the overhead is amortised.)
-    """
-
-    def one_chunk(shards, indices, epochs, payloads):
-        n = tf.shape(shards, out_type=tf.int64)[0]
-        elements = tf.data.Dataset.from_tensor_slices(
-            (shards, indices, epochs, payloads, tf.range(n))
-        )
-        done = elements.map(lambda s, i, e, p, j: (process(s, i, e, p), j, False))
-        done = done.ignore_errors().concatenate(tf.data.Dataset.from_tensors((dummy, n, True)))
-
-        def check(expected, element):
-            out, j, is_end = element
-            failed = tf.range(expected, j)
-            if skip:
-                counted = tf.map_fn(
-                    lambda k: _skip_hook(shards[k], indices[k], log_py),
-                    failed,
-                    fn_output_signature=tf.int64,
-                )
-                deps = [counted]
-            else:
-                first = tf.minimum(expected, n - 1)
-                deps = [
-                    tf.debugging.Assert(
-                        tf.equal(j, expected),
-                        [
-                            f"{CORRUPT_PREFIX} cannot parse/decode record",
-                            indices[first],
-                            "of shard",
-                            shards[first],
-                        ],
-                    )
-                ]
-            with tf.control_dependencies(deps):
-                return j + 1, (out, tf.identity(is_end))
-
-        checked = done.scan(tf.constant(0, tf.int64), check)
-        return checked.filter(lambda out, is_end: tf.logical_not(is_end)).map(
-            lambda out, is_end: out
-        )
-
-    # ragged: TFDS payloads hold per-image object lists of different lengths. A chunk's
-    # survivors leave as one block: the stream keeps its order (chunks still run in parallel).
-    return ds.ragged_batch(_CHUNK).interleave(
-        one_chunk,
-        cycle_length=parallel,
-        block_length=_CHUNK,
-        num_parallel_calls=parallel,
-        deterministic=deterministic,
-    )

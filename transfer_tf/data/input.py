@@ -21,20 +21,22 @@ Randomness: a record's crop/flip seed is `[stream key, position in the stream]` 
 skip mode; the stream key mixes `seed` and the input pipeline id. Guarantees:
 * `deterministic=True`: the order is fixed, so a stream started at step k yields exactly what an
   uninterrupted stream yields from step k on (records, crops, flips, MixUp/CutMix), and turning
-  `data.skip_corrupt` on changes nothing on clean data.
+  `data.on_corrupt_record: skip` on changes nothing on clean data.
 * otherwise (parallel interleave/maps out of order): epochs, file order and the position counter
   are exact, so a resumed stream is in the right epoch with the right number of its records
   already consumed and never replays epoch 0; which records sit near the cut (within the
   interleave's cycle and the shuffle buffer) and the pairing of seeds and records vary run to run.
 Resuming mid-epoch reads (without decoding) the records of that epoch before the cut.
 
-Corrupt data (see guard.py): strict mode adds nothing per record. The map runs under a name
-scope that tags failing ops with the pipeline, and `corrupt_data_error(e)` (called by `cli.run`)
-re-reads that pipeline's shards after a failure to name the bad shard and record:
-`transfer_tf corrupt data: cannot parse/decode record N of shard PATH (reason)`, or `truncated or
-corrupt TFRecord framing after record N in shard PATH`. With `data_cfg.skip_corrupt` records
-carry their shard and index through a guarded map instead, and each bad one is skipped, logged
-and counted (`skipped_records()`); that bookkeeping costs ~10-25% throughput.
+Corrupt data (`data.on_corrupt_record`): `error` (guard.py) adds nothing per record. The map runs
+under a name scope that tags failing ops with the pipeline, and `corrupt_data_error(e)` (called
+by `cli.run`) re-reads that pipeline's shards after a failure to name the bad shard, record and
+byte offset: `transfer_tf corrupt data: cannot parse/decode record N of shard PATH (byte offset
+B; reason)`, or `truncated or corrupt TFRecord framing at record N of shard PATH (byte offset B
+of SIZE; ...)`. With `skip` (skipping.py) records carry their shard and index through a guarded
+map instead; each bad one (a broken shard: its unreadable rest) is skipped, logged and counted
+(`skipped_records()`), and each input epoch's end logs how many records every shard lost; that
+bookkeeping costs ~10-25% throughput.
 
 Remote patterns (`gs://`, `s3://`, any `scheme://` but `file://`): 8 MiB TFRecord read buffers (the
 TPU reference input's) and, unless `data.num_parallel_calls` is set, tf.data AUTOTUNE parallelism.
@@ -63,13 +65,16 @@ from transfer_tf.data.files import list_files
 from transfer_tf.data.guard import (  # noqa: F401  (re-exported)
     CORRUPT_PREFIX,
     corrupt_data_error,
-    guarded_map,
-    read_shard,
     register_pipeline,
-    skipped_records,
 )
 from transfer_tf.data.label_maps import read_label_map
 from transfer_tf.data.parsers import Parser, ViewsFn
+from transfer_tf.data.skipping import (  # noqa: F401  (skipped_records: re-exported)
+    guarded_map,
+    new_ledger,
+    size_ledger,
+    skipped_records,
+)
 from transfer_tf.data.stream import epoch_stream, tfrecord_epochs
 from transfer_tf.errors import UsageError
 
@@ -215,8 +220,10 @@ def build_dataset(
     if batch <= 0:
         raise UsageError(f"global batch size {global_batch_size} gives an empty per-replica batch")
     pattern = data_cfg.train_pattern if training else data_cfg.eval_pattern
-    skip = data_cfg.skip_corrupt
+    skip = data_cfg.on_corrupt_record == "skip"
     log_py = not data_cfg.tf_data_service
+    # Skip mode's per-epoch counts of skipped records (Python hooks: not on tf.data service).
+    ledger = new_ledger(pattern) if skip and log_py else -1
     deterministic = bool(deterministic)
     parallel = parallelism(data_cfg, pattern)
     autotune = parallel == AUTOTUNE
@@ -258,6 +265,7 @@ def build_dataset(
             log_py=log_py,
             parallel=parallel,
             read_buffer=REMOTE_READ_BUFFER if is_remote(pattern) else None,
+            ledger=ledger,
         )
         schema = data_cfg.schema
         label_map = None
@@ -280,6 +288,8 @@ def build_dataset(
     # Records this pipeline consumes per global step: each pipeline feeds its replicas' batches.
     pipelines = source_context.num_input_pipelines if source_context else 1
     start = start_step * global_batch_size // pipelines if training else 0
+    if ledger >= 0:  # per-epoch summaries need it (manifest: free; else a counting pass)
+        size_ledger(ledger, epoch_size(), start)
     source = epoch_stream(
         records,
         epoch_size,
@@ -309,8 +319,9 @@ def build_dataset(
 
     if skip:
 
-        def process(shard, index, position, payload):
-            return model_inputs(payload, position)
+        def process(shard, index, epoch, payload):
+            position, record = payload
+            return model_inputs(record, position)
 
         size = data_cfg.image_size
         image = tf.zeros([size, size, 3], tf.uint8)
@@ -321,9 +332,11 @@ def build_dataset(
         )
         if detection is not None:
             dummy = (*parser.dummy(), dummy[2])
-        # The position rides in the epoch's slot: guarded_map only passes it through.
-        positioned = source.map(lambda position, r: (r[1][0], r[1][1], position, r[1][3]))
-        ds = guarded_map(positioned, process, dummy, True, log_py, order_fixed, parallel)
+        # The position rides with the payload: guarded_map passes it through to `process`.
+        positioned = source.map(
+            lambda position, r: (r[1][0], r[1][1], r[1][2], (position, r[1][3]))
+        )
+        ds = guarded_map(positioned, process, dummy, log_py, order_fixed, parallel, ledger)
     else:
         # Zero-cost strict mode: a plain map under a name scope that tags any failing op, so
         # `corrupt_data_error` can find and name the bad shard afterwards (see guard.py).

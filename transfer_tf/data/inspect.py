@@ -5,8 +5,9 @@ Each file is read once. Every record goes through the training parser's own chec
 (`Parser.validate`: the schema's decoder, the label range after `label_offset` or the COCO label
 map, `data.jpeg_only`, a full image decode), so what inspect accepts is exactly what a training
 run with the same data config reads, and what it rejects would stop that run (or be skipped with
-`data.skip_corrupt`). The judging config is `data_cfg` (the binary: `--config`/`--set`), else the
-defaults of `DataConfig` (label_offset 1, num_classes 1000, jpeg_only true).
+`data.on_corrupt_record: skip`). The judging config is `data_cfg` (the binary:
+`--config`/`--set`), else the defaults of `DataConfig` (label_offset 1, num_classes 1000,
+jpeg_only true).
 
 Example:
     summary = inspect_tfrecords("/data/imagenet/validation-*")

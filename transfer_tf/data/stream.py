@@ -25,7 +25,7 @@ import tensorflow as tf
 from absl import logging
 
 from transfer_tf.data import manifest
-from transfer_tf.data.guard import read_shard
+from transfer_tf.data.skipping import read_shard
 from transfer_tf.errors import UsageError
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -84,19 +84,23 @@ def tfrecord_epochs(
     log_py: bool,
     parallel: int = AUTOTUNE,
     read_buffer: int | None = None,
+    ledger: int = -1,
 ) -> tuple[Callable[[tf.Tensor], tf.data.Dataset], Callable[[], int]]:
     """This input pipeline's share of `files`, one epoch at a time.
 
     Returns `(records, epoch_size)`: `records(epoch)` is the epoch's records (strict mode:
     serialized records from plain `TFRecordDataset`s, nothing per record; skip mode (`guarded`):
-    `(shard, index, epoch, record)`, with broken framing skipped and counted), files in a
-    stateless order drawn from `(seed, epoch)`; `epoch_size()` is their number.
+    `(shard, index, epoch, record)`, with broken framing skipped, logged and counted, into
+    `ledger` too: `skipping.new_ledger`), files in a stateless order drawn from `(seed, epoch)`;
+    `epoch_size()` is their number.
     """
     n, i = (context.num_input_pipelines, context.input_pipeline_id) if context else (1, 0)
     per_record = n > 1 and len(files) < n
     if n > 1 and not per_record:
         files = files[i::n]
     sizes = _file_sizes(files) if guarded else [0] * len(files)
+    # Skip mode: a shard whose framing breaks loses its rest; its manifest count says how much.
+    counts = (manifest.record_counts(files) if guarded else None) or [-1] * len(files)
     num_files = len(files)
     shuffle = training and file_shuffle and not per_record
 
@@ -110,17 +114,17 @@ def tfrecord_epochs(
                     num_files - 1,
                 )
             )
-        table = (tf.constant(files), tf.constant(sizes, tf.int64))
-        return order.map(lambda k: (table[0][k], table[1][k], epoch))
+        table = (tf.constant(files), tf.constant(sizes, tf.int64), tf.constant(counts, tf.int64))
+        return order.map(lambda k: (table[0][k], table[1][k], table[2][k], epoch))
 
     if guarded:
 
-        def read(f, s, e):
-            return read_shard(f, s, e, True, log_py, buffer_size=read_buffer)
+        def read(f, s, c, e):
+            return read_shard(f, s, c, e, log_py, ledger, buffer_size=read_buffer)
 
     else:
 
-        def read(f, s, e):
+        def read(f, s, c, e):
             return tf.data.TFRecordDataset(f, buffer_size=read_buffer)
 
     cycle = max(1, min(cycle_length, num_files))

@@ -66,6 +66,7 @@ class DetectionServingModule(tf.Module):
         self.model_variables = [getattr(v, "value", v) for v in model.variables]
         self._det_cfg = cfg.detection
         self._size = int(cfg.detection.image_size)
+        self._max_pixels = int(cfg.export.max_image_pixels)
         label_map = read_label_map(cfg.data.label_map_file) if cfg.data.label_map_file else None
         self._ids = tf.constant(category_ids(label_map, cfg.data.num_classes), tf.int64)
         self.labels_asset = tf.saved_model.Asset(labels_path)
@@ -118,7 +119,7 @@ class DetectionServingModule(tf.Module):
     def _serve_bytes(self, image_bytes):
         # Images differ in size before the resize, so preprocessing is per element.
         images, scale, hw = tf.map_fn(
-            lambda b: preprocess_detection_eval(b, self._size),
+            lambda b: preprocess_detection_eval(b, self._size, self._max_pixels),
             image_bytes,
             fn_output_signature=(
                 tf.TensorSpec([self._size, self._size, 3], tf.uint8),

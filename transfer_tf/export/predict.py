@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from transfer_tf.data.image_limits import pixel_limit_error
 from transfer_tf.errors import UsageError
 from transfer_tf.export.saved_model import BYTES_INPUT, existing_versions
 
@@ -101,7 +102,10 @@ class Predictor:
                 for path, blob in zip(chunk, data, strict=True):
                     try:
                         self.predict_bytes([blob])
-                    except tf.errors.InvalidArgumentError:
+                    except tf.errors.InvalidArgumentError as e:
+                        too_large = pixel_limit_error(e.message)
+                        if too_large is not None:  # the export's limit, said by its graph
+                            raise UsageError(f"image '{path}' {too_large}") from None
                         raise UsageError(
                             f"image '{path}' is not a decodable image (JPEG, PNG, GIF or BMP expected)"
                         ) from None

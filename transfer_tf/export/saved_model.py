@@ -18,7 +18,8 @@ Each returns:
 
 Preprocessing in the graph is `augment.preprocess_for_eval` (bytes) and
 `augment.center_crop_and_resize` (decoded tensors): the same functions as the eval input pipeline,
-so serving and evaluation see identical pixels.
+so serving and evaluation see identical pixels. An image above `export.max_image_pixels` (read
+from its header, before decoding) is refused with InvalidArgumentError (`data/image_limits.py`).
 
 Example:
     version_dir = export_saved_model(model, cfg, "exports/r50")  # -> "exports/r50/1"
@@ -40,6 +41,7 @@ import tensorflow as tf
 from transfer_tf.config import ExperimentConfig
 from transfer_tf.data import schemas
 from transfer_tf.data.augment import center_crop_and_resize, preprocess_for_eval
+from transfer_tf.data.image_limits import check_pixels
 from transfer_tf.data.label_maps import read_label_map
 from transfer_tf.errors import UsageError
 from transfer_tf.models.resnet import model_signature
@@ -150,6 +152,7 @@ class ServingModule(tf.Module):
         self._crop_fraction = float(cfg.data.eval_crop_fraction)
         self._num_classes = int(cfg.data.num_classes)
         self._top_k = min(int(cfg.export.top_k), self._num_classes)
+        self._max_pixels = int(cfg.export.max_image_pixels)
         self._activation = output_activation(cfg)
         inputs = getattr(model, "inputs", None)
         self._input_dtype = inputs[0].dtype if inputs else "float32"
@@ -208,7 +211,9 @@ class ServingModule(tf.Module):
     def _decode_batch(self, image_bytes: tf.Tensor) -> tf.Tensor:
         # Images differ in size before the crop, so preprocessing is per element.
         return tf.map_fn(
-            lambda b: preprocess_for_eval(b, self._image_size, self._crop_fraction),
+            lambda b: preprocess_for_eval(
+                b, self._image_size, self._crop_fraction, self._max_pixels
+            ),
             image_bytes,
             fn_output_signature=self._image_spec,
         )
@@ -217,6 +222,10 @@ class ServingModule(tf.Module):
         return self.classify(self._decode_batch(image_bytes))
 
     def _serve_image_tensor(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        # Decoded already, but the crop and the float resize would still copy it several times.
+        check = check_pixels(tf.shape(images)[1:3], self._max_pixels)
+        with tf.control_dependencies([check] if check is not None else []):
+            images = tf.identity(images)
         resized = tf.map_fn(
             lambda im: center_crop_and_resize(im, self._image_size, self._crop_fraction),
             images,

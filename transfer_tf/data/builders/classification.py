@@ -32,6 +32,7 @@ from transfer_tf.data.builders.sharded_writer import (
     shard_name,
     write_shards,
 )
+from transfer_tf.data.builders.write_errors import writing
 from transfer_tf.errors import UsageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -138,11 +139,13 @@ def write_classification(
     (see `image_codec.prepare_image`)."""
     import tensorflow as tf
 
-    tf.io.gfile.makedirs(output_dir)
     names = list(class_names) if class_names else list(class_keys)
     # Every task writes the same label files; the content depends only on the inputs.
-    write_text_atomic(os.path.join(output_dir, "labels.txt"), "".join(k + "\n" for k in class_keys))
-    write_text_atomic(os.path.join(output_dir, "label_names.txt"), "".join(n + "\n" for n in names))
+    for name, lines in (("labels.txt", class_keys), ("label_names.txt", names)):
+        path = os.path.join(output_dir, name)
+        with writing(path):
+            tf.io.gfile.makedirs(output_dir)
+            write_text_atomic(path, "".join(line + "\n" for line in lines))
     encoder = ClassificationEncoder(
         root,
         tuple(class_keys),

@@ -46,6 +46,7 @@ from transfer_tf.data.builders.sharded_writer import (
     WriteOptions,
     write_shards,
 )
+from transfer_tf.data.builders.write_errors import check_writable, writing
 from transfer_tf.errors import UsageError
 
 
@@ -189,12 +190,19 @@ def build_coco(
     skip_empty: bool = False,
     image_info_file: str = "",
     options: WriteOptions | None = None,
+    strict: bool = False,
 ) -> str | None:
     """Writes `PREFIX-%05d-of-%05d.tfrecord` shards, `label_map.json` and
     `manifest-<name>.json` beside them; returns the manifest path (None while other tasks'
-    shards are unfinished). Raises UsageError for missing dirs or malformed JSON."""
+    shards are unfinished). `strict`: refuse a JSON whose annotations name image or category ids
+    it does not list (default: drop, count and log them; see `coco_plan.plan_coco`).
+    Raises UsageError for missing dirs, malformed JSON, or (`strict`) dangling ids."""
     options = options or WriteOptions()
     options.validate()
+    out_dir = os.path.dirname(output_file_prefix) or "."
+    if output_file_prefix and not output_file_prefix.endswith(("/", os.sep)):  # else plan_coco says
+        # Before the JSON (hundreds of MB for train2017) is read.
+        check_writable(out_dir, "--output_file_prefix")
     plan = plan_coco(
         image_dirs,
         object_annotations_file,
@@ -202,11 +210,12 @@ def build_coco(
         num_shards=num_shards,
         skip_empty=skip_empty,
         image_info_file=image_info_file,
+        strict=strict,
     )
     specs, categories = plan.specs, plan.categories
-    out_dir = os.path.dirname(output_file_prefix) or "."
     base = os.path.basename(output_file_prefix)
-    tf.io.gfile.makedirs(out_dir)
+    with writing(out_dir):
+        tf.io.gfile.makedirs(out_dir)
     label_map = {
         "schema": "coco",
         "num_classes": len(categories),
@@ -250,4 +259,5 @@ def _write_label_map(path: str, label_map: dict) -> None:
             raise UsageError(
                 f"{path} exists with different categories: write these shards to another folder"
             )
-    write_json_atomic(path, label_map, indent=1)
+    with writing(path):
+        write_json_atomic(path, label_map, indent=1)

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from absl import logging
 
-from transfer_tf.data.builders.coco_json import CocoJson, read_coco_json
+from transfer_tf.data.builders.coco_json import CocoJson, read_annotation, read_coco_json
 from transfer_tf.data.builders.sharded_writer import ShardSpec, round_robin, shard_name
 from transfer_tf.errors import UsageError
 
@@ -81,11 +82,16 @@ def plan_coco(
     num_shards: int = 32,
     skip_empty: bool = False,
     image_info_file: str = "",
+    strict: bool = False,
 ) -> CocoPlan:
     """Streams the JSON file(s) and assigns images to shards (image i -> shard i % num_shards).
 
     Holds per image its info and the byte ranges of its annotations, never a segmentation.
     Duplicate image ids and file names are planned as skipped items (the first one is kept).
+    Annotations whose `image_id` is not in the images list or whose `category_id` is not in the
+    categories cannot be written: they are counted (`annotations_with_unknown_image`,
+    `annotations_with_unknown_category`) and logged with the first few ids, or with `strict`
+    refused (UsageError naming the file and those ids).
     """
     if not image_dirs or not any(image_dirs):
         raise UsageError("--image_dir is required")
@@ -121,6 +127,9 @@ def plan_coco(
     offsets = np.frombuffer(ann.ann_offset, np.int64)[order]
     lengths = np.frombuffer(ann.ann_length, np.int64)[order]
     counters = {"annotations_with_unknown_category": int(len(cat) - len(keep))}
+    counters["annotations_with_unknown_image"] = _check_dangling(
+        ann, info, categories, image_info_file or object_annotations_file, strict
+    )
     counters.update(duplicate_image_ids=0, duplicate_file_names=0)
     first_index: dict[Any, int] = {}
     first_name: dict[str, Any] = {}
@@ -164,3 +173,62 @@ def plan_coco(
     return CocoPlan(
         specs, categories, counters, ann.path, ann.sha256, has_annotations=ann.has_annotations
     )
+
+
+_SHOWN = 3  # offending annotations named per kind in the log line / error
+
+
+def _check_dangling(
+    ann: CocoJson,
+    info: CocoJson,
+    categories: list[tuple[int, str]],
+    images_file: str,
+    strict: bool,
+) -> int:
+    """Finds annotations naming an image id not in `info.images` or a category id not in
+    `categories`; logs them (the first few by annotation id) or, with `strict`, raises.
+
+    Returns the number of annotations with an unknown image (the unknown-category count is the
+    caller's). Model Garden's tool drops both silently; a mismatched JSON (an annotations file of
+    another split, a filtered images list) should at least be seen.
+    """
+    if not len(ann.ann_image):
+        return 0
+    known_images = {image_id for image_id, *_ in info.images}
+    ids_by_code = list(ann.image_codes)  # insertion order = code order
+    unknown_code = np.array([i not in known_images for i in ids_by_code], bool)
+    code = np.frombuffer(ann.ann_image, np.int64)
+    cat = np.frombuffer(ann.ann_category, np.int64)
+    bad_image = np.flatnonzero(unknown_code[code])
+    bad_category = np.flatnonzero(~np.isin(cat, np.array([c for c, _ in categories], np.int64)))
+    if not len(bad_image) and not len(bad_category):
+        return 0
+
+    def annotation_id(j: int) -> Any:
+        a = read_annotation(ann.path, int(ann.ann_offset[j]), int(ann.ann_length[j]))
+        return a.get("id", f"#{j}")
+
+    parts = []
+    if len(bad_image):
+        shown = ", ".join(
+            f"annotation {annotation_id(j)} -> image_id {ids_by_code[code[j]]!r}"
+            for j in bad_image[:_SHOWN]
+        )
+        parts.append(
+            f"{len(bad_image)} annotation(s) name an image_id that is not in the 'images' of "
+            f"{images_file} ({shown}{', ...' if len(bad_image) > _SHOWN else ''})"
+        )
+    if len(bad_category):
+        shown = ", ".join(
+            f"annotation {annotation_id(j)} -> category_id {int(cat[j])}"
+            for j in bad_category[:_SHOWN]
+        )
+        parts.append(
+            f"{len(bad_category)} annotation(s) name a category_id that is not in 'categories' "
+            f"({shown}{', ...' if len(bad_category) > _SHOWN else ''})"
+        )
+    text = f"{ann.path}: " + "; ".join(parts)
+    if strict:
+        raise UsageError(f"--strict: {text}")
+    logging.warning("%s; dropped them (counted in the manifest's 'planning')", text)
+    return int(len(bad_image))

@@ -33,6 +33,7 @@ from transfer_tf.data.builders.classification import (
     write_classification,
 )
 from transfer_tf.data.builders.sharded_writer import ShardSpec, WriteOptions
+from transfer_tf.data.builders.write_errors import check_writable
 from transfer_tf.errors import UsageError
 
 # The one class of an unlabeled folder's shards.
@@ -98,6 +99,7 @@ def build_folder(
     images directly in `root`, one class (see module doc)."""
     options = options or WriteOptions()
     options.validate()
+    check_writable(output_dir, "--output_dir")  # before the input is listed and read
     specs, classes, ignored = plan_folder(
         root,
         output_dir,

@@ -32,6 +32,7 @@ from transfer_tf.data.builders.classification import (
     write_classification,
 )
 from transfer_tf.data.builders.sharded_writer import ShardSpec, WriteOptions
+from transfer_tf.data.builders.write_errors import check_writable
 from transfer_tf.errors import UsageError
 
 DEFAULT_LABEL_FILES = ("synset_labels.txt", "LOC_val_solution.csv")
@@ -183,6 +184,7 @@ def build_imagenet(
     tasks' shards are unfinished). Raises UsageError for a missing or malformed input."""
     options = options or WriteOptions()
     options.validate()
+    check_writable(output_dir, "--output_dir")  # before the input is listed and read
     specs, wnids = plan_imagenet(
         raw_data_dir,
         output_dir,

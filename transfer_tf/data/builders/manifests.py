@@ -27,6 +27,7 @@ from transfer_tf.data.builders.sharded_writer import (
     shard_name,
     task_shards,
 )
+from transfer_tf.data.builders.write_errors import writing
 
 
 def collect_finished(specs: Sequence[ShardSpec], encoder: Encoder) -> dict[str, dict] | None:
@@ -99,18 +100,20 @@ def write_manifests(
         stem = manifest_path[: -len(".json")] if manifest_path.endswith(".json") else manifest_path
         partial = f"{stem}.{shard_name('task', options.task_index, options.num_tasks)}.json"
         mine = task_shards(specs, options.task_index, options.num_tasks)
-        write_json_atomic(
-            partial,
-            {**header, "complete": False, **summarize(mine, task_results)},
-            indent=1,
-        )
+        with writing(partial):
+            write_json_atomic(
+                partial,
+                {**header, "complete": False, **summarize(mine, task_results)},
+                indent=1,
+            )
     infos = collect_finished(specs, encoder)
     if infos is None:
         logging.info(
             "Manifest %s not written yet: shards of other tasks are unfinished", manifest_path
         )
         return None
-    write_json_atomic(
-        manifest_path, {**header, "complete": True, **summarize(specs, infos)}, indent=1
-    )
+    with writing(manifest_path):
+        write_json_atomic(
+            manifest_path, {**header, "complete": True, **summarize(specs, infos)}, indent=1
+        )
     return manifest_path

@@ -13,6 +13,9 @@ uninterrupted one write the same bytes.
     caller: see `pool_context`), one shard at a time per process, streaming
     (one Example in memory at a time), into `.build/tmp/<name>.tmp-<pid>`, then renames the file
     into place and writes its sidecar last: a file without a sidecar is redone.
+  * on a write error (a full disk, a file-size limit) removes the shard's partial file and
+    raises a one-line `WriteError` naming the path and the OS reason; the other workers' partial
+    files are removed too. Finished shards stay, so the rerun resumes at the first unfinished one.
 
 Example:
     specs = [ShardSpec("train", 0, 1, "/out/train-00000-of-00001", [{"path": "a.jpg"}])]
@@ -21,12 +24,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing as mp
 import os
-import threading
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,6 +38,13 @@ import tensorflow as tf
 from absl import logging
 
 from transfer_tf.atomic_io import write_json_atomic
+from transfer_tf.data.builders.progress import LocalCounter, Progress
+from transfer_tf.data.builders.write_errors import (
+    WRITE_ERRORS,
+    WriteError,
+    remove_quietly,
+    writing,
+)
 from transfer_tf.errors import UsageError
 
 BUILD_DIR = ".build"
@@ -196,22 +205,42 @@ def _bump(counter: Any, n: int) -> None:
 
 def _write_one(job: tuple[ShardSpec, str]) -> dict:
     spec, fp = job
+    tmp = os.path.join(_build_dir(spec, "tmp"), f"{spec.name}.tmp-{os.getpid()}")
+    try:
+        return _write_shard(spec, fp, tmp)
+    except BaseException as e:
+        # Whatever stopped the shard (a full disk, a bug, Ctrl-C), its files go: the partial
+        # one, and the renamed one when its sidecar could not be written (unfinished either
+        # way). Only finished shards stay on disk; a rerun redoes this one.
+        remove_quietly(tmp)
+        remove_quietly(spec.path)
+        if isinstance(e, WriteError):
+            raise WriteError(
+                spec.path,
+                f"{e.reason} (its partial file was removed; free space and rerun: finished "
+                "shards are kept)",
+            ) from None
+        raise
+
+
+def _write_shard(spec: ShardSpec, fp: str, tmp: str) -> dict:
     encoder, counter = _worker_encoder, _worker_counter
     assert encoder is not None
-    tmp_dir = _build_dir(spec, "tmp")
-    tmp = os.path.join(tmp_dir, f"{spec.name}.tmp-{os.getpid()}")
     per_class: Counter[str] = Counter()
     counters: Counter[str] = Counter()
     skipped, fixed = [], []
     records = 0
     pending = 0
-    with tf.io.TFRecordWriter(tmp) as writer:
+    with writing(tmp):
+        writer = tf.io.TFRecordWriter(tmp)
+    try:
         for item in spec.items:
-            enc = encoder.encode(item)
+            enc = encoder.encode(item)  # its own errors are not write errors: not wrapped
             if enc.record is None:
                 skipped.append({"file": enc.source, "reason": enc.skip_reason})
             else:
-                writer.write(enc.record)
+                with writing(tmp):
+                    writer.write(enc.record)
                 records += 1
                 per_class.update(enc.classes)
                 if enc.fixed:
@@ -221,68 +250,39 @@ def _write_one(job: tuple[ShardSpec, str]) -> dict:
             if pending >= 16:
                 _bump(counter, pending)
                 pending = 0
+        with writing(tmp):  # buffered records reach the disk here
+            writer.close()
+    finally:
+        # After a failure, release the file quietly: a second error from flushing the same
+        # full disk must not replace the first (closing a closed writer is a no-op).
+        with contextlib.suppress(*WRITE_ERRORS):
+            writer.close()
     _bump(counter, pending)
-    tf.io.gfile.rename(tmp, spec.path, overwrite=True)
+    with writing(spec.path):
+        tf.io.gfile.rename(tmp, spec.path, overwrite=True)
+        size = tf.io.gfile.stat(spec.path).length
     info = {
         "file": spec.name,
         "split": spec.split,
         "fingerprint": fp,
-        "bytes": tf.io.gfile.stat(spec.path).length,
+        "bytes": size,
         "records": records,
         "per_class": dict(sorted(per_class.items())),
         "counters": dict(sorted(counters.items())),
         "skipped": skipped,
         "converted": fixed,
     }
-    # The sidecar is written last: it is what marks the shard as finished.
-    write_json_atomic(sidecar_path(spec), info, indent=1)
+    # The sidecar is written last: it is what marks the shard as finished (a shard without one,
+    # e.g. after its sidecar hit a full disk, is redone by the next run).
+    with writing(sidecar_path(spec)):
+        write_json_atomic(sidecar_path(spec), info, indent=1)
     return info
-
-
-class _Progress:
-    """Logs `done/total images, rate, ETA` every `every_s` seconds from a shared counter."""
-
-    def __init__(self, counter: Any, total: int, label: str, every_s: float) -> None:
-        self.counter, self.total, self.label, self.every_s = counter, total, label, every_s
-        self.start = time.monotonic()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def __enter__(self) -> _Progress:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.log()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.every_s):
-            self.log()
-
-    def log(self) -> None:
-        done = self.counter.value
-        elapsed = max(time.monotonic() - self.start, 1e-9)
-        rate = done / elapsed
-        eta = (self.total - done) / rate if rate > 0 else float("inf")
-        eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if eta != float("inf") else "?"
-        pct = 100.0 * done / self.total if self.total else 100.0
-        logging.info(
-            "%s: %d/%d images (%.1f%%), %.1f images/s, ETA %s",
-            self.label,
-            done,
-            self.total,
-            pct,
-            rate,
-            eta_text,
-        )
 
 
 def _clean_stale_temps(specs: Sequence[ShardSpec]) -> None:
     for spec in specs:
         for stale in tf.io.gfile.glob(os.path.join(_build_dir(spec, "tmp"), spec.name + ".tmp-*")):
-            tf.io.gfile.remove(stale)
+            remove_quietly(stale)
 
 
 def write_shards(
@@ -310,7 +310,8 @@ def write_shards(
         logging.info("%s: %d finished shard(s) kept from an earlier run", label, len(results))
     for sub in ("tmp", "done"):
         for d in {_build_dir(s, sub) for s in todo}:
-            tf.io.gfile.makedirs(d)
+            with writing(d):
+                tf.io.gfile.makedirs(d)
     _clean_stale_temps(mine)
     total = sum(len(s.items) for s in todo)
     logging.info(
@@ -322,21 +323,28 @@ def write_shards(
     )
     jobs = [(s, fps[s.name]) for s in todo]
     if options.num_workers == 1 or len(jobs) <= 1:
-        counter = _LocalCounter()
+        counter = LocalCounter()
         _init_worker(encoder, counter)
-        with _Progress(counter, total, label, options.log_every_s):
+        with Progress(counter, total, label, options.log_every_s):
             for job in jobs:
                 info = _write_one(job)
                 results[info["file"]] = info
         return results
     ctx = pool_context()
     counter = ctx.Value("q", 0)
-    with ctx.Pool(
-        min(options.num_workers, len(jobs)), initializer=_init_worker, initargs=(encoder, counter)
-    ) as pool:
-        with _Progress(counter, total, label, options.log_every_s):
-            for info in pool.imap_unordered(_write_one, jobs):
-                results[info["file"]] = info
+    try:
+        with ctx.Pool(
+            min(options.num_workers, len(jobs)),
+            initializer=_init_worker,
+            initargs=(encoder, counter),
+        ) as pool:
+            with Progress(counter, total, label, options.log_every_s):
+                for info in pool.imap_unordered(_write_one, jobs):
+                    results[info["file"]] = info
+    except BaseException:
+        # The pool's exit killed the other workers mid-shard: their partial files go too.
+        _clean_stale_temps(todo)
+        raise
     return results
 
 
@@ -358,14 +366,3 @@ def pool_context() -> mp.context.BaseContext:
         ctx.set_forkserver_preload(_WORKER_PRELOAD)
         return ctx
     return mp.get_context("spawn")
-
-
-class _LocalCounter:
-    """Same interface as `multiprocessing.Value` for the in-process path."""
-
-    def __init__(self) -> None:
-        self.value = 0
-        self._lock = threading.Lock()
-
-    def get_lock(self) -> threading.Lock:
-        return self._lock

@@ -5,8 +5,9 @@ live in one place; `config._validate` raises the first `detection_problem` as a 
 
 Defaults are RetinaNet's (Lin et al., 2017) as Model Garden's `retinanet_resnetfpn_coco` builds it:
 640 px inputs, anchors 3 scales x 3 aspect ratios of base size 4 x stride on P3-P7, IoU >= 0.5
-positive / < 0.4 negative, focal loss alpha 0.25 gamma 2, 4-conv heads with a 0.01 prior, NMS at
-IoU 0.5 keeping 100 detections above score 0.05, scale jitter 0.8-1.25 with horizontal flips.
+positive / < 0.4 negative plus each box on its best anchor, focal loss alpha 0.25 gamma 2, 4-conv
+heads with a 0.01 prior, NMS at IoU 0.5 keeping 100 detections above score 0.05, scale jitter
+0.8-1.25 with horizontal flips.
 
 Example:
     cfg = load_config("configs/coco_retinanet_resnet50.yaml")
@@ -40,6 +41,11 @@ class DetectionConfig:
     # anchors in between are ignored by the loss.
     match_threshold: float = 0.5
     unmatched_threshold: float = 0.4
+    # Also make each ground-truth box positive on its best-overlapping anchor whatever that IoU
+    # (Model Garden's AnchorLabeler, Detectron's RetinaNet): with 32 px anchors on P3 a box under
+    # ~22 px a side reaches IoU 0.5 with no anchor, and under ~20 px IoU 0.4 with none, so by the
+    # thresholds alone it is trained as background. false: the thresholds only.
+    force_match: bool = True
     # Conv layers (256 filters) of each head tower before its prediction layer, and the initial
     # foreground probability of the classification layer (bias -log((1 - p) / p)).
     head_convs: int = 4

@@ -14,7 +14,9 @@ TINY = ["model.name=resnet10", "data.image_size=16", "data.num_classes=3"]
 
 
 def _objective(method: str):
-    widths = ["ssl.projection_widths=[32, 16]", "ssl.predictor_widths=[32, 16]"]
+    widths = ["ssl.projection_widths=[32, 16]"]
+    if method == "byol":
+        widths.append("ssl.predictor_widths=[32, 16]")
     cfg = load_config(None, [f"ssl.method={method}", *TINY, *widths])
     keras.utils.set_random_seed(0)
     model = build_classifier(cfg.model, 3)

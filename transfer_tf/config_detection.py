@@ -132,9 +132,10 @@ def detection_problem(cfg) -> str | None:
     for key, ruling, why in _unread_by_detection(cfg):
         value = _value(cfg, key)
         rule = f"'{ruling}' ({_value(cfg, ruling)!r}) {why}" if ruling else why
+        unread = "takes no bit_hyperrule" if key == "transfer.preset" else f"does not read {key}"
         return (
             f"config keys '{key}' ({value!r}) and 'transfer.task' (detection) conflict: a "
-            f"detection run does not read {key}; {rule}"
+            f"detection run {unread}; {rule}"
         )
     return None
 
@@ -194,7 +195,7 @@ def _unread_by_detection(cfg) -> list[tuple[str, str | None, str]]:
         (
             "export.output_activation",
             "detection.score_threshold",
-            "its serving scores are sigmoids",
+            "filters its serving scores (per-class sigmoids)",
         ),
     ]
     out = []

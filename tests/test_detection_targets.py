@@ -71,6 +71,37 @@ def test_label_assignment_on_hand_made_boxes():
         np.testing.assert_allclose(decoded[k], a if from_a[k] else b, atol=1e-2)
 
 
+def test_small_box_is_forced_onto_its_best_anchor_and_padding_gets_none():
+    # A 12 px box: its IoU with the smallest (32 px) anchors is at most 144 / 1024 < 0.4, so by
+    # thresholds alone every anchor would train it as background.
+    small = np.array([50.0, 70.0, 62.0, 82.0], np.float32)
+    boxes = np.stack([small, -np.ones(4, np.float32), -np.ones(4, np.float32)])[None]
+    classes = np.array([[1.0, -1.0, -1.0]], np.float32)
+    images = tf.zeros([1, S, S, 3], tf.uint8)
+    anchors = retinanet.anchors(DET).numpy()
+    ious = _iou(small, anchors)
+    assert ious.max() < 0.4
+    box_t, cls_t = retinanet.Labeler(DET)(images, boxes, classes)
+    cls_t = cls_t.numpy()[0]
+    (positive,) = np.flatnonzero(cls_t >= 0)  # exactly one positive anchor
+    assert cls_t[positive] == 1.0 and ious[positive] == ious.max()
+    # Its box target decodes back to the small box; every other anchor is background.
+    decoded = retinanet.decode_boxes(box_t, DET).numpy()[0, positive]
+    np.testing.assert_allclose(decoded, small, atol=1e-2)
+    assert np.all(np.delete(cls_t, positive) == -1)
+    # Padding rows alone (an image without objects) force nothing.
+    _, empty = retinanet.Labeler(DET)(images, -np.ones([1, 3, 4], np.float32), -np.ones([1, 3]))
+    assert np.all(empty.numpy() == -1)
+    # Two boxes whose best anchor is the same one: the anchor goes to the first box only.
+    twin = np.stack([small, small, -np.ones(4, np.float32)])[None]
+    _, cls_twin = retinanet.Labeler(DET)(images, twin, np.array([[1.0, 2.0, -1.0]], np.float32))
+    assert cls_twin.numpy()[0].tolist().count(1.0) == 1 and 2.0 not in cls_twin.numpy()[0]
+    # detection.force_match: false keeps the thresholds only (keras-cv's labeler).
+    plain = DetectionConfig(image_size=S, max_boxes=4, head_convs=1, force_match=False)
+    _, cls_plain = retinanet.Labeler(plain)(images, boxes, classes)
+    assert np.all(cls_plain.numpy() == -1)
+
+
 def test_targets_and_decoding_stay_float32_under_bfloat16():
     import keras
 

@@ -195,6 +195,9 @@ def test_two_workers_finetune_phases_in_sync(tmp_path):
                 f"--config={REPO}/configs/demo.yaml",
                 *overrides(pattern),
                 "--set=train.strategy=multi_worker_mirrored",
+                # The phases are the run's length: fine-tuning rejects the pretraining's.
+                "--set=train.train_steps=0",
+                "--set=train.epochs=0",
                 f"--set=transfer.phases={phases}",
                 f"--worker_hosts={hosts}",
                 f"--task_index={i}",

@@ -82,6 +82,10 @@ def test_view_config_follows_method_strength_and_image_size():
     assert byol.blur_sigma == (0.1, 2.0)  # reference size 0: pixels of the view itself
     forced = views_lib.config_views(load_config(None, ["ssl.method=byol", "ssl.views=simclr"]))
     assert forced.blur_prob == (0.5, 0.5)
+    # The jitter ops are the recipe's own (the papers' tf.image ops), or torchvision's on request.
+    assert (simclr.jitter_ops, byol.jitter_ops, forced.jitter_ops) == ("simclr", "byol", "simclr")
+    plain = load_config(None, ["ssl.method=byol", "ssl.jitter_ops=torchvision"])
+    assert views_lib.config_views(plain).jitter_ops == "torchvision"
 
 
 def _jpeg(rng, label: int = 0) -> bytes:

@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from two_replicas import run_on_two_cpus
 
 from transfer_tf.ssl import knn
 
@@ -75,3 +76,45 @@ def test_knn_eval_through_evaluate_model():
         encoder, strategy, dataset_fn(train, shuffled), dataset_fn(queries, query_labels), 3
     )
     assert low["knn_top1"] < 0.8
+
+
+LABELED_SUBSET_SCRIPT = r"""
+import os, sys
+sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
+from transfer_tf.config import load_config
+from two_replicas import run_on_two_cpus
+
+from transfer_tf.ssl import knn
+from transfer_tf.training.evaluation import evaluate_model
+import test_ssl_pretrain as t
+
+root = tempfile.mkdtemp()
+t._write_shards(os.path.join(root, "train"), 64, seed=0)
+t._write_shards(os.path.join(root, "validation"), 16, seed=1)
+path = os.path.join(root, "c.yaml")
+with open(path, "w") as f:
+    f.write(t._config_text(root, "simclr"))
+encoder = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.GlobalAveragePooling2D()])
+out = {}
+for strategy_name in ("one_device", "mirrored"):
+    strategy = make_strategy(strategy_name)
+    sizes = {}
+    for examples in (20, 5):
+        cfg = load_config(path, [f"train.strategy={strategy_name}",
+                                 f"ssl.knn_train_examples={examples}"])  # global batch 8
+        bank = evaluate_model(encoder, strategy, knn.labeled_subset_fn(cfg),
+                              knn.EmbeddingCollector())
+        sizes[examples] = [len(bank["embeddings"]), len(bank["labels"])]
+    out[strategy_name] = {"replicas": strategy.num_replicas_in_sync, "sizes": sizes}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_labeled_subset_holds_the_configured_examples_on_two_replicas():
+    # The subset used to take ceil(examples / global batch) per-replica batches: under R replicas
+    # fed by one input pipeline that is 1/R of the examples (and whole global batches on one).
+    result = run_on_two_cpus(LABELED_SUBSET_SCRIPT, timeout=300)
+    assert result["one_device"]["replicas"] == 1 and result["mirrored"]["replicas"] == 2
+    for name, r in result.items():
+        assert r["sizes"] == {"20": [20, 20], "5": [5, 5]}, (name, r)

@@ -10,15 +10,45 @@ from transfer_tf.ssl import losses
 
 
 def nt_xent_reference(z1: np.ndarray, z2: np.ndarray, temperature: float) -> float:
-    """The SimCLR paper's loss: 2N anchors, positive = the other view, 2N - 2 negatives, mean."""
+    """SimCLR's code (tf2/objective.py `add_contrastive_loss`): for each image i, the cross-entropy
+    of view 1's anchor over [view 2, view 1 minus itself] plus view 2's likewise, averaged over the
+    N images, i.e. `mean(loss_a + loss_b)`: twice the paper's mean over the 2N anchors."""
+    return nt_xent_reference_and_grads(z1, z2, temperature)[0]
+
+
+def nt_xent_reference_and_grads(z1: np.ndarray, z2: np.ndarray, temperature: float):
+    """(loss, dloss/dz1, dloss/dz2) of `nt_xent_reference`, in float64, by hand: the softmax
+    cross-entropy gradient over the similarity matrix, chained through the L2 normalisation."""
     z = np.concatenate([z1, z2]).astype(np.float64)
-    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    norms = np.linalg.norm(z, axis=1, keepdims=True)
+    u = z / norms
     n = len(z1)
-    sim = z @ z.T / temperature
+    sim = u @ u.T / temperature
     np.fill_diagonal(sim, -np.inf)
     positive = np.concatenate([np.arange(n, 2 * n), np.arange(n)])
     log_softmax = sim - np.log(np.exp(sim).sum(axis=1, keepdims=True))
-    return float(-log_softmax[np.arange(2 * n), positive].mean())
+    loss = -log_softmax[np.arange(2 * n), positive].sum() / n
+    # d loss / d sim[k, j] = (softmax[k, j] - [j is k's positive]) / n; sim = u u^T / T.
+    g = np.exp(log_softmax)
+    g[np.arange(2 * n), positive] -= 1.0
+    g /= n
+    grad_u = (g + g.T) @ u / temperature
+    grad_z = (grad_u - u * np.sum(grad_u * u, axis=1, keepdims=True)) / norms
+    return float(loss), grad_z[:n], grad_z[n:]
+
+
+def test_nt_xent_reference_gradient_is_the_finite_difference():
+    # The hand-written gradient of the reference is itself checked, numerically.
+    rng = np.random.default_rng(7)
+    z1, z2 = rng.normal(size=[3, 4]), rng.normal(size=[3, 4])
+    _, g1, _ = nt_xent_reference_and_grads(z1, z2, 0.3)
+    eps = 1e-6
+    for i, j in [(0, 0), (1, 2), (2, 3)]:
+        plus, minus = z1.copy(), z1.copy()
+        plus[i, j] += eps
+        minus[i, j] -= eps
+        numeric = (nt_xent_reference(plus, z2, 0.3) - nt_xent_reference(minus, z2, 0.3)) / (2 * eps)
+        assert g1[i, j] == pytest.approx(numeric, rel=1e-5, abs=1e-8)
 
 
 @pytest.mark.parametrize("temperature", [0.1, 0.5])
@@ -26,8 +56,15 @@ def test_nt_xent_matches_numpy_reference(temperature):
     rng = np.random.default_rng(0)
     z1 = rng.normal(size=[6, 5]).astype("float32")
     z2 = (z1 + 0.5 * rng.normal(size=[6, 5])).astype("float32")
-    expected = nt_xent_reference(z1, z2, temperature)
-    assert float(losses.nt_xent_loss(z1, z2, temperature)) == pytest.approx(expected, rel=1e-5)
+    expected, grad1, grad2 = nt_xent_reference_and_grads(z1, z2, temperature)
+    v1, v2 = tf.Variable(z1), tf.Variable(z2)
+    with tf.GradientTape() as tape:
+        loss = losses.nt_xent_loss(v1, v2, temperature)
+    got1, got2 = tape.gradient(loss, [v1, v2])
+    # SimCLR's scale (the sum of the two views' losses), on which its LR and decay were tuned.
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    np.testing.assert_allclose(got1.numpy(), grad1, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got2.numpy(), grad2, rtol=1e-4, atol=1e-6)
     per_example = losses.nt_xent_per_example(z1, z2, temperature)
     assert per_example.shape == (6,) and per_example.dtype == tf.float32
     # Scale-free (normalised inside) and symmetric in the two views.
@@ -122,6 +159,7 @@ with make_strategy("mirrored").scope():  # cross-replica context of 2 replicas: 
 local_only = 0.5 * sum(float(losses.nt_xent_loss(z1[i:i + 4], z2[i:i + 4], 0.2)) for i in (0, 4))
 print(json.dumps({"replicas": [n1, n2], "loss1": l1, "loss2": l2, "local_only": local_only,
                   "grad_diff": float(np.max(np.abs(g1 - g2))), "grad_max": float(np.max(np.abs(g1))),
+                  "grad1": g1.tolist(), "grad2": g2.tolist(), "x1": x1.tolist(), "x2": x2.tolist(),
                   "byol1": b1, "byol2": b2, "byol_grad_diff": float(np.max(np.abs(bg1 - bg2))),
                   "z1": z1.tolist(), "z2": z2.tolist(), "refused": refused}))
 """
@@ -131,8 +169,14 @@ print(json.dumps({"replicas": [n1, n2], "loss1": l1, "loss2": l2, "local_only": 
 def test_cross_replica_negatives_equal_one_replica_on_the_global_batch():
     result = run_on_two_cpus(SCRIPT, timeout=240)
     assert result["replicas"] == [1, 2]
-    reference = nt_xent_reference(np.array(result["z1"]), np.array(result["z2"]), 0.2)
+    z1, z2 = np.array(result["z1"]), np.array(result["z2"])
+    reference, dz1, dz2 = nt_xent_reference_and_grads(z1, z2, 0.2)
     assert result["loss1"] == pytest.approx(reference, rel=1e-5)
+    assert result["loss2"] == pytest.approx(reference, rel=1e-5)
+    # z = x @ w, so d loss / d w = x1^T dz1 + x2^T dz2: both runs' gradients are the reference's.
+    grad_w = np.array(result["x1"]).T @ dz1 + np.array(result["x2"]).T @ dz2
+    for key in ("grad1", "grad2"):
+        np.testing.assert_allclose(np.array(result[key]), grad_w, rtol=1e-4, atol=1e-6)
     # Two replicas, each 4 of the 8 images, negatives gathered: the same loss and gradient.
     assert result["loss2"] == pytest.approx(result["loss1"], rel=1e-5)
     assert result["grad_max"] > 1e-3

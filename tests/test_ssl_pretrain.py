@@ -81,10 +81,14 @@ train:
 ssl:
   method: {method}
   projection_widths: [64, 32]
-  predictor_widths: [64, 32]
-  momentum_base: 0.99
   knn_k: 5
   knn_train_examples: 32
+""" + (BYOL_KEYS if method == "byol" else "")
+
+
+# Keys only BYOL reads (under simclr they are an error: accepted and never read).
+BYOL_KEYS = """  predictor_widths: [64, 32]
+  momentum_base: 0.99
 """
 
 

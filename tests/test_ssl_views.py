@@ -133,3 +133,76 @@ def test_blur_solarize_grayscale_ops():
     np.testing.assert_array_equal(views.solarize(x), [[[0, 127, 127]], [[55, 0, 1]]])
     g = views.grayscale(IMAGE).numpy()
     assert np.all(g[..., 0] == g[..., 1]) and np.all(g[..., 1] == g[..., 2])
+
+
+# A colourful but low-contrast square (channel means ~150 / 125 / 100, +-12): no jitter op below
+# reaches 0 or 255, so the ops' own definitions show without clipping.
+MUTED = np.clip(
+    np.array([150, 125, 100]) + np.random.default_rng(5).normal(0, 6, [40, 40, 3]), 0, 255
+).astype("uint8")
+
+
+def _jittered(cfg, jitter: tuple[float, float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """(the un-jittered view [S, S, 3], views 1 of 40 seeds [40, S, S, 3]) as float arrays."""
+    cfg = dataclasses.replace(cfg, jitter=jitter, jitter_prob=1.0)
+    plain = views.crop_view(tf.constant(MUTED), tf.constant([0, 0]), QUIET).numpy()
+    v1, _ = _many(cfg, 40, MUTED)
+    return plain.astype(float), v1.astype(float)
+
+
+def test_ssl_views_jitter_with_the_papers_ops():
+    simclr = dataclasses.replace(QUIET, jitter_ops="simclr")
+    byol = dataclasses.replace(QUIET, jitter_ops="byol")
+    # Contrast as tf.image.adjust_contrast (SimCLR's and BYOL's): each channel scaled about its
+    # own mean, so channel means stay; torchvision's blend toward the grey mean moves them.
+    for cfg in (simclr, byol):
+        plain, out = _jittered(cfg, (0.0, 0.8, 0.0, 0.0))
+        assert np.abs(out.std(axis=(1, 2)) - plain.std(axis=(0, 1))).max() > 1.0  # it fired
+        np.testing.assert_allclose(
+            out.mean(axis=(1, 2)), np.tile(plain.mean((0, 1)), (40, 1)), atol=0.6
+        )
+    # (torchvision's blend, the SSL views' ops before and still data.color_jitter's, moves them.)
+    plain, out = _jittered(dataclasses.replace(QUIET, jitter_ops="torchvision"), (0, 0.8, 0, 0))
+    assert np.abs(out.mean(axis=(1, 2)) - plain.mean((0, 1))).max() > 3
+    # Saturation as tf.image.adjust_saturation (HSV): each pixel's value (its largest channel)
+    # stays; the grayscale blend lowers it.
+    for cfg in (simclr, byol):
+        plain, out = _jittered(cfg, (0.0, 0.0, 0.8, 0.0))
+        assert np.abs(out - plain).max() > 5  # it fired
+        assert np.abs(out.max(axis=-1) - plain.max(axis=-1)).max() <= 1.0
+    # Brightness: BYOL's adds one delta to every pixel, SimCLR's (v2) multiplies by one factor.
+    plain, out = _jittered(byol, (0.2, 0.0, 0.0, 0.0))
+    shift = out - plain
+    assert np.abs(shift).max() > 5 and np.all(shift.max((1, 2, 3)) - shift.min((1, 2, 3)) <= 1)
+    plain, out = _jittered(simclr, (0.2, 0.0, 0.0, 0.0))
+    ratio = out / plain
+    assert np.abs(ratio - 1).max() > 0.05 and np.all(
+        ratio.max((1, 2, 3)) - ratio.min((1, 2, 3)) < 0.03
+    )
+
+
+def test_jitter_ops_equal_tf_image_ops():
+    from transfer_tf.data import distort
+
+    x = tf.constant(IMAGE, tf.float32) / 255.0
+    clip = functools.partial(tf.clip_by_value, clip_value_min=0.0, clip_value_max=1.0)
+    for ops in ("simclr", "byol"):
+        for f in (0.3, 1.6):
+            got = distort.adjust_color(x, "contrast", tf.constant(f), ops)
+            np.testing.assert_allclose(got, clip(tf.image.adjust_contrast(x, f)), atol=1e-6)
+            got = distort.adjust_color(x, "saturation", tf.constant(f), ops)
+            np.testing.assert_allclose(got, clip(tf.image.adjust_saturation(x, f)), atol=1e-6)
+        got = distort.adjust_color(x, "hue", tf.constant(0.2), ops)
+        np.testing.assert_allclose(got, clip(tf.image.adjust_hue(x, 0.2)), atol=1e-6)
+    got = distort.adjust_color(x, "brightness", tf.constant(-0.3), "byol")
+    np.testing.assert_allclose(got, clip(tf.image.adjust_brightness(x, -0.3)), atol=1e-6)
+    got = distort.adjust_color(x, "brightness", tf.constant(1.4), "simclr")
+    np.testing.assert_allclose(got, clip(x * 1.4), atol=1e-6)
+    # torchvision's (data.color_jitter's): blends toward the grey mean / the grayscale image.
+    grey = tf.image.rgb_to_grayscale(x)
+    got = distort.adjust_color(x, "saturation", tf.constant(0.5), "torchvision")
+    np.testing.assert_allclose(got, clip(grey + 0.5 * (x - grey)), atol=1e-6)
+    got = distort.adjust_color(x, "contrast", tf.constant(0.5), "torchvision")
+    np.testing.assert_allclose(
+        got, clip(tf.reduce_mean(grey) + 0.5 * (x - tf.reduce_mean(grey))), atol=1e-6
+    )

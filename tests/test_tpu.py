@@ -27,6 +27,8 @@ def test_strategy_tpu_without_a_tpu_is_a_one_line_error(tmp_path):
     (tmp_path / "train-00000-of-00001").write_bytes(b"")
     data = "--set=data.train_pattern=" + str(tmp_path / "train-*")
     examples = "--set=data.num_train_examples=64"  # finetune checks its phase plan first
+    # demo.yaml's train.epochs is the pretraining length: fine-tuning with phases rejects it.
+    phases_only = "--set=train.epochs=0"
     env = {k: v for k, v in os.environ.items() if k not in ("TPU_NAME", "TF_CONFIG")}
     cases = [
         # demo.yaml is auto (bfloat16 on a TPU); float16 is refused before any connection.
@@ -43,18 +45,18 @@ def test_strategy_tpu_without_a_tpu_is_a_one_line_error(tmp_path):
         # No name, no TPU_NAME and no local TPU device: refused before the resolver.
         (
             "pipelines.finetune",
-            ["--set=train.strategy=tpu"],
+            ["--set=train.strategy=tpu", phases_only],
             "--strategy=tpu: no TPU on this machine",
         ),
         (
             "pipelines.finetune",
-            ["--set=train.strategy=tpu", "--set=train.global_batch_size=12"],
+            ["--set=train.strategy=tpu", "--set=train.global_batch_size=12", phases_only],
             "'train.global_batch_size': 12 is not divisible by 8",
         ),
         # A TPU name: the cluster resolver tries to look it up and fails.
         (
             "pipelines.finetune",
-            ["--set=train.strategy=tpu", "--set=train.tpu=no-such-tpu"],
+            ["--set=train.strategy=tpu", "--set=train.tpu=no-such-tpu", phases_only],
             "--strategy=tpu: no TPU 'no-such-tpu' could be reached",
         ),
     ]

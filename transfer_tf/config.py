@@ -46,6 +46,7 @@ from transfer_tf.config_schema import (  # noqa: F401  (re-exported: the config 
     TransferConfig,
 )
 from transfer_tf.config_train import train_problem
+from transfer_tf.config_unread import unread_problem
 from transfer_tf.errors import ConfigError  # noqa: F401  (re-exported)
 from transfer_tf.ssl.settings import validate_ssl
 
@@ -283,7 +284,7 @@ def _validate(cfg: ExperimentConfig) -> None:
         )
     if not 0.0 < cfg.data.eval_crop_fraction <= 1.0:
         raise ConfigError("config key 'data.eval_crop_fraction': expected a value in (0, 1]")
-    for problem in (train_problem(cfg), detection_problem(cfg)):
+    for problem in (train_problem(cfg), detection_problem(cfg), unread_problem(cfg)):
         if problem:
             raise ConfigError(problem)
     for i, phase in enumerate(cfg.transfer.phases):

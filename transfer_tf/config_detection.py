@@ -5,8 +5,9 @@ live in one place; `config._validate` raises the first `detection_problem` as a 
 
 Defaults are RetinaNet's (Lin et al., 2017) as Model Garden's `retinanet_resnetfpn_coco` builds it:
 640 px inputs, anchors 3 scales x 3 aspect ratios of base size 4 x stride on P3-P7, IoU >= 0.5
-positive / < 0.4 negative, focal loss alpha 0.25 gamma 2, 4-conv heads with a 0.01 prior, NMS at
-IoU 0.5 keeping 100 detections above score 0.05, scale jitter 0.8-1.25 with horizontal flips.
+positive / < 0.4 negative plus each box on its best anchor, focal loss alpha 0.25 gamma 2, 4-conv
+heads with a 0.01 prior, NMS at IoU 0.5 keeping 100 detections above score 0.05, scale jitter
+0.8-1.25 with horizontal flips.
 
 Example:
     cfg = load_config("configs/coco_retinanet_resnet50.yaml")
@@ -15,7 +16,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 # The coarsest pyramid level is P7 (stride 2**7): inputs must divide into it so the anchors of
 # every level line up with the feature maps the network produces.
@@ -40,6 +41,11 @@ class DetectionConfig:
     # anchors in between are ignored by the loss.
     match_threshold: float = 0.5
     unmatched_threshold: float = 0.4
+    # Also make each ground-truth box positive on its best-overlapping anchor whatever that IoU
+    # (Model Garden's AnchorLabeler, Detectron's RetinaNet): with 32 px anchors on P3 a box under
+    # ~22 px a side reaches IoU 0.5 with no anchor, and under ~20 px IoU 0.4 with none, so by the
+    # thresholds alone it is trained as background. false: the thresholds only.
+    force_match: bool = True
     # Conv layers (256 filters) of each head tower before its prediction layer, and the initial
     # foreground probability of the classification layer (bias -log((1 - p) / p)).
     head_convs: int = 4
@@ -64,8 +70,9 @@ class DetectionConfig:
 
 def detection_problem(cfg) -> str | None:
     """The one-line error naming the key when a detection value of the ExperimentConfig `cfg` is
-    out of range, or when a detection run (`transfer.task: detection`) sets something detection
-    cannot use; None when there is none."""
+    out of range, when a detection run (`transfer.task: detection`) sets a key detection does not
+    read (naming the detection key that rules instead), or when another run sets a detection
+    key (none reads the section); None when there is none. "Sets" = differs from its default."""
     d = cfg.detection
     checks = [
         (
@@ -116,25 +123,111 @@ def detection_problem(cfg) -> str | None:
             value = list(value) if isinstance(value, (list, tuple)) else value
             return f"config key 'detection.{key}': expected {expected}, got {value!r}"
     if cfg.transfer.task != "detection":
-        return None
+        return _detection_section_unread(cfg)
     if cfg.data.schema != "coco":
         return (
             f"config keys 'transfer.task' (detection) and 'data.schema' ({cfg.data.schema!r}) "
             "conflict: detection trains on the coco schema (boxes)"
         )
-    unsupported = {
-        "data.mixup_alpha": cfg.data.mixup_alpha > 0,
-        "data.cutmix_alpha": cfg.data.cutmix_alpha > 0,
-        "data.augment_policy": cfg.data.augment_policy != "none",
-        "transfer.head_init": cfg.transfer.head_init != "default",
-        "transfer.head_prior": cfg.transfer.head_prior > 0,
-        "transfer.preset": cfg.transfer.preset == "bit_hyperrule",
+    for key, ruling, why in _unread_by_detection(cfg):
+        value = _value(cfg, key)
+        rule = f"'{ruling}' ({_value(cfg, ruling)!r}) {why}" if ruling else why
+        unread = "takes no bit_hyperrule" if key == "transfer.preset" else f"does not read {key}"
+        return (
+            f"config keys '{key}' ({value!r}) and 'transfer.task' (detection) conflict: a "
+            f"detection run {unread}; {rule}"
+        )
+    return None
+
+
+def _value(cfg, dotted: str):
+    section, key = dotted.split(".")
+    value = getattr(getattr(cfg, section), key)
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _unread_by_detection(cfg) -> list[tuple[str, str | None, str]]:
+    """(key, the key that rules instead or None, why) of each key `cfg` sets (a value other than
+    its default) that a detection run does not read."""
+    from transfer_tf.config_schema import DataConfig, ExportConfig, ModelConfig, TransferConfig
+
+    defaults = {
+        "data": DataConfig(),
+        "model": ModelConfig(),
+        "transfer": TransferConfig(),
+        "export": ExportConfig(),
     }
-    for key, bad in unsupported.items():
-        if bad:
+    augment = "with data.random_flip is detection's augmentation"
+    table = [
+        ("data.image_size", "detection.image_size", "sets the detector's input size"),
+        ("data.eval_crop_fraction", "detection.image_size", "is the whole eval image's long side"),
+        ("data.crop_area_range", "detection.scale_jitter", augment),
+        ("data.crop_aspect_range", "detection.scale_jitter", augment),
+        ("data.min_object_covered", "detection.scale_jitter", augment),
+        ("data.random_rotation_degrees", "detection.scale_jitter", augment),
+        ("data.color_jitter", "detection.scale_jitter", augment),
+        ("data.mixup_alpha", "detection.scale_jitter", augment),
+        ("data.cutmix_alpha", "detection.scale_jitter", augment),
+        ("data.augment_policy", "detection.scale_jitter", augment),
+        (
+            "transfer.label_smoothing",
+            "detection.focal_alpha",
+            "(with focal_gamma) shapes its classification loss",
+        ),
+        ("transfer.pos_weight", "detection.focal_alpha", "weighs its positives"),
+        ("transfer.threshold", "detection.score_threshold", "keeps its detections"),
+        (
+            "transfer.head_init",
+            "detection.prior_probability",
+            "sets the RetinaNet heads' initial bias",
+        ),
+        (
+            "transfer.head_prior",
+            "detection.prior_probability",
+            "sets the RetinaNet heads' initial bias",
+        ),
+        (
+            "model.dropout",
+            "detection.head_convs",
+            "shapes its heads (it has no classifier head to drop out)",
+        ),
+        ("export.top_k", "detection.max_detections", "sizes its serving outputs"),
+        (
+            "export.output_activation",
+            "detection.score_threshold",
+            "filters its serving scores (per-class sigmoids)",
+        ),
+    ]
+    out = []
+    for key, ruling, why in table:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value == getattr(defaults[section], name):
+            continue
+        if key == "data.image_size" and value == cfg.detection.image_size:
+            continue  # the same size said twice
+        out.append((key, ruling, why))
+    if cfg.transfer.preset == "bit_hyperrule":
+        out.append(
+            ("transfer.preset", None, "BiT-HyperRule's MixUp and zero head are a classifier's")
+        )
+    return out
+
+
+def _detection_section_unread(cfg) -> str | None:
+    """The error for a `detection.*` key set (not its default) where `transfer.task` is not
+    detection: no other run reads the section."""
+    default = DetectionConfig()
+    for f in fields(DetectionConfig):
+        value = getattr(cfg.detection, f.name)
+        if value != getattr(default, f.name):
+            value = list(value) if isinstance(value, (list, tuple)) else value
+            instead = (
+                "; a classifier's input size is 'data.image_size'" if f.name == "image_size" else ""
+            )
             return (
-                f"config keys '{key}' and 'transfer.task' (detection) conflict: detection does "
-                f"not use {key} (the RetinaNet heads set their own prior: "
-                "detection.prior_probability)"
+                f"config keys 'detection.{f.name}' ({value!r}) and 'transfer.task' "
+                f"({cfg.transfer.task!r}) conflict: only transfer.task: detection reads the "
+                f"detection section{instead}"
             )
     return None

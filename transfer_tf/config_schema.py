@@ -336,6 +336,10 @@ class SSLConfig:
     views: str = "auto"
     # Colour jitter strength s: SimCLR's (0.8s, 0.8s, 0.8s, 0.2s); scales BYOL's (0.4, 0.4, 0.2, 0.1).
     color_strength: float = 1.0
+    # What the jitter ops are: `paper` (the views recipe's own: SimCLR's tf.image per-channel
+    # contrast and HSV saturation with multiplicative brightness; BYOL's the same with additive
+    # brightness) or `torchvision` (data.color_jitter's blends toward grey: cheaper than HSV).
+    jitter_ops: str = "paper"
     # Gaussian blur sigma range in pixels of a `blur_reference_size` view (the papers': 0.1-2.0 at
     # 224), scaled to data.image_size, so a blur covers the same share of the image at any size
     # (the kernel is 10% of the side either way). 0 = sigma in pixels of the view itself.
@@ -395,6 +399,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "demo.pretraining": ("supervised", "simclr", "byol"),
     "ssl.method": ("supervised", "simclr", "byol"),
     "ssl.views": ("auto", "simclr", "byol"),
+    "ssl.jitter_ops": ("paper", "torchvision"),
 }
 
 # `weight_decay: -1` resolves to these (training/optimizers.py says how each optimizer applies it).

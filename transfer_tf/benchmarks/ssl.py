@@ -155,16 +155,17 @@ def ssl_config(
         weight_decay=1e-6,
         warmup_epochs=warmup / steps_per_epoch,
     )
-    cfg["ssl"] = {
-        "method": method,
-        "temperature": size.temperature,
-        "color_strength": size.color_strength,
-        "momentum_base": size.momentum_base,
-        # Small heads for a small model and data set (the recipe's 2048/4096 are for ResNet-50).
-        "projection_widths": [512, 128] if method == "byol" else [512, 512, 128],
-        "predictor_widths": [512, 128],
-        "knn_k": 0,
-    }
+    cfg["ssl"] = {"method": method, "color_strength": size.color_strength, "knn_k": 0}
+    # Small heads for a small model and data set (the recipe's 2048/4096 are for ResNet-50); each
+    # method's own keys only (the other's would be accepted and ignored: an error).
+    if method == "byol":
+        cfg["ssl"].update(
+            projection_widths=[512, 128],
+            predictor_widths=[512, 128],
+            momentum_base=size.momentum_base,
+        )
+    else:
+        cfg["ssl"].update(projection_widths=[512, 512, 128], temperature=size.temperature)
     return config_from_dict(cfg)
 
 

@@ -231,11 +231,14 @@ def transfer_config(size: BenchmarkSize, coco_dir: str, run: str) -> ExperimentC
         "crop_area_range": [0.5, 1.0],
         "shuffle_buffer": 1000,
     }
-    cfg["train"]["train_steps"] = size.budget_steps
-    transfer = {
-        "weight_decay": 5e-5,
-        "base_learning_rate": base_learning_rate_for(size.head_lr, size.batch_size, "sgd"),
-    }
+    transfer = {"weight_decay": 5e-5}
+    if run in ("pretrained_schedule", "linear_probe"):
+        # A preset's budget and learning rate; the scratch phase carries its own (fine-tuning
+        # rejects these keys beside explicit phases, which would not read them).
+        cfg["train"]["train_steps"] = size.budget_steps
+        transfer["base_learning_rate"] = base_learning_rate_for(
+            size.head_lr, size.batch_size, "sgd"
+        )
     if run == "pretrained_schedule":
         transfer.update(preset="lp_ft", finetune_lr_factor=size.finetune_lr_factor)
     elif run == "linear_probe":

@@ -7,7 +7,8 @@ graph inside a `tf.data` map. They are built from TensorFlow's own image ops (th
 transform behind Keras' `RandomRotation`, `tf.image` colour ops), not hand-written kernels.
 
 `color_jitter` is meant to be composed: the SimCLR-style two-view pipeline calls it with its own
-strengths and seeds (and may add grayscale and blur next to it).
+strengths, seeds and op definitions (`ops`: the papers' `tf.image` ops; the supervised
+`data.color_jitter` keeps torchvision's) and may add grayscale and blur next to it.
 
 Example:
     image = random_rotation(image, seed=tf.constant([3, 4]), max_degrees=15.0)
@@ -71,6 +72,44 @@ def random_rotation(image: tf.Tensor, seed: tf.Tensor, max_degrees: float) -> tf
     return rotate(image, angle)
 
 
+# What contrast, saturation and brightness mean (`color_jitter`'s `ops`); hue is always
+# `tf.image.adjust_hue`. Each op's output is clipped to [0, 1], as all three references do.
+#   torchvision  contrast and saturation blend toward the grey mean / the grayscale image
+#                (torchvision's definitions; `data.color_jitter`); brightness multiplies.
+#   simclr       `tf.image.adjust_contrast` (each channel about its own mean) and
+#                `tf.image.adjust_saturation` (HSV); brightness multiplies (SimCLR v2's data_util).
+#   byol         as simclr, but brightness adds a delta (BYOL's augmentations.py).
+JITTER_OPS = ("torchvision", "simclr", "byol")
+_OPS = ("brightness", "contrast", "saturation", "hue")
+
+
+def adjust_color(
+    image: tf.Tensor, op: str, amount: tf.Tensor, ops: str = "torchvision"
+) -> tf.Tensor:
+    """One colour op with a given amount, float32 `[H, W, 3]` in [0, 1] -> the same, clipped.
+
+    Args:
+      op: brightness | contrast | saturation | hue.
+      amount: float32 scalar: the factor (1 = unchanged), or the delta for hue and for byol's
+        additive brightness (0 = unchanged; hue in turns of the colour circle).
+      ops: which definitions (`JITTER_OPS`).
+    """
+    if op == "brightness":
+        out = image + amount if ops == "byol" else image * amount
+    elif op == "hue":
+        out = tf.image.adjust_hue(image, amount)
+    elif ops == "torchvision":
+        # torchvision's _blend: f * image + (1 - f) * degenerate.
+        grey = tf.image.rgb_to_grayscale(image)
+        degenerate = tf.reduce_mean(grey) if op == "contrast" else grey
+        out = degenerate + amount * (image - degenerate)
+    elif op == "contrast":
+        out = tf.image.adjust_contrast(image, amount)
+    else:
+        out = tf.image.adjust_saturation(image, amount)
+    return tf.clip_by_value(out, 0.0, 1.0)
+
+
 def color_jitter(
     image: tf.Tensor,
     seed: tf.Tensor,
@@ -78,40 +117,33 @@ def color_jitter(
     contrast: float = 0.0,
     saturation: float = 0.0,
     hue: float = 0.0,
+    ops: str = "torchvision",
 ) -> tf.Tensor:
-    """torchvision-style colour jitter of uint8 `[H, W, 3]` -> uint8 `[H, W, 3]`.
+    """Colour jitter of uint8 `[H, W, 3]` -> uint8 `[H, W, 3]` (`adjust_color` per op).
 
-    In this fixed order, each only when its strength is > 0 (as Model Garden applies them), with
-    torchvision's definitions: brightness scales the pixels by a factor in
-    [max(0, 1 - brightness), 1 + brightness]; contrast blends with the image's mean gray level,
-    saturation with the image's own grayscale (`tf.image.rgb_to_grayscale`), each by a factor in
-    [max(0, 1 - s), 1 + s]; hue turns the hue by up to +-`hue` of a full turn
-    (`tf.image.adjust_hue`, hue <= 0.5). Pixels are clipped to range after each step. Factors are
-    drawn from sub-seeds of `seed` (int32/int64 [2]). The work is done once in float32 [0, 1].
-    (The grayscale blend costs a third of `tf.image.adjust_saturation`'s HSV round trip.)
+    In this fixed order, each only when its strength is > 0 (as Model Garden applies them):
+    brightness, contrast, saturation, hue. Factors are drawn from [max(0, 1 - s), 1 + s], the
+    deltas of hue and of `ops="byol"`'s brightness from [-s, s] (hue <= 0.5 of a turn), each
+    from its own sub-seed of `seed` (int32/int64 [2]), the same draws whatever `ops`. `ops`
+    (`JITTER_OPS`) picks the definitions: `torchvision` (the supervised `data.color_jitter`;
+    its grayscale blend costs a third of `tf.image.adjust_saturation`'s HSV round trip) or the
+    SSL papers' `simclr` / `byol`. The work is done once in float32 [0, 1].
     """
-    steps = [s for s in (brightness, contrast, saturation, hue) if s > 0]
-    if not steps:
+    if ops not in JITTER_OPS:
+        raise ValueError(f"color_jitter ops {ops!r}: expected one of {', '.join(JITTER_OPS)}")
+    strengths = (brightness, contrast, saturation, hue)
+    if not any(s > 0 for s in strengths):
         return image
     seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
     out = _to_unit(image)
-
-    def factor(k: int, strength: float) -> tf.Tensor:
-        return tf.random.stateless_uniform([], seeds[k], max(0.0, 1.0 - strength), 1.0 + strength)
-
-    def blend(degenerate: tf.Tensor, f: tf.Tensor) -> tf.Tensor:
-        # torchvision's _blend: f * image + (1 - f) * degenerate, clipped.
-        return tf.clip_by_value(degenerate + f * (out - degenerate), 0.0, 1.0)
-
-    if brightness > 0:
-        out = tf.minimum(out * factor(0, brightness), 1.0)
-    if contrast > 0:
-        out = blend(tf.reduce_mean(tf.image.rgb_to_grayscale(out)), factor(1, contrast))
-    if saturation > 0:
-        out = blend(tf.image.rgb_to_grayscale(out), factor(2, saturation))
-    if hue > 0:
-        delta = tf.random.stateless_uniform([], seeds[3], -hue, hue)
-        out = tf.image.adjust_hue(out, delta)
+    for k, (op, s) in enumerate(zip(_OPS, strengths, strict=True)):
+        if s <= 0:
+            continue
+        if op == "hue" or (op == "brightness" and ops == "byol"):
+            amount = tf.random.stateless_uniform([], seeds[k], -s, s)
+        else:
+            amount = tf.random.stateless_uniform([], seeds[k], max(0.0, 1.0 - s), 1.0 + s)
+        out = adjust_color(out, op, amount, ops)
     return tf.ensure_shape(_to_uint8(out), image.shape)
 
 

@@ -46,6 +46,7 @@ def detection_configs(cfg: ExperimentConfig, paths: DemoPaths) -> dict[str, Expe
     base.train.global_batch_size = BATCH
     base.train.xla = False  # the XLA probe times classifiers
     base.detection.image_size = IMAGE_SIZE
+    base.data.image_size = IMAGE_SIZE  # one input size (a detection run reads detection's)
     base.detection.head_convs = 1
     base.detection.max_boxes = 2 * cfg.demo.objects_per_image[1]
     heads = STEPS // 4

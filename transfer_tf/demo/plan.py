@@ -220,6 +220,9 @@ def finetune_config(cfg: ExperimentConfig, paths: DemoPaths) -> ExperimentConfig
     """
     tfr = paths.coco_tfrecords
     cfg = dataclasses.replace(cfg, ssl=SSLConfig())  # the pretraining method is not fine-tuning's
+    # train.epochs / train_steps are the pretraining's length: the phases carry fine-tuning's
+    # (fine-tuning rejects them beside transfer.phases: config_unread.finetune_unread_problem).
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=0.0, train_steps=0))
     return _replace(
         cfg,
         f"{cfg.name}_finetune",

@@ -46,12 +46,12 @@ def ssl_recipe(cfg: ExperimentConfig) -> ExperimentConfig:
         eval_every_epochs=0,
     )
     method = cfg.demo.pretraining
-    data["ssl"] = {
-        "method": method,
-        "temperature": 0.2,
-        "color_strength": 0.5,
-        "projection_widths": [512, 128] if method == "byol" else [512, 512, 128],
-        "predictor_widths": [512, 128],
-        "momentum_base": 0.99,
-    }
+    data["ssl"] = {"method": method, "color_strength": 0.5}
+    # Each method's own keys only (the other's would be accepted and ignored: an error).
+    if method == "byol":
+        data["ssl"].update(
+            projection_widths=[512, 128], predictor_widths=[512, 128], momentum_base=0.99
+        )
+    else:
+        data["ssl"].update(projection_widths=[512, 512, 128], temperature=0.2)
     return config_from_dict(data)

@@ -2,10 +2,11 @@
 
 Nothing else in the project sees which library builds the detector. What comes from keras-cv
 (frozen at 0.9, so these are stable): `AnchorGenerator` (anchors), `retinanet.LabelEncoder`
-(IoU matching through `BoxMatcher` and the box encoding), `retinanet.FeaturePyramid` (P3-P7),
-`retinanet.PredictionHead` (class/box towers, prior-probability bias), `losses.FocalLoss`,
-`losses.SmoothL1Loss`, `layers.MultiClassNonMaxSuppression`, and the box decoding RetinaNet's own
-`decode_predictions` uses (`bounding_box.converters._decode_deltas_to_boxes`, the one private name).
+(IoU matching through `BoxMatcher`, which `_BestAnchorMatcher` extends, and the box encoding),
+`retinanet.FeaturePyramid` (P3-P7), `retinanet.PredictionHead` (class/box towers,
+prior-probability bias), `losses.FocalLoss`, `losses.SmoothL1Loss`,
+`layers.MultiClassNonMaxSuppression`, and the box decoding RetinaNet's own `decode_predictions`
+uses (`bounding_box.converters._decode_deltas_to_boxes`, the one private name).
 Why keras-cv and not keras-hub: see transfer_tf/detection/__init__.py.
 
 The model (`build_retinanet`) is one flat functional Keras model:
@@ -90,6 +91,40 @@ class _NoMetric:
         del args, kwargs
 
 
+class _BestAnchorMatcher(keras_cv.layers.BoxMatcher):
+    """keras-cv's threshold matcher, then each ground-truth box is also matched (positive) to its
+    best anchor, as Model Garden's `force_match_for_each_col=True`.
+
+    keras-cv's own forced matching is not used: it forces padding columns too (a padding box's
+    all-zero IoU column "prefers" anchor 0). Here a column is forced only when some anchor
+    overlaps it (IoU > 0): padding rows (-1, outside the image) and zero-area boxes overlap none,
+    and every box of positive area inside the image overlaps some anchor (they tile the image).
+    Where two boxes share a best anchor it goes to the first of them (Model Garden's rule).
+    Input IoU `[B, A, M]`; returns (matched box int32 `[B, A]`, match value int32 `[B, A]`).
+    """
+
+    def call(self, similarity_matrix):
+        columns, values = super().call(similarity_matrix)
+        iou = tf.cast(similarity_matrix, tf.float32)
+        batch, num_anchors, num_boxes = tf.unstack(tf.shape(iou))
+        best_anchor = tf.argmax(iou, axis=1, output_type=tf.int32)  # [B, M]
+        real = tf.reduce_max(iou, axis=1) > 0.0  # [B, M]
+        box_index = tf.broadcast_to(tf.range(num_boxes)[None], [batch, num_boxes])
+        image_index = tf.broadcast_to(tf.range(batch)[:, None], [batch, num_boxes])
+        # Per anchor, the lowest index of a real box whose best anchor it is (num_boxes: none).
+        forced = tf.tensor_scatter_nd_min(
+            tf.fill([batch, num_anchors], num_boxes),
+            tf.stack([image_index, best_anchor], axis=-1),
+            tf.where(real, box_index, num_boxes),
+        )
+        is_forced = forced < num_boxes
+        positive = tf.fill(tf.shape(values), tf.constant(self.match_values[-1], values.dtype))
+        return (
+            tf.where(is_forced, forced, tf.cast(columns, tf.int32)),
+            tf.where(is_forced, positive, values),
+        )
+
+
 class Labeler:
     """Training targets from ground truth (keras-cv's RetinaNet label encoder).
 
@@ -97,7 +132,8 @@ class Labeler:
     (padding rows -1) and classes `[B, M]` contiguous indices (padding -1). Returns box targets
     float32 `[B, A, 4]` (encoded offsets of the matched box) and class targets float32 `[B, A]`:
     the class index for anchors with IoU >= match_threshold, -1 (background) below
-    unmatched_threshold, -2 (ignored) in between.
+    unmatched_threshold, -2 (ignored) in between; with `detection.force_match` each box's best
+    anchor is positive for it too, whatever its IoU (`_BestAnchorMatcher`).
     """
 
     def __init__(self, det_cfg: DetectionConfig):
@@ -114,6 +150,11 @@ class Labeler:
             dtype="float32",
         )
         self._encoder.matched_boxes_metric = _NoMetric()
+        if det_cfg.force_match:
+            self._encoder.box_matcher = _BestAnchorMatcher(
+                thresholds=[det_cfg.unmatched_threshold, det_cfg.match_threshold],
+                match_values=[-1, -2, 1],  # the encoder's: background, ignored, positive
+            )
         # Its matcher is a layer of its own, built under the global policy.
         self._encoder.box_matcher.dtype_policy = "float32"
 

@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import keras
 import numpy as np
@@ -182,12 +181,25 @@ def knn_eval(
 def labeled_subset_fn(cfg: ExperimentConfig) -> DatasetFn:
     """The kNN monitor's labeled train subset: eval-preprocessed (centre crop, fixed order) batches
     of `ssl.knn_train_pattern` (default `data.train_pattern`), the first `ssl.knn_train_examples`
-    records (rounded up to whole global batches)."""
+    records (at least one) over all replicas, batched per replica as `dataset_fn`.
+
+    Counted in examples, not batches: one input pipeline feeds all the replicas of a worker, so
+    a count of global batches taken from a per-replica-batched pipeline gave 1/R of them under
+    R replicas. Each of the N input pipelines (they read disjoint records) takes its share of
+    the examples, the first `examples mod N` pipelines one more.
+    """
     pattern = cfg.ssl.knn_train_pattern or cfg.data.train_pattern
     subset = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, eval_pattern=pattern))
-    batches = max(1, math.ceil(cfg.ssl.knn_train_examples / cfg.train.global_batch_size))
+    examples = max(1, cfg.ssl.knn_train_examples)
     base = dataset_fn(subset, "eval")
-    return lambda ctx: base(ctx).take(batches)
+
+    def fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        pipelines, index = ctx.num_input_pipelines, ctx.input_pipeline_id
+        share = examples // pipelines + (1 if index < examples % pipelines else 0)
+        per_replica = ctx.get_per_replica_batch_size(cfg.train.global_batch_size)
+        return base(ctx).unbatch().take(share).batch(per_replica)
+
+    return fn
 
 
 def knn_monitor(cfg: ExperimentConfig, encoder: keras.Model, strategy: tf.distribute.Strategy):

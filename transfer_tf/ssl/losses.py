@@ -61,13 +61,15 @@ def gather_replicas(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 
 
 def nt_xent_per_example(z1: tf.Tensor, z2: tf.Tensor, temperature: float = 0.1) -> tf.Tensor:
-    """NT-Xent per local image: the mean of its two anchors' cross-entropies (float32 `[b]`).
+    """NT-Xent per local image: the SUM of its two anchors' cross-entropies (float32 `[b]`).
 
     Anchor `z1[i]` has positive `z2[i]`; its negatives are every other embedding of BOTH views on
     EVERY replica (2B - 2 of them); anchor `z2[i]` likewise. Embeddings are L2-normalised here
     and similarities divided by `temperature`. The mean of the result over the global batch is
-    the loss of the SimCLR paper, `1/(2B) sum_k l(k)` over all 2B anchors (SimCLR's code reports
-    twice that: the sum of the two views' means).
+    the loss of SimCLR's code (tf2/objective.py: `reduce_mean(loss_a + loss_b)`), twice the
+    paper's `1/(2B) sum_k l(k)` over the 2B anchors: its learning rate (0.3 x B/256 with LARS)
+    and weight decay were tuned on this scale, so halving it would halve the effective decay
+    and, under LARS, change the trust ratio's balance of gradient against decay.
 
     Args:
       z1, z2: `[b, d]` projections of view 1 and view 2 of the same b images (any float dtype;
@@ -91,14 +93,15 @@ def nt_xent_per_example(z1: tf.Tensor, z2: tf.Tensor, temperature: float = 0.1) 
         logits = tf.concat([positives_and_cross, same], axis=1)
         return tf.nn.sparse_softmax_cross_entropy_with_logits(rows, logits)
 
-    return 0.5 * (anchor_loss(z1, all_z1, all_z2) + anchor_loss(z2, all_z2, all_z1))
+    return anchor_loss(z1, all_z1, all_z2) + anchor_loss(z2, all_z2, all_z1)
 
 
 def nt_xent_loss(z1: tf.Tensor, z2: tf.Tensor, temperature: float = 0.1) -> tf.Tensor:
     """This replica's share of the global-batch NT-Xent loss (float32 scalar).
 
-    `sum(nt_xent_per_example) / global batch size`: summed over replicas it is the paper's loss
-    on the global batch (see the module doc). Shapes as `nt_xent_per_example`.
+    `sum(nt_xent_per_example) / global batch size`: summed over replicas it is SimCLR's loss on
+    the global batch (its code's scale, see `nt_xent_per_example`; the module doc for replicas).
+    Shapes as `nt_xent_per_example`.
     """
     # compute_average_loss divides by per-replica batch x num_replicas_in_sync: the global batch.
     return tf.nn.compute_average_loss(nt_xent_per_example(z1, z2, temperature))

@@ -7,18 +7,21 @@ method's extra state sits beside it under `ssl_*` names (`checkpoint_objects`) a
 fine-tuning. The classifier's `head_dense` does not train (it has no loss here).
 
 Batches are the input pipeline's two-view mode: `((view1, view2) uint8 [b, S, S, 3] each,
-labels float32 [b, 0])`. Both views go through the networks as one `[2b, ...]` batch (one
-forward pass; BN statistics over both views, as SimCLR's implementation).
+labels float32 [b, 0])`. Batch-norm statistics follow each method's code: SimCLR runs both views
+as one `[2b, ...]` batch (statistics over both views; its model concatenates them), BYOL runs
+each view through the online and target networks on its own (statistics per view; its
+byol_experiment.py applies the network once per view), so a view's BYOL embedding never depends
+on the other view in the step.
 
   SimCLR (v2 head): z = projection(encoder(x)); NT-Xent with temperature over every replica's
     embeddings (`ssl.losses.nt_xent_loss`). Metrics: embedding_std (collapse detector),
     contrastive_accuracy (positive is the nearest of all 2B - 1 candidates).
   BYOL: online p = predictor(projection(encoder(x))), target t = target_projection(
-    target_encoder(x)); each view's prediction regresses the other view's target; after every
-    optimizer step the target moves towards the online weights with the cosine momentum
-    (`ssl.momentum`). The target is never trained (not in `trainable_variables`, no optimizer
-    slots); its BN runs in training mode (batch statistics), as BYOL's. Metrics: embedding_std,
-    target_momentum (tau of the last update).
+    target_encoder(x)), each view on its own; each view's prediction regresses the other view's
+    target; after every optimizer step the target moves towards the online weights with the
+    cosine momentum (`ssl.momentum`). The target is never trained (not in `trainable_variables`,
+    no optimizer slots); its BN runs in training mode (batch statistics), as BYOL's. Metrics:
+    embedding_std, target_momentum (tau of the last update).
 
 Adding a method (MoCo v3, DINO) = one class with the same attributes here.
 
@@ -55,7 +58,7 @@ def pooled_encoder(model: keras.Model) -> keras.Model:
 
 
 def _two_views(batch) -> tf.Tensor:
-    """`((v1, v2), labels)` -> `[2b, S, S, 3]` (labels ignored)."""
+    """`((v1, v2), labels)` -> `[2b, S, S, 3]` (labels ignored): SimCLR's one batch of both."""
     (view1, view2), _ = batch
     return tf.concat([view1, view2], axis=0)
 
@@ -177,16 +180,25 @@ class BYOL:
         network (BYOL). A resumed run restores its target from the checkpoint instead."""
         self.updater.copy_online_to_target(strategy)
 
+    def _online(self, view: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(projection z, prediction p) `[b, d]` of one view's uint8 `[b, S, S, 3]` batch."""
+        z = self.projection(self.encoder(view, training=True), training=True)
+        return z, self.predictor(z, training=True)
+
+    def _target(self, view: tf.Tensor) -> tf.Tensor:
+        """The target projection `[b, d]` of one view, without gradient: only the target's BN
+        statistics move here; its weights move in after_step."""
+        t = self.target_projection(self.target_encoder(view, training=True), training=True)
+        return tf.stop_gradient(t)
+
     def replica_loss(self, batch) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-        x = _two_views(batch)
-        z = self.projection(self.encoder(x, training=True), training=True)
-        p1, p2 = tf.split(self.predictor(z, training=True), 2, axis=0)
-        # The target's outputs carry no gradient (byol_loss stops it): only its BN statistics
-        # move here; its weights move in after_step.
-        t = self.target_projection(self.target_encoder(x, training=True), training=True)
-        t1, t2 = tf.split(tf.stop_gradient(t), 2, axis=0)
+        (view1, view2), _ = batch
+        # One call per view, as BYOL's code: BN statistics of a view's own batch (two calls also
+        # update the moving statistics twice, as its sequential state updates do).
+        z1, p1 = self._online(view1)
+        _, p2 = self._online(view2)
+        t1, t2 = self._target(view1), self._target(view2)
         loss = losses.byol_loss(p1, p2, t1, t2)
-        z1, _ = tf.split(z, 2, axis=0)
         return loss, {
             "embedding_std": losses.embedding_std(z1),
             "target_momentum": tf.identity(self.momentum),

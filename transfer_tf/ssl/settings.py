@@ -1,7 +1,8 @@
 """Checks of the `ssl` config section (run by `config.load_config` after the other sections).
 
 Kept beside the SSL code rather than in config.py: it knows which data options a two-view run
-ignores. It imports only the schema and the error type, so the config loader can call it.
+ignores, and which `ssl` keys only one method reads (set under the other method, an error naming
+`ssl.method`). It imports only the schema and the error type, so the config loader can call it.
 
 Example:
     validate_ssl(cfg)   # ConfigError: config keys 'ssl.method' ('simclr') and
@@ -10,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from transfer_tf.config_schema import ExperimentConfig
+from transfer_tf.config_schema import ExperimentConfig, SSLConfig
 from transfer_tf.errors import ConfigError
 
 SSL_METHODS = ("simclr", "byol")
@@ -49,6 +50,29 @@ def _conflicts(cfg: ExperimentConfig) -> list[tuple[str, object, str]]:
     return out
 
 
+# Keys only one method reads (the other one's runs would accept and ignore them).
+_METHOD_KEYS = {
+    "temperature": "simclr",  # NT-Xent's; BYOL has no negatives
+    "momentum_base": "byol",  # the target network's
+    "predictor_widths": "byol",  # the online predictor's
+}
+
+
+def _unread_ssl_key(cfg: ExperimentConfig) -> tuple[str, object, str] | None:
+    """(key, value, why) of an `ssl.*` key `cfg` sets (not its default) that only the other
+    self-supervised method reads. (With `ssl.method: supervised` the section is left alone: a
+    fine-tuning config derived from an SSL recipe keeps that recipe's keys, read by the run that
+    pretrained with it.)"""
+    if not is_self_supervised(cfg):
+        return None
+    default = SSLConfig()
+    for name, owner in _METHOD_KEYS.items():
+        value = getattr(cfg.ssl, name)
+        if owner != cfg.ssl.method and value != getattr(default, name):
+            return f"ssl.{name}", value, f"only {owner} reads it"
+    return None
+
+
 def validate_ssl(cfg: ExperimentConfig) -> None:
     """Raises ConfigError naming the key for an invalid `ssl` value or a conflicting option."""
     s = cfg.ssl
@@ -85,6 +109,14 @@ def validate_ssl(cfg: ExperimentConfig) -> None:
             f"config keys 'ssl.projection_widths' ({s.projection_widths}) and "
             f"'ssl.predictor_widths' ({s.predictor_widths}) conflict: BYOL regresses the "
             "predictor's output onto the target's projection, so their last widths must match"
+        )
+    unread = _unread_ssl_key(cfg)
+    if unread:
+        key, value, why = unread
+        value = list(value) if isinstance(value, (list, tuple)) else value
+        raise ConfigError(
+            f"config keys 'ssl.method' ({s.method!r}) and '{key}' ({value!r}) conflict: {why}; "
+            f"unset '{key}'"
         )
     if not is_self_supervised(cfg):
         return

@@ -47,6 +47,9 @@ class ViewConfig:
       flip: random left-right flip (p = 0.5).
       jitter: (brightness, contrast, saturation, hue) strengths; SimCLR's strength s gives
         (0.8s, 0.8s, 0.8s, 0.2s). Definitions: `data.distort.color_jitter`.
+      jitter_ops: what the jitter ops are (`distort.JITTER_OPS`): `simclr` (`tf.image` per-channel
+        contrast and HSV saturation, multiplicative brightness), `byol` (the same with additive
+        brightness), or `torchvision` (blends toward grey, as the supervised data.color_jitter).
       jitter_prob: probability that a view is jittered at all (then all four ops apply).
       jitter_random_order: the four ops in a random order per view (SimCLR's default) or fixed
         (brightness, contrast, saturation, hue: SimCLR's `color_jitter_nonrand`).
@@ -61,6 +64,7 @@ class ViewConfig:
     aspect_range: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
     flip: bool = True
     jitter: tuple[float, float, float, float] = (0.8, 0.8, 0.8, 0.2)
+    jitter_ops: str = "simclr"
     jitter_prob: float = 0.8
     jitter_random_order: bool = True
     grayscale_prob: float = 0.2
@@ -71,23 +75,27 @@ class ViewConfig:
 
 
 def simclr_views(image_size: int = 224, strength: float = 1.0) -> ViewConfig:
-    """SimCLR's ImageNet views: jitter (0.8s, 0.8s, 0.8s, 0.2s) p 0.8 in random order, grayscale
-    p 0.2, blur p 0.5 on both views, no solarize."""
+    """SimCLR's ImageNet views: jitter (0.8s, 0.8s, 0.8s, 0.2s) p 0.8 in random order with its
+    ops (`tf.image` contrast and saturation, v2's multiplicative brightness), grayscale p 0.2,
+    blur p 0.5 on both views, no solarize."""
     s = strength
     return ViewConfig(
         image_size=image_size,
         jitter=(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s),
+        jitter_ops="simclr",
         blur_prob=(0.5, 0.5),
         solarize_prob=(0.0, 0.0),
     )
 
 
 def byol_views(image_size: int = 224) -> ViewConfig:
-    """BYOL's views (its Table 6): jitter (0.4, 0.4, 0.2, 0.1) p 0.8, grayscale p 0.2, blur
-    p 1.0 / 0.1, solarize p 0.0 / 0.2."""
+    """BYOL's views (its Table 6): jitter (0.4, 0.4, 0.2, 0.1) p 0.8 with its ops (additive
+    brightness, `tf.image` contrast and saturation), grayscale p 0.2, blur p 1.0 / 0.1, solarize
+    p 0.0 / 0.2."""
     return ViewConfig(
         image_size=image_size,
         jitter=(0.4, 0.4, 0.2, 0.1),
+        jitter_ops="byol",
         blur_prob=(1.0, 0.1),
         solarize_prob=(0.0, 0.2),
     )
@@ -110,7 +118,7 @@ def _maybe(seed: tf.Tensor, p: float, fn, image: tf.Tensor) -> tf.Tensor:
 def _jitter(image: tf.Tensor, seeds: list[tf.Tensor], cfg: ViewConfig) -> tf.Tensor:
     """`distort.color_jitter` with all four strengths, in a fixed or a random order."""
     if not cfg.jitter_random_order:
-        return distort.color_jitter(image, seeds[_JITTER], *cfg.jitter)
+        return distort.color_jitter(image, seeds[_JITTER], *cfg.jitter, ops=cfg.jitter_ops)
     # A random permutation of the four ops. Each op rounds to uint8 between steps (<= 0.5/255
     # per op): `color_jitter` works uint8 -> uint8, and reusing it beats a float copy of it.
     order = tf.argsort(tf.random.stateless_uniform([4], seeds[_ORDER]))
@@ -119,7 +127,7 @@ def _jitter(image: tf.Tensor, seeds: list[tf.Tensor], cfg: ViewConfig) -> tf.Ten
     def one_op(op: int, current: tf.Tensor):
         strengths = [0.0] * 4
         strengths[op] = cfg.jitter[op]
-        return lambda: distort.color_jitter(current, op_seeds[op], *strengths)
+        return lambda: distort.color_jitter(current, op_seeds[op], *strengths, ops=cfg.jitter_ops)
 
     for position in range(4):
         # Position p runs the op drawn for it; each op is `color_jitter` with only its strength.
@@ -260,7 +268,8 @@ def two_views_from_bytes(
 
 def config_views(cfg: ExperimentConfig) -> ViewConfig:
     """The ViewConfig of an experiment: the `ssl.views` preset (`auto`: the method's) at
-    `data.image_size`, jitter scaled by `ssl.color_strength`, blur sigma `ssl.blur_sigma` scaled
+    `data.image_size`, jitter scaled by `ssl.color_strength` with the preset's ops (or
+    torchvision's: `ssl.jitter_ops`), blur sigma `ssl.blur_sigma` scaled
     from `ssl.blur_reference_size` px to the view size, crop ranges and flip from `data`."""
     s, size = cfg.ssl, cfg.data.image_size
     preset = s.views if s.views != "auto" else s.method
@@ -269,6 +278,7 @@ def config_views(cfg: ExperimentConfig) -> ViewConfig:
     return dataclasses.replace(
         base,
         jitter=tuple(j * s.color_strength for j in base.jitter),
+        jitter_ops=base.jitter_ops if s.jitter_ops == "paper" else s.jitter_ops,
         blur_sigma=(s.blur_sigma[0] * scale, s.blur_sigma[1] * scale),
         area_range=tuple(cfg.data.crop_area_range),
         aspect_range=tuple(cfg.data.crop_aspect_range),

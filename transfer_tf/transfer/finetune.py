@@ -34,7 +34,8 @@ import tensorflow as tf
 from absl import logging
 
 from transfer_tf.atomic_io import write_json_atomic
-from transfer_tf.config import ExperimentConfig
+from transfer_tf.config import ConfigError, ExperimentConfig
+from transfer_tf.config_unread import finetune_unread_problem
 from transfer_tf.data.dataset_fn import DatasetFn, dataset_fn
 from transfer_tf.distribute.cluster import weights_digest
 from transfer_tf.training import checkpoints, losses, optimizers
@@ -82,8 +83,14 @@ def run_finetuning(
       {"global_step", "phases": [names run in this call], "eval": metrics of the final model
        (mAP/F1 for multi-label, top-k for single-label), or {} without eval data}.
     Raises:
-      UsageError / ConfigError: bad schedule, unreadable or incompatible backbone source, no data.
+      UsageError / ConfigError: bad schedule, unreadable or incompatible backbone source, no data,
+        `train.train_steps` / `train.epochs` beside `transfer.phases` (the phases' own lengths
+        rule: `config_unread.finetune_unread_problem`).
     """
+    # Before anything is read or written: a length key the phases override is a usage error.
+    problem = finetune_unread_problem(cfg)
+    if problem:
+        raise ConfigError(problem)
     if init_checkpoint:
         cfg = dataclasses.replace(
             cfg, transfer=dataclasses.replace(cfg.transfer, init_checkpoint=init_checkpoint)

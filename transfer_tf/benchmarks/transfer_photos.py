@@ -220,7 +220,9 @@ def _budget_overrides(size: PhotoBenchmarkSize) -> list[str]:
     out = []
     for i, phase in enumerate(load_config(SHIPPED_CONFIG).transfer.phases):
         if phase.steps > 0:
-            out.append(f"transfer.phases.{i}.steps={max(1, round(phase.steps * size.budget_factor))}")
+            out.append(
+                f"transfer.phases.{i}.steps={max(1, round(phase.steps * size.budget_factor))}"
+            )
         else:
             out.append(f"transfer.phases.{i}.epochs={phase.epochs * size.budget_factor}")
     return out

@@ -18,6 +18,7 @@ also prints the BENCHMARKS.md table. Data and runs under --work_dir are reused o
 
 import dataclasses
 import json
+import os
 
 from absl import flags
 
@@ -78,7 +79,39 @@ flags.DEFINE_multi_string(
     "arm", [], "--data=photos: extra arm NAME:KEY=V;KEY=V (shipped + overrides).", flag_values=FLAGS
 )
 flags.DEFINE_multi_string(
+    "arm_config",
+    [],
+    "--data=photos: extra arm NAME:CONFIG.yaml, another transfer recipe on the same data and "
+    "runtime (e.g. adam:configs/coco_multilabel_resnet50_adam.yaml).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_multi_string(
     "pretrain_set", [], "--data=photos: overrides of the pretraining config.", flag_values=FLAGS
+)
+flags.DEFINE_string(
+    "pretrain_config",
+    "",
+    "--data=photos: pretraining recipe (default configs/imagenet_resnet50.yaml).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_float(
+    "pretrain_peak_lr",
+    None,
+    "--data=photos: peak pretraining LR at --batch_size (default: the recipe's own "
+    "base_learning_rate, per 256 images, scaled to the batch).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_integer(
+    "finetune_image_size",
+    None,
+    "--data=photos: side of the transfer runs (default --image_size, the pretraining side).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_float(
+    "budget_factor",
+    1.0,
+    "--data=photos: multiplies the shipped recipe's phase lengths (every arm trains that budget).",
+    flag_values=FLAGS,
 )
 flags.DEFINE_string(
     "mixed_precision",
@@ -102,6 +135,16 @@ def _photos(flag_values: flags.FlagValues) -> None:
         if not name or not overrides:
             raise cli.UsageError(f"--arm={spec}: expected NAME:KEY=V;KEY=V")
         extra[name] = tuple(o for o in overrides.split(";") if o)
+    arm_configs = {}
+    for spec in flag_values.arm_config:
+        name, _, path = spec.partition(":")
+        if not name or not path:
+            raise cli.UsageError(f"--arm_config={spec}: expected NAME:CONFIG.yaml")
+        if not os.path.isfile(path):
+            raise cli.UsageError(f"--arm_config={spec}: no file {path}")
+        arm_configs[name] = path
+    if flag_values.pretrain_config and not os.path.isfile(flag_values.pretrain_config):
+        raise cli.UsageError(f"--pretrain_config={flag_values.pretrain_config}: no such file")
     base = pb.PhotoBenchmarkSize()
     size = dataclasses.replace(
         base,
@@ -117,7 +160,12 @@ def _photos(flag_values: flags.FlagValues) -> None:
         mixed_precision=flag_values.mixed_precision,
         arms=tuple(flag_values.arms) if flag_values.arms is not None else pb.ARMS,
         extra_arms=extra,
+        extra_arm_configs=arm_configs,
         pretrain_overrides=tuple(flag_values.pretrain_set),
+        pretrain_config=flag_values.pretrain_config,
+        pretrain_peak_lr=flag_values.pretrain_peak_lr,
+        finetune_image_size=flag_values.finetune_image_size,
+        budget_factor=flag_values.budget_factor,
     )
     results = []
     for seed in flag_values.seeds:

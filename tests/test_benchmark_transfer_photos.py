@@ -14,6 +14,10 @@ from binary_harness import run_cases
 
 from transfer_tf.datagen import photos as photo_sets
 
+ADAM_CONFIG = os.path.join(
+    os.path.dirname(os.path.dirname(__file__)), "configs", "coco_multilabel_resnet50_adam.yaml"
+)
+
 
 def test_extract_wheel_photos(tmp_path):
     wheel = tmp_path / "fake-1.0-py3-none-any.whl"
@@ -78,9 +82,9 @@ def test_photo_benchmark_runs_its_arms_through_the_builders(tmp_path):
                 "--coco_train_images=16",
                 "--coco_val_images=8",
                 # Two of the four standard arms (the others differ only in their overrides,
-                # which the recipe tests cover) and one extra arm: a third of the time.
+                # which the recipe tests cover) and the Adam recipe as an --arm_config arm.
                 "--arms=shipped,scratch",
-                "--arm=zero_head:transfer.head_init=zero",
+                f"--arm_config=adam:{ADAM_CONFIG}",
             ]
         ],
         timeout=480,
@@ -88,12 +92,15 @@ def test_photo_benchmark_runs_its_arms_through_the_builders(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [json.loads(x) for x in result.stdout.splitlines() if x.startswith("{")]
     run, summary = lines[0], lines[1]["summary"]
-    arms = ("shipped", "scratch", "zero_head")
+    arms = ("shipped", "scratch", "adam")
     assert set(run["runs"]) == set(arms)
     # The shipped recipe's own length on 16 images at batch 8 (2 + 10 epochs), for every arm.
     assert run["budget_steps"] == 24
     assert all(r["steps"] == 24 and 0 <= r["mAP"] <= 1 for r in run["runs"].values())
     assert 0 <= run["pretrain"]["top_1_accuracy"] <= 1 and run["pretrain"]["steps"] == 5
+    growth = run["pretrain"]["kernel_norm_growth"]
+    assert set(growth) == {"stem", "stage1", "stage2", "stage3", "stage4"}
+    assert all(v > 0 for v in growth.values())
     assert run["data"]["pretrain_classes"] == 5 and run["data"]["coco_classes"] == 3
     assert set(summary["arms"]) == set(arms) and "shipped_minus_scratch" in summary
     # The shards came from the real builders (their manifests and the COCO label map).
@@ -102,3 +109,56 @@ def test_photo_benchmark_runs_its_arms_through_the_builders(tmp_path):
     assert any(n.startswith("manifest") for n in os.listdir(tfr / "coco"))
     label_map = json.load(open(tfr / "coco" / "label_map.json"))
     assert len(label_map) >= 3
+
+
+# -- how the photo benchmark builds its configs (no training) ---------------------------------
+
+
+def _dirs():
+    return {
+        "imagenet": "/tmp/unused_inet",
+        "coco": "/tmp/unused_coco",
+        "pretrain_classes": 11,
+        "coco_classes": 8,
+    }
+
+
+def test_pretraining_trains_at_the_recipes_own_learning_rate_unless_told():
+    """Issue 29: the benchmark pretrained at 0.2 at batch 32, 16x configs/imagenet_resnet50.yaml's
+    0.1 per 256 images; by default it now runs the recipe's LR, scaled to its batch."""
+    from transfer_tf.benchmarks import transfer_photos as pb
+    from transfer_tf.training.schedules import peak_learning_rate
+
+    size = pb.PhotoBenchmarkSize(batch_size=32)
+    cfg = pb.pretrain_config(size, _dirs())
+    recipe = pb.load_config(pb.PRETRAIN_CONFIG).train
+    assert cfg.train.base_learning_rate == recipe.base_learning_rate
+    assert cfg.train.warmup_epochs == 1.0  # min(the recipe's 5 of 90 epochs, one epoch)
+    told = pb.pretrain_config(pb.PhotoBenchmarkSize(batch_size=32, pretrain_peak_lr=0.2), _dirs())
+    assert peak_learning_rate(told.train.base_learning_rate, 32, "sgd") == pytest.approx(0.2)
+    adam = pb.pretrain_config(
+        pb.PhotoBenchmarkSize(pretrain_config="configs/imagenet_resnet50_adam.yaml"), _dirs()
+    )
+    assert adam.train.optimizer == "adam" and adam.train.warmup_epochs == 0.0
+
+
+def test_budget_factor_finetune_size_and_arm_configs_shape_every_arm():
+    from transfer_tf.benchmarks import transfer_photos as pb
+    from transfer_tf.transfer import phases as phases_lib
+    from transfer_tf.transfer import schedule
+
+    size = pb.PhotoBenchmarkSize(
+        budget_factor=2.0,
+        finetune_image_size=64,
+        extra_arm_configs={"adam": "configs/coco_multilabel_resnet50_adam.yaml"},
+    )
+    shipped = pb.shipped_config(size, _dirs())
+    assert shipped.data.image_size == 64
+    # 240 scenes at batch 32: (2 + 10 epochs) x 2 = 180 steps.
+    budget = schedule.total_steps(phases_lib.resolve_phases(shipped))
+    assert budget == 180
+    adam = pb.arm_config(size, _dirs(), "adam", budget)
+    assert adam.transfer.optimizer == "adam" and adam.data.image_size == 64
+    assert schedule.total_steps(phases_lib.resolve_phases(adam)) == budget
+    assert pb.is_scratch_arm("scratch") and pb.is_scratch_arm("scratch_128")
+    assert not pb.is_scratch_arm("shipped") and not pb.is_scratch_arm("scratchy")

@@ -70,7 +70,12 @@ class PhotoBenchmarkSize:
     train_per_class: int = 60
     val_per_class: int = 10
     pretrain_epochs: float = 6.0
-    pretrain_peak_lr: float = 0.2
+    # The pretraining recipe (configs/imagenet_resnet50.yaml, or e.g. its Adam variant) and its
+    # peak LR at this batch: None = the recipe's own base_learning_rate (per 256 images, scaled
+    # to the batch). Before issue 29 this was 0.2 at batch 32, 16x the recipe's 0.0125, which
+    # inflated the stem's kernel norm ~15x (BENCHMARKS.md).
+    pretrain_config: str = ""
+    pretrain_peak_lr: float | None = None
     # COCO-layout set: the first coco_classes photographs are objects, the rest backgrounds.
     coco_classes: int = 8
     coco_train_images: int = 240
@@ -81,6 +86,8 @@ class PhotoBenchmarkSize:
     arms: tuple[str, ...] = ARMS
     # name -> overrides of the shipped config, e.g. {"ld07": ("transfer.layer_decay=0.7",)}.
     extra_arms: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # name -> another transfer config file run on the same data and runtime (e.g. the Adam one).
+    extra_arm_configs: dict[str, str] = field(default_factory=dict)
     # Overrides of the pretraining config (e.g. stronger augmentation).
     pretrain_overrides: tuple[str, ...] = ()
     # Side of the COCO-layout transfer runs (None = image_size, the pretraining side). The raw
@@ -177,11 +184,20 @@ def _runtime(size: PhotoBenchmarkSize) -> list[str]:
 
 
 def pretrain_config(size: PhotoBenchmarkSize, dirs: dict) -> ExperimentConfig:
-    """configs/imagenet_resnet50.yaml on the photo set: its augmentation and optimizer, the
-    data, a short length and a peak LR for this batch."""
+    """The pretraining recipe (`size.pretrain_config`, default configs/imagenet_resnet50.yaml) on
+    the photo set: its augmentation, optimizer and LR, the data, a short length, a warmup of at
+    most one epoch (the recipe's 5 of 90 epochs would be most of a 6-epoch run)."""
+    from transfer_tf.training.schedules import base_learning_rate_for
+
     d = dirs["imagenet"]
+    path = size.pretrain_config or PRETRAIN_CONFIG
+    recipe = load_config(path).train
+    lr = []
+    if size.pretrain_peak_lr is not None:
+        base = base_learning_rate_for(size.pretrain_peak_lr, size.batch_size, recipe.optimizer)
+        lr = [f"train.base_learning_rate={base}"]
     return load_config(
-        PRETRAIN_CONFIG,
+        path,
         [
             *_runtime(size),
             f"data.train_pattern={d}/train-*",
@@ -191,8 +207,8 @@ def pretrain_config(size: PhotoBenchmarkSize, dirs: dict) -> ExperimentConfig:
             f"data.num_eval_examples={dirs['pretrain_classes'] * size.val_per_class}",
             f"data.image_size={size.image_size}",
             f"train.epochs={size.pretrain_epochs}",
-            "train.warmup_epochs=1",
-            f"train.base_learning_rate={size.pretrain_peak_lr * 256 / size.batch_size}",
+            f"train.warmup_epochs={min(recipe.warmup_epochs, 1.0)}",
+            *lr,
             "train.label_smoothing=0",
             *size.pretrain_overrides,
         ],
@@ -213,12 +229,12 @@ def coco_data_overrides(size: PhotoBenchmarkSize, dirs: dict) -> list[str]:
     ]
 
 
-def _budget_overrides(size: PhotoBenchmarkSize) -> list[str]:
-    """The shipped phases' lengths times `size.budget_factor` (none at 1)."""
+def _budget_overrides(size: PhotoBenchmarkSize, path: str = SHIPPED_CONFIG) -> list[str]:
+    """The phase lengths of the config at `path` times `size.budget_factor` (none at 1)."""
     if size.budget_factor == 1.0:
         return []
     out = []
-    for i, phase in enumerate(load_config(SHIPPED_CONFIG).transfer.phases):
+    for i, phase in enumerate(load_config(path).transfer.phases):
         if phase.steps > 0:
             out.append(
                 f"transfer.phases.{i}.steps={max(1, round(phase.steps * size.budget_factor))}"
@@ -250,6 +266,14 @@ def arm_config(size: PhotoBenchmarkSize, dirs: dict, arm: str, budget: int) -> E
         return shipped_config(size, dirs)
     if arm in size.extra_arms:
         return shipped_config(size, dirs, tuple(size.extra_arms[arm]))
+    if arm in size.extra_arm_configs:
+        path = size.extra_arm_configs[arm]
+        overrides = [
+            *_runtime(size),
+            *coco_data_overrides(size, dirs),
+            *_budget_overrides(size, path),
+        ]
+        return load_config(path, overrides)
     # The arms train at 0.1 at the benchmark's batch (what BENCHMARKS.md measured), written per
     # 256 images for the shipped optimizer.
     optimizer = shipped_config(size, dirs).transfer.optimizer
@@ -268,6 +292,36 @@ def arm_config(size: PhotoBenchmarkSize, dirs: dict, arm: str, budget: int) -> E
         raise ValueError(f"unknown arm {arm!r} (expected {ARMS} or an extra arm)")
     # The shipped optimizer, weight decay and data settings; only the phases differ.
     return shipped_config(size, dirs, (f"transfer.phases=[{phase}]",))
+
+
+def kernel_norm_growth(pretrain_dir: str) -> dict[str, float]:
+    """Per backbone stage, the median over its conv kernels of ||pretrained|| / ||random init||.
+
+    With BatchNorm after every conv, a kernel's scale does not change the function but divides
+    its effective learning rate by the scale squared: a stem grown 15x fine-tunes ~225x slower
+    than a fresh one. Returns {stage: ratio} for stem, stage1..stage4.
+    """
+    import keras
+    import numpy as np
+
+    from transfer_tf.models.resnet import layers_by_stage
+    from transfer_tf.training.run_setup import build_model
+    from transfer_tf.transfer import restore
+
+    cfg = load_config(os.path.join(pretrain_dir, "config.yaml"))
+    fresh, trained = build_model(cfg), build_model(cfg)
+    restore.restore_backbone(trained, pretrain_dir, flag="pretrain_dir")
+    out = {}
+    fresh_stages, trained_stages = layers_by_stage(fresh), layers_by_stage(trained)
+    for stage in ("stem", "stage1", "stage2", "stage3", "stage4"):
+        ratios = [
+            float(np.linalg.norm(b.kernel.numpy()) / np.linalg.norm(a.kernel.numpy()))
+            for a, b in zip(fresh_stages[stage], trained_stages[stage], strict=True)
+            if isinstance(a, keras.layers.Conv2D)
+        ]
+        out[stage] = round(float(np.median(ratios)), 3)
+    keras.backend.clear_session()
+    return out
 
 
 def compare_on_photos(work_dir: str, photo_dir: str, size: PhotoBenchmarkSize) -> dict:
@@ -295,10 +349,11 @@ def compare_on_photos(work_dir: str, photo_dir: str, size: PhotoBenchmarkSize) -
     keras.backend.clear_session()
     pre_eval = evaluate_run(pretrain_dir)
     keras.backend.clear_session()
+    norm_growth = kernel_norm_growth(pretrain_dir)
     # Equal budgets: every arm trains as long as the shipped recipe does on this data.
     budget = schedule.total_steps(phases_lib.resolve_phases(shipped_config(size, dirs)))
     runs = {}
-    for arm in (*size.arms, *size.extra_arms):
+    for arm in (*size.arms, *size.extra_arms, *size.extra_arm_configs):
         cfg = arm_config(size, dirs, arm, budget)
         steps = schedule.total_steps(phases_lib.resolve_phases(phases_lib.preset_config(cfg)))
         if steps != budget:
@@ -325,6 +380,7 @@ def compare_on_photos(work_dir: str, photo_dir: str, size: PhotoBenchmarkSize) -
             "top_1_accuracy": round(float(pre_eval["top_1_accuracy"]), 4),
             "steps": plan_steps(pre_cfg)[1],
             "seconds": round(pretrain_seconds, 1),
+            "kernel_norm_growth": norm_growth,
         },
         "runs": runs,
         "budget_steps": budget,

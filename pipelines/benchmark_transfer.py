@@ -107,6 +107,13 @@ flags.DEFINE_integer(
     "--data=photos: side of the transfer runs (default --image_size, the pretraining side).",
     flag_values=FLAGS,
 )
+flags.DEFINE_string(
+    "extra_pretrain_photo_dir",
+    "",
+    "--data=photos: more photographs that only pretraining sees (extra classes; the COCO-layout "
+    "task stays the same).",
+    flag_values=FLAGS,
+)
 flags.DEFINE_float(
     "budget_factor",
     1.0,
@@ -166,6 +173,7 @@ def _photos(flag_values: flags.FlagValues) -> None:
         pretrain_peak_lr=flag_values.pretrain_peak_lr,
         finetune_image_size=flag_values.finetune_image_size,
         budget_factor=flag_values.budget_factor,
+        extra_pretrain_photo_dir=flag_values.extra_pretrain_photo_dir,
     )
     results = []
     for seed in flag_values.seeds:

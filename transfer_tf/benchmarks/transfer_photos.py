@@ -93,6 +93,9 @@ class PhotoBenchmarkSize:
     # Side of the COCO-layout transfer runs (None = image_size, the pretraining side). The raw
     # scenes are the same at any value: only the input resolution of the transfer changes.
     finetune_image_size: int | None = None
+    # More photographs as pretraining classes only (the COCO-layout task is unchanged): a larger
+    # source for the same target.
+    extra_pretrain_photo_dir: str = ""
     # Multiplies the shipped recipe's phase lengths (0.5 / 1 / 2 / 4: 45 / 90 / 180 / 360 steps
     # on 240 scenes at batch 32); every arm trains the resulting budget.
     budget_factor: float = 1.0
@@ -128,11 +131,20 @@ def prepare_data(work_dir: str, photo_dir: str, size: PhotoBenchmarkSize) -> dic
     classes = min(size.coco_classes, len(photos) - 1, len(_IDS))
     if classes < 2:
         raise ValueError(f"photo_dir {photo_dir}: need >= 3 photographs, found {len(photos)}")
+    pre_photos, pre_names = list(photos), list(names)
+    if size.extra_pretrain_photo_dir:
+        extra = sorted(
+            n
+            for n in os.listdir(size.extra_pretrain_photo_dir)
+            if n.lower().endswith(photo_sets.PHOTO_SUFFIXES)
+        )
+        pre_photos += photo_sets.load_photos(size.extra_pretrain_photo_dir)
+        pre_names += extra
     if not is_built(inet_out, *IMAGENET_MANIFESTS):
         inet = photo_sets.write_photo_imagenet(
             os.path.join(raw, "imagenet"),
-            photos,
-            names=[os.path.splitext(n)[0] for n in names],
+            pre_photos,
+            names=[os.path.splitext(n)[0] for n in pre_names],
             train_per_class=size.train_per_class,
             val_per_class=size.val_per_class,
             image_size_range=_raw_range(size),
@@ -161,9 +173,9 @@ def prepare_data(work_dir: str, photo_dir: str, size: PhotoBenchmarkSize) -> dic
     return {
         "imagenet": inet_out,
         "coco": coco_out,
-        "pretrain_classes": len(photos),
+        "pretrain_classes": len(pre_photos),
         "coco_classes": classes,
-        "photos": names,
+        "photos": pre_names,
     }
 
 

@@ -22,7 +22,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -113,8 +113,10 @@ def start_cases(
     cases: Sequence[Sequence[str]],
     env: Mapping[str, str] | None = None,
     cwd: str = REPO,
+    preexec_fn: Callable[[], object] | None = None,
 ) -> Cases:
-    """Starts the harness for `target` ("module:function", e.g. "pipelines.export:run")."""
+    """Starts the harness for `target` ("module:function", e.g. "pipelines.export:run");
+    `preexec_fn` runs in the child before the exec (e.g. to drop privileges, as `subprocess`)."""
     fd, out_path = tempfile.mkstemp(suffix=".json")
     os.close(fd)
     os.remove(out_path)
@@ -125,6 +127,7 @@ def start_cases(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=preexec_fn,
     )
     return Cases(proc, out_path, len(cases))
 
@@ -135,6 +138,9 @@ def run_cases(
     env: Mapping[str, str] | None = None,
     cwd: str = REPO,
     timeout: float = 300,
+    preexec_fn: Callable[[], object] | None = None,
 ) -> list[CaseResult]:
     """Runs each argv in `cases` through `target` in one process; one `CaseResult` per case."""
-    return start_cases(target, cases, env=env, cwd=cwd).results(timeout=timeout)
+    return start_cases(target, cases, env=env, cwd=cwd, preexec_fn=preexec_fn).results(
+        timeout=timeout
+    )

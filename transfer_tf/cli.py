@@ -30,8 +30,8 @@ The demo parses a copy of `FLAGS` with a stage's arguments and calls `run_from_f
 long benchmark) prints those lines itself and returns None. The helpers' `flag_values` defaults
 to absl's global `flags.FLAGS`.
 
-Usage errors (a bad flag value, a missing file, an invalid config) print one line
-`error: <what is wrong>` on stderr and exit 2; no traceback.
+Usage errors (a bad flag value, a missing file, an invalid config, an unwritable output) print one
+line `error: <what is wrong>` on stderr and exit 2; no traceback.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from absl import app, flags, logging  # noqa: E402
 
 from transfer_tf.config import ConfigError, ExperimentConfig, load_config, save_config  # noqa: E402
 from transfer_tf.errors import UsageError  # noqa: E402,F401  (re-exported for binaries)
+from transfer_tf.io_errors import FULL_OR_READ_ONLY, write_error_reason  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -132,6 +133,10 @@ def _guarded(main: Callable[[list[str]], object]) -> Callable[[list[str]], objec
         except FileNotFoundError as e:
             fail(f"file not found: {e.filename or e}")
         except Exception as e:
+            reason = write_error_reason(e)
+            if reason in FULL_OR_READ_ONLY:  # a write no code path expected: still one line
+                where = getattr(e, "filename", None)
+                fail(f"cannot write '{where}': {reason}" if where else f"write failed: {reason}")
             usage = _corrupt_input_error(e)
             if usage is None:
                 raise

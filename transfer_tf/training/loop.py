@@ -49,6 +49,9 @@ Semantics:
   that is deleted (the save ops are collective, so every worker must run them).
 - A non-finite loss stops the run with `TrainingDivergedError` before anything is saved: the last
   good checkpoint stays the latest.
+- Faults (`checkpoint_health`): `restore` skips a damaged newest checkpoint for the newest one
+  that restores (warning; the chief moves the damaged files to `checkpoints/damaged/`); a save
+  that fails (disk full, read-only) removes its partial files and raises OutputError.
 - One input stream per run: every `train` call builds its iterator with
   `dataset_fn(ctx, start_step=<global step>)` when `dataset_fn` takes a `start_step` keyword
   (`data.dataset_fn.dataset_fn` does; `data.input.build_dataset` positions the stream there), so phases
@@ -70,7 +73,7 @@ import tensorflow as tf
 from absl import logging
 
 from transfer_tf.errors import UsageError
-from transfer_tf.training import optimizers
+from transfer_tf.training import checkpoint_health, optimizers
 from transfer_tf.training import steps as steps_lib
 from transfer_tf.training import strategy as strategy_lib
 from transfer_tf.training.ema import WeightEMA
@@ -148,6 +151,7 @@ class Trainer:
             optimizer.build([v for v in model.weights if v.trainable] + extra)
             self.ema = WeightEMA(model, ema_decay) if ema_decay > 0 else None
         self._iterator = None
+        self._restored: str | None = None  # the prefix `restore` used
         self._manager = self._make_manager()
 
     # -- checkpoints -----------------------------------------------------------------------
@@ -173,34 +177,35 @@ class Trainer:
         return int(self.global_step.numpy())
 
     def restore(self) -> int:
-        """Restores the latest checkpoint of `model_dir` if there is one; returns the global step."""
-        latest = tf.train.latest_checkpoint(os.path.join(self.model_dir, "checkpoints"))
+        """Restores the newest checkpoint of `model_dir` that restores (a damaged newer one is
+        warned about and, on the chief, moved to `checkpoints/damaged/`); returns the global step
+        (0 without a checkpoint)."""
+        latest = checkpoint_health.restore_newest(
+            self._restore_checked,
+            os.path.join(self.model_dir, "checkpoints"),
+            set_aside=strategy_lib.is_chief(self.strategy),
+        )
         if latest:
-            self._restore_checked(latest)
+            self._restored = latest
+            self._manager = self._make_manager()  # the state file may have been rewritten
             logging.info("resumed from %s at step %d", latest, self.step)
         return self.step
 
     def _restore_checked(self, prefix: str) -> None:
-        """Restores `prefix`, asserting it holds every object of this run's checkpoint (values the
-        run does not use, e.g. an iterator saved by another setting, may be left over)."""
-        status = self.checkpoint.restore(prefix)
-        try:
-            status.assert_existing_objects_matched()
-        except AssertionError as e:
-            first = str(e).strip().splitlines()[0][:300]
-            raise UsageError(
-                f"checkpoint '{prefix}' does not match this run (model, optimizer, EMA or input "
-                f"settings changed?): {first}"
-            ) from None
-        status.expect_partial()
+        """Restores `prefix`; it must hold every object of this run's checkpoint."""
+        checkpoint_health.restore_asserted(
+            self.checkpoint,
+            prefix,
+            "does not match this run (model, optimizer, EMA or input settings changed?)",
+        )
 
     def save(self) -> str | None:
-        """Saves a checkpoint at the current global step (no-op if one exists for it)."""
-        if self._manager.latest_checkpoint and self._manager.latest_checkpoint.endswith(
-            f"-{self.step}"
-        ):
-            return self._manager.latest_checkpoint
-        return self._manager.save(checkpoint_number=self.step)
+        """Saves a checkpoint at the current global step (no-op if one exists for it). A failed
+        write removes its debris and raises OutputError (`checkpoint_health.save_or_clean`)."""
+        latest = self._manager.latest_checkpoint
+        if latest and latest.endswith(f"-{self.step}"):
+            return latest
+        return checkpoint_health.save_or_clean(self._manager, self.step)
 
     # -- steps -------------------------------------------------------------------------------
     def compiled_steps(
@@ -254,7 +259,7 @@ class Trainer:
         if self.checkpoint_input:
             # The iterator joins the checkpoint; restore its position if the latest save has it.
             self._manager = self._make_manager()
-            latest = self._manager.latest_checkpoint
+            latest = self._restored or self._manager.latest_checkpoint
             if latest and start > 0:
                 self._restore_checked(latest)
         if (objective is None) == (loss_fn is None):

@@ -80,7 +80,8 @@ def run_finetuning(
       {"global_step", "phases": [names run in this call], "eval": metrics of the final model
        (mAP/F1 for multi-label, top-k for single-label), or {} without eval data}.
     Raises:
-      UsageError / ConfigError: bad schedule, unreadable or incompatible backbone source, no data.
+      UsageError / ConfigError: bad schedule, unreadable, damaged or incompatible backbone source
+        (checked before model_dir is written), no data.
     """
     if init_checkpoint:
         cfg = dataclasses.replace(
@@ -92,9 +93,9 @@ def run_finetuning(
     cfg = adopt_recorded_runtime(cfg, model_dir)
     phases = phases_lib.resolve_phases(cfg)
     source = cfg.transfer.init_checkpoint
-    if source and not tf.train.latest_checkpoint(checkpoints.checkpoint_dir(model_dir)):
-        # Fail on a bad source before anything is written to model_dir.
-        restore.detect_source_kind(source, flag="--init_checkpoint")
+    if source and not checkpoints.has_checkpoint(model_dir):
+        # Fail on a bad or damaged source before anything is written to model_dir.
+        restore.check_source(source, flag="--init_checkpoint")
     # The strategy first: MultiWorkerMirroredStrategy must configure collective ops before any
     # op runs (setup_runtime's seeding initialises the eager context).
     strategy = strategy_lib.make_strategy(cfg.train.strategy, cfg.train.tpu)

@@ -7,7 +7,7 @@ SRC is a pretraining model_dir (its latest checkpoint; RUN/checkpoints/ckpt-N pi
 Keras weights file (.h5 / .weights.h5, e.g. resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5)
 or an exported SavedModel; only the backbone is restored, the head is new. Rerunning the same
 command after a crash resumes in the phase it stopped in (a changed config is an error naming the
-keys, unless --allow_config_change).
+keys, unless --allow_config_change); Ctrl-C or SIGTERM saves a checkpoint first.
 `python -m pipelines.evaluate --model_dir=DIR` evaluates the result.
 
 --preset replaces the config's `transfer.phases` (it also sets `transfer.phases=[]`); its budget

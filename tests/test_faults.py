@@ -1,20 +1,28 @@
-"""Faults a user meets, on the real binaries (issue 30): a damaged newest checkpoint, a full disk.
+"""Faults a user meets, on the real binaries (issue 30 items 1-4): two writers on one run dir, a
+damaged newest checkpoint, a full disk / unwritable output, Ctrl-C and SIGTERM.
 
 One tiny pretraining run (resnet10, 32 px, 6 steps, checkpoints at 2/4/6) is shared by the
 module; each test works on a hard-linked copy of it (the binaries replace files by rename and
 never write one in place, and damage is done by rewriting a file, so the copies stay
-independent). A full disk is stood in for by a file size limit (`ulimit -f`: Python ignores
-SIGXFSZ, so writes fail with EFBIG; DESIGN.md, "Faults, as a test meets them").
+independent). Runs that must live for a while (the lock and signal tests) are started as real
+processes with SIGINT at its default action: a background job of a non-interactive shell starts
+with SIGINT ignored, which a child would inherit (DESIGN.md, "Faults, as a test meets them").
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import re
 import resource
+import shlex
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -387,3 +395,340 @@ def test_disk_full_writing_eval_metrics(base_run, tmp_path):
     line = _one_line_error(done)
     assert f"cannot write '{out / 'eval_metrics.json'}': File too large" in line, line
     assert os.listdir(out) == []  # no eval_metrics.json.tmp-* left behind
+
+
+def _no_root_override() -> None:
+    """preexec_fn: drops the capabilities that let root write into a read-only folder, so that a
+    test running as root meets permissions as a user does (prctl PR_CAPBSET_DROP)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2, 3):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER
+        libc.prctl(24, cap, 0, 0, 0)
+
+
+def _read_only(path) -> None:
+    """Makes the folders below `path` read-only (nothing can be created, renamed or removed in
+    them); the files keep their mode, which they share with the hard-linked base run."""
+    for root, _, _ in os.walk(path):
+        os.chmod(root, 0o555)
+
+
+@pytest.fixture(scope="module")
+def unwritable(data, base_run, tmp_path_factory):
+    """The training, evaluate and export binaries on outputs they cannot write: a read-only run
+    dir, and a --model_dir below a regular file."""
+    root = tmp_path_factory.mktemp("unwritable")
+    (root / "a_file").write_text("")
+    not_a_dir = root / "a_file" / "run"
+    read_only = _copy(base_run, root / "read_only")
+    (root / "ro_exports").mkdir()
+    _read_only(read_only)
+    _read_only(root / "ro_exports")
+    probe = subprocess.run(
+        [sys.executable, "-c", f"open({str(read_only / 'x')!r}, 'w')"],
+        capture_output=True,
+        preexec_fn=_no_root_override,
+    )
+    enforced = probe.returncode != 0
+    config = f"--config={data / 'pretrain.yaml'}"
+    results = {
+        "pretrain_not_a_dir": run_cases(
+            "pipelines.pretrain:run", [[config, f"--model_dir={not_a_dir}"]], env=ENV
+        )[0]
+    }
+    if enforced:
+        pre, ev, ex = (
+            run_cases(target, [case], env=ENV, preexec_fn=_no_root_override)[0]
+            for target, case in [
+                ("pipelines.pretrain:run", [config, f"--model_dir={read_only}"]),
+                ("pipelines.evaluate:run", [f"--model_dir={read_only}"]),
+                (
+                    "pipelines.export:run",
+                    [f"--model_dir={read_only}", f"--export_dir={root / 'ro_exports'}"],
+                ),
+            ]
+        )
+        results.update(pretrain_read_only=pre, evaluate_read_only=ev, export_read_only=ex)
+    yield results, read_only, root
+    for dirpath, _, _ in os.walk(root):
+        os.chmod(dirpath, 0o755)
+
+
+def _before_any_work(result) -> None:
+    # setup_runtime logs the hardware before the model is built and the data read.
+    assert "hardware:" not in result.stderr and " img/s " not in result.stderr, result.stderr
+
+
+def test_model_dir_below_a_file_fails_before_any_work(unwritable):
+    results, _, root = unwritable
+    result = results["pretrain_not_a_dir"]
+    line = _one_line_error(result)
+    assert f"--model_dir: cannot write to '{root / 'a_file' / 'run'}': Not a directory" in line
+    _before_any_work(result)
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("pretrain_read_only", "--model_dir: cannot write to '{run}': Permission denied"),
+        ("evaluate_read_only", "--model_dir (eval_metrics.json; --output elsewhere): cannot write"),
+        ("export_read_only", "--export_dir: cannot write to '{root}/ro_exports': Permission"),
+    ],
+    ids=["pretrain", "evaluate", "export"],
+)
+def test_read_only_outputs_fail_before_any_work(unwritable, case, message):
+    results, read_only, root = unwritable
+    if case not in results:
+        pytest.skip("root here keeps CAP_DAC_OVERRIDE: read-only folders are writable")
+    result = results[case]
+    line = _one_line_error(result)
+    assert message.format(run=read_only, root=root) in line, line
+    _before_any_work(result)
+    assert "Restored" not in result.stderr and "top_1" not in result.stdout
+    assert sorted(os.listdir(read_only)) == [
+        "checkpoints",
+        "config.yaml",
+        "runtime.json",
+        "summaries",
+    ]
+
+
+# -- item 1: one writer per run dir (the lock, in process) ------------------------------------
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: the pid names no process now
+    return child.pid
+
+
+def test_lock_names_its_holder_refreshes_and_goes(tmp_path):
+    from transfer_tf.training.run_lock import RunLock
+
+    run_dir = tmp_path / "new_run"
+    lock = RunLock(str(run_dir), heartbeat_seconds=0.05)
+    lock.acquire()
+    try:
+        first = json.loads((run_dir / "run.lock").read_text())
+        assert first["host"] == socket.gethostname() and first["pid"] == os.getpid()
+        assert first["started"] and first["token"] == lock.token
+        deadline = time.time() + 60
+        while json.loads((run_dir / "run.lock").read_text())["heartbeat"] == first["heartbeat"]:
+            assert time.time() < deadline, "the heartbeat was never refreshed"
+            time.sleep(0.05)
+    finally:
+        lock.release()
+    assert not run_dir.exists()  # created by the lock and holding nothing else
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
+    from transfer_tf.training.run_lock import RunLock, RunLockError
+
+    with RunLock(str(tmp_path)):
+        with pytest.raises(RunLockError) as refused:
+            RunLock(str(tmp_path)).acquire()
+    message = str(refused.value)
+    assert "\n" not in message
+    assert f"--model_dir '{tmp_path}' is in use by another run" in message
+    assert f"host {socket.gethostname()}, pid {os.getpid()}" in message
+    assert f"delete {tmp_path / 'run.lock'}" in message
+    assert not (tmp_path / "run.lock").exists()
+
+
+@pytest.mark.parametrize(
+    "holder, why",
+    [
+        (lambda: {"host": socket.gethostname(), "pid": _dead_pid()}, "on this host is gone"),
+        (lambda: {"host": "other-host", "pid": 1, "heartbeat": time.time() - 86400}, "heartbeat"),
+    ],
+    ids=["dead_pid", "old_heartbeat"],
+)
+def test_a_stale_lock_is_taken_over_with_a_warning(tmp_path, caplog, holder, why):
+    from transfer_tf.training.run_lock import RunLock
+
+    stale = {"started": "then", "heartbeat": time.time(), "token": "old", **holder()}
+    (tmp_path / "run.lock").write_text(json.dumps(stale))
+    with RunLock(str(tmp_path)) as lock:
+        assert json.loads((tmp_path / "run.lock").read_text())["token"] == lock.token
+    warnings = [r.getMessage() for r in caplog.records if "taking over the lock" in r.getMessage()]
+    assert len(warnings) == 1 and why in warnings[0], caplog.text
+
+
+def test_a_live_lock_of_another_host_is_not_broken(tmp_path):
+    from transfer_tf.training.run_lock import RunLock, RunLockError
+
+    _plant_live_lock(tmp_path)
+    with pytest.raises(RunLockError, match="host other-host, pid 1"):
+        RunLock(str(tmp_path)).acquire()
+    assert json.loads((tmp_path / "run.lock").read_text())["token"] == "x"
+
+
+# -- item 4 (and item 1 across processes): Ctrl-C, SIGTERM, a second writer ----------------------
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+class _Live:
+    """A binary started in the background whose stderr lines are collected as they come."""
+
+    def __init__(self, cmd: list[str]):
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_default_sigint,
+        )
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = 300) -> re.Match:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for line in list(self.lines):
+                if match := re.search(pattern, line):
+                    return match
+            if self.proc.poll() is not None and not self._thread.is_alive():
+                break
+            time.sleep(0.02)
+        pytest.fail(f"no line matching {pattern!r}: {self.text[-3000:]}")
+
+    def finish(self, timeout: float = 300) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self._thread.join(timeout=30)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+STEPS = 200
+STEP_LINE = rf"step (\d+)/{STEPS} loss"
+
+
+@pytest.fixture(scope="module")
+def stops(data, tmp_path_factory):
+    """One live run, and what happened to it: a second writer started beside it, Ctrl-C, a
+    rerun with the printed command stopped by SIGTERM, a rerun stopped by two Ctrl-C."""
+    run_dir = tmp_path_factory.mktemp("stops") / "run"
+    cmd = _pretrain(
+        data,
+        run_dir,
+        f"--set=train.train_steps={STEPS}",
+        "--set=train.log_every_steps=1",
+        "--set=train.checkpoint_every_steps=100",
+        "--set=train.global_batch_size=16",
+    )
+    out: dict = {"run_dir": run_dir}
+    live = []
+    try:
+        first = _Live(cmd)
+        live.append(first)
+        first.wait_for(STEP_LINE)
+        out["second_writer"] = subprocess.run(
+            cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300
+        )
+        out["first_pid"] = first.proc.pid
+        first.proc.send_signal(signal.SIGINT)
+        out["sigint"] = (first.finish(), first.text)
+
+        resume = re.search(r"^resume with: (.*)$", first.text, re.M).group(1)
+        words = shlex.split(resume)
+        assert words[:3] == ["python", "-m", "pipelines.pretrain"], resume
+        rerun = _Live([sys.executable, *words[1:]])
+        live.append(rerun)
+        out["rerun_resumed"] = rerun.wait_for(r"resumed from .*ckpt-(\d+) at step (\d+)")
+        stepped = rerun.wait_for(STEP_LINE)
+        out["rerun_first_step"] = int(stepped.group(1))
+        rerun.proc.send_signal(signal.SIGTERM)
+        out["sigterm"] = (rerun.finish(), rerun.text)
+
+        third = _Live(cmd)
+        live.append(third)
+        third.wait_for(STEP_LINE)
+        third.proc.send_signal(signal.SIGINT)
+        third.wait_for(r"received SIGINT")
+        third.proc.send_signal(signal.SIGINT)
+        out["double"] = (third.finish(), third.text)
+    finally:
+        for proc in live:
+            proc.kill()
+    return out
+
+
+def _stopped_at(text: str, name: str, run_dir) -> int:
+    match = re.search(rf"^stopped by {name} at global step (\d+); checkpoint: (\S+)$", text, re.M)
+    assert match, text[-3000:]
+    step = int(match.group(1))
+    assert match.group(2) == f"{run_dir}/checkpoints/ckpt-{step}"
+    return step
+
+
+def test_a_second_writer_exits_at_once_naming_the_first(stops):
+    result = stops["second_writer"]
+    line = _one_line_error(result)
+    assert f"--model_dir '{stops['run_dir']}' is in use by another run" in line
+    assert f"host {socket.gethostname()}, pid {stops['first_pid']}," in line
+    assert "hardware:" not in result.stderr  # at once: before any model or data work
+
+
+def test_ctrl_c_saves_at_the_step_reached_and_says_how_to_resume(stops):
+    code, text = stops["sigint"]
+    run_dir = stops["run_dir"]
+    assert code == 130, text[-3000:]
+    assert "Traceback" not in text
+    step = _stopped_at(text, "SIGINT", run_dir)
+    assert 1 <= step < 100  # not a periodic checkpoint (those are at 100, 200)
+    assert "resume with: python -m pipelines.pretrain" in text
+    # The rerun of the printed command resumed at that step.
+    resumed = stops["rerun_resumed"]
+    assert (int(resumed.group(1)), int(resumed.group(2))) == (step, step)
+    assert stops["rerun_first_step"] > step
+
+
+def test_sigterm_takes_the_same_path_with_status_143(stops):
+    code, text = stops["sigterm"]
+    assert code == 143, text[-3000:]
+    step = _stopped_at(text, "SIGTERM", stops["run_dir"])
+    assert step >= stops["rerun_first_step"]
+    assert _intact(f"{stops['run_dir']}/checkpoints/ckpt-{step}")
+
+
+def test_a_second_ctrl_c_exits_at_once(stops):
+    code, text = stops["double"]
+    assert code == 130, text[-3000:]
+    assert "second SIGINT: exiting at once without saving" in text
+    assert "stopped by SIGINT" not in text
+    assert not (stops["run_dir"] / "run.lock").exists()  # released on the way out
+
+
+def test_stop_signals_note_the_first_and_exit_on_the_second():
+    """The signal path in process (SIGTERM: a test runner may ignore SIGINT): the first signal is
+    noted while the main thread is busy, the second runs the abort callbacks and exits 143."""
+    from transfer_tf.training import signals
+
+    exits, aborted = [], []
+    before = signal.getsignal(signal.SIGTERM)
+    with signals.StopSignals(on_abort=[lambda: aborted.append(True)], exit_fn=exits.append) as stop:
+        assert stop.active
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.time() + 60
+        while signals.requested() != signal.SIGTERM:
+            assert time.time() < deadline, "the first SIGTERM was not noted"
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+        while not exits:
+            assert time.time() < deadline, "the second SIGTERM did not exit"
+            time.sleep(0.01)
+    assert exits == [143] and aborted == [True]
+    assert signals.requested() is None and signal.getsignal(signal.SIGTERM) == before

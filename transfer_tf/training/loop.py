@@ -49,9 +49,11 @@ Semantics:
   that is deleted (the save ops are collective, so every worker must run them).
 - A non-finite loss stops the run with `TrainingDivergedError` before anything is saved: the last
   good checkpoint stays the latest.
-- Faults (`checkpoint_health`): `restore` skips a damaged newest checkpoint for the newest one
-  that restores (warning; the chief moves the damaged files to `checkpoints/damaged/`); a save
-  that fails (disk full, read-only) removes its partial files and raises OutputError.
+- Faults (`checkpoint_health`, `signals`): `restore` skips a damaged newest checkpoint for the
+  newest one that restores (warning; the chief moves the damaged files to
+  `checkpoints/damaged/`); a save that fails (disk full, read-only) removes its partial files and
+  raises OutputError; after SIGINT/SIGTERM inside `run_guard.guarded_run` the loop saves at the
+  step it reached and raises `signals.RunInterrupted`.
 - One input stream per run: every `train` call builds its iterator with
   `dataset_fn(ctx, start_step=<global step>)` when `dataset_fn` takes a `start_step` keyword
   (`data.dataset_fn.dataset_fn` does; `data.input.build_dataset` positions the stream there), so phases
@@ -73,7 +75,7 @@ import tensorflow as tf
 from absl import logging
 
 from transfer_tf.errors import UsageError
-from transfer_tf.training import checkpoint_health, optimizers
+from transfer_tf.training import checkpoint_health, optimizers, signals
 from transfer_tf.training import steps as steps_lib
 from transfer_tf.training import strategy as strategy_lib
 from transfer_tf.training.ema import WeightEMA
@@ -276,6 +278,7 @@ class Trainer:
         logs: dict = {}
         step = start
         while step < end_step:
+            self._stop_if_requested(start, step)
             # Run up to the next boundary so checkpoints/logs land on exact steps.
             n = min(self.steps_per_execution, end_step - step)
             for b in boundaries:
@@ -306,6 +309,7 @@ class Trainer:
             at_epoch_end = bool(steps_per_epoch) and step % steps_per_epoch == 0
             if step % self.checkpoint_every_steps == 0 or at_epoch_end or step >= end_step:
                 self.save()
+            self._stop_if_requested(start, step)  # before an eval: a stop does not wait for it
             if eval_fn and (
                 (eval_every_steps and step % eval_every_steps == 0) or step >= end_step
             ):
@@ -315,6 +319,16 @@ class Trainer:
         for hook in self.hooks:
             hook.on_train_end(step, logs)
         return logs
+
+    def _stop_if_requested(self, start: int, step: int) -> None:
+        """After SIGINT/SIGTERM (`signals`): saves at `step` and raises RunInterrupted."""
+        signum = signals.requested()
+        if signum is None:
+            return
+        prefix = self.save() if step > start else self._manager.latest_checkpoint
+        for hook in self.hooks:  # flush summaries, end the progress line
+            hook.on_train_end(step, {})
+        raise signals.RunInterrupted(signum, step, prefix)
 
     def _start_phase(
         self,

@@ -2,7 +2,9 @@
 
 Writes the metrics JSON (top-1/top-5 for single-label runs, mAP/F1 for multi-label, COCOeval
 AP/AP50/AP75/APs/APm/APl for detection runs, kNN top-1 for self-supervised pretraining runs) to
-`--output` (default DIR/eval_metrics.json) and prints it.
+`--output` (default DIR/eval_metrics.json) and prints it. Without --checkpoint a damaged newest
+checkpoint is skipped for the newest intact one (a warning names both); a damaged --checkpoint is
+an error naming its file and the intact ones. Evaluating never takes the run's lock.
 """
 
 import json
@@ -12,6 +14,7 @@ from absl import flags
 
 from transfer_tf import cli
 from transfer_tf.atomic_io import write_json_atomic
+from transfer_tf.io_errors import check_writable
 
 FLAGS = flags.FlagValues()
 flags.DEFINE_string(
@@ -43,6 +46,12 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
     from transfer_tf.training.checkpoints import read_run_config
 
     run_cfg = read_run_config(flag_values.model_dir)
+    path = flag_values.output or os.path.join(flag_values.model_dir, "eval_metrics.json")
+    # Before the model is built and the eval data read: an unwritable output fails in seconds.
+    check_writable(
+        os.path.dirname(path) or ".",
+        "--output" if flag_values.output else "--model_dir (eval_metrics.json; --output elsewhere)",
+    )
     if run_cfg.transfer.task == "detection":
         from transfer_tf.detection.evaluation import evaluate_run  # COCOeval AP metrics
     elif is_self_supervised(run_cfg):
@@ -53,8 +62,7 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
     metrics = evaluate_run(
         flag_values.model_dir, flag_values.checkpoint, flag_values.eval_pattern or ""
     )
-    path = flag_values.output or os.path.join(flag_values.model_dir, "eval_metrics.json")
-    write_json_atomic(path, metrics)
+    write_json_atomic(path, metrics)  # OutputError naming the path if the write fails
     return json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list)})
 
 

@@ -4,9 +4,11 @@
     python -m pipelines.export --model_dir=runs/coco --export_dir=exports/coco \
         --set=export.top_k=10 --set=data.label_names_file=coco_names.txt
 
-Rebuilds the classifier from `model_dir/config.yaml`, restores the latest checkpoint, and writes
-the next integer version (or `--version`). Signatures: `serving_default` (encoded image bytes),
-`serving_image_tensor` (uint8 images, any size), `serve_examples` (serialized tf.train.Example).
+Rebuilds the classifier from `model_dir/config.yaml`, restores the latest checkpoint (a damaged
+newest one is skipped for the newest intact one, with a warning; a damaged --checkpoint is an error
+naming its file), and writes the next integer version (or `--version`). Signatures:
+`serving_default` (encoded image bytes), `serving_image_tensor` (uint8 images, any size),
+`serve_examples` (serialized tf.train.Example).
 A detection run (`transfer.task: detection`) exports its detector instead: boxes in original
 pixels, COCO category ids, names, scores (transfer_tf/detection/export.py).
 """
@@ -69,8 +71,10 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
             )
     # Imported here so that flag errors do not pay for importing TensorFlow.
     from transfer_tf.export.saved_model import export_saved_model
+    from transfer_tf.io_errors import check_writable
     from transfer_tf.training.checkpoints import load_model
 
+    check_writable(flag_values.export_dir, "--export_dir")  # before the model is built
     model, cfg = load_model(flag_values.model_dir, flag_values.checkpoint)
     cfg = config_from_dict(to_dict(cfg), flag_values.set)
     factory = None

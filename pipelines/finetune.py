@@ -3,10 +3,11 @@
     python -m pipelines.finetune --config=configs/coco_multilabel_resnet50.yaml \
         --init_checkpoint=SRC --model_dir=DIR [--preset=lp_ft --set=train.epochs=12 ...]
 
-SRC is a pretraining model_dir (its latest checkpoint), a Keras weights file (.h5 / .weights.h5,
-e.g. resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5) or an exported SavedModel; only the
-backbone is restored, the head is new. Rerunning the same command after a crash resumes in the
-phase it stopped in (a changed config is an error naming the keys, unless --allow_config_change).
+SRC is a pretraining model_dir (its latest checkpoint; RUN/checkpoints/ckpt-N picks another), a
+Keras weights file (.h5 / .weights.h5, e.g. resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5)
+or an exported SavedModel; only the backbone is restored, the head is new. Rerunning the same
+command after a crash resumes in the phase it stopped in (a changed config is an error naming the
+keys, unless --allow_config_change); Ctrl-C or SIGTERM saves a checkpoint first.
 `python -m pipelines.evaluate --model_dir=DIR` evaluates the result.
 
 --preset replaces the config's `transfer.phases` (it also sets `transfer.phases=[]`); its budget
@@ -34,7 +35,8 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     "init_checkpoint",
     None,
-    "Backbone source: pretraining model_dir, Keras .h5/.weights.h5, or SavedModel (export) dir. "
+    "Backbone source: pretraining model_dir (or one checkpoint of it, MODEL_DIR/checkpoints/"
+    "ckpt-N), Keras .h5/.weights.h5, or SavedModel (export) dir. "
     "Overrides transfer.init_checkpoint; omit both to train from scratch.",
     flag_values=FLAGS,
 )

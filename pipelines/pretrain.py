@@ -3,7 +3,9 @@
 Flags override the config (`--strategy`, `--mixed_precision`, `--xla`, ... are shorthands for
 `--set=train.KEY=VALUE`). Rerunning the same command after a crash resumes from the latest
 checkpoint in DIR; a rerun whose config differs from DIR/config.yaml beyond paths and
-logging/checkpoint cadence is an error naming the keys, unless --allow_config_change.
+logging/checkpoint cadence is an error naming the keys, unless --allow_config_change. One run
+writes DIR at a time (DIR/run.lock); Ctrl-C or SIGTERM saves a checkpoint at the step reached and
+prints the command that resumes (exit 130 / 143); RELIABILITY.md lists the faults handled.
 """
 
 import json

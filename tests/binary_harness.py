@@ -113,11 +113,10 @@ def start_cases(
     cases: Sequence[Sequence[str]],
     env: Mapping[str, str] | None = None,
     cwd: str = REPO,
-    preexec_fn: Callable[[], None] | None = None,
+    preexec_fn: Callable[[], object] | None = None,
 ) -> Cases:
-    """Starts the harness for `target` ("module:function", e.g. "pipelines.export:run").
-
-    `preexec_fn` runs in the child before Python starts (e.g. a file-size limit, another user)."""
+    """Starts the harness for `target` ("module:function", e.g. "pipelines.export:run");
+    `preexec_fn` runs in the child before the exec (e.g. to drop privileges, as `subprocess`)."""
     fd, out_path = tempfile.mkstemp(suffix=".json")
     os.close(fd)
     os.remove(out_path)
@@ -139,8 +138,9 @@ def run_cases(
     env: Mapping[str, str] | None = None,
     cwd: str = REPO,
     timeout: float = 300,
-    preexec_fn: Callable[[], None] | None = None,
+    preexec_fn: Callable[[], object] | None = None,
 ) -> list[CaseResult]:
     """Runs each argv in `cases` through `target` in one process; one `CaseResult` per case."""
-    cases_run = start_cases(target, cases, env=env, cwd=cwd, preexec_fn=preexec_fn)
-    return cases_run.results(timeout=timeout)
+    return start_cases(target, cases, env=env, cwd=cwd, preexec_fn=preexec_fn).results(
+        timeout=timeout
+    )

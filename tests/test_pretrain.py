@@ -8,36 +8,19 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import tensorflow as tf
 from binary_harness import run_cases
-
-from transfer_tf.data.schemas import classification_example
+from tiny_shards import CLASSES, write_shards
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLASSES = 4
-
-
-def _write_shards(path_prefix: str, n: int, shards: int, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    per = n // shards
-    for s in range(shards):
-        with tf.io.TFRecordWriter(f"{path_prefix}-{s:05d}-of-{shards:05d}") as w:
-            for i in range(per):
-                label = (s * per + i) % CLASSES
-                img = rng.integers(0, 60, [40, 40, 3]).astype("uint8")
-                img[..., label % 3] += np.uint8(60 + 40 * label)
-                jpeg = tf.io.encode_jpeg(img, quality=95).numpy()
-                ex = classification_example(jpeg, label + 1, f"c{label}", 40, 40, f"{s}_{i}.jpg")
-                w.write(ex.SerializeToString())
 
 
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory):
     d = tmp_path_factory.mktemp("data")
-    _write_shards(str(d / "train"), 64, 2, seed=0)
-    _write_shards(str(d / "validation"), 16, 1, seed=1)
+    write_shards(str(d / "train"), 64, 2, seed=0)
+    write_shards(str(d / "validation"), 16, 1, seed=1)
     text = f"""
 name: tiny
 seed: 3

@@ -30,13 +30,17 @@ The demo parses a copy of `FLAGS` with a stage's arguments and calls `run_from_f
 long benchmark) prints those lines itself and returns None. The helpers' `flag_values` defaults
 to absl's global `flags.FLAGS`.
 
-Usage errors (a bad flag value, a missing file, an invalid config) print one line
-`error: <what is wrong>` on stderr and exit 2; no traceback.
+Usage errors (a bad flag value, a missing file, an invalid config, an unwritable output) print one
+line `error: <what is wrong>` on stderr and exit 2; no traceback. A training run stopped by
+SIGINT/SIGTERM (`training.signals.RunInterrupted`) prints where its checkpoint is and the command
+that resumes, and exits 130 / 143.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -47,6 +51,9 @@ from absl import app, flags, logging  # noqa: E402
 
 from transfer_tf.config import ConfigError, ExperimentConfig, load_config, save_config  # noqa: E402
 from transfer_tf.errors import UsageError  # noqa: E402,F401  (re-exported for binaries)
+from transfer_tf.io_errors import FULL_OR_READ_ONLY, write_error_reason  # noqa: E402
+from transfer_tf.training import signals  # noqa: E402
+from transfer_tf.training.signals import RunInterrupted  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -123,6 +130,29 @@ def _parse_flags(argv: list[str]) -> list[str]:
         raise  # unreachable: fail() exits
 
 
+def resume_command(argv: Sequence[str]) -> str:
+    """The shell command that reruns this binary with the same flags (`python -m pipelines.X`
+    for a binary started as a module, else its own name)."""
+    prog = argv[0] if argv else "python"
+    folder = os.path.basename(os.path.dirname(os.path.abspath(prog)))
+    if prog.endswith(".py") and folder == "pipelines":
+        head = ["python", "-m", f"pipelines.{os.path.basename(prog)[:-3]}"]
+    elif prog.startswith("pipelines."):  # run in-process under its module name
+        head = ["python", "-m", prog]
+    else:
+        head = [prog]
+    return shlex.join([*head, *argv[1:]])
+
+
+def _interrupted(error: RunInterrupted) -> None:
+    """Says where the stopped run's checkpoint is and how to resume; exits 128 + signal."""
+    sys.stderr.write(f"{error}\n")
+    if error.checkpoint:
+        sys.stderr.write(f"resume with: {resume_command(sys.argv)}\n")
+    sys.stderr.flush()
+    sys.exit(error.exit_code)
+
+
 def _guarded(main: Callable[[list[str]], object]) -> Callable[[list[str]], object]:
     def wrapper(argv: list[str]) -> object:
         try:
@@ -131,7 +161,16 @@ def _guarded(main: Callable[[list[str]], object]) -> Callable[[list[str]], objec
             fail(str(e))
         except FileNotFoundError as e:
             fail(f"file not found: {e.filename or e}")
+        except RunInterrupted as e:
+            _interrupted(e)
+        except KeyboardInterrupt:  # outside a training loop: nothing to save
+            sys.stderr.write("interrupted\n")
+            sys.exit(signals.exit_code(signal.SIGINT))
         except Exception as e:
+            reason = write_error_reason(e)
+            if reason in FULL_OR_READ_ONLY:  # a write no code path expected: still one line
+                where = getattr(e, "filename", None)
+                fail(f"cannot write '{where}': {reason}" if where else f"write failed: {reason}")
             usage = _corrupt_input_error(e)
             if usage is None:
                 raise

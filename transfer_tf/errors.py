@@ -14,3 +14,11 @@ class ConfigError(ValueError):
     Defined here (re-exported by `transfer_tf.config`) so that section validators living beside
     their feature (e.g. `ssl.settings`) raise it without importing the config loader.
     """
+
+
+class OutputError(UsageError):
+    """An output location cannot be written (read-only, not a folder, disk full, no permission).
+
+    The message names the path and the operating system's reason; whatever the failed write
+    created has been removed, so a rerun starts from the last complete output.
+    """

@@ -168,12 +168,12 @@ def accumulator_for(cfg: ExperimentConfig) -> CocoAccumulator:
 def evaluate_run(model_dir: str, checkpoint: str | None = None, eval_pattern: str = "") -> dict:
     """COCO metrics of a detection run's checkpoint (default the latest) on its eval shards
     (`eval_pattern` overrides data.eval_pattern)."""
-    model, cfg = checkpoints.load_model(model_dir, checkpoint)
+    model, cfg, prefix = checkpoints.load_model_checkpoint(model_dir, checkpoint)
     if eval_pattern:
         cfg.data.eval_pattern = eval_pattern
     strategy = tf.distribute.get_strategy()
     metrics = evaluate_model(
         Detector(model, cfg.detection), strategy, dataset_fn(cfg, "eval"), accumulator_for(cfg)
     )
-    metrics["checkpoint"] = checkpoints.resolve_checkpoint(checkpoint or model_dir)
+    metrics["checkpoint"] = prefix  # the one restored (a damaged newest one is skipped)
     return metrics

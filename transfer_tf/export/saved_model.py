@@ -43,7 +43,8 @@ from transfer_tf.data import schemas
 from transfer_tf.data.augment import center_crop_and_resize, preprocess_for_eval
 from transfer_tf.data.image_limits import check_pixels
 from transfer_tf.data.label_maps import read_label_map
-from transfer_tf.errors import UsageError
+from transfer_tf.errors import OutputError, UsageError
+from transfer_tf.io_errors import write_error_reason
 from transfer_tf.models.resnet import model_signature
 from transfer_tf.models.weights import SIGNATURE_FILE
 from transfer_tf.quiet import info_logs_muted
@@ -310,9 +311,12 @@ def export_saved_model(
             tf.saved_model.save(module, tmp_dir, signatures=module.signatures())
         write_model_signature(model, tmp_dir)
         tf.io.gfile.rename(tmp_dir, final_dir, overwrite=False)
-    except BaseException:
+    except BaseException as e:
         if tf.io.gfile.exists(tmp_dir):
             tf.io.gfile.rmtree(tmp_dir)
+        reason = write_error_reason(e)
+        if reason is not None:  # disk full, read-only: one line, not a traceback
+            raise OutputError(f"--export_dir: cannot write '{tmp_dir}': {reason}") from None
         raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

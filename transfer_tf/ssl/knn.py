@@ -237,7 +237,7 @@ def evaluate_run(model_dir: str, checkpoint: str | None = None, eval_pattern: st
     from transfer_tf.ssl.settings import is_self_supervised
     from transfer_tf.training import checkpoints
 
-    model, cfg = checkpoints.load_model(model_dir, checkpoint)
+    model, cfg, prefix = checkpoints.load_model_checkpoint(model_dir, checkpoint)
     if not is_self_supervised(cfg):
         raise UsageError(f"'{model_dir}' is a supervised run: it has no kNN eval (ssl.method)")
     if eval_pattern:
@@ -257,5 +257,5 @@ def evaluate_run(model_dir: str, checkpoint: str | None = None, eval_pattern: st
         temperature=cfg.ssl.knn_temperature,
     )
     metrics["knn_k"] = k
-    metrics["checkpoint"] = checkpoints.resolve_checkpoint(checkpoint or model_dir)
+    metrics["checkpoint"] = prefix  # the one restored (a damaged newest one is skipped)
     return metrics

@@ -7,6 +7,9 @@
     MODEL_DIR/summaries/{train,eval} TensorBoard event files
     MODEL_DIR/eval_metrics.json      written by pipelines/evaluate.py
 
+Damaged checkpoints (a truncated or missing file) are found and told apart by
+`checkpoint_health`: loading a run's latest falls back to its newest intact checkpoint.
+
 Example:
     model, cfg = load_model("runs/r50")          # latest checkpoint's weights (EMA ones if kept)
     logits = model(images_uint8, training=False)
@@ -18,9 +21,11 @@ import os
 
 import keras
 import tensorflow as tf
+from absl import logging
 
 from transfer_tf.config import ConfigError, ExperimentConfig, load_config
 from transfer_tf.errors import UsageError
+from transfer_tf.training import checkpoint_health
 
 CHECKPOINT_SUBDIR = "checkpoints"
 SUMMARY_SUBDIR = "summaries"
@@ -31,40 +36,45 @@ def checkpoint_dir(model_dir: str) -> str:
     return os.path.join(model_dir, CHECKPOINT_SUBDIR)
 
 
+def has_checkpoint(model_dir: str) -> bool:
+    """Whether `model_dir/checkpoints` holds a checkpoint, damaged ones included (a run whose
+    newest `.index` is missing still resumes: `checkpoint_health.restore_newest`)."""
+    return bool(checkpoint_health.list_checkpoints(checkpoint_dir(model_dir)))
+
+
 def resolve_checkpoint(path: str) -> str:
     """Accepts a run directory, its `checkpoints/` directory, or a checkpoint prefix
-    (`.../ckpt-1000`); returns the checkpoint prefix. UsageError if there is none."""
+    (`.../ckpt-1000`); returns the checkpoint prefix (a directory's newest, damaged or not).
+    UsageError if there is none."""
     if tf.io.gfile.isdir(path):
         for candidate in (checkpoint_dir(path), path):
-            latest = tf.train.latest_checkpoint(candidate)
-            if latest:
-                return latest
+            found = checkpoint_health.list_checkpoints(candidate)
+            if found:
+                return found[0]
         raise UsageError(f"checkpoint '{path}': the directory holds no checkpoint")
-    if tf.io.gfile.exists(path + ".index"):
-        return path
+    if tf.io.gfile.exists(path + ".index") or tf.io.gfile.glob(path + ".data-*"):
+        return path  # a prefix without its .index is a damaged checkpoint, told as such
     raise UsageError(f"checkpoint '{path}': no such checkpoint (expected a run dir or ckpt prefix)")
 
 
-def restore_model_weights(model: keras.Model, path: str) -> str:
+def restore_model_weights(model: keras.Model, path: str, flag: str = "--init_checkpoint") -> str:
     """Restores only the model's variables from a training checkpoint (warm start).
 
     Every model variable must be in the checkpoint (UsageError otherwise: a silent partial restore
-    is a bug); optimizer state and the global step in the file are ignored. Returns the prefix.
+    is a bug); optimizer state and the global step in the file are ignored. A damaged checkpoint
+    is a UsageError naming the file and the intact checkpoints beside it (`flag`: how the user
+    named `path`). Returns the prefix.
     """
     prefix = resolve_checkpoint(path)
-    _restore_asserted(tf.train.Checkpoint(model=model), prefix)
+    checkpoint_health.restore_named(
+        lambda p: _restore_asserted(tf.train.Checkpoint(model=model), p), prefix, flag
+    )
     return prefix
 
 
 def _restore_asserted(checkpoint: tf.train.Checkpoint, prefix: str) -> None:
     """Restores `prefix` into `checkpoint`; every object of `checkpoint` must be in the file."""
-    status = checkpoint.restore(prefix)
-    try:
-        status.assert_existing_objects_matched()
-    except AssertionError as e:
-        first = str(e).strip().splitlines()[0][:300]
-        raise UsageError(f"checkpoint '{prefix}' does not fit the model: {first}") from None
-    status.expect_partial()  # the optimizer and step in the file are not wanted here
+    checkpoint_health.restore_asserted(checkpoint, prefix, "does not fit the model")
 
 
 def has_ema(prefix: str) -> bool:
@@ -86,20 +96,31 @@ def read_run_config(model_dir: str) -> ExperimentConfig:
 def load_model(
     model_dir: str, checkpoint: str | None = None
 ) -> tuple[keras.Model, ExperimentConfig]:
+    """`load_model_checkpoint` without the prefix it restored."""
+    model, cfg, _ = load_model_checkpoint(model_dir, checkpoint)
+    return model, cfg
+
+
+def load_model_checkpoint(
+    model_dir: str, checkpoint: str | None = None, flag: str = "--checkpoint"
+) -> tuple[keras.Model, ExperimentConfig, str]:
     """Rebuilds the classifier of a run from its config.yaml and restores a checkpoint.
 
     Args:
       model_dir: a training run directory.
-      checkpoint: a checkpoint prefix; default the latest in `model_dir/checkpoints`.
+      checkpoint: a checkpoint prefix (`flag` names it in errors); default: the newest checkpoint
+        of `model_dir/checkpoints` that restores: a damaged newer one is skipped with a warning
+        naming its file (`checkpoint_health`).
     Returns:
-      (model, cfg): the float32 classifier, or detector for `transfer.task: detection`
-      (init_weights is not re-read), and the run's config.
+      (model, cfg, prefix): the float32 classifier, or detector for `transfer.task: detection`
+      (init_weights is not re-read), the run's config and the checkpoint restored.
       When the checkpoint holds a weight EMA (a pretraining run with `train.ema_decay > 0`, a
       fine-tuning run with `transfer.ema_decay > 0`) the model holds the averages: what the run
       evaluated. The EMA lives next to the model, not in the optimizer, so a float16 run (whose
       optimizer is a LossScaleOptimizer) restores the same way.
     Raises:
-      UsageError: no checkpoint, or one that lacks a model (or EMA) variable.
+      UsageError: no checkpoint, one that lacks a model (or EMA) variable, a damaged `checkpoint`
+        (naming the file and the intact ones), or no intact checkpoint at all.
     """
     import dataclasses
 
@@ -107,7 +128,7 @@ def load_model(
     from transfer_tf.training.ema import WeightEMA
 
     cfg = read_run_config(model_dir)
-    prefix = resolve_checkpoint(checkpoint or model_dir)
+    newest = resolve_checkpoint(checkpoint or model_dir)
     model_cfg = dataclasses.replace(cfg.model, init_weights="")
     if cfg.transfer.task == "detection":
         from transfer_tf.detection.retinanet import build_retinanet
@@ -115,10 +136,26 @@ def load_model(
         model = build_retinanet(model_cfg, cfg.detection, cfg.data.num_classes)
     else:
         model = build_classifier(model_cfg, cfg.data.num_classes)
-    if has_ema(prefix):
-        ema = WeightEMA(model, decay=0.0)  # restore-only
-        _restore_asserted(tf.train.Checkpoint(model=model, ema=ema), prefix)
-        ema.copy_to_model()
-    else:
-        restore_model_weights(model, prefix)
-    return model, cfg
+
+    def restore(prefix: str) -> None:
+        if has_ema(prefix):
+            ema = WeightEMA(model, decay=0.0)  # restore-only
+            _restore_asserted(tf.train.Checkpoint(model=model, ema=ema), prefix)
+            ema.copy_to_model()
+        else:
+            _restore_asserted(tf.train.Checkpoint(model=model), prefix)
+
+    if checkpoint:
+        checkpoint_health.restore_named(restore, newest, flag)
+        return model, cfg, newest
+    prefix = checkpoint_health.restore_newest(restore, os.path.dirname(newest))
+    if prefix != newest:
+        logging.warning(
+            "using %s, the newest intact checkpoint of %s, instead of the damaged %s (%s chooses "
+            "another)",
+            prefix,
+            model_dir,
+            os.path.basename(newest),
+            flag,
+        )
+    return model, cfg, prefix

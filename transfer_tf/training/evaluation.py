@@ -106,10 +106,10 @@ def evaluate_run(model_dir: str, checkpoint: str | None = None, eval_pattern: st
             "classifier head is untrained): evaluate it with transfer_tf.ssl.knn.evaluate_run "
             "(pipelines/evaluate.py does)"
         )
-    model, cfg = checkpoints.load_model(model_dir, checkpoint)
+    model, cfg, prefix = checkpoints.load_model_checkpoint(model_dir, checkpoint)
     if eval_pattern:
         cfg.data.eval_pattern = eval_pattern
     strategy = tf.distribute.get_strategy()
     metrics = evaluate_model(model, strategy, dataset_fn(cfg, "eval"), EvalAccumulator(cfg))
-    metrics["checkpoint"] = checkpoints.resolve_checkpoint(checkpoint or model_dir)
+    metrics["checkpoint"] = prefix  # the one restored (a damaged newest one is skipped)
     return metrics

@@ -49,6 +49,11 @@ Semantics:
   that is deleted (the save ops are collective, so every worker must run them).
 - A non-finite loss stops the run with `TrainingDivergedError` before anything is saved: the last
   good checkpoint stays the latest.
+- Faults (`checkpoint_health`, `signals`): `restore` skips a damaged newest checkpoint for the
+  newest one that restores (warning; the chief moves the damaged files to
+  `checkpoints/damaged/`); a save that fails (disk full, read-only) removes its partial files and
+  raises OutputError; after SIGINT/SIGTERM inside `run_guard.guarded_run` the loop saves at the
+  step it reached and raises `signals.RunInterrupted`.
 - One input stream per run: every `train` call builds its iterator with
   `dataset_fn(ctx, start_step=<global step>)` when `dataset_fn` takes a `start_step` keyword
   (`data.dataset_fn.dataset_fn` does; `data.input.build_dataset` positions the stream there), so phases
@@ -70,8 +75,8 @@ import tensorflow as tf
 from absl import logging
 
 from transfer_tf.errors import UsageError
-from transfer_tf.models.resnet import is_decayed
-from transfer_tf.training import optimizers
+from transfer_tf.training import checkpoint_health, optimizers, signals
+from transfer_tf.training import steps as steps_lib
 from transfer_tf.training import strategy as strategy_lib
 from transfer_tf.training.ema import WeightEMA
 from transfer_tf.training.evaluation import DatasetFn, evaluate_model
@@ -148,6 +153,7 @@ class Trainer:
             optimizer.build([v for v in model.weights if v.trainable] + extra)
             self.ema = WeightEMA(model, ema_decay) if ema_decay > 0 else None
         self._iterator = None
+        self._restored: str | None = None  # the prefix `restore` used
         self._manager = self._make_manager()
 
     # -- checkpoints -----------------------------------------------------------------------
@@ -173,93 +179,43 @@ class Trainer:
         return int(self.global_step.numpy())
 
     def restore(self) -> int:
-        """Restores the latest checkpoint of `model_dir` if there is one; returns the global step."""
-        latest = tf.train.latest_checkpoint(os.path.join(self.model_dir, "checkpoints"))
+        """Restores the newest checkpoint of `model_dir` that restores (a damaged newer one is
+        warned about and, on the chief, moved to `checkpoints/damaged/`); returns the global step
+        (0 without a checkpoint)."""
+        latest = checkpoint_health.restore_newest(
+            self._restore_checked,
+            os.path.join(self.model_dir, "checkpoints"),
+            set_aside=strategy_lib.is_chief(self.strategy),
+        )
         if latest:
-            self._restore_checked(latest)
+            self._restored = latest
+            self._manager = self._make_manager()  # the state file may have been rewritten
             logging.info("resumed from %s at step %d", latest, self.step)
         return self.step
 
     def _restore_checked(self, prefix: str) -> None:
-        """Restores `prefix`, asserting it holds every object of this run's checkpoint (values the
-        run does not use, e.g. an iterator saved by another setting, may be left over)."""
-        status = self.checkpoint.restore(prefix)
-        try:
-            status.assert_existing_objects_matched()
-        except AssertionError as e:
-            first = str(e).strip().splitlines()[0][:300]
-            raise UsageError(
-                f"checkpoint '{prefix}' does not match this run (model, optimizer, EMA or input "
-                f"settings changed?): {first}"
-            ) from None
-        status.expect_partial()
+        """Restores `prefix`; it must hold every object of this run's checkpoint."""
+        checkpoint_health.restore_asserted(
+            self.checkpoint,
+            prefix,
+            "does not match this run (model, optimizer, EMA or input settings changed?)",
+        )
 
     def save(self) -> str | None:
-        """Saves a checkpoint at the current global step (no-op if one exists for it)."""
-        if self._manager.latest_checkpoint and self._manager.latest_checkpoint.endswith(
-            f"-{self.step}"
-        ):
-            return self._manager.latest_checkpoint
-        return self._manager.save(checkpoint_number=self.step)
+        """Saves a checkpoint at the current global step (no-op if one exists for it). A failed
+        write removes its debris and raises OutputError (`checkpoint_health.save_or_clean`)."""
+        latest = self._manager.latest_checkpoint
+        if latest and latest.endswith(f"-{self.step}"):
+            return latest
+        return checkpoint_health.save_or_clean(self._manager, self.step)
 
     # -- steps -------------------------------------------------------------------------------
     def compiled_steps(
         self, objective: Objective, lr_schedule: Schedule, variables: list
     ) -> Callable:
-        """The tf.function `(distributed iterator, num_steps int32) -> (mean loss, last total
-        loss, last metrics)` that runs `num_steps` optimizer steps of `objective` on `variables`
-        (what `train` runs; the autotune probe times it)."""
-        optimizer, strategy, ema = self.optimizer, self.strategy, self.ema
-        decayed = [v for v in variables if is_decayed(v)] if self.weight_decay > 0 else []
-        names = tuple(objective.metric_names)
-
-        # Traced as written (objectives, losses and optimizers use tf ops for their control flow):
-        # AutoGraph converting every objective's source cost seconds at each process start.
-        @tf.autograph.experimental.do_not_convert
-        def replica_step(*batch):
-            with tf.GradientTape() as tape:
-                loss, metrics = objective.replica_loss(batch if len(batch) > 1 else batch[0])
-                total = loss
-                if decayed:
-                    l2 = tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in decayed])
-                    total += tf.nn.scale_regularization_loss(self.weight_decay * l2)
-                scaled = optimizer.scale_loss(total)
-            grads = tape.gradient(scaled, variables)
-            optimizer.apply_gradients(zip(grads, variables, strict=True))
-            return loss, total, tuple(tf.cast(metrics[n], tf.float32) for n in names)
-
-        step_fn = tf.function(replica_step, jit_compile=True) if self.jit_compile else replica_step
-
-        # Keras' public `learning_rate` is the optimizer's LR variable when it was built with a
-        # float (LossScaleOptimizer forwards it to its inner optimizer); the loop drives it.
-        lr_variable = optimizer.learning_rate
-        if not isinstance(lr_variable, keras.Variable):
-            raise UsageError(
-                f"the optimizer's learning_rate must be a float (the loop sets it every step), "
-                f"got {type(lr_variable).__name__}"
-            )
-
-        @tf.function
-        def train_steps(iterator, num_steps):
-            loss_sum = tf.constant(0.0)
-            total_last = tf.constant(0.0)
-            metrics_last = tuple(tf.constant(0.0) for _ in names)
-            for _ in tf.range(num_steps):
-                # Cross-replica assignment: every replica sees the LR of the current global step.
-                step = self.global_step.read_value()
-                lr_variable.assign(tf.cast(lr_schedule(step), lr_variable.dtype))
-                loss, total, metrics = strategy.run(step_fn, args=next(iterator))
-                objective.after_step(strategy, step)
-                if ema is not None:
-                    ema.update(strategy)
-                loss_sum += strategy.reduce("SUM", loss, axis=None)
-                total_last = strategy.reduce("SUM", total, axis=None)
-                metrics_last = tuple(strategy.reduce("MEAN", m, axis=None) for m in metrics)
-                self.global_step.assign_add(1)
-            mean_loss = loss_sum / tf.cast(num_steps, tf.float32)
-            return mean_loss, total_last, dict(zip(names, metrics_last, strict=True))
-
-        return train_steps
+        """The tf.function that runs `num_steps` optimizer steps (`training.steps`; what `train`
+        runs, and what the autotune probe times)."""
+        return steps_lib.compiled_steps(self, objective, lr_schedule, variables)
 
     # -- public ------------------------------------------------------------------------------
     def train(
@@ -305,7 +261,7 @@ class Trainer:
         if self.checkpoint_input:
             # The iterator joins the checkpoint; restore its position if the latest save has it.
             self._manager = self._make_manager()
-            latest = self._manager.latest_checkpoint
+            latest = self._restored or self._manager.latest_checkpoint
             if latest and start > 0:
                 self._restore_checked(latest)
         if (objective is None) == (loss_fn is None):
@@ -322,6 +278,7 @@ class Trainer:
         logs: dict = {}
         step = start
         while step < end_step:
+            self._stop_if_requested(start, step)
             # Run up to the next boundary so checkpoints/logs land on exact steps.
             n = min(self.steps_per_execution, end_step - step)
             for b in boundaries:
@@ -352,6 +309,7 @@ class Trainer:
             at_epoch_end = bool(steps_per_epoch) and step % steps_per_epoch == 0
             if step % self.checkpoint_every_steps == 0 or at_epoch_end or step >= end_step:
                 self.save()
+            self._stop_if_requested(start, step)  # before an eval: a stop does not wait for it
             if eval_fn and (
                 (eval_every_steps and step % eval_every_steps == 0) or step >= end_step
             ):
@@ -361,6 +319,16 @@ class Trainer:
         for hook in self.hooks:
             hook.on_train_end(step, logs)
         return logs
+
+    def _stop_if_requested(self, start: int, step: int) -> None:
+        """After SIGINT/SIGTERM (`signals`): saves at `step` and raises RunInterrupted."""
+        signum = signals.requested()
+        if signum is None:
+            return
+        prefix = self.save() if step > start else self._manager.latest_checkpoint
+        for hook in self.hooks:  # flush summaries, end the progress line
+            hook.on_train_end(step, {})
+        raise signals.RunInterrupted(signum, step, prefix)
 
     def _start_phase(
         self,

@@ -28,6 +28,7 @@ from transfer_tf.training.resume import (
     check_resume_config,
     check_warm_start,
 )
+from transfer_tf.training.run_guard import guarded_run
 from transfer_tf.training.run_setup import (
     build_model,
     checked_config,
@@ -46,9 +47,16 @@ def run_pretraining(
     `data.eval_pattern` every `train.eval_every_epochs` when it is set. The data config is first
     checked against the builders' manifests (`data.num_classes: auto` is filled from them). A
     resume whose config differs from model_dir/config.yaml is a UsageError unless
-    `allow_config_change` (`training.resume.check_resume_config`).
+    `allow_config_change` (`training.resume.check_resume_config`). The job holds model_dir's run
+    lock and stops with a checkpoint on SIGINT/SIGTERM (`training.run_guard`).
     """
     cfg = checked_config(cfg)
+    # The lock (and writable check) before anything reads the data or writes model_dir.
+    with guarded_run(model_dir):
+        return _pretrain(cfg, model_dir, allow_config_change)
+
+
+def _pretrain(cfg: ExperimentConfig, model_dir: str, allow_config_change: bool) -> dict:
     check_resume_config(cfg, model_dir, allow_change=allow_config_change)
     cfg = adopt_recorded_runtime(cfg, model_dir)
     ssl_run = is_self_supervised(cfg)

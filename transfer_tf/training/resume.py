@@ -29,7 +29,7 @@ from transfer_tf.config import ExperimentConfig, to_dict
 from transfer_tf.errors import UsageError
 from transfer_tf.models.resnet import config_signature
 from transfer_tf.models.weights import check_signature
-from transfer_tf.training.checkpoints import CONFIG_FILE, checkpoint_dir, read_run_config
+from transfer_tf.training.checkpoints import CONFIG_FILE, has_checkpoint, read_run_config
 
 # Dotted keys (or `section.*`) whose change on resume cannot change the trained model.
 RESUME_MAY_CHANGE = (
@@ -125,7 +125,7 @@ def config_changes(stored: ExperimentConfig, new: ExperimentConfig) -> dict[str,
 def adopt_recorded_runtime(cfg: ExperimentConfig, model_dir: str) -> ExperimentConfig:
     """`cfg` with `train.mixed_precision/xla: auto` replaced by the values a resumed run recorded
     in its config.yaml (no probe, no precision switch mid-run); unchanged for a fresh run."""
-    if not tf.train.latest_checkpoint(checkpoint_dir(model_dir)):
+    if not has_checkpoint(model_dir):
         return cfg
     if not tf.io.gfile.exists(os.path.join(model_dir, CONFIG_FILE)):
         return cfg
@@ -148,7 +148,7 @@ def check_resume_config(
       UsageError: the run is resumed with changed keys and `allow_change` is False; the message
         names every key with its stored and new value, and the flag that accepts them.
     """
-    if not tf.train.latest_checkpoint(checkpoint_dir(model_dir)):
+    if not has_checkpoint(model_dir):
         return {}
     if not tf.io.gfile.exists(os.path.join(model_dir, CONFIG_FILE)):
         return {}

@@ -42,6 +42,7 @@ from transfer_tf.training import checkpoints, losses, optimizers
 from transfer_tf.training import strategy as strategy_lib
 from transfer_tf.training.evaluation import EvalAccumulator
 from transfer_tf.training.resume import adopt_recorded_runtime, check_resume_config
+from transfer_tf.training.run_guard import guarded_run
 from transfer_tf.training.run_setup import build_model, checked_config, setup_runtime, start_run
 from transfer_tf.training.schedules import describe_learning_rate
 from transfer_tf.transfer import phases as phases_lib
@@ -83,9 +84,11 @@ def run_finetuning(
       {"global_step", "phases": [names run in this call], "eval": metrics of the final model
        (mAP/F1 for multi-label, top-k for single-label), or {} without eval data}.
     Raises:
-      UsageError / ConfigError: bad schedule, unreadable or incompatible backbone source, no data,
+      UsageError / ConfigError: bad schedule, unreadable, damaged or incompatible backbone source
+        (checked before model_dir is created), no data, another run holding model_dir's lock,
         `train.train_steps` / `train.epochs` beside `transfer.phases` (the phases' own lengths
         rule: `config_unread.finetune_unread_problem`).
+      signals.RunInterrupted: SIGINT/SIGTERM; a checkpoint holds the step reached.
     """
     # Before anything is read or written: a length key the phases override is a usage error.
     problem = finetune_unread_problem(cfg)
@@ -97,13 +100,34 @@ def run_finetuning(
         )
     cfg = checked_config(cfg)  # the data matches its manifest; `num_classes: auto` filled
     cfg = phases_lib.preset_config(cfg)  # bit_hyperrule's MixUp and zero head
+    # A bad schedule or source fails before model_dir is created.
+    phases = phases_lib.resolve_phases(cfg)  # adopt_recorded_runtime below changes no phase
+    source = cfg.transfer.init_checkpoint
+    if source and not checkpoints.has_checkpoint(model_dir):
+        restore.check_source(source, flag="--init_checkpoint")
+    with guarded_run(model_dir):  # the run lock, the writable check, Ctrl-C / SIGTERM
+        return _finetune(
+            cfg,
+            phases,
+            model_dir,
+            train_dataset_fn,
+            eval_input_fn,
+            on_phase_end,
+            allow_config_change,
+        )
+
+
+def _finetune(
+    cfg: ExperimentConfig,
+    phases: list[schedule.Phase],
+    model_dir: str,
+    train_dataset_fn: DatasetFn | None,
+    eval_input_fn: DatasetFn | None,
+    on_phase_end: PhaseCallback | None,
+    allow_config_change: bool,
+) -> dict:
     check_resume_config(cfg, model_dir, allow_change=allow_config_change)
     cfg = adopt_recorded_runtime(cfg, model_dir)
-    phases = phases_lib.resolve_phases(cfg)
-    source = cfg.transfer.init_checkpoint
-    if source and not tf.train.latest_checkpoint(checkpoints.checkpoint_dir(model_dir)):
-        # Fail on a bad source before anything is written to model_dir.
-        restore.detect_source_kind(source, flag="--init_checkpoint")
     # The strategy first: MultiWorkerMirroredStrategy must configure collective ops before any
     # op runs (setup_runtime's seeding initialises the eager context).
     strategy = strategy_lib.make_strategy(cfg.train.strategy, cfg.train.tpu)

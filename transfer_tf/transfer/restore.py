@@ -2,7 +2,10 @@
 
 Three kinds of source (`detect_source_kind`):
   model_dir    a pretraining run directory (`config.yaml` + `checkpoints/`): its latest checkpoint,
-               read through `training.checkpoints.load_model` and copied by layer name.
+               or one checkpoint prefix of it (`RUN/checkpoints/ckpt-N`), read through
+               `training.checkpoints.load_model` and copied by layer name. `check_source` reads
+               that checkpoint in full first: a damaged one is refused before the new run's
+               folder exists, naming the file and the run's intact checkpoints.
   keras_weights  a Keras weights file (`.h5` legacy layout, e.g. the standard
                `resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5`, or Keras 3 `.weights.h5`),
                by layer name (read with `models.weights.read_keras_backbone`).
@@ -100,6 +103,8 @@ def detect_source_kind(path: str, flag: str = "--init_checkpoint") -> str:
     )
     if not path:
         raise UsageError(f"{flag} is empty; {expected}")
+    if _checkpoint_run_dir(path):
+        return "model_dir"  # a checkpoint prefix of a run: that checkpoint, not the newest
     if not tf.io.gfile.exists(path):
         raise UsageError(f"{flag}: '{path}' does not exist")
     if not tf.io.gfile.isdir(path):
@@ -111,6 +116,32 @@ def detect_source_kind(path: str, flag: str = "--init_checkpoint") -> str:
     if _saved_model_dir(path):
         return "saved_model"
     raise UsageError(f"{flag}: '{path}' is none of the known sources; {expected}")
+
+
+def _checkpoint_run_dir(path: str) -> str | None:
+    """The run dir of a checkpoint prefix `RUN/checkpoints/ckpt-N` (its files, damaged or not,
+    exist and RUN holds a config.yaml), else None."""
+    if tf.io.gfile.isdir(path) or not tf.io.gfile.glob(f"{path}.*"):
+        return None
+    run_dir = os.path.dirname(os.path.dirname(path.rstrip("/")))
+    return run_dir if tf.io.gfile.exists(os.path.join(run_dir, "config.yaml")) else None
+
+
+def check_source(path: str, flag: str = "--init_checkpoint") -> str:
+    """`detect_source_kind`, and for a training run the checkpoint it would restore read in full:
+    a damaged one is a UsageError naming the file and the run's intact checkpoints (a run dir
+    means its newest checkpoint; pass one of those prefixes instead). Call it before creating
+    the new run's folder. Returns the kind."""
+    from transfer_tf.training import checkpoint_health
+    from transfer_tf.training.checkpoints import resolve_checkpoint
+
+    kind = detect_source_kind(path, flag)
+    if kind == "model_dir":
+        prefix = resolve_checkpoint(path)
+        why = checkpoint_health.find_damage(prefix)
+        if why is not None:
+            raise checkpoint_health.damaged_error(prefix, why, flag)
+    return kind
 
 
 def _from_model(source_model: keras.Model) -> dict[str, dict[str, np.ndarray]]:
@@ -145,8 +176,11 @@ def _read_model_dir(
     """(`{layer: {weight: array}}` of the run's classifier, checkpoint objects dropped)."""
     from transfer_tf.training.checkpoints import load_model, read_run_config  # training stack
 
+    run_dir = _checkpoint_run_dir(path)  # a prefix names its checkpoint; a run dir its newest
+    checkpoint = path if run_dir else None
+    run_dir = run_dir or path
     # Compare architectures from the config before paying for a model build.
-    run_cfg = read_run_config(path)
+    run_cfg = read_run_config(run_dir)
     source_cfg = run_cfg.model
     if source_cfg.name != model.name:
         raise UsageError(
@@ -154,7 +188,7 @@ def _read_model_dir(
         )
     check_signature(model, config_signature(source_cfg), path)
     dropped = _dropped_objects(path, run_cfg.ssl.method)
-    source_model, _ = load_model(path)
+    source_model, _ = load_model(run_dir, checkpoint)
     return _from_model(source_model), dropped
 
 

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from transfer_tf.config import ConfigError, DataConfig, DetectionConfig, ModelConfig, load_config
+from transfer_tf.config import (
+    ConfigError,
+    DataConfig,
+    DetectionConfig,
+    ModelConfig,
+    config_from_dict,
+    load_config,
+    to_dict,
+)
 from transfer_tf.data.detection import DetectionParser, preprocess_detection_eval
 from transfer_tf.detection import retinanet
 
@@ -29,7 +37,8 @@ def test_anchors_cover_p3_to_p7_with_nine_per_location():
     anchors = retinanet.anchors(DET).numpy()
     per_level = [(S // s) ** 2 * 9 for s in retinanet.STRIDES]
     assert anchors.shape == (sum(per_level), 4)
-    # Anchors are clipped to the image (the P7 ones are 512+ px on a 128 px input).
+    # keras_cv's anchors (the default recipe) are clipped to the image (the P7 ones are 512+ px on
+    # a 128 px input).
     assert np.all(anchors >= 0) and np.all(anchors <= S)
     # An interior P3 location (row 8, column 8 of 16 x 16): 3 octave scales of 32 px x 3 ratios,
     # centred on its 8 px cell.
@@ -268,3 +277,182 @@ def test_checkpoint_round_trip_restores_every_detector_weight(tmp_path):
     status.assert_existing_objects_matched()
     for saved, restored in zip(model.weights, fresh.weights, strict=True):
         np.testing.assert_array_equal(saved.numpy(), restored.numpy(), err_msg=restored.path)
+
+
+# Issue 31 item 6: `detection.recipe`. The values Model Garden's RetinaNet-R50-FPN trains with,
+# read from its code (official/vision/configs/retinanet.py `retinanet_resnetfpn_coco` and its
+# Parser/Losses defaults, ops/anchor.py, tasks/retinanet.py build_losses), written out here
+# rather than imported so a change to the recipe table fails against them.
+MODEL_GARDEN = {
+    "match_threshold": 0.5,
+    "unmatched_threshold": 0.5,
+    "force_match": True,
+    "focal_alpha": 0.25,
+    "focal_gamma": 1.5,
+    "box_loss": "huber",
+    "box_loss_delta": 0.1,
+    "box_loss_weight": 50.0,
+    "box_variance": [1.0, 1.0, 1.0, 1.0],
+    "clip_anchors": False,
+    "scale_jitter": (0.8, 1.2),
+    "anchor_size": 4.0,
+    "num_scales": 3,
+    "aspect_ratios": [0.5, 1.0, 2.0],
+    "image_size": 640,
+}
+
+
+def _det_mg() -> DetectionConfig:
+    return DetectionConfig(image_size=S, max_boxes=4, head_convs=1, recipe="model_garden")
+
+
+def _model_garden_anchors(size: int) -> np.ndarray:
+    """Model Garden's `Anchor._generate_boxes` (levels 3-7, anchor_size 4, 3 scales, ratios 0.5,
+    1, 2) in numpy: [A, 4] yxyx, never clipped."""
+    out = []
+    for level in range(3, 8):
+        stride = 2**level
+        per_location = []
+        for scale in range(3):
+            for ratio in (0.5, 1.0, 2.0):
+                base = 4.0 * stride * 2 ** (scale / 3.0)
+                half_x, half_y = base * ratio**0.5 / 2.0, base * ratio**-0.5 / 2.0
+                xv, yv = np.meshgrid(
+                    np.arange(stride / 2, size, stride), np.arange(stride / 2, size, stride)
+                )
+                xv, yv = xv.reshape(-1), yv.reshape(-1)
+                per_location.append(
+                    np.stack([yv - half_y, xv - half_x, yv + half_y, xv + half_x], axis=1)
+                )
+        out.append(np.stack(per_location, axis=1).reshape(-1, 4))
+    return np.concatenate(out).astype(np.float32)
+
+
+def test_model_garden_recipe_resolves_to_model_gardens_values():
+    cfg = load_config("configs/coco_retinanet_resnet50.yaml")
+    assert cfg.detection.recipe == "model_garden"
+    for key, value in MODEL_GARDEN.items():
+        assert getattr(cfg.detection, key) == value, key
+    for key, value in MODEL_GARDEN.items():
+        if key != "image_size":
+            assert getattr(_det_mg(), key) == value, key
+    # The default stays keras-cv 0.9's RetinaNet (what BENCHMARKS.md measured).
+    keras_cv = DetectionConfig()
+    assert keras_cv.recipe == "keras_cv"
+    assert (keras_cv.match_threshold, keras_cv.unmatched_threshold) == (0.5, 0.4)
+    assert (keras_cv.focal_gamma, keras_cv.box_loss, keras_cv.box_loss_delta) == (
+        2.0,
+        "smooth_l1",
+        1.0,
+    )
+    assert keras_cv.box_variance == [0.1, 0.1, 0.2, 0.2] and keras_cv.clip_anchors is True
+    assert keras_cv.scale_jitter == (0.8, 1.25) and keras_cv.box_loss_weight == 1.0
+    switched = load_config("configs/coco_retinanet_resnet50.yaml", ["detection.recipe=keras_cv"])
+    assert switched.detection == keras_cv  # every recipe key follows the switch
+
+    # A key set explicitly wins over its recipe (file, override or null = the recipe's).
+    cfg = load_config(
+        "configs/coco_retinanet_resnet50.yaml",
+        ["detection.focal_gamma=2.0", "detection.unmatched_threshold=0.4"],
+    )
+    assert (cfg.detection.focal_gamma, cfg.detection.unmatched_threshold) == (2.0, 0.4)
+    assert cfg.detection.box_loss_delta == 0.1 and cfg.detection.clip_anchors is False
+    null = load_config("configs/coco_retinanet_resnet50.yaml", ["detection.focal_gamma=null"])
+    assert null.detection.focal_gamma == 1.5
+    # A saved (resolved) config loads back to the same values.
+    again = config_from_dict(to_dict(cfg))
+    assert again.detection == cfg.detection
+
+    # ... and is still checked.
+    for override, match in [
+        ("detection.recipe=detectron2", r"'detection.recipe': 'detectron2' is not one of"),
+        ("detection.unmatched_threshold=0.6", r"'detection.unmatched_threshold'"),
+        ("detection.box_variance=[1, 1, 1]", r"'detection.box_variance'"),
+        ("detection.box_variance=[1, 1, 0, 1]", r"'detection.box_variance'"),
+        ("detection.box_loss=smooth_l1", r"'detection.box_loss_delta': expected 1.0"),
+        ("detection.focal_gamma=-1", r"'detection.focal_gamma'"),
+        ("detection.scale_jitter=[1.2, 0.8]", r"'detection.scale_jitter'"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            load_config("configs/coco_retinanet_resnet50.yaml", [override])
+
+
+def test_anchors_are_unclipped_under_the_model_garden_recipe():
+    mg = retinanet.anchors(_det_mg()).numpy()
+    expected = _model_garden_anchors(S)
+    np.testing.assert_allclose(mg, expected, atol=1e-4)
+    # The large anchors reach past the 128 px input on every side: not clipped.
+    assert mg.min() < -100 and mg.max() > S + 100
+    # keras_cv's are the same anchors clipped to the image.
+    np.testing.assert_allclose(retinanet.anchors(DET).numpy(), np.clip(expected, 0, S), atol=1e-4)
+
+
+def test_model_garden_labeler_has_no_ignored_anchors():
+    anchors = _model_garden_anchors(S)
+    a = anchors[100]
+    b = np.array([60.0, 10.0, 124.0, 70.0], np.float32)
+    boxes = np.stack([a, b, -np.ones(4, np.float32)])[None]
+    classes = np.array([[2.0, 0.0, -1.0]], np.float32)
+    images = tf.zeros([1, S, S, 3], tf.uint8)
+    best = np.maximum(_iou(a, anchors), _iou(b, anchors))
+    between = (best >= 0.4) & (best < 0.5)
+    assert between.any()  # anchors that keras-cv's 0.5 / 0.4 ignores
+    _, keras_cv_targets = retinanet.Labeler(DET)(images, boxes, classes)
+    assert np.any(keras_cv_targets.numpy() == -2)
+    _, class_targets = retinanet.Labeler(_det_mg())(images, boxes, classes)
+    class_targets = class_targets.numpy()[0]
+    assert not np.any(class_targets == -2)  # Model Garden's 0.5 / 0.5: no ignore band
+    # IoU >= 0.5: the box's class; below: background (each box's best anchor is >= 0.5 here, so
+    # forced matches add nothing).
+    from_a = _iou(a, anchors) >= _iou(b, anchors)
+    positive = best >= 0.5
+    np.testing.assert_array_equal(class_targets[positive], np.where(from_a, 2.0, 0.0)[positive])
+    assert np.all(class_targets[~positive] == -1)
+    assert np.all(class_targets[between] == -1)
+
+
+def _numpy_focal(logits, onehot, alpha, gamma):
+    """Model Garden's focal_loss (losses/focal_loss.py) in numpy: per anchor and class."""
+    p = 1.0 / (1.0 + np.exp(-logits))
+    ce = np.maximum(logits, 0) - logits * onehot + np.log1p(np.exp(-np.abs(logits)))
+    p_t = np.where(onehot == 1, p, 1 - p)
+    return np.where(onehot == 1, alpha, 1 - alpha) * (1 - p_t) ** gamma * ce
+
+
+def test_model_garden_box_loss_is_huber_0_1_times_50_on_unscaled_offsets():
+    anchors = _model_garden_anchors(S)
+    box = np.array([60.0, 10.0, 124.0, 70.0], np.float32)
+    boxes = np.stack([box, -np.ones(4, np.float32)])[None]
+    images = tf.zeros([1, S, S, 3], tf.uint8)
+    box_t, cls_t = retinanet.Labeler(_det_mg())(images, boxes, np.array([[1.0, -1.0]], np.float32))
+    box_t, cls_t = box_t.numpy()[0], cls_t.numpy()[0]
+    positive = cls_t >= 0
+    assert positive.sum() >= 3
+    # The targets are Faster R-CNN's coding with no scale factors (Model Garden's box coder).
+    ya, xa = (anchors[:, 0] + anchors[:, 2]) / 2, (anchors[:, 1] + anchors[:, 3]) / 2
+    ha, wa = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
+    yc, xc, h, w = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, box[2] - box[0], box[3] - box[1]
+    unscaled = np.stack([(yc - ya) / ha, (xc - xa) / wa, np.log(h / ha), np.log(w / wa)], axis=1)
+    np.testing.assert_allclose(box_t[positive], unscaled[positive], atol=1e-5)
+    # Their decoding gives the box back.
+    decoded = retinanet.decode_boxes(box_t[None], _det_mg()).numpy()[0]
+    np.testing.assert_allclose(decoded[positive], np.tile(box, [positive.sum(), 1]), atol=1e-3)
+
+    # Predictions on both sides of the Huber delta: |error| from 0 to ~0.4.
+    rng = np.random.default_rng(3)
+    box_pred = (box_t + rng.uniform(-0.4, 0.4, box_t.shape)).astype(np.float32)
+    logits = rng.normal(-3.0, 2.0, [len(anchors), 3]).astype(np.float32)
+    predictions = {"box": tf.constant(box_pred[None]), "classification": tf.constant(logits[None])}
+    class_sum, box_sum, num_pos = retinanet.loss_terms(
+        predictions, tf.constant(box_t[None]), tf.constant(cls_t[None]), _det_mg()
+    )
+    err = np.abs(box_pred - unscaled)[positive].astype(np.float64)
+    assert (err < 0.1).any() and (err > 0.1).any()
+    huber = np.where(err <= 0.1, 0.5 * err**2, 0.1 * err - 0.5 * 0.1**2)
+    np.testing.assert_allclose(float(box_sum), 50.0 * huber.mean(axis=1).sum(), rtol=1e-5)
+    assert float(num_pos) == positive.sum()
+    # The class loss: Model Garden's focal loss at alpha 0.25, gamma 1.5 over every anchor (none
+    # is ignored) and class.
+    onehot = np.eye(3)[np.where(positive, cls_t, 0).astype(int)] * positive[:, None]
+    focal = _numpy_focal(logits.astype(np.float64), onehot, 0.25, 1.5)
+    np.testing.assert_allclose(float(class_sum), focal.sum(), rtol=1e-4)

@@ -392,6 +392,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "transfer.head_init": ("default", "zero"),
     "transfer.optimizer": ("sgd", "adam", "adamw"),
     "transfer.task": ("classification", "detection"),
+    "detection.recipe": ("keras_cv", "model_garden"),  # before the keys it sets
     "detection.box_loss": ("huber", "smooth_l1"),
     "export.output_activation": ("auto", "softmax", "sigmoid"),
     "phase.lr_schedule": ("cosine", "constant", "step"),

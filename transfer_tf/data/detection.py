@@ -7,9 +7,10 @@ gives and knows no model (no anchors: the objective assigns those).
 Geometry (S = detection.image_size): the image is resized keeping its aspect ratio so that its
 long side is S x f and padded bottom/right with zeros to S x S. Evaluation and serving use f = 1
 (`resize_and_pad`, through `preprocess_detection_eval`, the ONE eval preprocessing function the
-export's serving graph also calls). Training draws f from detection.scale_jitter (Model Garden's
-0.8-1.25) and, where the resized image exceeds S, a random S x S crop of it; it first flips image
-and boxes left-right with probability 1/2 (data.random_flip).
+export's serving graph also calls). Training draws f uniformly from detection.scale_jitter (the
+recipe's: Model Garden's aug_scale_min/max 0.8-1.2, keras-cv's JitteredResize 0.8-1.25) and, where
+the resized image exceeds S, a random S x S crop of it, as Model Garden's resize_and_crop_image;
+it first flips image and boxes left-right with probability 1/2 (data.random_flip).
 
 Targets:
 * train  {"boxes": float32 [M, 4] yxyx pixels of the S x S input (padding -1),

@@ -1,11 +1,13 @@
 """The detection objective of the Trainer (`training.objectives`): RetinaNet's focal + box loss.
 
-Each replica assigns anchors to its own batch's boxes (`retinanet.Labeler`, IoU >= 0.5 positive,
-< 0.4 background, ignored in between), sums the focal loss over every non-ignored anchor and
-class and the box loss over positive anchors, and divides by the number of positive anchors of
-the GLOBAL batch (one all-reduce of a count per step). The replicas' shares therefore sum to the
-loss normalised by all positives, whatever the number of replicas (Model Garden normalises per
-replica and averages, which weighs a replica with few objects as much as one with many).
+Each replica assigns anchors to its own batch's boxes (`retinanet.Labeler`: IoU >=
+detection.match_threshold positive, < unmatched_threshold background, ignored in between),
+sums the focal loss over every non-ignored anchor and class and the box loss over positive
+anchors, and divides by max(1, the number of positive anchors of the GLOBAL batch) (one
+all-reduce of a count per step). The replicas' shares therefore sum to the loss normalised by all
+positives, whatever the number of replicas (Model Garden divides by its replica's positives + 1
+and averages over replicas, which weighs a replica with few objects as much as one with many;
+under either recipe this normaliser is ours).
 
 Example:
     objective = Detection(model, cfg.detection)

@@ -22,7 +22,8 @@ The model's name is its backbone's (`resnet50`): restore and the export's model 
 it with the source's.
 
 Boxes everywhere here are `yxyx` in pixels of the model input. Encoded offsets are keras-cv's
-(centre / anchor size / 0.1, log size ratio / 0.2).
+coding (centre shift / anchor size, log size ratio) divided by `detection.box_variance` (keras-cv's
+0.1, 0.1, 0.2, 0.2 or Model Garden's unscaled 1, 1, 1, 1: `detection.recipe`).
 
 Example:
     model = build_retinanet(cfg.model, cfg.detection, num_classes=80)
@@ -47,8 +48,6 @@ from transfer_tf.config_detection import DetectionConfig
 from transfer_tf.models.resnet import build_classifier
 
 BOX_FORMAT = "yxyx"
-# Scales of the encoded offsets (centre y, x; log height, width): keras-cv's RetinaNet's.
-BOX_VARIANCE = (0.1, 0.1, 0.2, 0.2)
 STRIDES = (8, 16, 32, 64, 128)  # P3..P7
 # Anchors kept (by best class score) before NMS: Model Garden's pre_nms_top_k.
 PRE_NMS_TOP_K = 5000
@@ -61,14 +60,16 @@ def num_anchors_per_location(det_cfg: DetectionConfig) -> int:
 
 def anchor_generator(det_cfg: DetectionConfig) -> keras_cv.layers.AnchorGenerator:
     """keras-cv's generator for P3..P7: base size `anchor_size * stride`, `num_scales` octave
-    scales, `aspect_ratios` (width / height), yxyx pixels, clipped to the image."""
+    scales, `aspect_ratios` (width / height), centres at (i + 0.5) x stride, yxyx pixels, clipped
+    to the image where detection.clip_anchors. The same boxes as Model Garden's
+    `Anchor._generate_boxes` (which never clips), in the same order."""
     return keras_cv.layers.AnchorGenerator(
         bounding_box_format=BOX_FORMAT,
         sizes=[det_cfg.anchor_size * s for s in STRIDES],
         scales=[2 ** (i / det_cfg.num_scales) for i in range(det_cfg.num_scales)],
         aspect_ratios=list(det_cfg.aspect_ratios),
         strides=list(STRIDES),
-        clip_boxes=True,
+        clip_boxes=bool(det_cfg.clip_anchors),
         # It emits anchors in its compute dtype: bfloat16 under a mixed policy would move a
         # 640 px frame's anchors by up to 2 px.
         dtype="float32",
@@ -132,8 +133,9 @@ class Labeler:
     (padding rows -1) and classes `[B, M]` contiguous indices (padding -1). Returns box targets
     float32 `[B, A, 4]` (encoded offsets of the matched box) and class targets float32 `[B, A]`:
     the class index for anchors with IoU >= match_threshold, -1 (background) below
-    unmatched_threshold, -2 (ignored) in between; with `detection.force_match` each box's best
-    anchor is positive for it too, whatever its IoU (`_BestAnchorMatcher`).
+    unmatched_threshold, -2 (ignored) in between (none under Model Garden's equal thresholds);
+    with `detection.force_match` each box's best anchor is positive for it too, whatever its IoU
+    (`_BestAnchorMatcher`). Box targets are divided by detection.box_variance.
     """
 
     def __init__(self, det_cfg: DetectionConfig):
@@ -142,7 +144,7 @@ class Labeler:
             anchor_generator=anchor_generator(det_cfg),
             positive_threshold=det_cfg.match_threshold,
             negative_threshold=det_cfg.unmatched_threshold,
-            box_variance=BOX_VARIANCE,
+            box_variance=tuple(det_cfg.box_variance),
             background_class=float(BACKGROUND),
             ignore_class=float(IGNORE),
             # float32 whatever the mixed precision policy: IoUs of boxes in a 640 px frame
@@ -229,8 +231,10 @@ def loss_terms(
     det_cfg: DetectionConfig,
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Summed (not yet normalised) losses of a batch: focal loss over every non-ignored anchor
-    and class, box loss (detection.box_loss, weighted) over positive anchors, and the number of
-    positive anchors. All float32 scalars."""
+    and class, box loss (detection.box_loss at box_loss_delta, the mean of an anchor's 4 offsets,
+    times box_loss_weight) over positive anchors, and the number of positive anchors. All float32
+    scalars. With Model Garden's recipe this is its build_losses before normalising: Huber(0.1)
+    on unscaled offsets x 50."""
     logits = tf.cast(predictions["classification"], tf.float32)
     box_pred = tf.cast(predictions["box"], tf.float32)
     num_classes = logits.shape[-1]
@@ -259,7 +263,7 @@ def decode_boxes(box_offsets: tf.Tensor, det_cfg: DetectionConfig) -> tf.Tensor:
         boxes_delta=tf.cast(box_offsets, tf.float32),
         anchor_format=BOX_FORMAT,
         box_format=BOX_FORMAT,
-        variance=BOX_VARIANCE,
+        variance=tuple(det_cfg.box_variance),
         image_shape=(size, size, 3),
     )
 

@@ -182,10 +182,12 @@ def _photos(flag_values: flags.FlagValues) -> None:
         )
         print(json.dumps(result), flush=True)
         results.append(result)
-    summary = pb.summarize(results)
+    from transfer_tf.benchmarks.transfer_photos_summary import markdown_table, summarize
+
+    summary = summarize(results)
     print(json.dumps({"summary": summary}), flush=True)
     if flag_values.markdown:
-        print(pb.markdown_table(summary))
+        print(markdown_table(summary))
 
 
 def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str | None:

@@ -33,7 +33,6 @@ from transfer_tf.config_renamed import (
 )
 from transfer_tf.config_schema import (  # noqa: F401  (re-exported: the config API)
     CHOICES,
-    DEFAULT_WEIGHT_DECAY,
     DataConfig,
     DemoConfig,
     DetectionConfig,
@@ -46,7 +45,7 @@ from transfer_tf.config_schema import (  # noqa: F401  (re-exported: the config 
     TransferConfig,
 )
 from transfer_tf.config_train import train_problem
-from transfer_tf.config_unread import unread_problem
+from transfer_tf.config_unread import detection_unread_problem, unread_problem
 from transfer_tf.errors import ConfigError  # noqa: F401  (re-exported)
 from transfer_tf.ssl.settings import validate_ssl
 
@@ -284,7 +283,12 @@ def _validate(cfg: ExperimentConfig) -> None:
         )
     if not 0.0 < cfg.data.eval_crop_fraction <= 1.0:
         raise ConfigError("config key 'data.eval_crop_fraction': expected a value in (0, 1]")
-    for problem in (train_problem(cfg), detection_problem(cfg), unread_problem(cfg)):
+    for problem in (
+        train_problem(cfg),
+        detection_problem(cfg),
+        detection_unread_problem(cfg),
+        unread_problem(cfg),
+    ):
         if problem:
             raise ConfigError(problem)
     for i, phase in enumerate(cfg.transfer.phases):

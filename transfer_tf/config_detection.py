@@ -17,7 +17,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 # The coarsest pyramid level is P7 (stride 2**7): inputs must divide into it so the anchors of
 # every level line up with the feature maps the network produces.
@@ -199,112 +199,9 @@ def detection_problem(cfg) -> str | None:
             value = getattr(d, key)
             value = list(value) if isinstance(value, (list, tuple)) else value
             return f"config key 'detection.{key}': expected {expected}, got {value!r}"
-    if cfg.transfer.task != "detection":
-        return _detection_section_unread(cfg)
-    if cfg.data.schema != "coco":
+    if cfg.transfer.task == "detection" and cfg.data.schema != "coco":
         return (
             f"config keys 'transfer.task' (detection) and 'data.schema' ({cfg.data.schema!r}) "
             "conflict: detection trains on the coco schema (boxes)"
         )
-    for key, ruling, why in _unread_by_detection(cfg):
-        value = _value(cfg, key)
-        rule = f"'{ruling}' ({_value(cfg, ruling)!r}) {why}" if ruling else why
-        unread = "takes no bit_hyperrule" if key == "transfer.preset" else f"does not read {key}"
-        return (
-            f"config keys '{key}' ({value!r}) and 'transfer.task' (detection) conflict: a "
-            f"detection run {unread}; {rule}"
-        )
-    return None
-
-
-def _value(cfg, dotted: str):
-    section, key = dotted.split(".")
-    value = getattr(getattr(cfg, section), key)
-    return list(value) if isinstance(value, (list, tuple)) else value
-
-
-def _unread_by_detection(cfg) -> list[tuple[str, str | None, str]]:
-    """(key, the key that rules instead or None, why) of each key `cfg` sets (a value other than
-    its default) that a detection run does not read."""
-    from transfer_tf.config_schema import DataConfig, ExportConfig, ModelConfig, TransferConfig
-
-    defaults = {
-        "data": DataConfig(),
-        "model": ModelConfig(),
-        "transfer": TransferConfig(),
-        "export": ExportConfig(),
-    }
-    augment = "with data.random_flip is detection's augmentation"
-    table = [
-        ("data.image_size", "detection.image_size", "sets the detector's input size"),
-        ("data.eval_crop_fraction", "detection.image_size", "is the whole eval image's long side"),
-        ("data.crop_area_range", "detection.scale_jitter", augment),
-        ("data.crop_aspect_range", "detection.scale_jitter", augment),
-        ("data.min_object_covered", "detection.scale_jitter", augment),
-        ("data.random_rotation_degrees", "detection.scale_jitter", augment),
-        ("data.color_jitter", "detection.scale_jitter", augment),
-        ("data.mixup_alpha", "detection.scale_jitter", augment),
-        ("data.cutmix_alpha", "detection.scale_jitter", augment),
-        ("data.augment_policy", "detection.scale_jitter", augment),
-        (
-            "transfer.label_smoothing",
-            "detection.focal_alpha",
-            "(with focal_gamma) shapes its classification loss",
-        ),
-        ("transfer.pos_weight", "detection.focal_alpha", "weighs its positives"),
-        ("transfer.threshold", "detection.score_threshold", "keeps its detections"),
-        (
-            "transfer.head_init",
-            "detection.prior_probability",
-            "sets the RetinaNet heads' initial bias",
-        ),
-        (
-            "transfer.head_prior",
-            "detection.prior_probability",
-            "sets the RetinaNet heads' initial bias",
-        ),
-        (
-            "model.dropout",
-            "detection.head_convs",
-            "shapes its heads (it has no classifier head to drop out)",
-        ),
-        ("export.top_k", "detection.max_detections", "sizes its serving outputs"),
-        (
-            "export.output_activation",
-            "detection.score_threshold",
-            "filters its serving scores (per-class sigmoids)",
-        ),
-    ]
-    out = []
-    for key, ruling, why in table:
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
-        if value == getattr(defaults[section], name):
-            continue
-        if key == "data.image_size" and value == cfg.detection.image_size:
-            continue  # the same size said twice
-        out.append((key, ruling, why))
-    if cfg.transfer.preset == "bit_hyperrule":
-        out.append(
-            ("transfer.preset", None, "BiT-HyperRule's MixUp and zero head are a classifier's")
-        )
-    return out
-
-
-def _detection_section_unread(cfg) -> str | None:
-    """The error for a `detection.*` key set (not its default) where `transfer.task` is not
-    detection: no other run reads the section."""
-    default = DetectionConfig()
-    for f in fields(DetectionConfig):
-        value = getattr(cfg.detection, f.name)
-        if value != getattr(default, f.name):
-            value = list(value) if isinstance(value, (list, tuple)) else value
-            instead = (
-                "; a classifier's input size is 'data.image_size'" if f.name == "image_size" else ""
-            )
-            return (
-                f"config keys 'detection.{f.name}' ({value!r}) and 'transfer.task' "
-                f"({cfg.transfer.task!r}) conflict: only transfer.task: detection reads the "
-                f"detection section{instead}"
-            )
     return None

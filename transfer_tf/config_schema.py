@@ -18,8 +18,7 @@ from transfer_tf.config_detection import DetectionConfig
 class DataConfig:
     """Where the data is and how it becomes model inputs."""
 
-    # Source: TFRecord file patterns (any TF filesystem path, comma-separated allowed), or
-    # `tfds:NAME[/CONFIG]` to read a TensorFlow Datasets builder through the same parsers.
+    # TFRecord file patterns (any TF filesystem path, comma-separated), or `tfds:NAME[/CONFIG]`.
     train_pattern: str = ""
     eval_pattern: str = ""
     tfds_data_dir: str = ""
@@ -29,8 +28,7 @@ class DataConfig:
     # `auto` (stored as 0): taken from the builders' manifest beside the shards, the COCO label
     # map or the TFDS ClassLabel; a number is checked against them (data/manifest.py).
     num_classes: int = 1000
-    # Stored label minus this offset is the model's class index. Public ImageNet shards are 1..1000,
-    # so 1; shards written with --label_offset=0 use 0. Never guessed.
+    # Stored label minus this offset is the class index: public ImageNet shards are 1..1000 (1).
     label_offset: int = 1
     # COCO: JSON label map written by make_coco_tfrecords (category id -> contiguous index).
     label_map_file: str = ""
@@ -42,8 +40,7 @@ class DataConfig:
     # Train augmentation.
     crop_area_range: tuple[float, float] = (0.08, 1.0)
     crop_aspect_range: tuple[float, float] = (0.75, 4.0 / 3.0)
-    # COCO multi-label crops: minimum fraction of an object's box that must stay in the crop for
-    # its label to be kept.
+    # COCO multi-label crops: a label is kept if this share of its box stays in the crop.
     min_object_covered: float = 0.5
     random_flip: bool = True
     # After the crop and flip, per image, from sub-seeds of the crop's seed (turning them on
@@ -131,8 +128,7 @@ class TrainConfig:
     epochs: float = 0.0
     # If > 0, overrides epochs * num_train_examples / global_batch_size.
     train_steps: int = 0
-    # sgd | lars | adam | adamw. Classic Adam recipes use a far lower LR than SGD's 0.1 (e.g. 1e-4
-    # pretraining, 1e-5 fine-tuning). Slots and iteration count are per phase (fine-tuning).
+    # sgd | lars | adam | adamw (Adam recipes: configs/*_adam.yaml, 1e-4 / 1e-5 per 256 images).
     optimizer: str = "sgd"
     momentum: float = 0.9
     nesterov: bool = False
@@ -147,7 +143,7 @@ class TrainConfig:
     step_decay_epochs: list[float] = field(default_factory=lambda: [30.0, 60.0, 80.0])
     step_decay_rate: float = 0.1
     # Kernels only. sgd/adam: L2 in the loss; lars: inside the trust ratio; adamw: decoupled,
-    # multiplied by the LR. -1 = the optimizer's default (DEFAULT_WEIGHT_DECAY below).
+    # multiplied by the LR. -1 = the optimizer's default (training/optimizers.DEFAULT_WEIGHT_DECAY).
     weight_decay: float = -1.0
     # Single-label: softmax targets y * (1 - e) + e / C. Multi-label (coco): sigmoid targets
     # y * (1 - e) + e / 2 (as keras.losses.BinaryCrossentropy).
@@ -402,7 +398,3 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "ssl.views": ("auto", "simclr", "byol"),
     "ssl.jitter_ops": ("paper", "torchvision"),
 }
-
-# `weight_decay: -1` resolves to these (training/optimizers.py says how each optimizer applies it).
-# AdamW's is decoupled and multiplied by the LR each step, hence ~100x SGD's L2 coefficient.
-DEFAULT_WEIGHT_DECAY: dict[str, float] = {"sgd": 1e-4, "lars": 1e-4, "adam": 0.0, "adamw": 0.05}

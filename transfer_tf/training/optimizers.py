@@ -10,7 +10,7 @@ variable itself, so every replica copy of a kernel under a tf.distribute strateg
 - `adamw`: decoupled, `w -= lr * wd * w` each step (Loshchilov & Hutter; PyTorch/Keras convention:
   multiplied by the learning rate, so useful values are ~0.01-0.1, not SGD's 1e-4).
 `weight_decay: -1` (the default of `train.weight_decay` and `transfer.weight_decay`) picks the
-optimizer's own default (`config_schema.DEFAULT_WEIGHT_DECAY`): 1e-4 for sgd/lars, 0 for adam,
+optimizer's own default (`DEFAULT_WEIGHT_DECAY`): 1e-4 for sgd/lars, 0 for adam,
 0.05 for adamw. An adamw value in (0, 1e-3) is a config error: it would be no decay at all.
 
 Phase-aware state (what the training loop uses; `PhaseAware`):
@@ -31,9 +31,13 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from transfer_tf.config import DEFAULT_WEIGHT_DECAY, TrainConfig
+from transfer_tf.config import TrainConfig
 from transfer_tf.errors import UsageError
 from transfer_tf.models.resnet import is_decayed
+
+# `weight_decay: -1` resolves to these (training/optimizers.py says how each optimizer applies it).
+# AdamW's is decoupled and multiplied by the LR each step, hence ~100x SGD's L2 coefficient.
+DEFAULT_WEIGHT_DECAY: dict[str, float] = {"sgd": 1e-4, "lars": 1e-4, "adam": 0.0, "adamw": 0.05}
 
 
 class _PhaseState:

@@ -167,3 +167,27 @@ def test_model_dir_resnet_variant_must_match(tmp_path):
     for source in (run, run / "checkpoints" / "ckpt-5"):
         with pytest.raises(UsageError, match=r"model.resnet_variant is 'v1.5'"):
             check_warm_start(v15, str(source))
+
+
+def test_resnet50_v15_run_restores_bit_for_bit(tmp_path):
+    """Issue 29: the product's own backbone (ResNet-50 v1.5, zero-initialised last BN gammas, as
+    configs/imagenet_resnet50.yaml) comes back from a pretraining run exactly: every kernel,
+    every BN gamma/beta and moving statistic."""
+    from transfer_tf.config import config_from_dict, save_config
+
+    model = {"name": "resnet50", "resnet_variant": "v1.5", "zero_init_residual_gamma": True}
+    cfg = config_from_dict({"data": {"num_classes": 11}, "model": model})
+    source = build_classifier(cfg.model, 11)
+    _randomize(source, seed=5)
+    run = tmp_path / "pretrain"
+    (run / "checkpoints").mkdir(parents=True)
+    save_config(cfg, str(run / "config.yaml"))
+    manager = tf.train.CheckpointManager(
+        tf.train.Checkpoint(model=source), str(run / "checkpoints"), max_to_keep=1
+    )
+    manager.save(checkpoint_number=120)
+    target = build_classifier(ModelConfig(name="resnet50", resnet_variant="v1.5"), 8)
+    restore_backbone(target, str(run))
+    _assert_backbone_equal(source, target)
+    bn = target.get_layer("conv5_block3_3_bn")
+    assert bn.moving_variance.numpy().std() > 0  # the randomised statistics, not the defaults

@@ -153,8 +153,8 @@ def test_builder_read_only_output_dir_fails_before_reading_input(tmp_path):
         pytest.skip("cannot drop root's override of file modes here")
     finally:
         read_only.chmod(0o755)
-    assert_one_line_error(imagenet, f"--output_dir {read_only}/imagenet is not writable")
-    assert_one_line_error(coco, f"--output_file_prefix {read_only}/coco is not writable")
+    assert_one_line_error(imagenet, f"--output_dir: cannot write to '{read_only}/imagenet'")
+    assert_one_line_error(coco, f"--output_file_prefix: cannot write to '{read_only}/coco'")
     assert os.listdir(read_only) == []
 
 

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 import tensorflow as tf
 
 from transfer_tf.errors import UsageError
+from transfer_tf.io_errors import check_writable as probe_writable
 
 # What a failed write raises: TensorFlow's file APIs raise OpErrors, Python's open/write OSError.
 WRITE_ERRORS = (OSError, tf.errors.OpError)
@@ -80,18 +81,12 @@ def check_writable(directory: str, flag: str) -> None:
       directory: the build's output folder (any TensorFlow filesystem path).
       flag: the flag that named it (`--output_dir`), for the message.
     Raises:
-      UsageError: `FLAG DIR is not writable: REASON`, before any input is read.
+      OutputError (a UsageError): `FLAG: cannot write to 'DIR': REASON; choose a writable
+        location` (io_errors.check_writable, the one write probe), before any input is read.
     """
     created = _missing_local_folders(directory)
-    probe = os.path.join(directory, f".write-probe-{os.getpid()}")
     try:
-        tf.io.gfile.makedirs(directory)
-        with tf.io.gfile.GFile(probe, "w") as f:
-            f.write("transfer_tf write probe\n")
-        tf.io.gfile.remove(probe)
-    except WRITE_ERRORS as e:
-        remove_quietly(probe)
-        raise UsageError(f"{flag} {directory} is not writable: {error_reason(e)}") from None
+        probe_writable(directory, flag)
     finally:
         for folder in created:  # deepest first; rmdir never removes what another task wrote
             with contextlib.suppress(OSError):

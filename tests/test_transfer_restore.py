@@ -28,6 +28,20 @@ def _backbone_values(model):
     return {f"{la.name}/{w.name}": w.numpy() for la in backbone_layers(model) for w in la.weights}
 
 
+def _pretraining_run(tmp_path, cfg, source, step: int) -> str:
+    """A pretraining run dir as training.checkpoints lays it out: config.yaml + checkpoints/."""
+    from transfer_tf.config import save_config
+
+    run = tmp_path / "pretrain"
+    (run / "checkpoints").mkdir(parents=True)
+    save_config(cfg, str(run / "config.yaml"))
+    manager = tf.train.CheckpointManager(
+        tf.train.Checkpoint(model=source), str(run / "checkpoints"), max_to_keep=1
+    )
+    manager.save(checkpoint_number=step)
+    return str(run)
+
+
 def _assert_backbone_equal(a, b):
     va, vb = _backbone_values(a), _backbone_values(b)
     assert va.keys() == vb.keys()
@@ -129,19 +143,12 @@ def test_bad_sources_are_one_line_errors(tmp_path):
 
 
 def test_pretraining_model_dir(tmp_path):
-    from transfer_tf.config import config_from_dict, save_config
+    from transfer_tf.config import config_from_dict
 
-    # The layout training.checkpoints defines: config.yaml + checkpoints/ (CheckpointManager).
     cfg = config_from_dict({"data": {"num_classes": 6}, "model": {"name": "resnet18"}})
     source = build_classifier(cfg.model, 6)
     _randomize(source, seed=3)
-    run = tmp_path / "pretrain"
-    (run / "checkpoints").mkdir(parents=True)
-    save_config(cfg, str(run / "config.yaml"))
-    manager = tf.train.CheckpointManager(
-        tf.train.Checkpoint(model=source), str(run / "checkpoints"), max_to_keep=2
-    )
-    manager.save(checkpoint_number=5)
+    run = _pretraining_run(tmp_path, cfg, source, 5)
     target = build_classifier(ModelConfig(name="resnet18"), 80)
     assert restore_backbone(target, str(run)).kind == "model_dir"
     _assert_backbone_equal(source, target)
@@ -173,19 +180,13 @@ def test_resnet50_v15_run_restores_bit_for_bit(tmp_path):
     """Issue 29: the product's own backbone (ResNet-50 v1.5, zero-initialised last BN gammas, as
     configs/imagenet_resnet50.yaml) comes back from a pretraining run exactly: every kernel,
     every BN gamma/beta and moving statistic."""
-    from transfer_tf.config import config_from_dict, save_config
+    from transfer_tf.config import config_from_dict
 
     model = {"name": "resnet50", "resnet_variant": "v1.5", "zero_init_residual_gamma": True}
     cfg = config_from_dict({"data": {"num_classes": 11}, "model": model})
     source = build_classifier(cfg.model, 11)
     _randomize(source, seed=5)
-    run = tmp_path / "pretrain"
-    (run / "checkpoints").mkdir(parents=True)
-    save_config(cfg, str(run / "config.yaml"))
-    manager = tf.train.CheckpointManager(
-        tf.train.Checkpoint(model=source), str(run / "checkpoints"), max_to_keep=1
-    )
-    manager.save(checkpoint_number=120)
+    run = _pretraining_run(tmp_path, cfg, source, 120)
     target = build_classifier(ModelConfig(name="resnet50", resnet_variant="v1.5"), 8)
     restore_backbone(target, str(run))
     _assert_backbone_equal(source, target)

@@ -15,8 +15,9 @@ probe, a full fine-tune and scratch at the shipped recipe's step budget, once pe
 recipe, --arm_config=NAME:FILE another transfer config (e.g. the Adam one); arms named scratch_*
 start from random weights. Pretraining runs the recipe's own LR (--pretrain_config,
 --pretrain_peak_lr to change); --finetune_image_size, --budget_factor and
---extra_pretrain_photo_dir vary the transfer's resolution, its length and the pretraining source. Prints one JSON line per seed, then one summary line (mean ± std per arm); --markdown
-also prints the BENCHMARKS.md table. Data and runs under --work_dir are reused on a rerun.
+--extra_pretrain_photo_dir vary the transfer's resolution, its length and the pretraining source.
+Prints one JSON line per seed, then one summary line (mean ± std per arm); --markdown also prints
+the BENCHMARKS.md table. Data and runs under --work_dir are reused on a rerun.
 """
 
 import dataclasses

@@ -208,24 +208,23 @@ def _check_dangling(
         a = read_annotation(ann.path, int(ann.ann_offset[j]), int(ann.ann_length[j]))
         return a.get("id", f"#{j}")
 
+    def listed(indices, key: str, value) -> str:
+        """The first few offending annotations as `annotation ID -> KEY VALUE, ...`."""
+        shown = ", ".join(
+            f"annotation {annotation_id(j)} -> {key} {value(j)}" for j in indices[:_SHOWN]
+        )
+        return shown + (", ..." if len(indices) > _SHOWN else "")
+
     parts = []
     if len(bad_image):
-        shown = ", ".join(
-            f"annotation {annotation_id(j)} -> image_id {ids_by_code[code[j]]!r}"
-            for j in bad_image[:_SHOWN]
-        )
         parts.append(
             f"{len(bad_image)} annotation(s) name an image_id that is not in the 'images' of "
-            f"{images_file} ({shown}{', ...' if len(bad_image) > _SHOWN else ''})"
+            f"{images_file} ({listed(bad_image, 'image_id', lambda j: repr(ids_by_code[code[j]]))})"
         )
     if len(bad_category):
-        shown = ", ".join(
-            f"annotation {annotation_id(j)} -> category_id {int(cat[j])}"
-            for j in bad_category[:_SHOWN]
-        )
         parts.append(
             f"{len(bad_category)} annotation(s) name a category_id that is not in 'categories' "
-            f"({shown}{', ...' if len(bad_category) > _SHOWN else ''})"
+            f"({listed(bad_category, 'category_id', lambda j: int(cat[j]))})"
         )
     text = f"{ann.path}: " + "; ".join(parts)
     if strict:

@@ -155,3 +155,40 @@ def test_imagenet_recipe_is_v15_and_old_configs_stay_v1():
     assert load_config("configs/imagenet_resnet50.yaml").model.resnet_variant == "v1.5"
     # Run dirs written before the key existed were all v1 (keras.applications).
     assert ModelConfig().resnet_variant == "v1"
+
+
+@pytest.mark.parametrize(
+    "path,live",
+    [
+        ("configs/imagenet_resnet50.yaml", True),
+        ("configs/coco_multilabel_resnet50.yaml", True),  # what its scratch baseline builds
+        ("configs/demo.yaml", True),
+        ("configs/imagenet_simclr_resnet50.yaml", False),  # SimCLR's reference: zero-init
+    ],
+)
+def test_supervised_recipes_start_every_residual_branch_live(path, live):
+    # With each block's last BN at gamma 0 the blocks are identities, and in a short run they stay
+    # near it (gammas ~0.005 after 120 steps): the pretrained ResNet-50 was its stem and four
+    # projection shortcuts, and transferred +0.16 mAP worse (BENCHMARKS.md, issue 29).
+    from transfer_tf.config import load_config
+
+    cfg = load_config(path, ["data.image_size=32"])
+    model = build_model(cfg)
+    names = [la.name for la in model.layers if re.match(r"conv[2-5]_block\d+_3_bn$", la.name)]
+    assert len(names) == 16  # ResNet-50: 3 + 4 + 6 + 3 blocks
+    probe = keras.Model(
+        model.input,
+        [model.get_layer(n).output for n in names]
+        + [model.get_layer(n.replace("_3_bn", "_out")).output for n in names],
+    )
+    x = tf.random.uniform([4, 32, 32, 3], 0, 255, seed=0)
+    outs = probe(tf.cast(x, tf.uint8), training=True)
+    branch, block = outs[: len(names)], outs[len(names) :]
+    share = [
+        float(tf.math.reduce_std(b) / tf.math.reduce_std(o))
+        for b, o in zip(branch, block, strict=True)
+    ]
+    if live:
+        assert min(share) > 0.1, dict(zip(names, share, strict=True))
+    else:
+        assert max(share) == 0.0

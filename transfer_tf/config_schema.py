@@ -91,14 +91,14 @@ class ModelConfig:
     """Backbone and head."""
 
     name: str = "resnet50"  # resnet10 | resnet18 | resnet34 | resnet50 | resnet101 | resnet152
-    # Bottleneck ResNets (50/101/152): `v1.5` downsamples in each stage's first 3x3 conv (Model
-    # Garden, NVIDIA, torchvision; ~+0.5% top-1), `v1` in its first 1x1 conv (keras.applications:
-    # what the standard Keras ImageNet weights need). Same variables, so restore checks it
-    # (configs/imagenet_resnet50.yaml uses v1.5). No effect on resnet10/18/34. The default stays v1
-    # because run dirs written before this key were v1.
+    # Bottleneck ResNets: `v1.5` strides in each stage's first 3x3 conv (Model Garden, torchvision;
+    # ~+0.5% top-1), `v1` in its first 1x1 (keras.applications weights). Same variables, so restore
+    # checks it. The default stays v1: run dirs written before this key were v1.
     resnet_variant: str = "v1"
     dropout: float = 0.0
-    zero_init_residual_gamma: bool = True
+    # true: each block's last BN gamma starts at 0 (Goyal et al.). Off as in Model Garden: in short
+    # runs those gammas stay ~0.005 and the blocks never learn (BENCHMARKS.md, issue 29).
+    zero_init_residual_gamma: bool = False
     # false: each replica normalises with its own batch statistics (Model Garden's default; BN
     # batch = global_batch_size / replicas). The moving statistics are averaged over replicas
     # whatever this says (ON_READ + MEAN variables): checkpoints, evaluation from them and exports

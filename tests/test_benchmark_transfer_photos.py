@@ -106,12 +106,29 @@ def test_photo_benchmark_runs_its_arms_through_the_builders(tmp_path):
     # The shards came from the real builders (their manifests and the COCO label map).
     tfr = work / "data_s0" / "tfrecords"
     assert any(n.startswith("manifest") for n in os.listdir(tfr / "imagenet"))
-    assert any(n.startswith("manifest") for n in os.listdir(tfr / "coco"))
-    label_map = json.load(open(tfr / "coco" / "label_map.json"))
+    # A non-default labelled set (16 / 8 scenes) gets shards of its own beside the default's.
+    assert any(n.startswith("manifest") for n in os.listdir(tfr / "coco_n16v8"))
+    assert sorted(os.listdir(work / "runs")) == [
+        "adam_n16v8_s0",
+        "pretrain_s0",
+        "scratch_n16v8_s0",
+        "shipped_n16v8_s0",
+    ]
+    label_map = json.load(open(tfr / "coco_n16v8" / "label_map.json"))
     assert len(label_map) >= 3
 
 
 # -- how the photo benchmark builds its configs (no training) ---------------------------------
+
+
+def test_sweeps_get_their_own_runs_and_share_the_seeds_pretraining():
+    from transfer_tf.benchmarks import transfer_photos as pb
+
+    size = pb.PhotoBenchmarkSize(seed=2)
+    assert pb.run_name(size, "shipped") == "shipped_s2"  # the default keeps its old names
+    fewer = pb.PhotoBenchmarkSize(seed=2, coco_train_images=60, budget_factor=0.5)
+    assert pb.run_name(fewer, "scratch") == "scratch_n60v120_b0.5_s2"
+    assert pb.run_name(pb.PhotoBenchmarkSize(budget_factor=4), "shipped") == "shipped_b4_s0"
 
 
 def _dirs():

@@ -116,11 +116,31 @@ def _raw_range(size: PhotoBenchmarkSize) -> tuple[int, int]:
     return 2 * size.image_size, 3 * size.image_size
 
 
+def _coco_variant(size: PhotoBenchmarkSize) -> str:
+    """'' for the default COCO-layout set, else a suffix naming its size: other set sizes get
+    their own shards and runs beside the default ones and share the seed's pretraining."""
+    default = PhotoBenchmarkSize()
+    if (size.coco_train_images, size.coco_val_images) == (
+        default.coco_train_images,
+        default.coco_val_images,
+    ):
+        return ""
+    return f"_n{size.coco_train_images}v{size.coco_val_images}"
+
+
+def run_name(size: PhotoBenchmarkSize, arm: str) -> str:
+    """The run dir name of `arm`: one per seed, labelled set and budget, so a sweep over
+    `coco_train_images` or `budget_factor` in one work_dir reuses the seed's pretraining."""
+    budget = "" if size.budget_factor == 1.0 else f"_b{size.budget_factor:g}"
+    return f"{arm}{_coco_variant(size)}{budget}_s{size.seed}"
+
+
 def prepare_data(work_dir: str, photo_dir: str, size: PhotoBenchmarkSize) -> dict:
     """Writes the raw dumps and builds their shards once (reused by later calls: same seed)."""
     base = os.path.join(work_dir, f"data_s{size.seed}")  # each seed its own crops and scenes
     raw, tfr = os.path.join(base, "raw"), os.path.join(base, "tfrecords")
-    inet_out, coco_out = os.path.join(tfr, "imagenet"), os.path.join(tfr, "coco")
+    variant = _coco_variant(size)
+    inet_out, coco_out = os.path.join(tfr, "imagenet"), os.path.join(tfr, f"coco{variant}")
     names = sorted(
         n for n in os.listdir(photo_dir) if n.lower().endswith(photo_sets.PHOTO_SUFFIXES)
     )
@@ -158,7 +178,7 @@ def prepare_data(work_dir: str, photo_dir: str, size: PhotoBenchmarkSize) -> dic
             ("coco_val", size.coco_val_images, 100_001),
         ):
             coco = photo_sets.write_photo_coco(
-                os.path.join(raw, split),
+                os.path.join(raw, split + variant),
                 photos[:classes],
                 photos[classes:],
                 category_ids=_IDS[:classes],
@@ -347,7 +367,7 @@ def compare_on_photos(work_dir: str, photo_dir: str, size: PhotoBenchmarkSize) -
         t0 = time.perf_counter()
         result = run_finetuning(
             cfg,
-            os.path.join(work_dir, "runs", f"{arm}_s{size.seed}"),
+            os.path.join(work_dir, "runs", run_name(size, arm)),
             init_checkpoint="" if is_scratch_arm(arm) else pretrain_dir,
         )
         m = result["eval"]

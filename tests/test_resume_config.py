@@ -58,6 +58,8 @@ def test_paths_and_cadence_may_change(tmp_path):
     new = _cfg(log_every_steps=7, checkpoint_every_steps=3, strategy="one_device")
     new.data.train_pattern = "gs://bucket/train-*"
     new.name = "renamed"
+    # An initializer matters only before the first checkpoint (issue 29 changed its default).
+    new.model.zero_init_residual_gamma = not new.model.zero_init_residual_gamma
     assert check_resume_config(new, run) == {}
     # The model and the data itself may not.
     new.model.resnet_variant = "v1.5"

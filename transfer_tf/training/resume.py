@@ -58,6 +58,9 @@ RESUME_MAY_CHANGE = (
     "train.init_checkpoint",
     "transfer.init_checkpoint",
     "model.init_weights",
+    # Initial values only: a checkpoint holds the gammas (and a run written before the default
+    # changed to false resumes under the new default).
+    "model.zero_init_residual_gamma",
     # Not used by training.
     "export.*",
     "demo.*",

@@ -365,7 +365,11 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
                 if peak:
                     cell.update(
                         flops.fraction_of_peak(
-                            cell["images_per_sec"], step_flops, peak["peak_gflops"]
+                            cell["images_per_sec"],
+                            step_flops,
+                            peak["peak_gflops"],
+                            cell["cpu_seconds_per_image"],
+                            peak["cores"],
                         )
                     )
             best = max(cells, key=lambda v: cells[v]["images_per_sec"]) if cells else None

@@ -72,3 +72,6 @@ def test_peak_from_cpuinfo(tmp_path):
 def test_fraction_of_peak():
     got = flops.fraction_of_peak(images_per_sec=21.0, flops_per_image=2e9, peak_gflops=192.0)
     assert got == {"achieved_gflops": 42.0, "fraction_of_peak": 0.219}
+    # 0.05 CPU s per 2-GFLOP image = 40 GFLOP/s per busy core, of 96 per core.
+    got = flops.fraction_of_peak(21.0, 2e9, 192.0, cpu_seconds_per_image=0.05, cores=2)
+    assert got["fraction_of_peak_per_cpu_second"] == pytest.approx(40 / 96, abs=1e-3)

@@ -120,10 +120,23 @@ def cpu_peak(cpuinfo_path: str = "/proc/cpuinfo", cpus: int | None = None) -> di
     }
 
 
-def fraction_of_peak(images_per_sec: float, flops_per_image: float, peak_gflops: float) -> dict:
-    """{"achieved_gflops", "fraction_of_peak"} of a measured rate."""
+def fraction_of_peak(
+    images_per_sec: float,
+    flops_per_image: float,
+    peak_gflops: float,
+    cpu_seconds_per_image: float | None = None,
+    cores: float | None = None,
+) -> dict:
+    """{"achieved_gflops", "fraction_of_peak"} of a measured rate; with the process CPU seconds
+    per image and the cores, also "fraction_of_peak_per_cpu_second": the FLOPs done per CPU
+    second over one core's peak, which other jobs on a shared machine barely move (wall time
+    counts the seconds they took from us; CPU time does not)."""
     achieved = images_per_sec * flops_per_image / 1e9
-    return {
+    out = {
         "achieved_gflops": round(achieved, 2),
         "fraction_of_peak": round(achieved / peak_gflops, 3) if peak_gflops else None,
     }
+    if cpu_seconds_per_image and cores and peak_gflops:
+        per_core = flops_per_image / cpu_seconds_per_image / 1e9
+        out["fraction_of_peak_per_cpu_second"] = round(per_core / (peak_gflops / cores), 3)
+    return out

@@ -28,11 +28,16 @@ def cache_home(tmp_path, monkeypatch):
 @pytest.fixture
 def timed(monkeypatch):
     """Replaces the probe: records which candidates each call would time, returns canned data."""
-    calls: list[list[str]] = []
+
+    class Calls(list):
+        bests: list = []  # the best step time each call was told of (its early-stop bar)
+
+    calls = Calls()
 
     def fake_probe(candidates, make_step, **kwargs):
         names = [c.name for c in candidates]
         calls.append(names)
+        calls.bests.append(kwargs.get("best_so_far"))
         return {
             "step_seconds": {n: STEP[n] for n in names},
             "setup_seconds": {n: SETUP[n] for n in names},
@@ -69,6 +74,7 @@ def test_short_run_skips_a_long_run_probes_and_the_cache_is_reused(timed, cache_
     # timed (the default's figures are reused), and XLA's 25% faster step wins.
     long, decision = autotune.resolve(cfg, make_step=_never_built, hw=AVX2, total_steps=200_000)
     assert timed == [["float32"], ["float32+xla"]] and long.train.xla is True
+    assert timed.bests == [None, 0.4]  # XLA's timing stops early if over twice the default's
     doc = json.loads((cache_home / "transfer_tf" / autotune.CACHE_FILE).read_text())
     (entry,) = doc.values()
     assert set(entry["step_seconds"]) == {"float32", "float32+xla"} and entry["skipped"] == {}

@@ -114,19 +114,21 @@ def probe(
     warmup: int = PROBE_WARMUP,
     steps: int = PROBE_STEPS,
     release: Callable[[], None] | None = None,
+    best_so_far: float | None = None,
 ) -> dict[str, dict]:
     """Times each candidate. Returns {"step_seconds": {name: median s/step, None if it failed},
     "setup_seconds": {name: build + trace/compile s, i.e. first call minus one step},
     "candidate_seconds": {name: s the candidate cost the probe}}.
 
     A candidate whose step is already over twice the best one's is not timed further (its exact
-    figure does not matter). `release()` runs after each candidate (the real factory's: clear
-    the Keras session).
+    figure does not matter; `best_so_far`: a step time measured before this call). `release()`
+    runs after each candidate (the real factory's: clear the Keras session).
     """
     out: dict[str, dict] = {"step_seconds": {}, "setup_seconds": {}, "candidate_seconds": {}}
     for c in candidates:
         t0 = time.perf_counter()
-        best = min((v for v in out["step_seconds"].values() if v is not None), default=None)
+        done = [v for v in [best_so_far, *out["step_seconds"].values()] if v is not None]
+        best = min(done, default=None)
         try:
             step = make_step(c)
             step()  # trace (and XLA compile) + one step
@@ -307,7 +309,7 @@ def resolve(
             mine = [v for k, v in doc.items() if k.startswith(hw.fingerprint() + "|")]
             measured, timed = probe_budget.staged_probe(
                 candidates,
-                lambda todo: probe(todo, factory, release=release),
+                lambda todo, best: probe(todo, factory, release=release, best_so_far=best),
                 entry,
                 total_steps=total_steps,
                 compiles=compiles,

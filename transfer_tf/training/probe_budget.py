@@ -151,7 +151,8 @@ def staged_probe(
     xla_factor: float,
 ) -> tuple[dict, bool]:
     """Times the default (`candidates[0]`) unless `cached` has it, then whichever of the others
-    `plan_candidates` finds worth it and `cached` lacks. `measure(list) -> autotune.probe's dict`.
+    `plan_candidates` finds worth it and `cached` lacks. `measure(list, best step s so far or
+    None) -> autotune.probe's dict`.
 
     Returns (the merged result, with "skipped": {name: why} for this run; whether anything was
     timed now). A default that failed leaves nothing to predict from: the others are all timed.
@@ -164,7 +165,8 @@ def staged_probe(
 
     def run(todo: Sequence[_Candidate]) -> None:
         nonlocal timed
-        result = measure(list(todo))
+        known = [v for v in merged["step_seconds"].values() if v is not None]
+        result = measure(list(todo), min(known, default=None))
         for k in merged:
             merged[k].update(result.get(k) or {})
         timed = True

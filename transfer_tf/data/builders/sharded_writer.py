@@ -39,6 +39,7 @@ from absl import logging
 
 from transfer_tf.atomic_io import write_json_atomic
 from transfer_tf.data.builders.parallelism import default_workers
+from transfer_tf.data.builders.pool_drain import drain
 from transfer_tf.data.builders.progress import LocalCounter, Progress
 from transfer_tf.data.builders.write_errors import (
     WRITE_ERRORS,
@@ -345,7 +346,9 @@ def write_shards(
             initargs=(encoder, counter),
         ) as pool:
             with Progress(counter, total, label, options.log_every_s):
-                for info in pool.imap_unordered(_write_one, jobs):
+                # This process writes shards too until the pool's workers are up (pool_drain).
+                local = lambda: _init_worker(encoder, counter)  # noqa: E731
+                for info in drain(pool, jobs, workers, _write_one, local):
                     results[info["file"]] = info
     except BaseException:
         # The pool's exit killed the other workers mid-shard: their partial files go too.

@@ -16,7 +16,10 @@ PRECISION `fp32` | `bf16`; `_xla` compiles the step with XLA. The loop trains wi
 
 Each measurement discards `--warmup` steps (tracing, XLA compile, allocation) and reports the
 median images/s of the timed steps, plus process CPU seconds per image (less sensitive to other
-jobs on the machine than wall time); variants are interleaved `--repeats` times.
+jobs on the machine than wall time); variants are interleaved `--repeats` times. Every cell also
+gets `achieved_gflops` and `fraction_of_peak`: the training step's FLOPs per image, counted on the
+traced step (`benchmarks/flops.py`: 1 multiply-add = 2 FLOPs), times images/s, over the CPU's
+float32 peak estimated from /proc/cpuinfo (`peak` in the output says how, and its assumptions).
 """
 
 import dataclasses
@@ -29,6 +32,7 @@ import numpy as np
 from absl import flags
 
 from transfer_tf import cli
+from transfer_tf.benchmarks.training_inputs import synthetic_batches, tfrecord_batches
 
 FLAGS = flags.FlagValues()
 flags.DEFINE_string("model", "resnet50", "Model name.", flag_values=FLAGS)
@@ -172,15 +176,6 @@ def _mark(step: int) -> tuple[float, float, int]:
     return time.perf_counter(), time.process_time(), step
 
 
-def _data(batch, size, classes):
-    import tensorflow as tf
-
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 255, [batch, size, size, 3]).astype("uint8")
-    labels = np.eye(classes, dtype="float32")[rng.integers(0, classes, batch)]
-    return tf.data.Dataset.from_tensors((images, labels)).repeat()
-
-
 def _reset():
     """Drops the previous variant's models (outside any strategy scope)."""
     import gc
@@ -273,45 +268,20 @@ def _fit(settings: Settings, precision_name: str, xla: bool, size: int, steps: i
         def on_train_batch_end(self, batch, logs=None):
             marks.append(_mark(batch + 1))
 
-    data = _data(settings.batch_size, size, settings.num_classes)
+    data = synthetic_batches(settings.batch_size, size, settings.num_classes)
     model.fit(
         data, steps_per_epoch=settings.warmup + steps, epochs=1, verbose=0, callbacks=[Clock()]
     )
     return _rate(marks, settings.batch_size, settings.warmup)
 
 
-def _tfrecord_fn(settings: Settings, work_dir: str, size: int):
-    """Writes 256 JPEG records (1.5x the model size) and returns a dataset_fn over them."""
-    import tensorflow as tf
+def _train_flops(settings: Settings, size: int) -> float:
+    """FLOPs per image of one float32 training step of the benchmarked model at `size` px."""
+    from transfer_tf.benchmarks.flops import step_flops
 
-    from transfer_tf.config import DataConfig
-    from transfer_tf.data.input import build_dataset
-    from transfer_tf.data.schemas import classification_example
-
-    side = int(size * 1.5)
-    rng = np.random.default_rng(0)
-    folder = os.path.join(work_dir, str(size))
-    os.makedirs(folder, exist_ok=True)
-    for s in range(4):
-        with tf.io.TFRecordWriter(os.path.join(folder, f"train-{s:05d}-of-00004")) as w:
-            for i in range(64):
-                img = rng.integers(0, 255, [side, side, 3]).astype("uint8")
-                jpeg = tf.io.encode_jpeg(img, quality=90).numpy()
-                label = int(rng.integers(0, settings.num_classes))
-                w.write(
-                    classification_example(
-                        jpeg, label + 1, "c", side, side, f"{i}.jpg"
-                    ).SerializeToString()
-                )
-    data_cfg = DataConfig(
-        train_pattern=os.path.join(folder, "train-*"),
-        num_classes=settings.num_classes,
-        image_size=size,
-        shuffle_buffer=256,
-    )
-    return lambda ctx: build_dataset(
-        data_cfg, split="train", global_batch_size=settings.batch_size, input_context=ctx
-    )
+    _reset()
+    model, _ = _build(settings, "none")
+    return step_flops(model, size, training=True)
 
 
 def _ratio(a: dict | None, b: dict | None) -> float | None:
@@ -334,9 +304,11 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
             "--image_sizes/--steps_by_size: expected integers like 32,64 and 224:3"
         ) from None
     only = {"fit": settings.fit_sizes, "tfrecord": settings.tfrecord_sizes}
+    from transfer_tf.benchmarks import flops
     from transfer_tf.training import hardware
 
     hw = hardware.detect()
+    peak = flops.cpu_peak() if hw.kind == "cpu" else None
     start = time.perf_counter()
     table: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as work:
@@ -349,13 +321,13 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
                 if not only.get(kind) or str(size) in only[kind]
             ]
             tf_fn = (
-                _tfrecord_fn(settings, work, size)
+                tfrecord_batches(work, size, settings.batch_size, settings.num_classes)
                 if any(v.startswith("tfrecord") for v in wanted)
                 else None
             )
 
             def synthetic(ctx, size=size):
-                return _data(settings.batch_size, size, settings.num_classes)
+                return synthetic_batches(settings.batch_size, size, settings.num_classes)
 
             for _ in range(settings.repeats):
                 for v in wanted:
@@ -388,9 +360,22 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
                     cells.get("tfrecord_bf16"), cells.get("loop_bf16")
                 ),
             }
+            step_flops = _train_flops(settings, size)
+            for cell in cells.values():
+                if peak:
+                    cell.update(
+                        flops.fraction_of_peak(
+                            cell["images_per_sec"],
+                            step_flops,
+                            peak["peak_gflops"],
+                            cell["cpu_seconds_per_image"],
+                            peak["cores"],
+                        )
+                    )
             best = max(cells, key=lambda v: cells[v]["images_per_sec"]) if cells else None
             table[str(size)] = {
                 "steps": steps,
+                "train_gflop_per_image": round(step_flops / 1e9, 3),
                 "images_per_sec": cells,
                 "derived": {k: v for k, v in derived.items() if v is not None},
                 "fastest": best,
@@ -406,6 +391,8 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
         "steps_per_execution": settings.steps_per_execution,
         "repeats": settings.repeats,
         "seconds": round(time.perf_counter() - start, 1),
+        "peak": peak,
+        "flops_convention": flops.CONVENTION,
         "table": table,
     }
     return json.dumps(out)

@@ -16,7 +16,10 @@ from transfer_tf.data.builders.coco_plan import plan_coco
 def test_generated_json_plans_and_builds_like_train2017_in_miniature(tmp_path):
     root = str(tmp_path / "coco")
     info = benchmark_coco.generate_coco(root, scale=1e-4)
-    assert info == {"images": 12, "annotations": 86, "json_mb": info["json_mb"]}
+    assert info == {"images": 12, "annotations": 86, "json_mb": info["json_mb"]} | {
+        "image_size": "32x32",
+        "distinct_jpegs": 1,
+    }
     data = json.load(open(f"{root}/instances.json"))
     assert len(data["categories"]) == 80 and len(data["annotations"]) == 86
     polygons = [a["segmentation"][0] for a in data["annotations"] if not a["iscrowd"]]

@@ -61,8 +61,40 @@ def _polygon_pool(rng: random.Random, n: int = 512) -> list[tuple[str, list[floa
     return out
 
 
-def generate_coco(root: str, scale: float, seed: int = 0) -> dict[str, Any]:
-    """Writes root/images/ and root/instances.json (kept across runs); returns its sizes."""
+def _photo_like_jpegs(rng: random.Random, count: int, size: tuple[int, int]) -> list[bytes]:
+    """`count` distinct photo-like JPEGs (smooth colour field, stripes, grain) of `size` (w, h):
+    what a full decode costs on real photographs, unlike a flat tiny image."""
+    import numpy as np
+    from PIL import Image
+
+    width, height = size
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32) / max(size)
+    out = []
+    for _ in range(count):
+        g = np.random.default_rng(rng.randrange(2**31))
+        coarse = g.uniform(0, 255, size=(6, 8, 3)).astype(np.uint8)
+        field = np.asarray(
+            Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC), np.float32
+        )
+        angle, freq = g.uniform(0, np.pi), g.uniform(4, 30)
+        stripes = np.sin(2 * np.pi * freq * (xx * np.cos(angle) + yy * np.sin(angle)))
+        image = field + stripes[..., None] * g.uniform(-60, 60, 3) + g.normal(0, 8, field.shape)
+        buf = io.BytesIO()
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def generate_coco(
+    root: str, scale: float, seed: int = 0, image_size: tuple[int, int] = (_SIDE, _SIDE)
+) -> dict[str, Any]:
+    """Writes root/images/ and root/instances.json (kept across runs); returns its sizes.
+
+    At the default 32x32 every image is one hard-linked flat JPEG (the annotation handling is
+    measured); a larger `image_size` (width, height) links 100 distinct photo-like JPEGs of that
+    size round-robin (JPEG decode and validation are measured too), with the polygons, boxes and
+    crowd RLEs scaled to it.
+    """
     marker = os.path.join(root, "generated.json")
     if os.path.exists(marker):
         with open(marker) as f:
@@ -75,23 +107,37 @@ def generate_coco(root: str, scale: float, seed: int = 0) -> dict[str, Any]:
     num_images = max(1, round(TRAIN2017_IMAGES * scale))
     num_annotations = max(1, round(TRAIN2017_ANNOTATIONS * scale))
     rng = random.Random(seed)
-    jpeg = io.BytesIO()
-    Image.new("RGB", (_SIDE, _SIDE), (120, 80, 40)).save(jpeg, format="JPEG", quality=90)
+    width, height = image_size
+    if image_size == (_SIDE, _SIDE):
+        jpeg = io.BytesIO()
+        Image.new("RGB", (_SIDE, _SIDE), (120, 80, 40)).save(jpeg, format="JPEG", quality=90)
+        sources = [jpeg.getvalue()]
+    else:
+        sources = _photo_like_jpegs(rng, min(num_images, 100), image_size)
     names = [f"{100000 + i:012d}.jpg" for i in range(num_images)]
     for i, name in enumerate(names):
-        if i % 50_000 == 0:  # filesystems cap the links to one file (ext4: 65,000)
-            source = os.path.join(root, f"source-{i}.jpg")
+        k = i % len(sources)
+        # A new source file every 50,000 links: filesystems cap the links to one (ext4: 65,000).
+        source = os.path.join(root, f"source-{k}-{i // 50_000}.jpg")
+        if not os.path.exists(source):
             with open(source, "wb") as f:
-                f.write(jpeg.getvalue())
+                f.write(sources[k])
         os.link(source, os.path.join(images_dir, name))
-    pool = _polygon_pool(rng)
+    sx, sy = width / _SIDE, height / _SIDE
+    pool = [
+        (
+            json.dumps([[round(v * (sx if j % 2 == 0 else sy), 2) for j, v in enumerate(p)]]),
+            [round(b[0] * sx, 2), round(b[1] * sy, 2), round(b[2] * sx, 2), round(b[3] * sy, 2)],
+        )
+        for p, b in ((json.loads(seg)[0], box) for seg, box in _polygon_pool(rng))
+    ]
     path = os.path.join(root, "instances.json")
     with open(path, "w") as f:
         f.write('{"info": {"description": "generated train2017-scale"}, "licenses": [],\n')
         f.write('"images": [')
         f.write(
             ",\n".join(
-                json.dumps({"id": 100000 + i, "file_name": n, "height": _SIDE, "width": _SIDE})
+                json.dumps({"id": 100000 + i, "file_name": n, "height": height, "width": width})
                 for i, n in enumerate(names)
             )
         )
@@ -101,11 +147,13 @@ def generate_coco(root: str, scale: float, seed: int = 0) -> dict[str, Any]:
             image_id = 100000 + rng.randrange(num_images)
             cat = rng.choice(_CATEGORY_IDS)
             if rng.random() < 0.01:  # crowd: uncompressed RLE, one run of ones in the middle
-                start, ones = rng.randrange(200, 400), rng.randrange(50, 300)
+                area = width * height
+                start = round(rng.randrange(200, 400) * area / 1024)
+                ones = round(rng.randrange(50, 300) * area / 1024)
                 seg = json.dumps(
-                    {"size": [_SIDE, _SIDE], "counts": [start, ones, 1024 - start - ones]}
+                    {"size": [height, width], "counts": [start, ones, area - start - ones]}
                 )
-                box, crowd = [0.0, 0.0, float(_SIDE), float(_SIDE)], 1
+                box, crowd = [0.0, 0.0, float(width), float(height)], 1
             else:
                 seg, box = pool[rng.randrange(len(pool))]
                 crowd = 0
@@ -123,6 +171,8 @@ def generate_coco(root: str, scale: float, seed: int = 0) -> dict[str, Any]:
         f.write("]}\n")
     info = {
         "images": num_images,
+        "image_size": f"{width}x{height}",
+        "distinct_jpegs": len(sources),
         "annotations": num_annotations,
         "json_mb": round(os.path.getsize(path) / 2**20, 1),
     }
@@ -208,15 +258,22 @@ def count_records(pattern: str) -> int:
 def run_benchmark(
     work_dir: str,
     scale: float = 1.0,
-    workers: Sequence[int] = (1, 2, 4),
+    workers: Sequence[int | None] = (1, 2, 4),
     masks: Sequence[bool] = (False, True),
     model_garden_dir: str = "",
-    model_garden_processes: Sequence[int] = (0,),
+    model_garden_processes: Sequence[int | None] = (0,),
     num_shards: int = 32,
+    image_size: tuple[int, int] = (_SIDE, _SIDE),
 ) -> dict[str, Any]:
-    """Returns {"data": sizes, "runs": [...], "ratio_tree_...": {masks: ours max / MG min}}."""
-    data_dir = os.path.join(work_dir, f"coco_scale_{scale:g}")
-    data = generate_coco(data_dir, scale)
+    """Returns {"data": sizes, "runs": [...], "ratio_tree_...": {masks: ours max / MG min},
+    "ratio_wall_...": {masks: MG's fastest wall / ours fastest}}.
+
+    A None in `workers` / `model_garden_processes` runs that tool at its default (the flag left
+    out: ours, the usable cores; Model Garden's, a pool of `os.cpu_count()` processes).
+    """
+    suffix = "" if image_size == (_SIDE, _SIDE) else f"_{image_size[0]}x{image_size[1]}"
+    data_dir = os.path.join(work_dir, f"coco_scale_{scale:g}{suffix}")
+    data = generate_coco(data_dir, scale, image_size=image_size)
     ann = os.path.join(data_dir, "instances.json")
     images = os.path.join(data_dir, "images")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -228,7 +285,8 @@ def run_benchmark(
             jobs += [("model_garden", p) for p in model_garden_processes]
         for tool, n in jobs:
             # A folder per run: two benchmark processes may share --work_dir.
-            out = os.path.join(work_dir, f"out-{tool}-{n}-{int(with_masks)}-{os.getpid()}")
+            tag = "default" if n is None else n
+            out = os.path.join(work_dir, f"out-{tool}-{tag}-{int(with_masks)}-{os.getpid()}")
             shutil.rmtree(out, ignore_errors=True)
             os.makedirs(out)
             common = [
@@ -240,24 +298,29 @@ def run_benchmark(
             ]
             if tool == "transfer_tf":
                 cmd = [sys.executable, "-m", "pipelines.make_coco_tfrecords", *common]
-                cmd.append(f"--num_workers={n}")
+                cmd += [] if n is None else [f"--num_workers={n}"]
                 run_env = dict(env, PYTHONPATH=repo)
             else:
                 cmd = [sys.executable, "-m", "official.vision.data.create_coco_tf_record"]
-                cmd += [*common, f"--num_processes={n}"]
+                cmd += [*common, *([] if n is None else [f"--num_processes={n}"])]
                 run_env = dict(env, PYTHONPATH=model_garden_dir)
             result = run_measured(cmd, run_env)
             result.update(
                 tool=tool,
                 masks=with_masks,
-                workers=n,
+                workers="default" if n is None else n,
                 records=count_records(f"{out}/train-*.tfrecord"),
             )
             runs.append(result)
             print(json.dumps(result), file=sys.stderr, flush=True)
             shutil.rmtree(out, ignore_errors=True)
-    ratio = {}
+    ratio, wall = {}, {}
     for with_masks in masks:
+        ok = [r for r in runs if r["masks"] == with_masks and r["exit_code"] == 0]
+        ours_wall = [r["wall_s"] for r in ok if r["tool"] == "transfer_tf"]
+        mg_wall = [r["wall_s"] for r in ok if r["tool"] == "model_garden"]
+        if ours_wall and mg_wall:
+            wall[f"masks={str(with_masks).lower()}"] = round(min(mg_wall) / min(ours_wall), 3)
         ours = [
             r["peak_tree_mb"]
             for r in runs
@@ -276,5 +339,7 @@ def run_benchmark(
         "num_shards": num_shards,
         "runs": runs,
         "ratio_tree_ours_max_over_model_garden_min": ratio,
+        "ratio_wall_model_garden_min_over_ours_min": wall,
         "cpus": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
     }

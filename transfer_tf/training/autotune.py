@@ -5,9 +5,10 @@ a few steps of the real train step (this model, global batch and image size, on 
 no input pipeline) for each candidate of XLA on/off x the precisions the hardware allows (only
 the configured precision when it is explicit) and keeps the fastest. The answer is cached in
 `$XDG_CACHE_HOME/transfer_tf/xla_probe.json` (default `~/.cache/...`), keyed by hardware
-fingerprint + model + image size + batch + candidates, so a machine pays the probe once. An
-explicit `train.xla` skips the probe (with `mixed_precision: auto` the rule then decides); a
-candidate that fails (e.g. XLA unavailable) is logged and skipped.
+fingerprint + model + image size + batch + candidates, so a machine pays the probe once. For a
+run of known length the probe pays for itself (probe_budget): it times the default, then only the
+candidates that could win back their cost within the run. An explicit `train.xla` skips the probe
+(with `mixed_precision: auto` the rule then decides); a candidate that fails is logged and skipped.
 
 Why measured: on a 2-core AVX2 EPYC, XLA made the ResNet-50 step 3.4x faster at 32 px but 0.62x
 at 64 px (BENCHMARKS.md): no static setting is right everywhere.
@@ -32,9 +33,10 @@ from absl import logging
 
 from transfer_tf import models
 from transfer_tf.config import ExperimentConfig
-from transfer_tf.training import hardware, precision
+from transfer_tf.training import hardware, precision, probe_budget
 
 CACHE_FILE = "xla_probe.json"
+cache_dir = probe_budget.cache_dir
 # Untimed calls (trace + XLA compile, then one to settle allocations) and timed steps per
 # candidate: the median of 3 separates XLA on/off (differences of 1.5-3.4x) at a cost of ~6 steps.
 PROBE_WARMUP = 2
@@ -84,12 +86,6 @@ class Decision:
         return {**dataclasses.asdict(self), "step_seconds": self.step_seconds}
 
 
-def cache_dir() -> str:
-    """`$XDG_CACHE_HOME/transfer_tf` (XDG default `~/.cache/transfer_tf`)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "transfer_tf")
-
-
 def cache_key(hw: hardware.Hardware, cfg: ExperimentConfig, candidates: list[Candidate]) -> str:
     """What a probe result is valid for: machine, model (name + a digest of every model.* key,
     so variants and BN options count), image size, batch, candidates."""
@@ -111,27 +107,6 @@ def cache_key(hw: hardware.Hardware, cfg: ExperimentConfig, candidates: list[Can
     )
 
 
-def _read_cache(path: str) -> dict:
-    try:
-        with open(path) as f:
-            doc = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
-
-
-def _write_cache(path: str, key: str, entry: dict) -> None:
-    from transfer_tf.atomic_io import write_json_atomic
-
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        doc = _read_cache(path)  # other entries (other models/sizes) stay
-        doc[key] = entry
-        write_json_atomic(path, doc)
-    except OSError as e:  # a read-only home must not stop training: the probe reruns next time
-        logging.warning("xla probe: could not write the cache %s (%s)", path, e)
-
-
 def probe(
     candidates: list[Candidate],
     make_step: StepFactory,
@@ -139,19 +114,21 @@ def probe(
     warmup: int = PROBE_WARMUP,
     steps: int = PROBE_STEPS,
     release: Callable[[], None] | None = None,
+    best_so_far: float | None = None,
 ) -> dict[str, dict]:
     """Times each candidate. Returns {"step_seconds": {name: median s/step, None if it failed},
     "setup_seconds": {name: build + trace/compile s, i.e. first call minus one step},
     "candidate_seconds": {name: s the candidate cost the probe}}.
 
     A candidate whose step is already over twice the best one's is not timed further (its exact
-    figure does not matter). `release()` runs after each candidate (the real factory's: clear
-    the Keras session).
+    figure does not matter; `best_so_far`: a step time measured before this call). `release()`
+    runs after each candidate (the real factory's: clear the Keras session).
     """
     out: dict[str, dict] = {"step_seconds": {}, "setup_seconds": {}, "candidate_seconds": {}}
     for c in candidates:
         t0 = time.perf_counter()
-        best = min((v for v in out["step_seconds"].values() if v is not None), default=None)
+        done = [v for v in [best_so_far, *out["step_seconds"].values()] if v is not None]
+        best = min(done, default=None)
         try:
             step = make_step(c)
             step()  # trace (and XLA compile) + one step
@@ -313,34 +290,54 @@ def resolve(
         xla, xla_reason = candidates[0].xla, f"{candidates[0].name} is the only candidate; no probe"
     else:
         key = cache_key(hw, cfg, candidates)
-        path = os.path.join(cache_dir(), CACHE_FILE)
-        entry = _read_cache(path).get(key)
-        if isinstance(entry, dict) and isinstance(entry.get("step_seconds"), dict):
-            probe_info = {**entry, "cached": True, "key": key}
-            logging.info("xla probe: cached result from %s (%s)", path, key)
+        path = os.path.join(probe_budget.cache_dir(), CACHE_FILE)
+        doc = probe_budget.read_cache(path)
+        entry = doc.get(key)
+        if not (isinstance(entry, dict) and isinstance(entry.get("step_seconds"), dict)):
+            entry = None
+        release = None if make_step else models.release_models
+
+        def factory(c: Candidate) -> Callable[[], None]:  # the real one only when a probe runs
+            nonlocal make_step
+            make_step = make_step or real_step_factory(cfg, strategy)
+            return make_step(c)
+
+        t0 = time.perf_counter()
+        if total_steps and (entry is None or entry.get("skipped")):
+            # A run of known length: time the default, then only what can pay for itself
+            # (probe_budget); a cached entry's measurements are reused, never retimed.
+            mine = [v for k, v in doc.items() if k.startswith(hw.fingerprint() + "|")]
+            measured, timed = probe_budget.staged_probe(
+                candidates,
+                lambda todo, best: probe(todo, factory, release=release, best_so_far=best),
+                entry,
+                total_steps=total_steps,
+                compiles=compiles,
+                xla_factor=probe_budget.xla_setup_factor([e for e in mine if isinstance(e, dict)]),
+            )
+        elif entry is None:
+            measured, timed = probe(candidates, factory, release=release), True
         else:
-            t0 = time.perf_counter()
-            if make_step is None:
-                measured = probe(
-                    candidates, real_step_factory(cfg, strategy), release=models.release_models
-                )
-            else:
-                measured = probe(candidates, make_step)
-            timings = measured["step_seconds"]
+            measured, timed = entry, False
+        if timed:
             probe_info = {
                 **measured,
                 "seconds": round(time.perf_counter() - t0, 2),
                 "cached": False,
                 "key": key,
             }
-            if any(v is not None for v in timings.values()):
-                entry = {k: v for k, v in probe_info.items() if k not in ("cached", "key")}
-                _write_cache(path, key, entry)
+            if any(v is not None for v in measured["step_seconds"].values()):
+                keep = {k: v for k, v in probe_info.items() if k not in ("cached", "key")}
+                probe_budget.write_cache(path, key, keep)
+        else:
+            probe_info = {**entry, **measured, "cached": True, "key": key}
+            logging.info("xla probe: cached result from %s (%s)", path, key)
         timings = probe_info["step_seconds"]
         ok = [c for c in candidates if timings.get(c.name) is not None]
         shown = ", ".join(
             f"{c.name} {1000 * timings[c.name]:.0f} ms" if c in ok else f"{c.name} failed"
             for c in candidates
+            if c.name in timings
         )
         if ok:
             setup = probe_info.get("setup_seconds") or {}
@@ -371,6 +368,9 @@ def resolve(
                 )
         else:
             xla, xla_reason = False, f"probe: every candidate failed ({shown}); XLA off"
+        skipped = probe_info.get("skipped") or {}
+        if skipped:
+            xla_reason += "; not probed: " + "; ".join(f"{n} ({w})" for n, w in skipped.items())
     resolved = dataclasses.replace(
         cfg, train=dataclasses.replace(train, mixed_precision=chosen_precision, xla=xla)
     )

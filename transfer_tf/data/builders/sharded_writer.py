@@ -38,6 +38,8 @@ import tensorflow as tf
 from absl import logging
 
 from transfer_tf.atomic_io import write_json_atomic
+from transfer_tf.data.builders.parallelism import default_workers
+from transfer_tf.data.builders.pool_drain import drain
 from transfer_tf.data.builders.progress import LocalCounter, Progress
 from transfer_tf.data.builders.write_errors import (
     WRITE_ERRORS,
@@ -99,15 +101,18 @@ class Encoder:
 
 @dataclass(frozen=True)
 class WriteOptions:
-    """How to run: parallelism, which shards are ours, and logging cadence."""
+    """How to run: parallelism, which shards are ours, and logging cadence.
 
-    num_workers: int = 1
+    `num_workers` None (the default): the usable cores (`parallelism.default_workers`).
+    """
+
+    num_workers: int | None = None
     task_index: int = 0
     num_tasks: int = 1
     log_every_s: float = 10.0
 
     def validate(self) -> None:
-        if self.num_workers < 1:
+        if self.num_workers is not None and self.num_workers < 1:
             raise UsageError(f"--num_workers must be >= 1, got {self.num_workers}")
         if self.num_tasks < 1:
             raise UsageError(f"--num_tasks must be >= 1, got {self.num_tasks}")
@@ -314,15 +319,17 @@ def write_shards(
                 tf.io.gfile.makedirs(d)
     _clean_stale_temps(mine)
     total = sum(len(s.items) for s in todo)
+    jobs = [(s, fps[s.name]) for s in todo]
+    workers = min(options.num_workers or default_workers(total, len(jobs)), max(1, len(jobs)))
     logging.info(
-        "%s: writing %d shard(s), %d images, %d worker(s)",
+        "%s: writing %d shard(s), %d images, %d worker(s)%s",
         label,
         len(todo),
         total,
-        options.num_workers,
+        workers,
+        "" if options.num_workers else " (default: the usable cores)",
     )
-    jobs = [(s, fps[s.name]) for s in todo]
-    if options.num_workers == 1 or len(jobs) <= 1:
+    if workers == 1:
         counter = LocalCounter()
         _init_worker(encoder, counter)
         with Progress(counter, total, label, options.log_every_s):
@@ -334,12 +341,14 @@ def write_shards(
     counter = ctx.Value("q", 0)
     try:
         with ctx.Pool(
-            min(options.num_workers, len(jobs)),
+            workers,
             initializer=_init_worker,
             initargs=(encoder, counter),
         ) as pool:
             with Progress(counter, total, label, options.log_every_s):
-                for info in pool.imap_unordered(_write_one, jobs):
+                # This process writes shards too until the pool's workers are up (pool_drain).
+                local = lambda: _init_worker(encoder, counter)  # noqa: E731
+                for info in drain(pool, jobs, workers, _write_one, local):
                     results[info["file"]] = info
     except BaseException:
         # The pool's exit killed the other workers mid-shard: their partial files go too.

@@ -23,7 +23,6 @@ from typing import Any
 
 import yaml
 
-from transfer_tf.config_detection import detection_problem
 from transfer_tf.config_renamed import (
     LR_RENAME_HINT,
     RENAMED,
@@ -46,6 +45,7 @@ from transfer_tf.config_schema import (  # noqa: F401  (re-exported: the config 
 )
 from transfer_tf.config_train import train_problem
 from transfer_tf.config_unread import detection_unread_problem, unread_problem
+from transfer_tf.detection.settings import detection_problem
 from transfer_tf.errors import ConfigError  # noqa: F401  (re-exported)
 from transfer_tf.ssl.settings import validate_ssl
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from transfer_tf.config_detection import DetectionConfig
+from transfer_tf.detection.settings import DetectionConfig
 
 
 @dataclass

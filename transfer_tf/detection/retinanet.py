@@ -44,7 +44,7 @@ import tensorflow as tf
 from keras_cv.src.bounding_box.converters import _decode_deltas_to_boxes
 
 from transfer_tf.config import ModelConfig
-from transfer_tf.config_detection import DetectionConfig
+from transfer_tf.detection.settings import DetectionConfig
 from transfer_tf.models.resnet import build_classifier
 
 BOX_FORMAT = "yxyx"

@@ -1,6 +1,6 @@
 """The typed schema of an experiment config: one dataclass per YAML section, and allowed values.
-
-Loading, overrides and validation live in `transfer_tf.config`, which re-exports these classes.
+Loading, overrides and validation live in `transfer_tf.config`, which re-exports these classes;
+a task's own section lives in its folder (`detection/settings.py`, `segmentation/settings.py`).
 
 Example:
     cfg = ExperimentConfig(train=TrainConfig(epochs=2))
@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from transfer_tf.detection.settings import DetectionConfig
+from transfer_tf.segmentation.settings import SegmentationConfig
 
 
 @dataclass
@@ -43,11 +44,10 @@ class DataConfig:
     # COCO multi-label crops: a label is kept if this share of its box stays in the crop.
     min_object_covered: float = 0.5
     random_flip: bool = True
-    # After the crop and flip, per image, from sub-seeds of the crop's seed (turning them on
-    # changes no crop): a rotation by an angle drawn uniformly from +-this many degrees (0 = off;
-    # reflected borders, as Keras' RandomRotation), then colour jitter with torchvision's
-    # meaning: [brightness, contrast, saturation, hue], factors drawn from [1 - s, 1 + s] (hue:
-    # a turn of up to +-s of the colour circle, s <= 0.5); 0 = that one off.
+    # After the crop and flip, per image, from sub-seeds of the crop's seed (no crop changes): a
+    # rotation by up to +-this many degrees (0 = off; reflected borders, as Keras' RandomRotation),
+    # then torchvision's colour jitter [brightness, contrast, saturation, hue]: factors from
+    # [1 - s, 1 + s] (hue: up to +-s of the colour circle, s <= 0.5); 0 = that one off.
     random_rotation_degrees: float = 0.0
     color_jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     augment_policy: str = "none"  # none | randaugment | autoaugment
@@ -61,9 +61,8 @@ class DataConfig:
     shuffle_buffer: int = 10_000
     file_shuffle: bool = True
     cycle_length: int = 16
-    # Parallel calls of the record map (also the interleave and batch): 0 = one more than the
-    # schedulable CPU cores with tf.data autotuning OFF (its per-element bookkeeping cost ~7% of
-    # throughput on 2 cores, BENCHMARKS.md); N > 0 = N, autotuning off; -1 = tf.data AUTOTUNE.
+    # Parallel calls of the record map, interleave and batch: 0 = schedulable cores + 1, tf.data
+    # autotuning OFF (its bookkeeping cost ~7% on 2 cores); N > 0 = N; -1 = tf.data AUTOTUNE.
     num_parallel_calls: int = 0
     # Batches prefetched: -1 = 2 with fixed parallelism, AUTOTUNE with num_parallel_calls=-1.
     prefetch: int = -1
@@ -152,10 +151,9 @@ class TrainConfig:
     # decay min(ema_decay, (1 + t) / (10 + t)) at update t. Fine-tuning ignores it
     # (transfer.ema_decay).
     ema_decay: float = 0.0
-    # bfloat16 | float16 | none, or `auto`: what the hardware computes natively (bfloat16 on
-    # TPU, GPU compute capability >= 8.0 and CPUs with AMX-BF16/AVX512-BF16; float16 with loss
-    # scaling on 7.x GPUs; float32 otherwise). The run logs its choice and model_dir/config.yaml
-    # records the resolved value (transfer_tf/training/precision.py).
+    # bfloat16 | float16 | none, or `auto`: what the hardware computes natively (bfloat16 on TPU,
+    # GPU compute capability >= 8.0, CPUs with AMX-BF16/AVX512-BF16; float16 with loss scaling on
+    # 7.x GPUs; float32 otherwise), logged and recorded in config.yaml (training/precision.py).
     mixed_precision: str = "none"
     # XLA-compile the train step: true | false, or `auto`: a measured probe (a few steps of this
     # model, batch and image size on synthetic tensors, XLA on/off x the precisions allowed)
@@ -208,8 +206,8 @@ class PhaseConfig:
 class TransferConfig:
     """Fine-tuning: task type, head, and the freeze/unfreeze schedule."""
 
-    # `classification` (a new dense head; single- or multi-label from data.schema) or
-    # `detection` (RetinaNet: FPN + class/box heads on the backbone, the `detection` section).
+    # `classification` (a new dense head; single- or multi-label from data.schema), `detection`
+    # (RetinaNet, the `detection` section) or `segmentation` (the `segmentation` section).
     task: str = "classification"
     # A named preset (linear_probe | lp_ft | gradual_unfreeze | bit_hyperrule) used INSTEAD of
     # `phases`: setting both is an error (a config with phases takes a preset with
@@ -257,11 +255,9 @@ class ExportConfig:
     top_k: int = 5
     # `auto` derives softmax/sigmoid from the task.
     output_activation: str = "auto"  # auto | softmax | sigmoid
-    # The serving signatures refuse an image of more pixels (width x height, read from its
-    # header before decoding) with InvalidArgumentError; predict says so in one line. Default:
-    # Pillow's decompression-bomb threshold, above which the builders already reject images. A
-    # PNG at the limit costs ~1.3 GB to decode, crop and resize; JPEGs decode downscaled (cheap).
-    # 0 = no limit.
+    # The serving signatures refuse an image of more pixels (width x height, from its header,
+    # before decoding): InvalidArgumentError, one line from predict. Default: Pillow's bomb
+    # threshold, where the builders reject images (a PNG there costs ~1.3 GB). 0 = no limit.
     max_image_pixels: int = 89_478_485
 
 
@@ -297,13 +293,13 @@ class DemoConfig:
     # `simclr` / `byol` (self-supervised, labels ignored: ssl.method, demo/plan.py's small-data
     # recipe); fine-tuning and the scratch baseline are the same either way.
     pretraining: str = "supervised"
-    # Also run the detection stage (transfer_tf/demo/detection.py): RetinaNet from the pretrained
-    # backbone vs from scratch on the COCO-like boxes, AP50 and one image with drawn boxes.
-    # Off by default: several minutes more on 2 CPU cores.
+    # Also run the detection stage (demo/detection.py: RetinaNet pretrained vs scratch, AP50, one
+    # drawn image) / the segmentation stage (demo/segmentation.py: mIoU, one overlay). Off by
+    # default: several minutes more each on 2 CPU cores.
     detection: bool = False
-    # Run the training/evaluate/export/predict stages inside the demo process (the same library
-    # calls their binaries make; one TensorFlow start-up instead of one per stage) or, if false,
-    # as one `python -m pipelines.*` subprocess each.
+    segmentation: bool = False
+    # Run the training/evaluate/export/predict stages inside the demo process (their binaries'
+    # library calls; one TensorFlow start-up) or, if false, one `python -m pipelines.*` each.
     in_process: bool = True
 
 
@@ -368,6 +364,7 @@ class ExperimentConfig:
     transfer: TransferConfig = field(default_factory=TransferConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     detection: DetectionConfig = field(default_factory=DetectionConfig)
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     ssl: SSLConfig = field(default_factory=SSLConfig)
 
@@ -387,9 +384,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "transfer.preset": ("", "linear_probe", "lp_ft", "gradual_unfreeze", "bit_hyperrule"),
     "transfer.head_init": ("default", "zero"),
     "transfer.optimizer": ("sgd", "adam", "adamw"),
-    "transfer.task": ("classification", "detection"),
+    "transfer.task": ("classification", "detection", "segmentation"),
     "detection.recipe": ("keras_cv", "model_garden"),  # before the keys it sets
     "detection.box_loss": ("huber", "smooth_l1"),
+    "segmentation.layout": ("instance_masks", "semantic"),
+    "segmentation.classes": ("all", "voc21"),
+    "segmentation.head": ("semantic_fpn", "deeplabv3plus"),
     "export.output_activation": ("auto", "softmax", "sigmoid"),
     "phase.lr_schedule": ("cosine", "constant", "step"),
     "phase.frozen_batchnorm": ("inference", "train"),

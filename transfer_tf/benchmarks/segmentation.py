@@ -253,7 +253,7 @@ def compare_segmentation(
 def markdown_table(result: dict) -> str:
     """The BENCHMARKS.md table of a `compare_segmentation` result."""
     rows = [
-        "| seed | run | mIoU | pixel acc. | train s | img/s | mIoU gain vs scratch |",
+        "| seed | run | mIoU | pixel acc. | run s | img/run s | mIoU gain vs scratch |",
         "|---|---|---|---|---|---|---|",
     ]
     for seed, runs in result["seeds"].items():

@@ -7,7 +7,8 @@ segmentation.py).
 Generates the shape x colour ImageNet-like set and COCO-like scenes with exact instance masks,
 builds their shards with the real builders (`include_masks`), pretrains a ResNet once, trains the
 segmenter the three ways per seed with `run_finetuning` and scores each by mIoU at the original
-image size on the val split. Prints one JSON line (mIoU per run and seed, the means, the mean
+image size on the val split. --data=photos --photo_dir=DIR runs the same comparison on the photo
+transfer benchmark's real-photo scenes. Prints one JSON line (mIoU per run and seed, the means, the mean
 gain and whether it meets the 0.10 target); --markdown also prints the BENCHMARKS.md table. Data
 and runs under --work_dir are reused on a rerun.
 """
@@ -51,6 +52,13 @@ flags.DEFINE_string(
     "mixed_precision", "auto", "train.mixed_precision (auto: bfloat16 where native).",
     flag_values=FLAGS,
 )  # fmt: skip
+flags.DEFINE_enum(
+    "data", "generated", ["generated", "photos"],
+    "generated: shape x colour scenes; photos: the photo transfer benchmark's scenes "
+    "(--photo_dir, e.g. make_benchmark_shards' photographs).",
+    flag_values=FLAGS,
+)  # fmt: skip
+flags.DEFINE_string("photo_dir", "", "Photographs for --data=photos.", flag_values=FLAGS)
 flags.DEFINE_bool("markdown", False, "Also print the markdown table.", flag_values=FLAGS)
 
 
@@ -74,6 +82,8 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
         raise cli.UsageError(f"--seeds={','.join(flag_values.seeds)}: expected integers") from None
     if not seeds or len(set(seeds)) != len(seeds):
         raise cli.UsageError(f"--seeds={','.join(flag_values.seeds)}: expected distinct seeds")
+    if flag_values.data == "photos" and not flag_values.photo_dir:
+        raise cli.UsageError("--photo_dir is required with --data=photos")
     from transfer_tf.benchmarks.segmentation import (
         SegmentationBenchmarkSize,
         compare_segmentation,
@@ -96,7 +106,8 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
         scratch_lr=flag_values.scratch_lr,
         mixed_precision=flag_values.mixed_precision,
     )
-    result = compare_segmentation(flag_values.work_dir, size)
+    photo_dir = flag_values.photo_dir if flag_values.data == "photos" else ""
+    result = compare_segmentation(flag_values.work_dir, size, photo_dir=photo_dir)
     out = json.dumps(result)
     if flag_values.markdown:
         out += "\n" + markdown_table(result)

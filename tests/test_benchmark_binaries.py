@@ -62,6 +62,7 @@ def _call(module: str, args: list[str]) -> str | None:
         ("pipelines.benchmark_ssl", ["--pretrain_per_class=0"], "=0: expected >= 1"),
         ("pipelines.benchmark_segmentation", ["--seeds=0,x"], "--seeds=0,x: expected integers"),
         ("pipelines.benchmark_segmentation", ["--steps=3"], "--steps=3: expected >= 4"),
+        ("pipelines.benchmark_segmentation", ["--data=photos"], "--photo_dir is required"),
         ("pipelines.benchmark_segmentation", ["--image_size=100"], "expected a multiple of 32"),
         ("pipelines.make_benchmark_shards", [], "--output_dir is required"),
         ("pipelines.make_benchmark_shards", ["--output_dir=o"], "--photo_dir is required"),

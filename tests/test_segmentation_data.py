@@ -145,11 +145,13 @@ def test_semantic_layout_and_train_flip_crop_move_image_and_map_together():
     assert len(flips) == 2  # both orientations were drawn
 
 
-def test_segmentation_dataset_batches(coco_shards):
+@pytest.mark.parametrize("on_corrupt_record", ["error", "skip"])
+def test_segmentation_dataset_batches(coco_shards, on_corrupt_record):
     files, label_map_file = coco_shards
     cfg = config_from_dict(
         {
             "data": {
+                "on_corrupt_record": on_corrupt_record,
                 "schema": "coco",
                 "train_pattern": files[0],
                 "eval_pattern": files[0],

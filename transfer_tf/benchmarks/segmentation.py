@@ -12,6 +12,11 @@ original image size on the val split (`pipelines.evaluate`'s metric):
   frozen      the same backbone, only `fpn,head` train for the whole budget
   scratch     random initialisation, everything trains (cosine, warmup)
 
+With a photo folder (`compare_segmentation(..., photo_dir=...)`) the same three runs use the
+real-photo scenes of the photo transfer benchmark instead (`benchmarks/transfer_photos.py`: its
+pretraining on the photographs, its COCO-layout scenes of pasted photo crops, whose rectangles
+are exact masks).
+
 Each seed (`seeds`) re-runs the three fine-tunings with another `cfg.seed` (data order,
 augmentation, new layers' init); the pretraining and the scenes stay the same. The target is a
 mean gain (pretrained - scratch) of at least 0.10 mIoU.
@@ -27,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import statistics
 import time
@@ -108,6 +114,49 @@ def prepare_data(work_dir: str, size: SegmentationBenchmarkSize) -> dict[str, st
     return {"imagenet": inet_out, "coco": coco_out}
 
 
+def prepare_photo_data(work_dir: str, photo_dir: str, size: SegmentationBenchmarkSize) -> dict:
+    """The real-photo scenes of the transfer benchmark (`benchmarks.transfer_photos`: its
+    photographs as ImageNet-layout classes, and COCO-layout scenes of pasted photo crops, whose
+    rectangles are exact masks), with the scenes also built with instance masks. Returns
+    transfer_photos.prepare_data's dict with "coco" pointing at the masked shards."""
+    from transfer_tf.benchmarks import transfer_photos
+
+    psize = photo_size(size)
+    dirs = transfer_photos.prepare_data(work_dir, photo_dir, psize)
+    base = os.path.join(work_dir, f"data_s{psize.seed}")
+    coco_out = os.path.join(base, "tfrecords", "coco_masks")
+    if not transfer_bench.is_built(coco_out, *transfer_bench.COCO_MANIFESTS):
+        for split in ("train", "val"):
+            raw = os.path.join(base, "raw", f"coco_{split}")
+            annotations = os.path.join(raw, "instances.json")
+            with open(annotations) as f:
+                if any("segmentation" not in a for a in json.load(f)["annotations"]):
+                    raise ValueError(
+                        f"{annotations}: scenes written before they carried masks; delete "
+                        f"{base} to write them again"
+                    )
+            prefix = os.path.join(coco_out, split)
+            build_coco([os.path.join(raw, "images")], annotations, prefix, num_shards=2,
+                       include_masks=True)  # fmt: skip
+    return {**dirs, "coco": coco_out}
+
+
+def photo_size(size: SegmentationBenchmarkSize):
+    """The transfer_photos sizes of these scenes: raw sides 2-3x `pretrain_image_size`, one
+    class per photograph (`classes` of them objects of the scenes)."""
+    from transfer_tf.benchmarks.transfer_photos import PhotoBenchmarkSize
+
+    return PhotoBenchmarkSize(
+        model=size.model,
+        image_size=size.pretrain_image_size,
+        mixed_precision=size.mixed_precision,
+        coco_classes=size.classes,
+        coco_train_images=size.coco_train_images,
+        coco_val_images=size.coco_val_images,
+        seed=size.seed,
+    )
+
+
 def pretrain_config(size: SegmentationBenchmarkSize, imagenet_dir: str) -> ExperimentConfig:
     """The classification transfer benchmark's pretraining recipe at this benchmark's sizes."""
     return transfer_bench.pretrain_config(
@@ -183,29 +232,43 @@ def segmentation_config(
                 "fpn_channels": size.fpn_channels,
                 "head_channels": size.head_channels,
                 "scale_jitter": [0.75, 1.5],
-                "max_eval_size": max(size.raw_image_size),
+                # Generated scenes' sides are raw_image_size; the photo scenes' up to 3x the
+                # pretraining side (transfer_photos).
+                "max_eval_size": max(*size.raw_image_size, 3 * size.pretrain_image_size),
             },
         }
     )
 
 
 def compare_segmentation(
-    work_dir: str, size: SegmentationBenchmarkSize = SegmentationBenchmarkSize()
+    work_dir: str,
+    size: SegmentationBenchmarkSize = SegmentationBenchmarkSize(),
+    photo_dir: str = "",
 ) -> dict:
     """Runs the comparison (see module doc) under `work_dir`; returns {"seeds": {seed: {run:
     {"mIoU", "pixel_accuracy", "train_seconds", "images_per_sec"}, "miou_gain"}}, "mean": {run:
     mean mIoU, "miou_gain", "miou_gain_frozen"}, "target_met", "pretrain", "size"}. Existing runs
-    in `work_dir` are resumed or reused (delete the folder for a fresh measurement)."""
+    in `work_dir` are resumed or reused (delete the folder for a fresh measurement).
+    `photo_dir`: the real-photo scenes instead (`prepare_photo_data`), pretrained with the photo
+    transfer benchmark's recipe (`transfer_photos.pretrain_config`)."""
     from transfer_tf.training.pretrain import run_pretraining
     from transfer_tf.transfer.finetune import run_finetuning
 
     t0 = time.perf_counter()
-    dirs = prepare_data(work_dir, size)
+    if photo_dir:
+        from transfer_tf.benchmarks import transfer_photos
+
+        dirs = prepare_photo_data(work_dir, photo_dir, size)
+        size = dataclasses.replace(size, classes=dirs["coco_classes"])
+        pretrain_cfg = transfer_photos.pretrain_config(photo_size(size), dirs)
+    else:
+        dirs = prepare_data(work_dir, size)
+        pretrain_cfg = pretrain_config(size, dirs["imagenet"])
     data_seconds = time.perf_counter() - t0
     pretrain_dir = os.path.join(work_dir, "runs", "pretrain")
     t0 = time.perf_counter()
     reused = tf.train.latest_checkpoint(os.path.join(pretrain_dir, "checkpoints")) is not None
-    run_pretraining(pretrain_config(size, dirs["imagenet"]), pretrain_dir)
+    run_pretraining(pretrain_cfg, pretrain_dir)
     pretrain_seconds = time.perf_counter() - t0
     keras.backend.clear_session()
     seeds = {}
@@ -234,6 +297,7 @@ def compare_segmentation(
     gain = round(mean["pretrained"] - mean["scratch"], 4)
     return {
         "benchmark": "segmentation",
+        "data": "photos" if photo_dir else "generated",
         "seeds": seeds,
         "mean": {
             **mean,
@@ -242,7 +306,9 @@ def compare_segmentation(
         },
         "target_met": gain >= TARGET_GAIN,
         "pretrain": {
-            "steps": size.pretrain_steps,
+            # The photo recipe's length is in epochs (transfer_photos.pretrain_config).
+            "steps": None if photo_dir else size.pretrain_steps,
+            "epochs": pretrain_cfg.train.epochs if photo_dir else None,
             "seconds": None if reused else round(pretrain_seconds, 1),  # None: reused run
         },
         "data_seconds": round(data_seconds, 1),

@@ -52,12 +52,16 @@ class ConfusionAccumulator:
         predictions = np.asarray(predictions).astype(np.int64)
         self.num_images += labels.shape[0] if labels.ndim == 3 else 1
         valid = labels != IGNORE_LABEL
-        if np.any(labels[valid] >= self.num_classes):
-            raise ValueError(f"a label >= {self.num_classes} classes (and != {IGNORE_LABEL})")
-        index = labels[valid] * self.num_classes + np.minimum(predictions[valid], self.num_classes)
-        self.matrix += np.bincount(index, minlength=self.num_classes**2)[
-            : self.num_classes**2
-        ].reshape(self.num_classes, self.num_classes)
+        labels, predictions = labels[valid], predictions[valid]
+        for name, values in (("label", labels), ("prediction", predictions)):
+            if values.size and (values.min() < 0 or values.max() >= self.num_classes):
+                raise ValueError(
+                    f"a {name} outside 0..{self.num_classes - 1} on a pixel whose label is "
+                    f"not {IGNORE_LABEL}"
+                )
+        index = labels * self.num_classes + predictions
+        counts = np.bincount(index, minlength=self.num_classes**2)
+        self.matrix += counts.reshape(self.num_classes, self.num_classes)
 
     def result(self) -> dict:
         """{"mIoU", "pixel_accuracy", "per_class_iou", "num_images", "num_pixels"}."""

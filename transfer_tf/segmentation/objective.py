@@ -36,8 +36,8 @@ def pixel_loss_terms(logits: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, t
 
 class Segmentation:
     """Batches are `(images uint8 [b, S, S, 3], class maps uint8 [b, S, S])` (`data.segmentation`
-    train). Metrics (per execution, mean over replicas): `pixel_loss` (this replica's share of
-    the loss) and `valid_pixels` (of the global batch).
+    train). Metric (per execution, mean over replicas): `valid_pixels`, the non-ignored pixels
+    of the global batch (the loss's divisor).
 
     Args:
       model: `segmentation.model.build_segmenter`'s model (images -> logits at stride 4).

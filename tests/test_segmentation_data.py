@@ -145,6 +145,19 @@ def test_semantic_layout_and_train_flip_crop_move_image_and_map_together():
     assert len(flips) == 2  # both orientations were drawn
 
 
+def test_shards_without_masks_fail_naming_the_builder_flag():
+    image = np.zeros((8, 8, 3), np.uint8)
+    feature = {
+        schemas.ENCODED: tf.train.Feature(bytes_list=tf.train.BytesList(value=[_png(image)])),
+        schemas.OBJECT_LABEL: tf.train.Feature(int64_list=tf.train.Int64List(value=[1])),
+    }
+    record = tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    seg = SegmentationConfig(image_size=32, classes="voc21")
+    parser = SegmentationParser(DataConfig(schema="coco"), seg, training=True, label_map=None)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="--include_masks"):
+        parser(parser.decoder.decode(record), tf.constant([0, 0]))
+
+
 @pytest.mark.parametrize("on_corrupt_record", ["error", "skip"])
 def test_segmentation_dataset_batches(coco_shards, on_corrupt_record):
     files, label_map_file = coco_shards

@@ -204,6 +204,12 @@ class SegmentationParser:
             )
             tf.debugging.assert_equal(tf.shape(labels), hw, message="class map size != image")
             return labels
+        tf.debugging.assert_equal(
+            tf.size(tensors["masks"]),
+            tf.size(tensors["classes"]),
+            message="COCO record without one instance mask per object: build the shards with "
+            "make_coco_tfrecords --include_masks (or set segmentation.layout: semantic)",
+        )
         masks = decode_masks(tensors["masks"], hw)
         return class_map(masks, self.map_classes(tensors["classes"]), tensors["is_crowd"])
 

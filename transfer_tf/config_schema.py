@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from transfer_tf.detection.settings import DetectionConfig
-from transfer_tf.segmentation.settings import SegmentationConfig
+from transfer_tf.segmentation.settings import SEGMENTATION_CHOICES, SegmentationConfig
 
 
 @dataclass
@@ -44,10 +44,11 @@ class DataConfig:
     # COCO multi-label crops: a label is kept if this share of its box stays in the crop.
     min_object_covered: float = 0.5
     random_flip: bool = True
-    # After the crop and flip, per image, from sub-seeds of the crop's seed (no crop changes): a
-    # rotation by up to +-this many degrees (0 = off; reflected borders, as Keras' RandomRotation),
-    # then torchvision's colour jitter [brightness, contrast, saturation, hue]: factors from
-    # [1 - s, 1 + s] (hue: up to +-s of the colour circle, s <= 0.5); 0 = that one off.
+    # After the crop and flip, per image, from sub-seeds of the crop's seed (turning them on
+    # changes no crop): a rotation by an angle drawn uniformly from +-this many degrees (0 = off;
+    # reflected borders, as Keras' RandomRotation), then colour jitter with torchvision's
+    # meaning: [brightness, contrast, saturation, hue], factors drawn from [1 - s, 1 + s] (hue:
+    # a turn of up to +-s of the colour circle, s <= 0.5); 0 = that one off.
     random_rotation_degrees: float = 0.0
     color_jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     augment_policy: str = "none"  # none | randaugment | autoaugment
@@ -61,8 +62,9 @@ class DataConfig:
     shuffle_buffer: int = 10_000
     file_shuffle: bool = True
     cycle_length: int = 16
-    # Parallel calls of the record map, interleave and batch: 0 = schedulable cores + 1, tf.data
-    # autotuning OFF (its bookkeeping cost ~7% on 2 cores); N > 0 = N; -1 = tf.data AUTOTUNE.
+    # Parallel calls of the record map (also the interleave and batch): 0 = one more than the
+    # schedulable CPU cores with tf.data autotuning OFF (its per-element bookkeeping cost ~7% of
+    # throughput on 2 cores, BENCHMARKS.md); N > 0 = N, autotuning off; -1 = tf.data AUTOTUNE.
     num_parallel_calls: int = 0
     # Batches prefetched: -1 = 2 with fixed parallelism, AUTOTUNE with num_parallel_calls=-1.
     prefetch: int = -1
@@ -151,9 +153,10 @@ class TrainConfig:
     # decay min(ema_decay, (1 + t) / (10 + t)) at update t. Fine-tuning ignores it
     # (transfer.ema_decay).
     ema_decay: float = 0.0
-    # bfloat16 | float16 | none, or `auto`: what the hardware computes natively (bfloat16 on TPU,
-    # GPU compute capability >= 8.0, CPUs with AMX-BF16/AVX512-BF16; float16 with loss scaling on
-    # 7.x GPUs; float32 otherwise), logged and recorded in config.yaml (training/precision.py).
+    # bfloat16 | float16 | none, or `auto`: what the hardware computes natively (bfloat16 on
+    # TPU, GPU compute capability >= 8.0 and CPUs with AMX-BF16/AVX512-BF16; float16 with loss
+    # scaling on 7.x GPUs; float32 otherwise). The run logs its choice and model_dir/config.yaml
+    # records the resolved value (transfer_tf/training/precision.py).
     mixed_precision: str = "none"
     # XLA-compile the train step: true | false, or `auto`: a measured probe (a few steps of this
     # model, batch and image size on synthetic tensors, XLA on/off x the precisions allowed)
@@ -293,9 +296,8 @@ class DemoConfig:
     # `simclr` / `byol` (self-supervised, labels ignored: ssl.method, demo/plan.py's small-data
     # recipe); fine-tuning and the scratch baseline are the same either way.
     pretraining: str = "supervised"
-    # Also run the detection stage (demo/detection.py: RetinaNet pretrained vs scratch, AP50, one
-    # drawn image) / the segmentation stage (demo/segmentation.py: mIoU, one overlay). Off by
-    # default: several minutes more each on 2 CPU cores.
+    # Also run the detection / segmentation stage (demo/detection.py, demo/segmentation.py: from
+    # pretrained vs scratch, AP50 / mIoU, one drawn image). Off by default: minutes more each.
     detection: bool = False
     segmentation: bool = False
     # Run the training/evaluate/export/predict stages inside the demo process (their binaries'
@@ -387,9 +389,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "transfer.task": ("classification", "detection", "segmentation"),
     "detection.recipe": ("keras_cv", "model_garden"),  # before the keys it sets
     "detection.box_loss": ("huber", "smooth_l1"),
-    "segmentation.layout": ("instance_masks", "semantic"),
-    "segmentation.classes": ("all", "voc21"),
-    "segmentation.head": ("semantic_fpn", "deeplabv3plus"),
+    **SEGMENTATION_CHOICES,  # segmentation/settings.py
     "export.output_activation": ("auto", "softmax", "sigmoid"),
     "phase.lr_schedule": ("cosine", "constant", "step"),
     "phase.frozen_batchnorm": ("inference", "train"),

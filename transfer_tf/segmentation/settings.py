@@ -39,6 +39,14 @@ VOC_NAMES = (
 ASPP_REFERENCE_MAP = 32
 
 
+# Values a segmentation key may take (config_schema.CHOICES includes them).
+SEGMENTATION_CHOICES: dict[str, tuple[str, ...]] = {
+    "segmentation.layout": ("instance_masks", "semantic"),
+    "segmentation.classes": ("all", "voc21"),
+    "segmentation.head": ("semantic_fpn", "deeplabv3plus"),
+}
+
+
 @dataclass
 class SegmentationConfig:
     """Semantic segmentation on the ResNet's C2-C5 (used when `transfer.task: segmentation`)."""

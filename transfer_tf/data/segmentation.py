@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from transfer_tf.config import DataConfig
 from transfer_tf.data import schemas
 from transfer_tf.data.detection import decode_rgb, resize_and_pad
 from transfer_tf.data.image_limits import check_pixels, header_hw
@@ -161,7 +162,12 @@ class SegmentationParser:
     """
 
     def __init__(
-        self, data_cfg, seg_cfg: SegmentationConfig, *, training: bool, label_map: LabelMap | None
+        self,
+        data_cfg: DataConfig,
+        seg_cfg: SegmentationConfig,
+        *,
+        training: bool,
+        label_map: LabelMap | None,
     ) -> None:
         self.data_cfg = data_cfg
         self.seg_cfg = seg_cfg
@@ -220,7 +226,7 @@ class SegmentationParser:
         with tf.control_dependencies([self.labels(tensors, shape[:2])]):
             return tf.identity(shape)
 
-    def dummy(self):
+    def dummy(self) -> tuple:
         """Zero outputs of `__call__`'s structure (what skip mode yields for a skipped record)."""
         size, m = self.seg_cfg.image_size, self.seg_cfg.max_eval_size
         image = tf.zeros([size, size, 3], tf.uint8)
@@ -229,7 +235,7 @@ class SegmentationParser:
         inputs = {"images": image, "image_hw": tf.ones([2], tf.int32)}
         return inputs, tf.fill([m, m], tf.constant(IGNORE_LABEL, tf.uint8))
 
-    def __call__(self, tensors: dict[str, tf.Tensor], seed: tf.Tensor):
+    def __call__(self, tensors: dict[str, tf.Tensor], seed: tf.Tensor) -> tuple:
         """Train or eval outputs (module doc); `seed` int [2] (stateless)."""
         if not self.training:
             size, m = self.seg_cfg.image_size, self.seg_cfg.max_eval_size
@@ -244,7 +250,7 @@ class SegmentationParser:
         labels = self.labels(tensors, tf.shape(image)[:2])
         return self._train(image, labels, seed)
 
-    def _train(self, image, labels, seed):
+    def _train(self, image: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor) -> tuple:
         size = self.seg_cfg.image_size
         flip_seed, scale_seed, crop_seed = tf.unstack(
             tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)

@@ -1,8 +1,9 @@
 """The segmentation model, objective and accumulator (transfer_tf/segmentation): the backbone keeps
 the classifier's layer names with the new layers in stages of their own, checkpoints hold every
 weight (keras-cv keeps sublayers in dicts and lists), float32 logits under bfloat16, the ignore
-label leaves the loss alone, the replicas' shares sum to the one-device loss, and mIoU / pixel
-accuracy / per-class IoU from a hand-counted confusion matrix."""
+label leaves the loss alone, the replicas' shares sum to the one-device loss (and the eval pass
+runs under the same two replicas), and mIoU / pixel accuracy / per-class IoU from a hand-counted
+confusion matrix."""
 
 import numpy as np
 import pytest
@@ -122,10 +123,28 @@ shares, metrics = strategy.run(objective.replica_loss, args=(batch,))
 total = strategy.reduce("SUM", shares, axis=None)
 valid = strategy.reduce("MEAN", metrics["valid_pixels"], axis=None)
 first = strategy.experimental_local_results(shares)[0]
+
+# The eval pass under the same strategy: dict inputs split over replicas, class maps gathered.
+from transfer_tf.segmentation.evaluation import ConfusionAccumulator
+from transfer_tf.segmentation.model import Segmenter
+from transfer_tf.training.evaluation import evaluate_model
+
+seg_eval = SegmentationConfig(image_size=64, fpn_channels=32, head_channels=32, max_eval_size=80)
+hw = tf.constant([[60, 40], [64, 64], [30, 50], [64, 10]], tf.int32)
+eval_labels = tf.fill([4, 80, 80], 255)
+eval_labels = tf.tensor_scatter_nd_update(
+    eval_labels, [[0, 0, 0], [2, 29, 49]], [1, 2])  # two valid pixels
+def eval_fn(ctx):
+    inputs = {"images": images, "image_hw": hw}
+    return tf.data.Dataset.from_tensor_slices((inputs, eval_labels)).batch(2)
+metrics = evaluate_model(Segmenter(model, seg_eval), strategy, eval_fn,
+                         ConfusionAccumulator(["a", "b", "c"]))
 print(json.dumps({"single": float(single), "mirrored": float(total), "first": float(first),
-                  "valid": float(single_metrics["valid_pixels"]), "mirrored_valid": float(valid)}))
+                  "valid": float(single_metrics["valid_pixels"]), "mirrored_valid": float(valid),
+                  "eval_images": metrics["num_images"], "eval_pixels": metrics["num_pixels"]}))
 """
     )
+    assert out["eval_images"] == 4 and out["eval_pixels"] == 2
     assert out["valid"] == 4 * 64 * 64 - 64 * 64 - 40 * 64 == out["mirrored_valid"]
     assert abs(out["mirrored"] - out["single"]) < 1e-4 * abs(out["single"])
     assert 0 < out["first"] < out["mirrored"]

@@ -25,7 +25,7 @@ S x S crop where the resized image exceeds S; it first flips with probability 1/
 Outputs:
   train  (uint8 [S, S, 3], uint8 [S, S] class map)
   eval   ({"images": uint8 [S, S, 3], "image_hw": int32 [2] original height/width},
-          uint8 [M, M] class map at the original size, padding 255)
+          int32 [M, M] class map at the original size, padding 255)
 
 Example:
     parser = SegmentationParser(cfg.data, cfg.segmentation, training=True, label_map=label_map)
@@ -233,7 +233,7 @@ class SegmentationParser:
         if self.training:
             return image, tf.fill([size, size], tf.constant(IGNORE_LABEL, tf.uint8))
         inputs = {"images": image, "image_hw": tf.ones([2], tf.int32)}
-        return inputs, tf.fill([m, m], tf.constant(IGNORE_LABEL, tf.uint8))
+        return inputs, tf.fill([m, m], IGNORE_LABEL)
 
     def __call__(self, tensors: dict[str, tf.Tensor], seed: tf.Tensor) -> tuple:
         """Train or eval outputs (module doc); `seed` int [2] (stateless)."""
@@ -245,7 +245,9 @@ class SegmentationParser:
                 m,
                 message=f"eval image larger than segmentation.max_eval_size ({m}) pixels a side",
             )
-            return {"images": image, "image_hw": hw}, pad_labels(self.labels(tensors, hw), m)
+            # int32: the eval step gathers labels across replicas, which uint8 cannot be.
+            labels = tf.cast(pad_labels(self.labels(tensors, hw), m), tf.int32)
+            return {"images": image, "image_hw": hw}, labels
         image = decode_rgb(tensors["image"])
         labels = self.labels(tensors, tf.shape(image)[:2])
         return self._train(image, labels, seed)

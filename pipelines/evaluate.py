@@ -1,7 +1,8 @@
 """Evaluate a training run: `python -m pipelines.evaluate --model_dir=DIR [--checkpoint=PREFIX]`.
 
 Writes the metrics JSON (top-1/top-5 for single-label runs, mAP/F1 for multi-label, COCOeval
-AP/AP50/AP75/APs/APm/APl for detection runs, kNN top-1 for self-supervised pretraining runs) to
+AP/AP50/AP75/APs/APm/APl for detection runs, mIoU/pixel_accuracy/per_class_iou at original size
+for segmentation runs, kNN top-1 for self-supervised pretraining runs) to
 `--output` (default DIR/eval_metrics.json) and prints it. Without --checkpoint a damaged newest
 checkpoint is skipped for the newest intact one (a warning names both); a damaged --checkpoint is
 an error naming its file and the intact ones. Evaluating never takes the run's lock.
@@ -54,6 +55,8 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
     )
     if run_cfg.transfer.task == "detection":
         from transfer_tf.detection.evaluation import evaluate_run  # COCOeval AP metrics
+    elif run_cfg.transfer.task == "segmentation":
+        from transfer_tf.segmentation.evaluation import evaluate_run  # mIoU at original size
     elif is_self_supervised(run_cfg):
         from transfer_tf.ssl.knn import evaluate_run  # kNN top-1: its head is untrained
     else:
@@ -63,7 +66,7 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
         flag_values.model_dir, flag_values.checkpoint, flag_values.eval_pattern or ""
     )
     write_json_atomic(path, metrics)  # OutputError naming the path if the write fails
-    return json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list)})
+    return json.dumps({k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
 
 
 def main(argv: list[str]) -> None:

@@ -10,7 +10,8 @@ naming its file), and writes the next integer version (or `--version`). Signatur
 `serving_default` (encoded image bytes), `serving_image_tensor` (uint8 images, any size),
 `serve_examples` (serialized tf.train.Example).
 A detection run (`transfer.task: detection`) exports its detector instead: boxes in original
-pixels, COCO category ids, names, scores (transfer_tf/detection/export.py).
+pixels, COCO category ids, names, scores (transfer_tf/detection/export.py); a segmentation run
+its segmenter: class maps at original size, per-class scores, names (segmentation/export.py).
 """
 
 from absl import flags, logging
@@ -77,11 +78,21 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
     check_writable(flag_values.export_dir, "--export_dir")  # before the model is built
     model, cfg = load_model(flag_values.model_dir, flag_values.checkpoint)
     cfg = config_from_dict(to_dict(cfg), flag_values.set)
-    factory = None
+    factory, names = None, None
     if cfg.transfer.task == "detection":
         from transfer_tf.detection.export import DetectionServingModule as factory
+    elif cfg.transfer.task == "segmentation":
+        from transfer_tf.segmentation.evaluation import class_names
+        from transfer_tf.segmentation.export import SegmentationServingModule as factory
+
+        names = class_names(cfg)
     path = export_saved_model(
-        model, cfg, flag_values.export_dir, version=flag_values.version, module_factory=factory
+        model,
+        cfg,
+        flag_values.export_dir,
+        version=flag_values.version,
+        module_factory=factory,
+        names=names,
     )
     logging.info("Exported %s to %s", flag_values.model_dir, path)
     return f"export: {path}"

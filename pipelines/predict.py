@@ -6,7 +6,9 @@
 `--saved_model` is a version directory or the export base directory (latest version). Prints the
 top-k classes with names and scores per image, or one JSON document with `--json`. A detection
 export prints each image's boxes (original pixels), classes and scores (at least --min_score),
-and with --draw_dir also writes DIR/<image name>.png with the boxes drawn.
+and with --draw_dir also writes DIR/<image name>.png with the boxes drawn. A segmentation export
+prints the classes present in each image (share of pixels, mean score); --draw_dir writes the
+image with its class map overlaid in colour.
 
     python -m pipelines.predict --saved_model=exports/det --draw_dir=/tmp/drawn street.jpg
 """
@@ -38,7 +40,8 @@ flags.DEFINE_float(
 flags.DEFINE_string(
     "draw_dir",
     None,
-    "Detection exports: write each image with its boxes as DIR/NAME.png.",
+    "Detection / segmentation exports: write each image with its boxes / class-map overlay as "
+    "DIR/NAME.png.",
     flag_values=FLAGS,
 )
 
@@ -58,7 +61,10 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
     check_image_paths(images)  # fail before the (slow) model load
     predictor = Predictor(flag_values.saved_model)
     from transfer_tf.detection import predict as detection
+    from transfer_tf.segmentation import predict as segmentation
 
+    if segmentation.is_segmentation_output(predictor.output_names):
+        return _segment(predictor, images, flag_values)
     if detection.is_detection_output(predictor.output_names):
         results = detection.detect_files(predictor, images, min_score=flag_values.min_score)
         if flag_values.draw_dir:
@@ -78,6 +84,24 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
         }
         return json.dumps(doc, indent=2)
     return format_text(predictions)
+
+
+def _segment(predictor, images: list[str], flag_values: flags.FlagValues) -> str:
+    """A segmentation export's answer: classes present per image (text or --json), and with
+    --draw_dir each image with its class map overlaid as DIR/NAME.png."""
+    from transfer_tf.segmentation import predict as segmentation
+
+    results = segmentation.segment_files(predictor, images)
+    for result in results:
+        if flag_values.draw_dir:
+            name = os.path.splitext(os.path.basename(result["image"]))[0] + ".png"
+            result["drawn"] = segmentation.draw_overlay(
+                result["image"], result, os.path.join(flag_values.draw_dir, name)
+            )
+    if flag_values.json:
+        rows = [{k: v for k, v in r.items() if k != "class_map"} for r in results]
+        return json.dumps({"saved_model": predictor.version_dir, "segments": rows})
+    return segmentation.format_segments(results)
 
 
 def main(argv: list[str]) -> None:

@@ -253,7 +253,7 @@ def test_detection_config_is_validated():
     with pytest.raises(ConfigError, match="unknown config key 'detection.anchor_sizes'"):
         load_config(None, ["detection.anchor_sizes=4"])
     with pytest.raises(ConfigError, match="'transfer.task'"):
-        load_config(None, ["transfer.task=segmentation"])
+        load_config(None, ["transfer.task=panoptic"])
     with pytest.raises(ConfigError, match="detection.image_size"):
         load_config(None, ["detection.image_size=600"])
     with pytest.raises(ConfigError, match="data.schema"):

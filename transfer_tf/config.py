@@ -23,7 +23,6 @@ from typing import Any
 
 import yaml
 
-from transfer_tf.config_detection import detection_problem
 from transfer_tf.config_renamed import (
     LR_RENAME_HINT,
     RENAMED,
@@ -46,7 +45,9 @@ from transfer_tf.config_schema import (  # noqa: F401  (re-exported: the config 
 )
 from transfer_tf.config_train import train_problem
 from transfer_tf.config_unread import detection_unread_problem, unread_problem
+from transfer_tf.detection.settings import detection_problem
 from transfer_tf.errors import ConfigError  # noqa: F401  (re-exported)
+from transfer_tf.segmentation.settings import segmentation_problem
 from transfer_tf.ssl.settings import validate_ssl
 
 # `data.num_classes: auto` is stored as this value until data/manifest.py fills it in.
@@ -287,6 +288,7 @@ def _validate(cfg: ExperimentConfig) -> None:
         train_problem(cfg),
         detection_problem(cfg),
         detection_unread_problem(cfg),
+        segmentation_problem(cfg),
         unread_problem(cfg),
     ):
         if problem:
@@ -381,8 +383,7 @@ def _read_yaml(path: str, _seen: tuple[str, ...] = ()) -> dict:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"config file '{path}'{where}: not valid YAML") from None
-    if data is None:
-        data = {}
+    data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{path}': expected a mapping at the top level")
     base = data.pop("base", None)

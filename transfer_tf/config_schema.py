@@ -1,6 +1,6 @@
 """The typed schema of an experiment config: one dataclass per YAML section, and allowed values.
-
-Loading, overrides and validation live in `transfer_tf.config`, which re-exports these classes.
+Loading, overrides and validation live in `transfer_tf.config`, which re-exports these classes;
+a task's own section lives in its folder (`detection/settings.py`, `segmentation/settings.py`).
 
 Example:
     cfg = ExperimentConfig(train=TrainConfig(epochs=2))
@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from transfer_tf.config_detection import DetectionConfig
+from transfer_tf.detection.settings import DetectionConfig
+from transfer_tf.segmentation.settings import SEGMENTATION_CHOICES, SegmentationConfig
 
 
 @dataclass
@@ -208,8 +209,8 @@ class PhaseConfig:
 class TransferConfig:
     """Fine-tuning: task type, head, and the freeze/unfreeze schedule."""
 
-    # `classification` (a new dense head; single- or multi-label from data.schema) or
-    # `detection` (RetinaNet: FPN + class/box heads on the backbone, the `detection` section).
+    # `classification` (a new dense head; single- or multi-label from data.schema), `detection`
+    # (RetinaNet, the `detection` section) or `segmentation` (the `segmentation` section).
     task: str = "classification"
     # A named preset (linear_probe | lp_ft | gradual_unfreeze | bit_hyperrule) used INSTEAD of
     # `phases`: setting both is an error (a config with phases takes a preset with
@@ -257,11 +258,9 @@ class ExportConfig:
     top_k: int = 5
     # `auto` derives softmax/sigmoid from the task.
     output_activation: str = "auto"  # auto | softmax | sigmoid
-    # The serving signatures refuse an image of more pixels (width x height, read from its
-    # header before decoding) with InvalidArgumentError; predict says so in one line. Default:
-    # Pillow's decompression-bomb threshold, above which the builders already reject images. A
-    # PNG at the limit costs ~1.3 GB to decode, crop and resize; JPEGs decode downscaled (cheap).
-    # 0 = no limit.
+    # The serving signatures refuse an image of more pixels (width x height, from its header,
+    # before decoding): InvalidArgumentError, one line from predict. Default: Pillow's bomb
+    # threshold, where the builders reject images (a PNG there costs ~1.3 GB). 0 = no limit.
     max_image_pixels: int = 89_478_485
 
 
@@ -297,13 +296,12 @@ class DemoConfig:
     # `simclr` / `byol` (self-supervised, labels ignored: ssl.method, demo/plan.py's small-data
     # recipe); fine-tuning and the scratch baseline are the same either way.
     pretraining: str = "supervised"
-    # Also run the detection stage (transfer_tf/demo/detection.py): RetinaNet from the pretrained
-    # backbone vs from scratch on the COCO-like boxes, AP50 and one image with drawn boxes.
-    # Off by default: several minutes more on 2 CPU cores.
+    # Also run the detection / segmentation stage (demo/detection.py, demo/segmentation.py: from
+    # pretrained vs scratch, AP50 / mIoU, one drawn image). Off by default: minutes more each.
     detection: bool = False
-    # Run the training/evaluate/export/predict stages inside the demo process (the same library
-    # calls their binaries make; one TensorFlow start-up instead of one per stage) or, if false,
-    # as one `python -m pipelines.*` subprocess each.
+    segmentation: bool = False
+    # Run the training/evaluate/export/predict stages inside the demo process (their binaries'
+    # library calls; one TensorFlow start-up) or, if false, one `python -m pipelines.*` each.
     in_process: bool = True
 
 
@@ -368,6 +366,7 @@ class ExperimentConfig:
     transfer: TransferConfig = field(default_factory=TransferConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     detection: DetectionConfig = field(default_factory=DetectionConfig)
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     ssl: SSLConfig = field(default_factory=SSLConfig)
 
@@ -387,9 +386,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "transfer.preset": ("", "linear_probe", "lp_ft", "gradual_unfreeze", "bit_hyperrule"),
     "transfer.head_init": ("default", "zero"),
     "transfer.optimizer": ("sgd", "adam", "adamw"),
-    "transfer.task": ("classification", "detection"),
+    "transfer.task": ("classification", "detection", "segmentation"),
     "detection.recipe": ("keras_cv", "model_garden"),  # before the keys it sets
     "detection.box_loss": ("huber", "smooth_l1"),
+    **SEGMENTATION_CHOICES,  # segmentation/settings.py
     "export.output_activation": ("auto", "softmax", "sigmoid"),
     "phase.lr_schedule": ("cosine", "constant", "step"),
     "phase.frozen_batchnorm": ("inference", "train"),

@@ -8,7 +8,7 @@ Two checks, by who can tell that a key goes unread:
   `unread_problem(cfg)`, from `config._validate` (every binary): keys that no run of this config
     reads, whichever binary loads it (the transfer schedule's, the train schedule's, the
     augmentation policy's and the multi-label keys here; the detection section's in
-    `config_detection`, the ssl section's in `ssl.settings`).
+    `detection.settings`, the ssl section's in `ssl.settings`).
   `finetune_unread_problem(cfg)`, from the fine-tuning job: `train.train_steps` / `train.epochs`
     beside explicit `transfer.phases`. Only fine-tuning ignores them (the phases carry their own
     length), and one config file may serve the pretraining job too (configs/demo.yaml), so the
@@ -231,7 +231,7 @@ def _unread_by_detection(cfg) -> list[tuple[str, str | None, str]]:
 def _detection_section_unread(cfg) -> str | None:
     """The error for a `detection.*` key set (not its default) where `transfer.task` is not
     detection: no other run reads the section."""
-    from transfer_tf.config_detection import DetectionConfig
+    from transfer_tf.detection.settings import DetectionConfig
 
     default = DetectionConfig()
     for f in dataclasses.fields(DetectionConfig):

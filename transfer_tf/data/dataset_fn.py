@@ -53,7 +53,9 @@ def dataset_fn(
             run_id=run_id,
             start_step=start_step,
             views=views,
-            detection=cfg.detection if cfg.transfer.task == "detection" else None,
+            detection={"detection": cfg.detection, "segmentation": cfg.segmentation}.get(
+                cfg.transfer.task
+            ),
         )
 
     return fn

@@ -57,10 +57,8 @@ import os
 
 import tensorflow as tf
 
-from transfer_tf.config import DataConfig, DetectionConfig, to_dict
+from transfer_tf.config import DataConfig, to_dict
 from transfer_tf.data import manifest, mixing, policies
-from transfer_tf.data.decoders import make_decoder
-from transfer_tf.data.detection import DetectionParser
 from transfer_tf.data.files import list_files
 from transfer_tf.data.guard import (  # noqa: F401  (re-exported)
     CORRUPT_PREFIX,
@@ -76,6 +74,7 @@ from transfer_tf.data.skipping import (  # noqa: F401  (skipped_records: re-expo
     skipped_records,
 )
 from transfer_tf.data.stream import epoch_stream, tfrecord_epochs
+from transfer_tf.data.task_parsers import TaskConfig, record_parser, task_name
 from transfer_tf.errors import UsageError
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -177,7 +176,7 @@ def build_dataset(
     run_id: str = "",
     start_step: int = 0,
     views: ViewsFn | None = None,
-    detection: DetectionConfig | None = None,
+    detection: TaskConfig | None = None,
 ) -> tf.data.Dataset:
     """Builds the train or eval dataset of `(images, labels)` batches.
 
@@ -196,12 +195,12 @@ def build_dataset(
         stream started at step 0 would be after `start_step` steps (see module doc).
       views: two-view mode (self-supervised pretraining; `parsers.ViewsFn`): batches are
         `((views1, views2) uint8 [B, S, S, 3] each, labels float32 [B, 0])`, labels ignored.
-      detection: the detection section for a detection run (`transfer.task: detection`): COCO
-        shards are parsed by `data.detection.DetectionParser` (its own size and targets).
+      detection: the section of a dense task (`transfer.task` detection or segmentation): its
+        parser (`data.detection`, `data.segmentation`) reads the shards (own size and targets).
     Returns:
       Dataset of `(images uint8 [B, S, S, 3], labels float32 [B, num_classes])`. Labels are
       one-hot (classification), multi-hot (COCO) or soft (after MixUp/CutMix). Detection: labels
-      are the parser's target dicts, batched (`data/detection.py`).
+      are the parser's targets, batched (`data/detection.py`, `data/segmentation.py`).
     Raises:
       UsageError: bad split or batch size, patterns that match nothing, a bad label map.
       ConfigError: the config disagrees with the builders' manifest (data/manifest.py).
@@ -234,7 +233,9 @@ def build_dataset(
 
     if pattern.startswith("tfds:"):
         if detection is not None:
-            raise UsageError(f"'{pattern}': detection reads TFRecord shards, not TFDS")
+            raise UsageError(
+                f"'{pattern}': a {task_name(detection)} run reads TFRecord shards, not TFDS"
+            )
         from transfer_tf.data import tfds_source
 
         data_cfg = manifest.check_pattern(data_cfg, pattern, None)
@@ -269,21 +270,11 @@ def build_dataset(
         )
         schema = data_cfg.schema
         label_map = None
-        if schema == "coco" and views is None:
+        if schema == "coco" and views is None and getattr(detection, "layout", "") != "semantic":
             if not data_cfg.label_map_file:
                 raise UsageError("data.label_map_file is required for the coco schema")
             label_map = read_label_map(data_cfg.label_map_file)
-        if detection is not None:
-            parser = DetectionParser(data_cfg, detection, training=training, label_map=label_map)
-        else:
-            parser = Parser(
-                data_cfg,
-                training=training,
-                label_map=label_map,
-                jpeg_only=data_cfg.jpeg_only,
-                views=views,
-            )
-        decode = make_decoder(schema).decode
+        parser, decode = record_parser(data_cfg, detection, training, label_map, views)
 
     # Records this pipeline consumes per global step: each pipeline feeds its replicas' batches.
     pipelines = source_context.num_input_pipelines if source_context else 1

@@ -281,6 +281,9 @@ def write_photo_coco(
                     "image_id": image_id,
                     "category_id": ids[cat],
                     "bbox": [x0, y0, pw, ph],
+                    # The pasted patch is the object: its rectangle is the exact mask (minus
+                    # what a later paste covers, which the segmentation class map ignores).
+                    "segmentation": [[x0, y0, x0 + pw, y0, x0 + pw, y0 + ph, x0, y0 + ph]],
                     "area": pw * ph,
                     "iscrowd": 0,
                 }

@@ -158,6 +158,15 @@ def _detection_lines(paths: DemoPaths, results: Sequence[StageResult]) -> list[s
     return ["## Object detection (RetinaNet)", "", *report_lines(paths, read_json), ""]
 
 
+def _segmentation_lines(paths: DemoPaths, results: Sequence[StageResult]) -> list[str]:
+    """The optional segmentation section (`demo.segmentation`), when its stages were planned."""
+    if not any(r.name == "segment_finetune" for r in results):
+        return []
+    from transfer_tf.demo.segmentation import report_lines
+
+    return ["## Semantic segmentation (Semantic-FPN)", "", *report_lines(paths, read_json), ""]
+
+
 def _runtime_lines(paths: DemoPaths) -> list[str]:
     """Precision/XLA and time-budget sizing as the size stage and the pretraining job wrote them."""
     from transfer_tf.demo import budget
@@ -217,6 +226,7 @@ def write_report(
         "schedule; the scratch one trains everything from random weights).",
         "",
         *_detection_lines(paths, results),
+        *_segmentation_lines(paths, results),
         "## Hardware and time budget",
         "",
         *_runtime_lines(paths),

@@ -26,6 +26,7 @@ from transfer_tf.datagen import shapes
 from transfer_tf.demo import plan
 from transfer_tf.demo.detection import demo_stages, detection_configs
 from transfer_tf.demo.report import ReportContext, headline, write_report
+from transfer_tf.demo.segmentation import segmentation_configs, with_segmentation
 from transfer_tf.demo.stages import StageResult, run_stage
 from transfer_tf.errors import UsageError
 
@@ -127,6 +128,9 @@ def write_stage_configs(cfg: ExperimentConfig, paths: plan.DemoPaths) -> dict[st
     if cfg.demo.detection:
         for run, run_cfg in detection_configs(cfg, paths).items():
             save_config(run_cfg, paths.config(run))
+    if cfg.demo.segmentation:
+        for run, run_cfg in segmentation_configs(cfg, paths).items():
+            save_config(run_cfg, paths.config(run))
     return problems
 
 
@@ -203,7 +207,8 @@ def run_demo(
     start = time.monotonic()
     config_path = os.path.join(paths.work_dir, "config.yaml")
     save_config(cfg, config_path)
-    stages = demo_stages(cfg, paths)  # plan.plan_stages (+ detection with demo.detection)
+    # plan.plan_stages (+ detection with demo.detection, + segmentation with demo.segmentation)
+    stages = with_segmentation(cfg, paths, demo_stages(cfg, paths))
     missing = sorted({m for s in stages for m in s.modules if not available(m)})
     if missing:
         echo(f"demo: binaries not available yet (their stages will be listed, not run): {missing}")

@@ -36,7 +36,6 @@ Example:
 from __future__ import annotations
 
 import math
-import re
 
 import keras
 import keras_cv
@@ -44,8 +43,8 @@ import tensorflow as tf
 from keras_cv.src.bounding_box.converters import _decode_deltas_to_boxes
 
 from transfer_tf.config import ModelConfig
-from transfer_tf.config_detection import DetectionConfig
-from transfer_tf.models.resnet import build_classifier
+from transfer_tf.detection.settings import DetectionConfig
+from transfer_tf.models.resnet import build_classifier, last_block_output
 
 BOX_FORMAT = "yxyx"
 STRIDES = (8, 16, 32, 64, 128)  # P3..P7
@@ -166,13 +165,6 @@ class Labeler:
         return tf.cast(box_targets, tf.float32), tf.cast(class_targets, tf.float32)
 
 
-def _last_block_output(classifier: keras.Model, stage: int):
-    """The output tensor of the last residual block of `conv{stage}` (C3..C5)."""
-    pattern = re.compile(rf"^conv{stage}_block(\d+)_out$")
-    blocks = [(int(m.group(1)), la) for la in classifier.layers if (m := pattern.match(la.name))]
-    return max(blocks, key=lambda b: b[0])[1].output
-
-
 def build_retinanet(
     model_cfg: ModelConfig, det_cfg: DetectionConfig, num_classes: int
 ) -> keras.Model:
@@ -183,7 +175,7 @@ def build_retinanet(
     Call under the strategy scope, after the precision policy is set; outputs are float32.
     """
     classifier = build_classifier(model_cfg, num_classes=1, image_size=det_cfg.image_size)
-    features = {f"P{k}": _last_block_output(classifier, k) for k in (3, 4, 5)}
+    features = {f"P{k}": last_block_output(classifier, k) for k in (3, 4, 5)}
     pyramid = keras_cv.models.retinanet.FeaturePyramid(name="fpn")(features)
     per_location = num_anchors_per_location(det_cfg)
     prior = -math.log((1.0 - det_cfg.prior_probability) / det_cfg.prior_probability)

@@ -270,6 +270,7 @@ def export_saved_model(
     *,
     version: int | None = None,
     module_factory: Callable[..., tf.Module] | None = None,
+    names: list[str] | None = None,
 ) -> str:
     """Exports `model` as `export_dir/<version>/` (TF Serving layout) and returns that path.
 
@@ -284,10 +285,12 @@ def export_saved_model(
       version: integer version; None = one more than the largest existing version (1 if none).
       module_factory: `(model, cfg, labels_path) -> tf.Module` with `signatures()`, the object to
         save instead of `ServingModule` (a detector's: `detection.export.DetectionServingModule`).
+      names: the class names of the labels asset; default `label_names(cfg)` (a segmenter's
+        class map has its own: `segmentation.evaluation.class_names`).
     Raises:
       UsageError: the version already exists, or the label names file is invalid.
     """
-    names = label_names(cfg)
+    names = label_names(cfg) if names is None else names
     if version is None:
         version = (existing_versions(export_dir) or [0])[-1] + 1
     if version <= 0:

@@ -317,6 +317,14 @@ def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return [layer for layer in model.layers if stage_of(layer.name) not in NEW_STAGES]
 
 
+def last_block_output(classifier: keras.Model, stage: int):
+    """The output tensor of the last residual block of `conv{stage}` (C2..C5: strides 4..32),
+    the feature a detector's or segmenter's neck reads."""
+    pattern = re.compile(rf"^conv{stage}_block(\d+)_out$")
+    blocks = [(int(m.group(1)), la) for la in classifier.layers if (m := pattern.match(la.name))]
+    return max(blocks, key=lambda b: b[0])[1].output
+
+
 def features_model(model: keras.Model) -> keras.Model:
     """A model sharing `model`'s layers that outputs the backbone's last feature map
     `[B, h, w, C]` (C = 2048 for bottleneck ResNets, 512 for 10/18/34)."""

@@ -112,7 +112,8 @@ def load_model_checkpoint(
         of `model_dir/checkpoints` that restores: a damaged newer one is skipped with a warning
         naming its file (`checkpoint_health`).
     Returns:
-      (model, cfg, prefix): the float32 classifier, or detector for `transfer.task: detection`
+      (model, cfg, prefix): the float32 classifier, or the detector / segmenter of a detection /
+      segmentation run
       (init_weights is not re-read), the run's config and the checkpoint restored.
       When the checkpoint holds a weight EMA (a pretraining run with `train.ema_decay > 0`, a
       fine-tuning run with `transfer.ema_decay > 0`) the model holds the averages: what the run
@@ -134,6 +135,11 @@ def load_model_checkpoint(
         from transfer_tf.detection.retinanet import build_retinanet
 
         model = build_retinanet(model_cfg, cfg.detection, cfg.data.num_classes)
+    elif cfg.transfer.task == "segmentation":
+        from transfer_tf.segmentation.model import build_segmenter
+        from transfer_tf.segmentation.settings import num_segmentation_classes
+
+        model = build_segmenter(model_cfg, cfg.segmentation, num_segmentation_classes(cfg))
     else:
         model = build_classifier(model_cfg, cfg.data.num_classes)
 

@@ -95,10 +95,11 @@ class EvalAccumulator:
 def evaluate_run(model_dir: str, checkpoint: str | None = None, eval_pattern: str = "") -> dict:
     """Top-1/top-5 (or mAP for multi-label) of a run's checkpoint on its eval shards."""
     run_cfg = checkpoints.read_run_config(model_dir)
-    if run_cfg.transfer.task == "detection":
+    if run_cfg.transfer.task in ("detection", "segmentation"):
+        task = run_cfg.transfer.task
         raise UsageError(
-            f"'{model_dir}' is a detection run: evaluate it with "
-            "transfer_tf.detection.evaluation.evaluate_run (pipelines/evaluate.py does)"
+            f"'{model_dir}' is a {task} run: evaluate it with "
+            f"transfer_tf.{task}.evaluation.evaluate_run (pipelines/evaluate.py does)"
         )
     if is_self_supervised(run_cfg):
         raise UsageError(

@@ -107,7 +107,8 @@ def checked_config(cfg: ExperimentConfig) -> ExperimentConfig:
 
 def build_model(cfg: ExperimentConfig) -> keras.Model:
     """The run's classifier (`models.resnet.build_classifier`, `data.num_classes` wide), or its
-    detector for `transfer.task: detection` (`detection.retinanet.build_retinanet`), with the
+    detector for `transfer.task: detection` (`detection.retinanet.build_retinanet`; segmentation:
+    `segmentation.model.build_segmenter`), with the
     backbone of `model.init_weights` when set (strictly: `models.weights.load_backbone_weights`).
 
     Call under the strategy's scope, after `setup_runtime` (the precision policy).
@@ -118,6 +119,11 @@ def build_model(cfg: ExperimentConfig) -> keras.Model:
         from transfer_tf.detection.retinanet import build_retinanet  # keras-cv only when used
 
         model = build_retinanet(cfg.model, cfg.detection, cfg.data.num_classes)
+    elif cfg.transfer.task == "segmentation":
+        from transfer_tf.segmentation.model import build_segmenter
+        from transfer_tf.segmentation.settings import num_segmentation_classes
+
+        model = build_segmenter(cfg.model, cfg.segmentation, num_segmentation_classes(cfg))
     else:
         model = build_classifier(cfg.model, cfg.data.num_classes)
     if cfg.model.init_weights:

@@ -172,6 +172,7 @@ def _finetune(
 def _run_phases(cfg, trainer, phases, train_dataset_fn, eval_input_fn, on_phase_end, strategy):
     model = trainer.model
     detecting = cfg.transfer.task == "detection"
+    segmenting = cfg.transfer.task == "segmentation"
     start = trainer.restore()
     if start == 0:
         source = cfg.transfer.init_checkpoint
@@ -179,7 +180,7 @@ def _run_phases(cfg, trainer, phases, train_dataset_fn, eval_input_fn, on_phase_
             restore.restore_backbone(model, source, flag="--init_checkpoint")
         elif not cfg.model.init_weights:
             logging.warning("no --init_checkpoint and no model.init_weights: training from scratch")
-        if not detecting:  # a detector's heads initialise themselves (detection.prior_probability)
+        if not (detecting or segmenting):  # their heads initialise themselves
             initialize_head(model, cfg.transfer.head_init, cfg.transfer.head_prior)
     end = schedule.total_steps(phases)
     if start >= end:
@@ -194,6 +195,11 @@ def _run_phases(cfg, trainer, phases, train_dataset_fn, eval_input_fn, on_phase_
         from transfer_tf.detection import objective as detection_objective
 
         objective = detection_objective.Detection(model, cfg.detection)
+    elif segmenting:
+        from transfer_tf.segmentation import evaluation as segmentation_eval
+        from transfer_tf.segmentation.objective import Segmentation
+
+        objective = Segmentation(model)
     else:
         loss_fn = losses.for_task(
             cfg.data.task, cfg.transfer.label_smoothing, cfg.transfer.pos_weight
@@ -233,6 +239,10 @@ def _run_phases(cfg, trainer, phases, train_dataset_fn, eval_input_fn, on_phase_
     if eval_input_fn is not None and detecting:
         detector = detection_eval.Detector(model, cfg.detection)
         metrics = trainer.evaluate(eval_input_fn, detection_eval.accumulator_for(cfg), detector)
+        logging.info("final eval at step %d: %s", trainer.step, _summary(metrics))
+    elif eval_input_fn is not None and segmenting:
+        segmenter = segmentation_eval.Segmenter(model, cfg.segmentation)
+        metrics = trainer.evaluate(eval_input_fn, segmentation_eval.accumulator_for(cfg), segmenter)
         logging.info("final eval at step %d: %s", trainer.step, _summary(metrics))
     elif eval_input_fn is not None:
         metrics = trainer.evaluate(eval_input_fn, EvalAccumulator(cfg))
@@ -276,4 +286,4 @@ def initialize_head(model: keras.Model, head_init: str = "default", head_prior: 
 
 
 def _summary(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if not isinstance(v, list)}
+    return {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}

@@ -24,8 +24,8 @@ The first three are cosine-decayed.
 `transfer.layer_decay` d (< 1) multiplies every phase's per-stage LR multipliers with
 `layer_decay_multipliers(d)`: stage4 d, stage3 d^2, stage2 d^3, stage1 d^4, stem d^5, head 1.
 
-Detection (`transfer.task: detection`): the new layers are the FPN and the heads, so where a
-preset trains `head` alone a detector trains `fpn,head` (the pyramid is as new as the heads).
+Detection and segmentation: the new layers are the neck (stage `fpn`) and the heads, so where a
+preset trains `head` alone they train `fpn,head` (the neck is as new as the heads).
 
 Example:
     cfg = preset_config(cfg)            # what a preset sets beyond its phases (BiT: MixUp, zero head)
@@ -215,7 +215,7 @@ def resolve_phases(cfg: ExperimentConfig) -> list[Phase]:
                 cfg.transfer.base_learning_rate,
                 cfg.transfer.finetune_lr_factor,
             )
-            if cfg.transfer.task == "detection":
+            if cfg.transfer.task in ("detection", "segmentation"):
                 configs = [
                     dataclasses.replace(pc, trainable="fpn,head") if pc.trainable == "head" else pc
                     for pc in configs

@@ -7,7 +7,7 @@ continue across phase changes, and the phase a run is in is a pure function of i
 
 What trains in a phase (`PhaseConfig.trainable`) is a comma list of:
     head | stem | stage1 | stage2 | stage3 | stage4   exactly that stage
-    fpn                                              a detector's feature pyramid (detection)
+    fpn                                              a detector's or segmenter's neck (FPN, ASPP)
     stageN+                                          stageN and every stage above it, head included
     backbone                                         every stage but the fpn and head
     all                                              everything

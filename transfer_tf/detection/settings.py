@@ -1,7 +1,9 @@
 """The `detection` config section (`transfer.task: detection`) and its value checks.
 
-Kept beside `config_schema` (which adds the section to `ExperimentConfig`) so the detection keys
-live in one place; `config._validate` raises the first `detection_problem` as a ConfigError.
+The home of the detection keys, in the task's folder as every task's settings (`ssl/settings.py`,
+`segmentation/settings.py`); `config_schema` adds the section to `ExperimentConfig` and
+`config._validate` raises the first `detection_problem` as a ConfigError. It imports nothing from
+the package, so the config loader can import it without importing the detector (keras-cv).
 
 The model is RetinaNet (Lin et al., 2017): 640 px inputs, anchors 3 scales x 3 aspect ratios of
 base size 4 x stride on P3-P7, each box also positive on its best anchor, 4-conv heads with a 0.01

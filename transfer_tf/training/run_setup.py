@@ -24,6 +24,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from transfer_tf import cloud_env
 from transfer_tf.atomic_io import write_json_atomic
 from transfer_tf.config import ConfigError, ExperimentConfig, save_config
 from transfer_tf.errors import UsageError
@@ -183,11 +184,10 @@ def start_run(
         record_runtime(os.path.join(write_dir, RUNTIME_FILE), runtime)
     hooks = [ProgressHook(train_cfg.log_every_steps)]
     if strategy_lib.is_chief(strategy):
-        hooks.append(
-            SummaryHook(
-                os.path.join(write_dir, checkpoints.SUMMARY_SUBDIR), train_cfg.log_every_steps
-            )
-        )
+        # AIP_TENSORBOARD_LOG_DIR when Vertex AI sets it (its TensorBoard reads only there).
+        summaries = cloud_env.summary_dir(write_dir)
+        logging.info("TensorBoard summaries: %s", summaries)
+        hooks.append(SummaryHook(summaries, train_cfg.log_every_steps))
     return Trainer(
         model,
         optimizer,

@@ -26,6 +26,7 @@ FLAGS = flags.FlagValues()
 cli.define_config_flags(flag_values=FLAGS)
 cli.define_allow_config_change_flag(FLAGS)
 cli.define_dry_run_flag(FLAGS)
+cli.define_profile_steps_flag(FLAGS)
 cluster.define_cluster_flags(FLAGS)
 flags.DEFINE_string(
     "model_dir",
@@ -60,6 +61,7 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
     cli.reject_extra_args(argv)
     cli.require_flags("config", flag_values=flag_values)
     model_dir = cli.training_model_dir(flag_values)
+    profile = cli.profile_steps(flag_values)
     overrides = list(flag_values.set)
     if flag_values.preset is not None:
         overrides += [f"transfer.preset={json.dumps(flag_values.preset)}", "transfer.phases=[]"]
@@ -82,6 +84,7 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
         model_dir,
         init_checkpoint=flag_values.init_checkpoint,
         allow_config_change=flag_values.allow_config_change,
+        profile_steps=profile,
     )
     metrics = {k: v for k, v in result["eval"].items() if not isinstance(v, list)}
     logging.info("done at global step %d: %s", result["global_step"], metrics)

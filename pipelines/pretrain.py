@@ -19,6 +19,7 @@ FLAGS = flags.FlagValues()
 cli.define_config_flags(flag_values=FLAGS)
 cli.define_allow_config_change_flag(FLAGS)
 cli.define_dry_run_flag(FLAGS)
+cli.define_profile_steps_flag(FLAGS)
 cluster.define_cluster_flags(FLAGS)
 flags.DEFINE_string(
     "model_dir",
@@ -84,6 +85,7 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str | None
     cli.reject_extra_args(argv)
     cli.require_flags("config", flag_values=flag_values)
     model_dir = cli.training_model_dir(flag_values)
+    profile = cli.profile_steps(flag_values)
     overrides = list(flag_values.set)
     for flag, key in _FLAG_TO_KEY.items():
         value = flag_values[flag].value
@@ -111,7 +113,12 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str | None
         from transfer_tf.training.dry_run import pretraining_plan
 
         return json.dumps(pretraining_plan(cfg, model_dir, cluster_info), indent=1)
-    logs = run_pretraining(cfg, model_dir, allow_config_change=flag_values.allow_config_change)
+    logs = run_pretraining(
+        cfg,
+        model_dir,
+        allow_config_change=flag_values.allow_config_change,
+        profile_steps=profile,
+    )
     logging.info("done: %s", logs)
     return None
 

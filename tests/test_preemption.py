@@ -163,6 +163,10 @@ def test_sigterm_saves_at_the_step_reached_and_the_rerun_equals_an_uninterrupted
     resumed = f"resumed from {stopped.checkpoint} at step {stopped.step}"
     assert resumed in text, text[-3000:]
     assert tf.train.latest_checkpoint(str(run_dir / "checkpoints")).endswith(f"ckpt-{totals[job]}")
+    if job == "finetune":  # the progress line in the probe phase gives the run's ETA too
+        _, straight = out[job, "straight"]
+        probe_end = f"step {PROBE_STEPS}/{PROBE_STEPS} loss"
+        assert re.search(rf"^{probe_end} .* ETA \S+, run \S+$", straight, re.M), straight
     want, got = _weights(root / f"{job}_straight"), _weights(run_dir)
     assert want.keys() == got.keys() and len(want) > 10
     for name, value in want.items():  # the tolerance of tests/test_pretrain.py's resume test

@@ -97,6 +97,32 @@ def define_dry_run_flag(flag_values: flags.FlagValues = FLAGS) -> None:
     )
 
 
+def define_profile_steps_flag(flag_values: flags.FlagValues = FLAGS) -> None:
+    """Defines `--profile_steps=A,B` (training binaries: a TensorBoard profile of those steps)."""
+    flags.DEFINE_string(
+        "profile_steps",
+        None,
+        "A,B: write a TensorBoard profile (Profile tab) of global steps A..B into the run's "
+        "summaries folder (chief only).",
+        flag_values=flag_values,
+    )
+
+
+def profile_steps(flag_values: flags.FlagValues = FLAGS) -> tuple[int, int] | None:
+    """`--profile_steps` as (A, B); UsageError unless it is two integers 0 <= A < B."""
+    text = flag_values.profile_steps
+    if not text:
+        return None
+    parts = text.split(",")
+    try:
+        start, stop = (int(p) for p in parts) if len(parts) == 2 else (None, None)
+    except ValueError:
+        start, stop = None, None
+    if start is None or not 0 <= start < stop:
+        raise UsageError(f"--profile_steps: expected A,B (global steps, 0 <= A < B), got {text!r}")
+    return start, stop
+
+
 def training_model_dir(flag_values: flags.FlagValues = FLAGS) -> str:
     """`--model_dir`, else the platform's AIP_CHECKPOINT_DIR / AIP_MODEL_DIR (`cloud_env`; the
     log says which); UsageError when none is set."""

@@ -22,10 +22,17 @@ JOBS = [
 
 # Pinned as a tested set: Keras 3.15 is the release TF 2.21 pairs with, keras-cv 0.9.0 is the last
 # release that works with it. tensorboard: tf.summary.scalar needs it and TF 2.21 no longer
-# installs it.
-PINNED_TENSORFLOW = ["tensorflow==2.21.0", "tensorboard==2.21.0", "keras==3.15.1"]
+# installs it. tensorflow-serving-api: the PredictionLog protos of the export's warm-up requests
+# (it requires tensorflow>=2.21).
+PINNED_TENSORFLOW = [
+    "tensorflow==2.21.0",
+    "tensorboard==2.21.0",
+    "keras==3.15.1",
+    "tensorflow-serving-api==2.21.0",
+]
 # TRANSFER_TF_KEEP_TENSORFLOW=1: the machine's own TensorFlow stays (a TPU VM's build, a GPU image's
-# CUDA build): no tensorflow requirement, tensorboard and keras only as lower bounds.
+# CUDA build): no tensorflow requirement, tensorboard and keras only as lower bounds, and no
+# tensorflow-serving-api (it would pull tensorflow>=2.21; exports then have no warm-up file).
 KEEP_TENSORFLOW = ["tensorboard", "keras>=3.0"]
 KEEP_ENV = "TRANSFER_TF_KEEP_TENSORFLOW"
 

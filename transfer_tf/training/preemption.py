@@ -106,8 +106,12 @@ def handler_for(
     # collectives disagree on a resumed run).
     scratch = tempfile.mkdtemp(prefix="transfer_tf_preemption_")
     atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    # A non-chief's handler writes to "workertemp_<i>" beside checkpoint_dir: inside scratch too.
     handler = tf.distribute.experimental.PreemptionCheckpointHandler(
-        resolver, tf.train.Checkpoint(), checkpoint_dir=scratch, termination_config=config
+        resolver,
+        tf.train.Checkpoint(),
+        checkpoint_dir=os.path.join(scratch, "checkpoints"),
+        termination_config=config,
     )
     platform = getattr(getattr(handler, "_platform_device", None), "name", "")
     if platform in ("GCE_TPU", "GCE_CPU"):

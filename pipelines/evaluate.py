@@ -6,10 +6,16 @@ for segmentation runs, kNN top-1 for self-supervised pretraining runs) to
 `--output` (default DIR/eval_metrics.json) and prints it. Without --checkpoint a damaged newest
 checkpoint is skipped for the newest intact one (a warning names both); a damaged --checkpoint is
 an error naming its file and the intact ones. Evaluating never takes the run's lock.
+
+`--continuous` evaluates a running job (Model Garden's continuous_eval): each new checkpoint as it
+appears, its metrics as TensorBoard summaries (`<summaries>/continuous_eval`) and one JSON line
+each on stdout (`--output` holds the latest); it stops after the run's final step, or after
+`--timeout_s` without a new checkpoint.
 """
 
 import json
 import os
+import sys
 
 from absl import flags
 
@@ -30,6 +36,21 @@ flags.DEFINE_string(
     "Eval TFRecords; default: data.eval_pattern of the run.",
     flag_values=FLAGS,
 )
+flags.DEFINE_bool(
+    "continuous",
+    False,
+    "Evaluate each new checkpoint of a running job as it appears, until its final step.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_float(
+    "timeout_s",
+    3600.0,
+    "--continuous: stop when no new checkpoint appears for this many seconds.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_float(
+    "poll_s", 30.0, "--continuous: seconds between looks for a new checkpoint.", flag_values=FLAGS
+)
 flags.DEFINE_string(
     "output",
     None,
@@ -38,13 +59,22 @@ flags.DEFINE_string(
 )
 
 
-def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
+def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str | None:
     """Evaluates as the parsed flags say (`argv`: absl's, the program name first) and writes the
-    metrics JSON; returns the binary's stdout: the scalar metrics as one JSON line."""
+    metrics JSON; returns the binary's stdout: the scalar metrics as one JSON line (None with
+    `--continuous`, which prints a line per checkpoint as it goes)."""
     cli.reject_extra_args(argv)
     cli.require_flags("model_dir", flag_values=flag_values)
     from transfer_tf.ssl.settings import is_self_supervised
+    from transfer_tf.training import continuous_eval
     from transfer_tf.training.checkpoints import read_run_config
+
+    if flag_values.continuous:
+        if flag_values.checkpoint:
+            raise cli.UsageError("--checkpoint and --continuous exclude each other")
+        continuous_eval.wait_for_run(
+            flag_values.model_dir, flag_values.timeout_s, flag_values.poll_s
+        )
 
     run_cfg = read_run_config(flag_values.model_dir)
     path = flag_values.output or os.path.join(flag_values.model_dir, "eval_metrics.json")
@@ -62,6 +92,18 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
     else:
         from transfer_tf.training.evaluation import evaluate_run
 
+    if flag_values.continuous:
+        for metrics in continuous_eval.continuous_evaluate(
+            flag_values.model_dir,
+            evaluate_run,
+            eval_pattern=flag_values.eval_pattern or "",
+            timeout_s=flag_values.timeout_s,
+            poll_s=flag_values.poll_s,
+        ):
+            write_json_atomic(path, metrics)
+            print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list)}))
+            sys.stdout.flush()
+        return None
     metrics = evaluate_run(
         flag_values.model_dir, flag_values.checkpoint, flag_values.eval_pattern or ""
     )
@@ -70,7 +112,9 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
 
 
 def main(argv: list[str]) -> None:
-    print(run_from_flags(FLAGS, argv))
+    out = run_from_flags(FLAGS, argv)
+    if out is not None:
+        print(out)
 
 
 def run() -> None:

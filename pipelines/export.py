@@ -29,7 +29,8 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     "export_dir",
     None,
-    "Export base directory; the version is a subdirectory.",
+    "Export base directory; the version is a subdirectory (default: AIP_MODEL_DIR, as Vertex AI "
+    "sets it).",
     flag_values=FLAGS,
 )
 flags.DEFINE_string(
@@ -64,7 +65,10 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
     """Exports as the parsed flags say (`argv`: absl's, the program name first); returns the
     binary's stdout: `export: <version dir>`."""
     cli.reject_extra_args(argv)
-    cli.require_flags("model_dir", "export_dir", flag_values=flag_values)
+    cli.require_flags("model_dir", flag_values=flag_values)
+    from transfer_tf.cloud_env import EXPORT_DIR_VARS, output_dir
+
+    export_dir, _ = output_dir(flag_values.export_dir, "--export_dir", EXPORT_DIR_VARS)
     for text in flag_values.set:
         if not text.split("=", 1)[0].strip().startswith(_EXPORT_OVERRIDABLE):
             raise cli.UsageError(
@@ -75,7 +79,7 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
     from transfer_tf.io_errors import check_writable
     from transfer_tf.training.checkpoints import load_model
 
-    check_writable(flag_values.export_dir, "--export_dir")  # before the model is built
+    check_writable(export_dir, "--export_dir")  # before the model is built
     model, cfg = load_model(flag_values.model_dir, flag_values.checkpoint)
     cfg = config_from_dict(to_dict(cfg), flag_values.set)
     factory, names = None, None
@@ -89,7 +93,7 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
     path = export_saved_model(
         model,
         cfg,
-        flag_values.export_dir,
+        export_dir,
         version=flag_values.version,
         module_factory=factory,
         names=names,

@@ -25,11 +25,14 @@ from transfer_tf.distribute import cluster
 FLAGS = flags.FlagValues()
 cli.define_config_flags(flag_values=FLAGS)
 cli.define_allow_config_change_flag(FLAGS)
+cli.define_dry_run_flag(FLAGS)
+cli.define_profile_steps_flag(FLAGS)
 cluster.define_cluster_flags(FLAGS)
 flags.DEFINE_string(
     "model_dir",
     None,
-    "Run directory: config.yaml, checkpoints/, summaries/.",
+    "Run directory: config.yaml, checkpoints/, summaries/ (default: AIP_CHECKPOINT_DIR, then "
+    "AIP_MODEL_DIR, as Vertex AI sets them).",
     flag_values=FLAGS,
 )
 flags.DEFINE_string(
@@ -52,10 +55,13 @@ flags.DEFINE_string(
 def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
     """Fine-tunes as the parsed flags say (`argv`: absl's, the program name first).
 
-    Returns the binary's stdout: one JSON line, the final step, eval metrics and weights digest.
+    Returns the binary's stdout: one JSON line, the final step, eval metrics and weights digest
+    (with `--dry_run`: the resolved plan, `training.dry_run`).
     """
     cli.reject_extra_args(argv)
-    cli.require_flags("config", "model_dir", flag_values=flag_values)
+    cli.require_flags("config", flag_values=flag_values)
+    model_dir = cli.training_model_dir(flag_values)
+    profile = cli.profile_steps(flag_values)
     overrides = list(flag_values.set)
     if flag_values.preset is not None:
         overrides += [f"transfer.preset={json.dumps(flag_values.preset)}", "transfer.phases=[]"]
@@ -66,12 +72,19 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
     # TF_CONFIG must be in place before the strategy is built; checks fail fast, in one line.
     from transfer_tf.distribute.preflight import check_distributed_config
 
-    check_distributed_config(cfg, cluster.configure_cluster_from_flags(flag_values))
+    cluster_info = cluster.configure_cluster_from_flags(flag_values)
+    check_distributed_config(cfg, cluster_info)
+    if flag_values.dry_run:
+        from transfer_tf.training.dry_run import finetuning_plan
+
+        plan = finetuning_plan(cfg, model_dir, cluster_info, flag_values.init_checkpoint)
+        return json.dumps(plan, indent=1)
     result = run_finetuning(
         cfg,
-        flag_values.model_dir,
+        model_dir,
         init_checkpoint=flag_values.init_checkpoint,
         allow_config_change=flag_values.allow_config_change,
+        profile_steps=profile,
     )
     metrics = {k: v for k, v in result["eval"].items() if not isinstance(v, list)}
     logging.info("done at global step %d: %s", result["global_step"], metrics)

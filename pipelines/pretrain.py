@@ -18,11 +18,14 @@ from transfer_tf.distribute import cluster
 FLAGS = flags.FlagValues()
 cli.define_config_flags(flag_values=FLAGS)
 cli.define_allow_config_change_flag(FLAGS)
+cli.define_dry_run_flag(FLAGS)
+cli.define_profile_steps_flag(FLAGS)
 cluster.define_cluster_flags(FLAGS)
 flags.DEFINE_string(
     "model_dir",
     None,
-    "Run directory: config.yaml, checkpoints/, summaries/.",
+    "Run directory: config.yaml, checkpoints/, summaries/ (default: AIP_CHECKPOINT_DIR, then "
+    "AIP_MODEL_DIR, as Vertex AI sets them).",
     flag_values=FLAGS,
 )
 flags.DEFINE_enum(
@@ -76,10 +79,13 @@ _FLAG_TO_KEY = {
 }
 
 
-def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> None:
-    """Pretrains as the parsed flags say (`argv`: absl's, the program name first)."""
+def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str | None:
+    """Pretrains as the parsed flags say (`argv`: absl's, the program name first); with
+    `--dry_run` returns the resolved plan as JSON instead (`training.dry_run`)."""
     cli.reject_extra_args(argv)
-    cli.require_flags("config", "model_dir", flag_values=flag_values)
+    cli.require_flags("config", flag_values=flag_values)
+    model_dir = cli.training_model_dir(flag_values)
+    profile = cli.profile_steps(flag_values)
     overrides = list(flag_values.set)
     for flag, key in _FLAG_TO_KEY.items():
         value = flag_values[flag].value
@@ -101,15 +107,26 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> None:
     # TF_CONFIG must be in place before the strategy is built; checks fail fast, in one line.
     from transfer_tf.distribute.preflight import check_distributed_config
 
-    check_distributed_config(cfg, cluster.configure_cluster_from_flags(flag_values))
+    cluster_info = cluster.configure_cluster_from_flags(flag_values)
+    check_distributed_config(cfg, cluster_info)
+    if flag_values.dry_run:
+        from transfer_tf.training.dry_run import pretraining_plan
+
+        return json.dumps(pretraining_plan(cfg, model_dir, cluster_info), indent=1)
     logs = run_pretraining(
-        cfg, flag_values.model_dir, allow_config_change=flag_values.allow_config_change
+        cfg,
+        model_dir,
+        allow_config_change=flag_values.allow_config_change,
+        profile_steps=profile,
     )
     logging.info("done: %s", logs)
+    return None
 
 
 def main(argv: list[str]) -> None:
-    run_from_flags(FLAGS, argv)
+    out = run_from_flags(FLAGS, argv)
+    if out is not None:
+        print(out)
 
 
 def run() -> None:

@@ -86,6 +86,51 @@ def define_allow_config_change_flag(flag_values: flags.FlagValues = FLAGS) -> No
     )
 
 
+def define_dry_run_flag(flag_values: flags.FlagValues = FLAGS) -> None:
+    """Defines `--dry_run` (training binaries: print the resolved plan, train nothing)."""
+    flags.DEFINE_bool(
+        "dry_run",
+        False,
+        "Resolve the config, the data check (local shards), the strategy plan and the step plan, "
+        "print them as JSON and exit 0: no model, no training, nothing written.",
+        flag_values=flag_values,
+    )
+
+
+def define_profile_steps_flag(flag_values: flags.FlagValues = FLAGS) -> None:
+    """Defines `--profile_steps=A,B` (training binaries: a TensorBoard profile of those steps)."""
+    flags.DEFINE_string(
+        "profile_steps",
+        None,
+        "A,B: write a TensorBoard profile (Profile tab) of global steps A..B into the run's "
+        "summaries folder (chief only).",
+        flag_values=flag_values,
+    )
+
+
+def profile_steps(flag_values: flags.FlagValues = FLAGS) -> tuple[int, int] | None:
+    """`--profile_steps` as (A, B); UsageError unless it is two integers 0 <= A < B."""
+    text = flag_values.profile_steps
+    if not text:
+        return None
+    parts = text.split(",")
+    try:
+        start, stop = (int(p) for p in parts) if len(parts) == 2 else (None, None)
+    except ValueError:
+        start, stop = None, None
+    if start is None or not 0 <= start < stop:
+        raise UsageError(f"--profile_steps: expected A,B (global steps, 0 <= A < B), got {text!r}")
+    return start, stop
+
+
+def training_model_dir(flag_values: flags.FlagValues = FLAGS) -> str:
+    """`--model_dir`, else the platform's AIP_CHECKPOINT_DIR / AIP_MODEL_DIR (`cloud_env`; the
+    log says which); UsageError when none is set."""
+    from transfer_tf.cloud_env import TRAINING_DIR_VARS, output_dir
+
+    return output_dir(flag_values.model_dir, "--model_dir", TRAINING_DIR_VARS)[0]
+
+
 def load_config_from_flags(flag_values: flags.FlagValues = FLAGS) -> ExperimentConfig:
     """Loads `--config` with the `--set` overrides applied (ConfigError on any problem)."""
     return load_config(flag_values.config, flag_values.set)

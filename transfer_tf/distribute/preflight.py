@@ -53,8 +53,9 @@ def check_distributed_config(cfg: ExperimentConfig, cluster: ClusterInfo) -> Non
 
     - `tpu`: `train.mixed_precision` must be `bfloat16` or `auto` (the TPU's native matmul type; float16
       has no TPU units and float32 wastes them). Shapes are static by construction: train batches
-      use drop_remainder, images are `data.image_size` square, and the global batch must split
-      evenly over the replicas (checked again once the replica count is known).
+      use drop_remainder, images are `data.image_size` square. The global batch must split evenly
+      over the replicas: checked once the strategy says how many there are
+      (`strategy.per_replica_batch_size`), since cores per host differ (v3: 8, v4: 4, v5e: 1-8).
     - a multi-worker TF_CONFIG: `train.strategy` must be `multi_worker_mirrored` (anything else
       would train N unrelated models into one model_dir), and the global batch must divide by the
       number of workers.
@@ -65,12 +66,6 @@ def check_distributed_config(cfg: ExperimentConfig, cluster: ClusterInfo) -> Non
         raise ConfigError(
             f"config key 'train.mixed_precision': TPU training runs in bfloat16 "
             f"(got {cfg.train.mixed_precision!r}); set train.mixed_precision=bfloat16"
-        )
-    if strategy == "tpu" and cfg.train.global_batch_size % 8:
-        # Every TPU host has 8 cores (v2-v5 slices); the batch is split over all of them.
-        raise ConfigError(
-            f"config key 'train.global_batch_size': {cfg.train.global_batch_size} is not divisible "
-            "by 8, the number of TPU cores per host"
         )
     if strategy == "tpu":
         check_tpu_address(cfg.train.tpu)

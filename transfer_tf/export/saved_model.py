@@ -44,6 +44,7 @@ from transfer_tf.data.augment import center_crop_and_resize, preprocess_for_eval
 from transfer_tf.data.image_limits import check_pixels
 from transfer_tf.data.label_maps import read_label_map
 from transfer_tf.errors import OutputError, UsageError
+from transfer_tf.export.warmup import write_warmup_requests
 from transfer_tf.io_errors import write_error_reason
 from transfer_tf.models.resnet import model_signature
 from transfer_tf.models.weights import SIGNATURE_FILE
@@ -275,7 +276,8 @@ def export_saved_model(
     """Exports `model` as `export_dir/<version>/` (TF Serving layout) and returns that path.
 
     The SavedModel is written under a temp name in `export_dir` and renamed when complete, so a
-    crashed export never looks like a version to TF Serving (which only loads integer names).
+    crashed export never looks like a version to TF Serving (which only loads integer names). It
+    holds TF Serving warm-up requests, one per signature (`export.warmup`).
 
     Args:
       model: Keras classifier, uint8/float images `[B, S, S, 3]` in 0..255 -> logits `[B, C]`.
@@ -313,6 +315,10 @@ def export_saved_model(
         with info_logs_muted():
             tf.saved_model.save(module, tmp_dir, signatures=module.signatures())
         write_model_signature(model, tmp_dir)
+        # TF Serving runs these at load: the first user request is served at full speed.
+        size = cfg.detection.image_size if cfg.transfer.task == "detection" else cfg.data.image_size
+        name = os.path.basename(os.path.normpath(export_dir))
+        write_warmup_requests(tmp_dir, module.signatures(), name, size)
         tf.io.gfile.rename(tmp_dir, final_dir, overwrite=False)
     except BaseException as e:
         if tf.io.gfile.exists(tmp_dir):

@@ -66,6 +66,7 @@ Semantics:
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Callable
 
@@ -75,7 +76,7 @@ import tensorflow as tf
 from absl import logging
 
 from transfer_tf.errors import UsageError
-from transfer_tf.training import checkpoint_health, optimizers, signals
+from transfer_tf.training import checkpoint_health, optimizers, preemption, signals
 from transfer_tf.training import steps as steps_lib
 from transfer_tf.training import strategy as strategy_lib
 from transfer_tf.training.ema import WeightEMA
@@ -153,6 +154,7 @@ class Trainer:
             optimizer.build([v for v in model.weights if v.trainable] + extra)
             self.ema = WeightEMA(model, ema_decay) if ema_decay > 0 else None
         self._iterator = None
+        self._preemption = None  # PreemptionCheckpointHandler on several workers, False: none
         self._restored: str | None = None  # the prefix `restore` used
         self._manager = self._make_manager()
 
@@ -253,6 +255,9 @@ class Trainer:
         )
         if not variables:
             raise UsageError("nothing to train: every layer of the model is frozen")
+        if self._preemption is None:
+            handler = preemption.handler_for(self.strategy, self.save)
+            self._preemption = handler or False
         self._start_phase(phase_start_step, start, variables, lr_multipliers or {})
         # The stream continues at the global step: phases and resumes do not replay it.
         self._iterator = strategy_lib.train_iterator(
@@ -286,7 +291,7 @@ class Trainer:
                     n = min(n, b - step % b)
             t0 = time.perf_counter()
             lr = float(lr_schedule(tf.constant(step, tf.int64)))
-            loss, total, metrics = train_steps(self._iterator, tf.constant(n, tf.int32))
+            loss, total, metrics = self._run_steps(train_steps, n)
             loss, total = float(loss), float(total)
             elapsed = time.perf_counter() - t0
             step = self.step
@@ -319,6 +324,20 @@ class Trainer:
         for hook in self.hooks:
             hook.on_train_end(step, logs)
         return logs
+
+    def _run_steps(self, train_steps: Callable, n: int):
+        """`train_steps` for `n` steps; across several workers through TensorFlow's
+        PreemptionCheckpointHandler (`training.preemption`), whose coordinated SIGTERM save
+        ends in RunInterrupted here."""
+        if not self._preemption:
+            return train_steps(self._iterator, tf.constant(n, tf.int32))
+        try:
+            return self._preemption.run(train_steps, self._iterator, tf.constant(n, tf.int32))
+        except preemption.Preempted:
+            prefix = os.path.join(self.model_dir, "checkpoints", f"ckpt-{self.step}")
+            for hook in self.hooks:
+                hook.on_train_end(self.step, {})
+            raise signals.RunInterrupted(signal.SIGTERM, self.step, prefix) from None
 
     def _stop_if_requested(self, start: int, step: int) -> None:
         """After SIGINT/SIGTERM (`signals`): saves at `step` and raises RunInterrupted."""

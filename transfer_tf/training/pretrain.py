@@ -39,7 +39,11 @@ from transfer_tf.training.run_setup import (
 
 
 def run_pretraining(
-    cfg: ExperimentConfig, model_dir: str, *, allow_config_change: bool = False
+    cfg: ExperimentConfig,
+    model_dir: str,
+    *,
+    allow_config_change: bool = False,
+    profile_steps: tuple[int, int] | None = None,
 ) -> dict:
     """Trains `cfg` in `model_dir` (resuming from its latest checkpoint); returns the last logs.
 
@@ -48,15 +52,21 @@ def run_pretraining(
     checked against the builders' manifests (`data.num_classes: auto` is filled from them). A
     resume whose config differs from model_dir/config.yaml is a UsageError unless
     `allow_config_change` (`training.resume.check_resume_config`). The job holds model_dir's run
-    lock and stops with a checkpoint on SIGINT/SIGTERM (`training.run_guard`).
+    lock and stops with a checkpoint on SIGINT/SIGTERM (`training.run_guard`). `profile_steps`
+    (A, B): a TensorBoard profile of global steps A..B.
     """
     cfg = checked_config(cfg)
     # The lock (and writable check) before anything reads the data or writes model_dir.
     with guarded_run(model_dir):
-        return _pretrain(cfg, model_dir, allow_config_change)
+        return _pretrain(cfg, model_dir, allow_config_change, profile_steps)
 
 
-def _pretrain(cfg: ExperimentConfig, model_dir: str, allow_config_change: bool) -> dict:
+def _pretrain(
+    cfg: ExperimentConfig,
+    model_dir: str,
+    allow_config_change: bool,
+    profile_steps: tuple[int, int] | None = None,
+) -> dict:
     check_resume_config(cfg, model_dir, allow_change=allow_config_change)
     cfg = adopt_recorded_runtime(cfg, model_dir)
     ssl_run = is_self_supervised(cfg)
@@ -86,6 +96,7 @@ def _pretrain(cfg: ExperimentConfig, model_dir: str, allow_config_change: bool) 
         runtime=runtime,
         extra_checkpoint_objects=objective.checkpoint_objects if objective else None,
         extra_variables=objective.head_variables if objective else None,
+        profile_steps=profile_steps,
     )
     start = trainer.restore()
     if start == 0 and train_cfg.init_checkpoint:

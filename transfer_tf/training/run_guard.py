@@ -26,7 +26,7 @@ import json
 import os
 from collections.abc import Iterator
 
-from transfer_tf.training import checkpoint_health, signals
+from transfer_tf.training import checkpoint_health, preemption, signals
 from transfer_tf.training import strategy as strategy_lib
 from transfer_tf.training.checkpoints import checkpoint_dir
 from transfer_tf.training.run_lock import RunLock
@@ -53,7 +53,9 @@ def guarded_run(model_dir: str, flag: str = "--model_dir") -> Iterator[None]:
         if lock is not None:
             checkpoint_health.remove_debris(checkpoint_dir(model_dir))
         stop = signals.StopSignals(on_abort=[lock.release] if lock is not None else [])
-        with stop if not _multi_worker() else contextlib.nullcontext(stop):
+        # Several workers: SIGTERM is a notice that PreemptionCheckpointHandler acts on
+        # (`training.preemption`: every worker saves the same step, then all exit 143).
+        with stop if not _multi_worker() else preemption.sigterm_notice():
             yield
             if stop.signum is not None:
                 latest = checkpoint_health.list_checkpoints(checkpoint_dir(model_dir))

@@ -24,14 +24,15 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from transfer_tf import cloud_env
 from transfer_tf.atomic_io import write_json_atomic
-from transfer_tf.config import ConfigError, ExperimentConfig, save_config
+from transfer_tf.config import ConfigError, ExperimentConfig, save_config, to_dict
 from transfer_tf.errors import UsageError
 from transfer_tf.models.resnet import build_classifier
 from transfer_tf.ssl.settings import is_self_supervised
 from transfer_tf.training import autotune, checkpoints, precision
 from transfer_tf.training import strategy as strategy_lib
-from transfer_tf.training.hooks import ProgressHook, SummaryHook
+from transfer_tf.training.hooks import ProfileHook, ProgressHook, SummaryHook
 from transfer_tf.training.loop import Trainer
 
 # The precision/XLA decision of a run (autotune.Decision.to_dict), next to config.yaml.
@@ -170,6 +171,8 @@ def start_run(
     runtime: autotune.Decision | None = None,
     extra_checkpoint_objects: dict | None = None,
     extra_variables: list | None = None,
+    total_steps: int | None = None,
+    profile_steps: tuple[int, int] | None = None,
 ) -> Trainer:
     """Lays out a training run and returns its Trainer (progress logs; summaries on the chief).
 
@@ -179,7 +182,10 @@ def start_run(
     loss (0 where the optimizer applies decay itself); `ema_decay > 0` keeps a weight EMA
     (`train.ema_decay` for pretraining, `transfer.ema_decay` for fine-tuning).
     `extra_checkpoint_objects` / `extra_variables`: an objective's state and the trainable
-    variables it adds to the model's (`Trainer`; e.g. `ssl.methods`).
+    variables it adds to the model's (`Trainer`; e.g. `ssl.methods`). `total_steps`: the run's
+    last step when it spans several `train` calls (phases), for the progress line's run ETA.
+    `profile_steps` (A, B): a TensorBoard profile of global steps A..B (chief only). The chief
+    also writes the resolved config as TensorBoard HParams.
     """
     train_cfg = cfg.train
     write_dir = strategy_lib.worker_dir(model_dir, strategy)
@@ -187,13 +193,16 @@ def start_run(
     save_config(cfg, os.path.join(write_dir, checkpoints.CONFIG_FILE))
     if runtime is not None:
         record_runtime(os.path.join(write_dir, RUNTIME_FILE), runtime)
-    hooks = [ProgressHook(train_cfg.log_every_steps)]
+    hooks = [ProgressHook(train_cfg.log_every_steps, run_end_step=total_steps)]
     if strategy_lib.is_chief(strategy):
-        hooks.append(
-            SummaryHook(
-                os.path.join(write_dir, checkpoints.SUMMARY_SUBDIR), train_cfg.log_every_steps
-            )
-        )
+        # AIP_TENSORBOARD_LOG_DIR when Vertex AI sets it (its TensorBoard reads only there).
+        summaries = cloud_env.summary_dir(write_dir)
+        logging.info("TensorBoard summaries: %s", summaries)
+        summary_hook = SummaryHook(summaries, train_cfg.log_every_steps)
+        summary_hook.write_hparams(to_dict(cfg))
+        hooks.append(summary_hook)
+        if profile_steps:
+            hooks.append(ProfileHook(*profile_steps, summaries))
     return Trainer(
         model,
         optimizer,

@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import glob
 import inspect
 import itertools
 import json
@@ -39,7 +40,7 @@ def _mirrored_strategy(devices: list[str] | None = None) -> tf.distribute.Mirror
 
 def _tpu_strategy(tpu: str) -> tf.distribute.Strategy:
     tpu = tpu or os.environ.get("TPU_NAME", "")
-    if not tpu and not tf.config.list_physical_devices("TPU"):
+    if not tpu and not local_tpu_chips():
         # Without a name the resolver would probe the GCE metadata server and hang off-cloud.
         raise UsageError(
             "--strategy=tpu: no TPU on this machine and no --tpu=NAME_OR_ADDRESS (or TPU_NAME) given"
@@ -59,12 +60,29 @@ def _tpu_strategy(tpu: str) -> tf.distribute.Strategy:
     return tf.distribute.TPUStrategy(resolver)
 
 
+def local_tpu_chips() -> int:
+    """TPU devices this host sees: TensorFlow's TPU devices, else the `/dev/accel*` chips a TPU
+    VM exposes (v4/v5e/v5p; TensorFlow may list TPU devices only once the system is initialised).
+    """
+    devices = tf.config.list_physical_devices("TPU")
+    return len(devices) if devices else len(glob.glob("/dev/accel[0-9]*"))
+
+
+def resolve_auto(tpu: str, environ: dict | None = None, tpu_chips: int = 0, gpus: int = 0) -> str:
+    """What `strategy: auto` becomes: `tpu` when a TPU is named (`tpu`, TPU_NAME) or this host
+    has TPU chips (a TPU VM), else `mirrored` over several GPUs, else `one_device`."""
+    env = os.environ if environ is None else environ
+    if tpu or env.get("TPU_NAME") or tpu_chips:
+        return "tpu"
+    return "mirrored" if gpus > 1 else "one_device"
+
+
 def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
     """Returns the `tf.distribute.Strategy` called `name`.
 
     Args:
-      name: `auto` (TPU when `tpu` is given or TPU_NAME is set, else MirroredStrategy over all
-        GPUs when there are several, else one device), `one_device` (first GPU, else CPU),
+      name: `auto` (`resolve_auto`: TPU when `tpu` is given, TPU_NAME is set or this host has
+        TPU chips, else MirroredStrategy over all GPUs when there are several, else one device), `one_device` (first GPU, else CPU),
         `mirrored` (all local GPUs, or the logical CPUs when there is no GPU), `multi_worker_mirrored`
         (workers from TF_CONFIG), `tpu`.
       tpu: TPU name or grpc address for the cluster resolver.
@@ -79,11 +97,9 @@ def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
-        if tpu or os.environ.get("TPU_NAME"):
+        name = resolve_auto(tpu, tpu_chips=local_tpu_chips(), gpus=len(gpus))
+        if name == "tpu":
             return _tpu_strategy(tpu)
-        if len(gpus) > 1:
-            return _mirrored_strategy()
-        name = "one_device"
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
     if name == "mirrored":
@@ -94,12 +110,17 @@ def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
 
 
 def per_replica_batch_size(global_batch_size: int, strategy: tf.distribute.Strategy) -> int:
-    """`global_batch_size / num_replicas`; UsageError when it does not divide evenly."""
+    """`global_batch_size / num_replicas`; UsageError when it does not divide evenly.
+
+    The replica count is the strategy's own (a TPU slice's cores over all its hosts: 8 per host
+    on v2/v3, 4 on v4/v5p, 1-8 on v5e), never a per-host constant.
+    """
     replicas = strategy.num_replicas_in_sync
     if global_batch_size % replicas:
+        kind = type(strategy).__name__
         raise UsageError(
             f"config key 'train.global_batch_size': {global_batch_size} is not divisible by the "
-            f"{replicas} replicas of the strategy"
+            f"{replicas} replicas of the strategy ({kind})"
         )
     return global_batch_size // replicas
 

@@ -61,6 +61,7 @@ def run_finetuning(
     eval_input_fn: DatasetFn | None = None,
     on_phase_end: PhaseCallback | None = None,
     allow_config_change: bool = False,
+    profile_steps: tuple[int, int] | None = None,
 ) -> dict:
     """Fine-tunes `cfg` in `model_dir`, resuming from its latest checkpoint if it has one.
 
@@ -80,6 +81,7 @@ def run_finetuning(
       on_phase_end: called with (phase, model) after each phase that ran in this call.
       allow_config_change: resume even if `cfg` differs from model_dir/config.yaml in keys that
         change training (`training.resume`); otherwise that is a UsageError naming them.
+      profile_steps: (A, B) writes a TensorBoard profile of global steps A..B.
     Returns:
       {"global_step", "phases": [names run in this call], "eval": metrics of the final model
        (mAP/F1 for multi-label, top-k for single-label), or {} without eval data}.
@@ -114,6 +116,7 @@ def run_finetuning(
             eval_input_fn,
             on_phase_end,
             allow_config_change,
+            profile_steps,
         )
 
 
@@ -125,6 +128,7 @@ def _finetune(
     eval_input_fn: DatasetFn | None,
     on_phase_end: PhaseCallback | None,
     allow_config_change: bool,
+    profile_steps: tuple[int, int] | None = None,
 ) -> dict:
     check_resume_config(cfg, model_dir, allow_change=allow_config_change)
     cfg = adopt_recorded_runtime(cfg, model_dir)
@@ -152,6 +156,8 @@ def _finetune(
         ),
         ema_decay=cfg.transfer.ema_decay,
         runtime=runtime,
+        total_steps=schedule.total_steps(phases),  # the progress line's run ETA
+        profile_steps=profile_steps,
     )
     if cfg.train.ema_decay > 0 and cfg.transfer.ema_decay != cfg.train.ema_decay:
         logging.info(

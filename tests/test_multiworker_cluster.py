@@ -80,11 +80,8 @@ def test_preflight_tpu_enforces_bfloat16_batch_and_reachable_address():
     single = cluster.ClusterInfo()
     with pytest.raises(ConfigError, match="train.mixed_precision.*bfloat16"):
         preflight.check_distributed_config(load_config(None, tpu), single)
-    with pytest.raises(ConfigError, match="train.global_batch_size.*8"):
-        cfg = load_config(
-            None, tpu + ["train.mixed_precision=bfloat16", "train.global_batch_size=12"]
-        )
-        preflight.check_distributed_config(cfg, single)
+    # The batch is checked against the strategy's replica count once it exists (cores per host
+    # differ by TPU generation): tests/test_tpu.py.
     # A TPU name goes to the cluster resolver unprobed; a grpc:// address must answer.
     named = load_config(None, tpu + ["train.mixed_precision=bfloat16", "train.tpu=my-tpu"])
     preflight.check_distributed_config(named, single)

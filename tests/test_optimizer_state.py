@@ -46,7 +46,7 @@ def _cfg(multipliers=None, train_ema=0.0):
         {
             "deterministic": False,
             "data": {"num_classes": 4, "image_size": 32},
-            "model": {"name": "resnet10"},
+            "model": {"name": "resnet10", "zero_init_residual_gamma": True},
             "train": {
                 "global_batch_size": 8,
                 "strategy": "one_device",

@@ -12,12 +12,12 @@ rng = np.random.default_rng(0)
 images = rng.integers(0, 255, [48, 32, 32, 3]).astype("uint8")
 labels = np.eye(4, dtype="float32")[np.arange(48) % 4]
 keras.utils.set_random_seed(0)
-init = build_classifier(ModelConfig(name="resnet10", sync_batchnorm=True), 4).get_weights()
+init = build_classifier(ModelConfig(name="resnet10", sync_batchnorm=True, zero_init_residual_gamma=True), 4).get_weights()
 
 def run(name):
     strategy = make_strategy(name)
     with strategy.scope():
-        model = build_classifier(ModelConfig(name="resnet10", sync_batchnorm=True), 4)
+        model = build_classifier(ModelConfig(name="resnet10", sync_batchnorm=True, zero_init_residual_gamma=True), 4)
         model.set_weights(init)
         opt = make_optimizer(TrainConfig(momentum=0.9))
     trainer = Trainer(model, opt, strategy, tempfile.mkdtemp(), global_batch_size=8,

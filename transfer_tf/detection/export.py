@@ -32,7 +32,11 @@ from transfer_tf.data.detection import preprocess_detection_eval, resize_and_pad
 from transfer_tf.data.label_maps import read_label_map
 from transfer_tf.detection.evaluation import category_ids
 from transfer_tf.detection.retinanet import decode
-from transfer_tf.export.saved_model import BYTES_INPUT, TENSOR_INPUT, labels_table
+from transfer_tf.export.saved_model import (
+    TENSOR_INPUT,
+    add_image_signatures,
+    labels_table,
+)
 
 OUTPUTS = (
     "detection_boxes",
@@ -72,16 +76,7 @@ class DetectionServingModule(tf.Module):
         self.labels_asset = tf.saved_model.Asset(labels_path)
         self.labels_table = labels_table(self.labels_asset)
         size = self._size
-        self.serve_bytes = tf.function(
-            self._serve_bytes,
-            autograph=False,
-            input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)],
-        )
-        self.serve_image_tensor = tf.function(
-            self._serve_image_tensor,
-            autograph=False,
-            input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=TENSOR_INPUT)],
-        )
+        add_image_signatures(self)
         # One traced copy of the detector shared by both signatures.
         self.detect = tf.function(
             self._detect,

@@ -125,6 +125,22 @@ def labels_table(asset: tf.saved_model.Asset) -> tf.lookup.StaticHashTable:
     )
 
 
+def add_image_signatures(module: tf.Module) -> None:
+    """Sets `module.serve_bytes` and `module.serve_image_tensor`: `module._serve_bytes` over a
+    [batch] tf.string of encoded images and `module._serve_image_tensor` over a [batch, H, W, 3]
+    uint8 batch, traced with the serving input names every task's signatures share."""
+    module.serve_bytes = tf.function(
+        module._serve_bytes,
+        autograph=False,
+        input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)],
+    )
+    module.serve_image_tensor = tf.function(
+        module._serve_image_tensor,
+        autograph=False,
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=TENSOR_INPUT)],
+    )
+
+
 class _Untracked:
     """Holds an object without making it a SavedModel dependency."""
 
@@ -161,16 +177,7 @@ class ServingModule(tf.Module):
         self.labels_asset = tf.saved_model.Asset(labels_path)
         self.labels_table = labels_table(self.labels_asset)
         size = self._image_size
-        self.serve_bytes = tf.function(
-            self._serve_bytes,
-            autograph=False,
-            input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)],
-        )
-        self.serve_image_tensor = tf.function(
-            self._serve_image_tensor,
-            autograph=False,
-            input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=TENSOR_INPUT)],
-        )
+        add_image_signatures(self)
         self.serve_examples = tf.function(
             self._serve_examples,
             autograph=False,

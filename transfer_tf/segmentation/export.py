@@ -32,7 +32,7 @@ import tensorflow as tf
 from transfer_tf.config import ExperimentConfig
 from transfer_tf.data.detection import resize_and_pad
 from transfer_tf.data.segmentation import preprocess_segmentation_eval
-from transfer_tf.export.saved_model import BYTES_INPUT, TENSOR_INPUT
+from transfer_tf.export.saved_model import TENSOR_INPUT, add_image_signatures
 from transfer_tf.segmentation.model import class_map_at_original
 from transfer_tf.segmentation.settings import IGNORE_LABEL, num_segmentation_classes
 
@@ -74,16 +74,7 @@ class SegmentationServingModule(tf.Module):
             raise ValueError(f"{len(names)} class names for {self._num_classes} classes")
         self._names = tf.constant(names)
         size = self._size
-        self.serve_bytes = tf.function(
-            self._serve_bytes,
-            autograph=False,
-            input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)],
-        )
-        self.serve_image_tensor = tf.function(
-            self._serve_image_tensor,
-            autograph=False,
-            input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=TENSOR_INPUT)],
-        )
+        add_image_signatures(self)
         # One traced copy of the model and post-processing shared by both signatures.
         self.segment = tf.function(
             self._segment,

@@ -106,10 +106,14 @@ def test_builder_disk_full_removes_the_partial_shard_and_the_rerun_resumes(
     # One worker finished every train shard first; with two, the other one may have been
     # stopped mid-shard (its partial file is gone too, checked above).
     assert done == train_done if workers == 1 else set(done) <= set(train_done)
-    assert sorted(glob.glob(f"{out}/train-*")) == [
-        f"{out}/{name[: -len('.json')]}" for name in done
-    ]
-    kept = {p: os.stat(p).st_mtime_ns for p in glob.glob(f"{out}/train-*")}
+    finished = [f"{out}/{name[: -len('.json')]}" for name in done]
+    if workers == 1:
+        assert sorted(glob.glob(f"{out}/train-*")) == finished
+    else:
+        # A worker stopped between its shard's rename and its sidecar leaves a file without a
+        # sidecar, which by design (sharded_writer) the rerun redoes; every sidecar has its file.
+        assert set(finished) <= set(glob.glob(f"{out}/train-*"))
+    kept = {p: os.stat(p).st_mtime_ns for p in finished}
     # The rerun (space freed) keeps the finished shards and writes the rest: a clean build.
     build_imagenet(raw, out, **SHARDS)
     assert shard_bytes(out) == shard_bytes(reference)

@@ -179,3 +179,18 @@ def test_budget_factor_finetune_size_and_arm_configs_shape_every_arm():
     assert schedule.total_steps(phases_lib.resolve_phases(adam)) == budget
     assert pb.is_scratch_arm("scratch") and pb.is_scratch_arm("scratch_128")
     assert not pb.is_scratch_arm("shipped") and not pb.is_scratch_arm("scratchy")
+
+
+def test_segmentation_reads_the_photo_scenes_of_any_set_size(tmp_path):
+    # The segmentation benchmark builds masked shards from the photo benchmark's raw scenes; at a
+    # non-default scene count those live in their own folder (coco_raw_dir names it for both).
+    from transfer_tf.benchmarks import segmentation as seg_bench
+
+    photo_dir = tmp_path / "photos"
+    photo_sets.textured_photos(str(photo_dir), count=4, side=96)
+    size = seg_bench.SegmentationBenchmarkSize(
+        pretrain_image_size=32, classes=2, coco_train_images=6, coco_val_images=4
+    )
+    dirs = seg_bench.prepare_photo_data(str(tmp_path / "work"), str(photo_dir), size)
+    assert dirs["coco"].endswith("coco_n6v4_masks")
+    assert any(n.startswith("manifest") for n in os.listdir(dirs["coco"]))

@@ -123,17 +123,17 @@ def prepare_photo_data(work_dir: str, photo_dir: str, size: SegmentationBenchmar
 
     psize = photo_size(size)
     dirs = transfer_photos.prepare_data(work_dir, photo_dir, psize)
-    base = os.path.join(work_dir, f"data_s{psize.seed}")
-    coco_out = os.path.join(base, "tfrecords", "coco_masks")
+    # Beside the unmasked shards of the same scenes (each scene-set size its own folder).
+    coco_out = dirs["coco"] + "_masks"
     if not transfer_bench.is_built(coco_out, *transfer_bench.COCO_MANIFESTS):
         for split in ("train", "val"):
-            raw = os.path.join(base, "raw", f"coco_{split}")
+            raw = transfer_photos.coco_raw_dir(work_dir, psize, split)
             annotations = os.path.join(raw, "instances.json")
             with open(annotations) as f:
                 if any("segmentation" not in a for a in json.load(f)["annotations"]):
                     raise ValueError(
                         f"{annotations}: scenes written before they carried masks; delete "
-                        f"{base} to write them again"
+                        f"{os.path.dirname(os.path.dirname(raw))} to write them again"
                     )
             prefix = os.path.join(coco_out, split)
             build_coco([os.path.join(raw, "images")], annotations, prefix, num_shards=2,

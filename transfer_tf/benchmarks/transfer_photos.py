@@ -135,6 +135,12 @@ def run_name(size: PhotoBenchmarkSize, arm: str) -> str:
     return f"{arm}{_coco_variant(size)}{budget}_s{size.seed}"
 
 
+def coco_raw_dir(work_dir: str, size: PhotoBenchmarkSize, split: str) -> str:
+    """The raw COCO-layout dump of `split` ("train" or "val") that `prepare_data` writes for
+    `size` (its `images/` and `instances.json`)."""
+    return os.path.join(work_dir, f"data_s{size.seed}", "raw", f"coco_{split}{_coco_variant(size)}")
+
+
 def prepare_data(work_dir: str, photo_dir: str, size: PhotoBenchmarkSize) -> dict:
     """Writes the raw dumps and builds their shards once (reused by later calls: same seed)."""
     base = os.path.join(work_dir, f"data_s{size.seed}")  # each seed its own crops and scenes
@@ -178,7 +184,7 @@ def prepare_data(work_dir: str, photo_dir: str, size: PhotoBenchmarkSize) -> dic
             ("coco_val", size.coco_val_images, 100_001),
         ):
             coco = photo_sets.write_photo_coco(
-                os.path.join(raw, split + variant),
+                coco_raw_dir(work_dir, size, split.split("_")[1]),
                 photos[:classes],
                 photos[classes:],
                 category_ids=_IDS[:classes],

@@ -136,8 +136,7 @@ def run_name(size: PhotoBenchmarkSize, arm: str) -> str:
 
 
 def coco_raw_dir(work_dir: str, size: PhotoBenchmarkSize, split: str) -> str:
-    """The raw COCO-layout dump of `split` ("train" or "val") that `prepare_data` writes for
-    `size` (its `images/` and `instances.json`)."""
+    """The raw COCO-layout dump (`images/`, `instances.json`) of `split` ("train" or "val")."""
     return os.path.join(work_dir, f"data_s{size.seed}", "raw", f"coco_{split}{_coco_variant(size)}")
 
 
@@ -216,9 +215,7 @@ def _runtime(size: PhotoBenchmarkSize) -> list[str]:
         "train.xla=false",
         "train.steps_per_execution=1",
         "train.checkpoint_every_steps=100000",
-        # One checkpoint per run: a 3-seed, 7-arm ResNet-50 comparison at the default 5 filled
-        # 20 GB.
-        "train.keep_checkpoints=1",
+        "train.keep_checkpoints=1",  # at 5 a 3-seed ResNet-50 comparison filled 20 GB
         "train.log_every_steps=50",
         "train.eval_every_epochs=0",
         "data.shuffle_buffer=2000",

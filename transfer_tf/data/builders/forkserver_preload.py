@@ -1,4 +1,4 @@
-"""Imported once by the builders' forkserver (see `sharded_writer.pool_context`), never by users.
+"""Imported once by the builders' forkserver (see `worker_start.pool_context`), never by users.
 
 Importing it loads the builders (and TensorFlow) and then freezes the garbage collector, so the
 objects made by those imports move to a generation that collections never walk: a worker forked

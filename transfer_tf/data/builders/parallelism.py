@@ -5,11 +5,15 @@ count: a container or `taskset` that grants 2 of 64 cores gets 2 workers, not 64
 fighting over 2 cores. Model Garden's `create_coco_tf_record` defaults to a pool of
 `os.cpu_count()` processes; ours matches it where the two agree and does better where they don't.
 
-One refinement for tiny builds: each worker is forked from a forkserver that imports TensorFlow
-once (~3-5 s on 2 cores, BENCHMARKS.md), and the one-worker path writes in-process with no pool
-at all. Below `MIN_ITEMS_PER_DEFAULT_WORKER` images per worker the pool's start-up costs more than
-the parallel encode saves, so the default gives each worker at least that many. An explicit
-`--num_workers` is always honoured (capped only by the number of shards to write).
+One refinement for tiny builds: the one-worker path writes in-process with no pool at all, while
+a pool's workers come from a forkserver that imports TensorFlow once more (~3-5 s on 2 cores,
+BENCHMARKS.md) wherever forking the caller is not safe (a remote path, or a caller with threads
+of its own: `worker_start.start_method`). Below `MIN_ITEMS_PER_DEFAULT_WORKER` images per worker
+that start-up costs more than the parallel encode saves, so the default gives each worker at
+least that many. Workers forked from the caller (local builds) start in milliseconds, where the
+floor is conservative; it is one value for both because the start method is chosen only when the
+shards are written. An explicit `--num_workers` is always honoured (capped only by the number of
+shards to write).
 
 Example:
     default_workers(items=1_281_167, shards=1024)   # -> len(os.sched_getaffinity(0))
@@ -21,7 +25,7 @@ from __future__ import annotations
 import os
 
 # ~2 s of encoding per worker at ~130 images/s per core (full decode + checks, BENCHMARKS.md):
-# about the forkserver's start-up, so smaller shares lose. Start-up and encode both scale with
+# about the forkserver's start-up, so smaller shares lose (a forked pool starts faster). Start-up and encode both scale with
 # the core's speed, so the break-even count holds across CPU classes to first order.
 MIN_ITEMS_PER_DEFAULT_WORKER = 256
 

@@ -9,8 +9,9 @@ uninterrupted one write the same bytes.
   * skips shards that are already finished: the final file exists, its sidecar
     `.build/done/<name>.json` exists, carries the same fingerprint (a hash of the items and the
     encoder options) and records the file's current size;
-  * encodes the others in `num_workers` processes (forked from a forkserver, never from the
-    caller: see `pool_context`), one shard at a time per process, streaming
+  * encodes the others in `num_workers` processes (forked from the caller when every path is
+    local and it has started no threads, else from a forkserver: `worker_start.start_method`),
+    one shard at a time per process, streaming
     (one Example in memory at a time), into `.build/tmp/<name>.tmp-<pid>`, then renames the file
     into place and writes its sidecar last: a file without a sidecar is redone.
   * on a write error (a full disk, a file-size limit) removes the shard's partial file and
@@ -25,9 +26,9 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
-import multiprocessing as mp
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -41,6 +42,7 @@ from transfer_tf.atomic_io import write_json_atomic
 from transfer_tf.data.builders.parallelism import default_workers
 from transfer_tf.data.builders.pool_drain import drain
 from transfer_tf.data.builders.progress import LocalCounter, Progress
+from transfer_tf.data.builders.worker_start import pool_context, start_method
 from transfer_tf.data.builders.write_errors import (
     WRITE_ERRORS,
     WriteError,
@@ -295,10 +297,14 @@ def write_shards(
     encoder: Encoder,
     options: WriteOptions,
     label: str = "build",
+    input_paths: Sequence[str] | None = None,
 ) -> dict[str, dict]:
     """Writes this task's unfinished shards; returns {shard name: sidecar info} for this task.
 
     Shards already finished by an earlier run (same fingerprint) are kept as they are.
+    `input_paths`: every file or folder the build reads (with the shards' paths they decide
+    whether workers may fork from this process, `worker_start.start_method`); None: unknown,
+    so the workers come from a forkserver.
     """
     options.validate()
     mine = task_shards(specs, options.task_index, options.num_tasks)
@@ -337,41 +343,30 @@ def write_shards(
                 info = _write_one(job)
                 results[info["file"]] = info
         return results
-    ctx = pool_context()
+    paths = None if input_paths is None else [*input_paths, *(s.path for s in specs)]
+    method, why = start_method(paths)
+    logging.info("%s: workers start by %s: %s", label, method, why)
+    ctx = pool_context(method)
     counter = ctx.Value("q", 0)
     try:
-        with ctx.Pool(
-            workers,
-            initializer=_init_worker,
-            initargs=(encoder, counter),
-        ) as pool:
-            with Progress(counter, total, label, options.log_every_s):
-                # This process writes shards too until the pool's workers are up (pool_drain).
-                local = lambda: _init_worker(encoder, counter)  # noqa: E731
-                for info in drain(pool, jobs, workers, _write_one, local):
-                    results[info["file"]] = info
+        # Forked workers keep this process's pages shared (as forkserver_preload's workers do);
+        # once they are forked, this process collects its own objects again.
+        freeze = method == "fork" and gc.get_freeze_count() == 0
+        if freeze:
+            gc.freeze()
+        try:
+            pool = ctx.Pool(workers, initializer=_init_worker, initargs=(encoder, counter))
+        finally:
+            if freeze:
+                gc.unfreeze()
+        with pool, Progress(counter, total, label, options.log_every_s):
+            # A forkserver's pool takes seconds to start: this process writes shards meanwhile
+            # (pool_drain). Forked workers are up at once: this process only feeds them.
+            local = None if method == "fork" else lambda: _init_worker(encoder, counter)
+            for info in drain(pool, jobs, workers, _write_one, local):
+                results[info["file"]] = info
     except BaseException:
         # The pool's exit killed the other workers mid-shard: their partial files go too.
         _clean_stale_temps(todo)
         raise
     return results
-
-
-# What the forkserver imports once; every worker is forked from it with these modules loaded.
-_WORKER_PRELOAD = ["transfer_tf.data.builders.forkserver_preload"]
-
-
-def pool_context() -> mp.context.BaseContext:
-    """Where worker processes come from: a forkserver, else spawn; never a fork of this process.
-
-    This process may have initialised TensorFlow's filesystems (a gs:// client has threads and
-    locks that a fork would copy mid-use) and holds the plan; the forkserver is a fresh
-    interpreter that imports the builders (and so TensorFlow) once, before any filesystem is
-    touched, and forks each worker from that clean state, so workers share its pages instead of
-    each importing TensorFlow (spawn, the fallback where forkserver is missing, does that).
-    """
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(_WORKER_PRELOAD)
-        return ctx
-    return mp.get_context("spawn")

@@ -3,9 +3,83 @@ since the builders' import), else come from the forkserver (`worker_start.start_
 
 from __future__ import annotations
 
+import glob
+import json
+import os
+import subprocess
+import sys
+
 import pytest
+from test_builders_rawdata import make_coco
 
 from transfer_tf.data.builders import pool_drain, worker_start
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A fresh interpreter, as a builder binary runs: import the builders, build COCO shards with 2
+# workers and with 1, then run one TensorFlow op and ask the rule again.
+_SCRIPT = r"""
+import json, sys
+from absl import logging
+from transfer_tf.data.builders import WriteOptions, build_coco, worker_start
+logging.set_verbosity(logging.INFO)
+raw, out = sys.argv[1], sys.argv[2]
+paths = [raw + "/images", raw + "/instances.json", out]
+result = {"after_import": worker_start.THREADS_AFTER_IMPORT}
+for workers, name in ((2, "w2"), (1, "w1"), (2, "w2again")):
+    build_coco([raw + "/images"], raw + "/instances.json", f"{out}/{name}/train", num_shards=3,
+               include_masks=True, options=WriteOptions(num_workers=workers))
+    result[f"after_{name}"] = worker_start.start_method(paths)
+import tensorflow as tf
+tf.constant(1.0) + 1.0
+result["after_op"] = worker_start.start_method(paths)
+result["threads_after_op"] = worker_start.thread_count()
+print("RESULT " + json.dumps(result))
+"""
+
+
+@pytest.fixture(scope="module")
+def fresh_process_builds(tmp_path_factory):
+    """What the script above printed and logged (one TensorFlow import for the tests below)."""
+    root = tmp_path_factory.mktemp("fork")
+    make_coco(str(root / "coco"))
+    proc = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, str(root / "coco"), str(root / "out")],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": REPO},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line[len("RESULT ") :]), proc.stderr, root / "out"
+
+
+@pytest.mark.slow
+def test_a_local_build_forks_and_writes_the_same_shards_as_one_worker(fresh_process_builds):
+    result, log, out = fresh_process_builds
+    # Both 2-worker builds forked (the first one's pool left no thread behind), said why at INFO.
+    starts = [x for x in log.splitlines() if "workers start by" in x]
+    assert len(starts) == 2 and all("workers start by fork: local paths" in x for x in starts)
+    assert result["after_w2"][0] == "fork" and result["after_w2again"][0] == "fork"
+    # Record for record, byte for byte, in the same order as the in-process build.
+    one = sorted(glob.glob(str(out / "w1" / "train-*.tfrecord")))
+    assert len(one) == 3
+    for name in ("w2", "w2again"):
+        two = sorted(glob.glob(str(out / name / "train-*.tfrecord")))
+        assert [os.path.basename(p) for p in two] == [os.path.basename(p) for p in one]
+        for a, b in zip(one, two, strict=True):
+            assert open(a, "rb").read() == open(b, "rb").read(), (a, b)
+
+
+@pytest.mark.slow
+def test_a_process_that_ran_a_tensorflow_op_uses_the_forkserver(fresh_process_builds):
+    result = fresh_process_builds[0]
+    assert result["threads_after_op"] > result["after_import"]
+    method, why = result["after_op"]
+    assert method == "forkserver"
+    assert f"runs {result['threads_after_op']} threads, {result['after_import']} after" in why
 
 
 @pytest.fixture

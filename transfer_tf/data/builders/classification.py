@@ -133,10 +133,12 @@ def write_classification(
     builder: str,
     extra_header: dict[str, Any] | None = None,
     exif_orientation: bool = False,
+    input_files: Sequence[str] = (),
 ) -> str | None:
     """Writes label files, this task's shards and the manifest; returns the manifest path
     (None while other tasks' shards are unfinished). `exif_orientation`: turn photos upright
-    (see `image_codec.prepare_image`)."""
+    (see `image_codec.prepare_image`). `input_files`: what the build reads besides `root` (all
+    paths local lets the workers fork from this process: `worker_start.start_method`)."""
     import tensorflow as tf
 
     names = list(class_names) if class_names else list(class_keys)
@@ -153,7 +155,8 @@ def write_classification(
         label_offset,
         exif_orientation,
     )
-    results = write_shards(specs, encoder, options, label=builder)
+    paths = [root, output_dir, *(p for p in input_files if p)]
+    results = write_shards(specs, encoder, options, label=builder, input_paths=paths)
     header = {
         "builder": builder,
         "schema": "classification",

@@ -230,7 +230,11 @@ def build_coco(
         plan.annotations_file,
         plan.annotations_sha256,
     )
-    results = write_shards(specs, encoder, options, label=f"coco {base}")
+    # What the build reads and writes: all local lets the workers fork from this process.
+    paths = [*image_dirs, object_annotations_file, image_info_file, out_dir]
+    results = write_shards(
+        specs, encoder, options, label=f"coco {base}", input_paths=[p for p in paths if p]
+    )
     header = {
         "builder": "coco",
         "schema": "coco",

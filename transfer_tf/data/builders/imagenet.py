@@ -212,4 +212,5 @@ def build_imagenet(
         options,
         builder="imagenet",
         extra_header={"seed": seed},
+        input_files=(validation_labels_file, synset_names_file),
     )

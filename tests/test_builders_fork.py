@@ -107,6 +107,13 @@ def test_unknown_paths_or_more_threads_use_the_forkserver(no_new_threads, monkey
     assert worker_start.start_method(["/data/images"])[0] == "forkserver"
 
 
+def test_builders_imported_after_a_tensorflow_op_never_fork():
+    import tensorflow as tf
+
+    tf.constant(1.0) + 1.0  # its thread pools would be in a count taken now
+    assert worker_start._threads_after_import() is None
+
+
 class _BusyPool:
     """Forked workers still busy with their first shards: each result is ready after 3 checks."""
 

@@ -33,10 +33,23 @@ def thread_count() -> int | None:
         return None
 
 
+def _threads_after_import() -> int | None:
+    """The thread count now, or None when TensorFlow has already run an op (its eager context
+    exists, and with it the thread pools this count must not include: never fork then)."""
+    try:
+        from tensorflow.python.eager import context
+
+        if context.context_safe() is not None:
+            return None
+    except (ImportError, AttributeError):  # moved in another TensorFlow: the count alone decides
+        pass
+    return thread_count()
+
+
 # Measured when the builders are imported: TensorFlow's import leaves a few threads (3 here, the
 # main one included) that hold no lock a worker needs; running a TensorFlow op starts its thread
 # pools (8 here) and a gs:// client its own, which is what a fork must not copy.
-THREADS_AFTER_IMPORT = thread_count()
+THREADS_AFTER_IMPORT = _threads_after_import()
 
 # What the forkserver imports once; every worker is forked from it with these modules loaded.
 _WORKER_PRELOAD = ["transfer_tf.data.builders.forkserver_preload"]
@@ -54,7 +67,8 @@ def start_method(paths: Iterable[str] | None) -> tuple[str, str]:
       * this process runs no more OS threads than right after the builders' imports
         (`THREADS_AFTER_IMPORT`): more means it has started threads since (a TensorFlow op's
         thread pool, a remote client, the caller's own), and a lock one of them holds at the
-        fork would deadlock the worker that needs it.
+        fork would deadlock the worker that needs it. A process that ran a TensorFlow op before
+        importing the builders has no such count, and never forks.
     Otherwise the workers come from the forkserver, a clean interpreter that imports TensorFlow
     once more (slower to start, safe whatever this process has done).
     """
@@ -68,7 +82,10 @@ def start_method(paths: Iterable[str] | None) -> tuple[str, str]:
         return fallback, f"{remote} is remote: a fork would copy its client's threads and locks"
     now, base = thread_count(), THREADS_AFTER_IMPORT
     if now is None or base is None:
-        return fallback, "this process's threads cannot be counted"
+        return fallback, (
+            "no thread count to compare (no /proc, or TensorFlow ran an op before the builders "
+            "were imported)"
+        )
     if now > base:
         return fallback, (
             f"this process runs {now} threads, {base} after importing the builders (a "

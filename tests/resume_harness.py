@@ -4,8 +4,8 @@ checkpointed inside its second phase, then rerun to the end.
 
 Example:
     cmd, model_dir = finetune_command(tmp_path, config, weights)
-    killed_at = kill_mid_phase(cmd, model_dir, tmp_path / "first_run.log", after_step=2)
-    done = rerun_resumes_in_phase_two(cmd, model_dir, "all", total_steps=8)
+    kill_mid_phase_and_resume(cmd, model_dir, tmp_path / "first_run.log", weights, (2, 6), "all")
+    printed, written = evaluate_in_process(model_dir, f"{shards}/train-*")
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import tensorflow as tf
@@ -57,7 +58,7 @@ def finetune_command(tmp_path, config: dict, weights: str) -> tuple[list[str], s
     return cmd, model_dir
 
 
-def kill_mid_phase(
+def _kill_mid_phase(
     cmd: list[str], model_dir: str, log_path, after_step: int, deadline_s=300
 ) -> int:
     """Starts `cmd` (output into `log_path`) and SIGKILLs it once a checkpoint two steps past
@@ -70,7 +71,7 @@ def kill_mid_phase(
     try:
         while latest_step(model_dir) < after_step + 2:
             if proc.poll() is not None:
-                pytest.fail("exited before the kill: " + open(log_path).read()[-3000:])
+                pytest.fail("exited before the kill: " + Path(log_path).read_text()[-3000:])
             assert time.time() < deadline, "no mid-phase checkpoint in time"
             time.sleep(0.1)
     finally:
@@ -80,7 +81,7 @@ def kill_mid_phase(
     return latest_step(model_dir)
 
 
-def rerun_resumes_in_phase_two(
+def _rerun_resumes_in_phase_two(
     cmd: list[str], model_dir: str, phase_name: str, total_steps: int
 ) -> subprocess.CompletedProcess:
     """Reruns `cmd` to the end and checks it resumed inside phase 2/2 `phase_name` (phase 1 not
@@ -92,3 +93,36 @@ def rerun_resumes_in_phase_two(
     assert latest_step(model_dir) == total_steps
     assert json.loads(done.stdout.strip().splitlines()[-1])["global_step"] == total_steps
     return done
+
+
+def kill_mid_phase_and_resume(
+    cmd: list[str],
+    model_dir: str,
+    log_path,
+    weights: str,
+    phase_steps: tuple[int, int],
+    second_phase: str,
+    deadline_s=300,
+) -> None:
+    """Kills the first run of `cmd` inside its second phase (`phase_steps`: both phases'
+    lengths; output into `log_path`), deletes the backbone source `weights`, and reruns it to the
+    end: it must resume inside phase 2/2 `second_phase` from its checkpoint, not from the source
+    (gone, so a rerun that read it again would fail)."""
+    first, second = phase_steps
+    killed_at = _kill_mid_phase(cmd, model_dir, log_path, first, deadline_s)
+    assert first < killed_at < first + second  # inside the second phase
+    os.remove(weights)
+    _rerun_resumes_in_phase_two(cmd, model_dir, second_phase, first + second)
+
+
+def evaluate_in_process(model_dir: str, eval_pattern: str) -> tuple[dict, dict]:
+    """`pipelines.evaluate` on the finished run, in-process (`demo.inprocess.run_call`: a parsed
+    copy of the binary's flags, so this run's --eval_pattern is not left behind for the next
+    in-process evaluate in the worker). Returns (the metrics it printed, the metrics JSON it wrote
+    into `model_dir`)."""
+    from transfer_tf.demo.inprocess import run_call
+
+    args = [f"--model_dir={model_dir}", f"--eval_pattern={eval_pattern}"]
+    printed = json.loads(run_call("pipelines.evaluate", args))
+    with open(os.path.join(model_dir, "eval_metrics.json")) as f:
+        return printed, json.load(f)

@@ -1,15 +1,14 @@
 """A detection fine-tuning run (pipelines/finetune.py, transfer.task: detection) killed mid-phase
 resumes in that phase from its checkpoint, finishes, and evaluates with COCOeval."""
 
-import json
 import os
 
 import pytest
 from resume_harness import (
     backbone_weights,
+    evaluate_in_process,
     finetune_command,
-    kill_mid_phase,
-    rerun_resumes_in_phase_two,
+    kill_mid_phase_and_resume,
 )
 
 from transfer_tf.data.builders import build_coco
@@ -56,22 +55,14 @@ def test_killed_detection_run_resumes(tmp_path):
         "detection": {"image_size": 128, "max_boxes": 8, "head_convs": 1},
     }  # fmt: skip
     cmd, model_dir = finetune_command(tmp_path, config, weights)
-    killed_at = kill_mid_phase(cmd, model_dir, tmp_path / "first_run.log", HEAD_STEPS)
-    assert HEAD_STEPS < killed_at < HEAD_STEPS + ALL_STEPS  # inside the second phase
+    # Killed inside phase 2, then rerun without the backbone source: the checkpoint is used.
+    kill_mid_phase_and_resume(
+        cmd, model_dir, tmp_path / "first_run.log", weights, (HEAD_STEPS, ALL_STEPS), "all"
+    )
     assert "Restored" in (tmp_path / "first_run.log").read_text()  # the backbone, strictly
 
-    # The rerun continues from the checkpoint (the source is gone: it is not read again).
-    os.remove(weights)
-    rerun_resumes_in_phase_two(cmd, model_dir, "all", HEAD_STEPS + ALL_STEPS)
-
     # pipelines/evaluate.py's detection job on the finished run: COCOeval into the metrics JSON.
-    # In-process, on a parsed copy of the binary's flags (parsing evaluate.FLAGS themselves left
-    # this run's --eval_pattern behind for the next in-process evaluate in the worker).
-    from transfer_tf.demo.inprocess import run_call
-
-    args = [f"--model_dir={model_dir}", f"--eval_pattern={shards}/train-*"]
-    printed = json.loads(run_call("pipelines.evaluate", args))
-    written = json.loads((tmp_path / "run" / "eval_metrics.json").read_text())
+    printed, written = evaluate_in_process(model_dir, f"{shards}/train-*")
     assert {"AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(written)
     assert written["AP50"] == printed["AP50"] and 0.0 <= written["AP"] <= 1.0
     assert written["num_images"] == 12

@@ -6,8 +6,7 @@ import pytest
 from resume_harness import (
     backbone_weights,
     finetune_command,
-    kill_mid_phase,
-    rerun_resumes_in_phase_two,
+    kill_mid_phase_and_resume,
 )
 
 from transfer_tf.data.builders import build_coco
@@ -60,14 +59,16 @@ def test_kill_mid_phase_then_resume(tmp_path):
         },
     }
     cmd, model_dir = finetune_command(tmp_path, config, weights)
-    killed_at = kill_mid_phase(
-        cmd, model_dir, tmp_path / "first_run.log", PROBE_STEPS, deadline_s=240
+    # Killed inside phase 2, then rerun without the backbone source: the checkpoint is used.
+    kill_mid_phase_and_resume(
+        cmd,
+        model_dir,
+        tmp_path / "first_run.log",
+        weights,
+        (PROBE_STEPS, FT_STEPS),
+        "finetune",
+        deadline_s=240,
     )
-    assert PROBE_STEPS < killed_at < PROBE_STEPS + FT_STEPS  # inside the second phase
-
-    # A rerun with a source that no longer exists: the checkpoint, not the source, is used.
-    os.remove(weights)
-    rerun_resumes_in_phase_two(cmd, model_dir, "finetune", PROBE_STEPS + FT_STEPS)
 
     # pipelines/evaluate.py's job works on the fine-tuned run: multi-label metrics.
     from transfer_tf.training.evaluation import evaluate_run

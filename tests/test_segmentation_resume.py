@@ -2,15 +2,14 @@
 mid-phase resumes in that phase from its checkpoint, finishes, and evaluates mIoU at the original
 image size through pipelines/evaluate.py."""
 
-import json
 import os
 
 import pytest
 from resume_harness import (
     backbone_weights,
+    evaluate_in_process,
     finetune_command,
-    kill_mid_phase,
-    rerun_resumes_in_phase_two,
+    kill_mid_phase_and_resume,
 )
 
 from transfer_tf.data.builders import build_coco
@@ -59,21 +58,15 @@ def test_killed_segmentation_run_resumes(tmp_path):
                          "max_eval_size": 64},
     }  # fmt: skip
     cmd, model_dir = finetune_command(tmp_path, config, weights)
-    killed_at = kill_mid_phase(cmd, model_dir, tmp_path / "first_run.log", HEAD_STEPS)
-    assert HEAD_STEPS < killed_at < HEAD_STEPS + ALL_STEPS  # inside the second phase
+    # Killed inside phase 2, then rerun without the backbone source: the checkpoint is used.
+    kill_mid_phase_and_resume(
+        cmd, model_dir, tmp_path / "first_run.log", weights, (HEAD_STEPS, ALL_STEPS), "all"
+    )
     assert "Restored" in (tmp_path / "first_run.log").read_text()  # the backbone, strictly
-
-    # The rerun continues from the checkpoint (the source is gone: it is not read again).
-    os.remove(weights)
-    rerun_resumes_in_phase_two(cmd, model_dir, "all", HEAD_STEPS + ALL_STEPS)
 
     # pipelines/evaluate.py's segmentation job on the finished run, in-process: the metrics JSON
     # holds mIoU, pixel accuracy and one IoU per class of the class map, at original size.
-    from transfer_tf.demo.inprocess import run_call
-
-    args = [f"--model_dir={model_dir}", f"--eval_pattern={shards}/train-*"]
-    printed = json.loads(run_call("pipelines.evaluate", args))
-    written = json.loads((tmp_path / "run" / "eval_metrics.json").read_text())
+    printed, written = evaluate_in_process(model_dir, f"{shards}/train-*")
     assert written["mIoU"] == printed["mIoU"] and 0.0 <= written["mIoU"] <= 1.0
     assert 0.0 < written["pixel_accuracy"] <= 1.0
     assert list(written["per_class_iou"]) == ["background", *(class_name(i) for i in range(3))]

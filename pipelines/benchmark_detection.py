@@ -16,29 +16,23 @@ import json
 from absl import flags
 
 from transfer_tf import cli
+from transfer_tf.benchmarks.downstream_flags import (
+    define_downstream_benchmark_flags,
+    downstream_size_fields,
+    result_output,
+)
 
 FLAGS = flags.FlagValues()
-flags.DEFINE_string(
-    "work_dir", "/tmp/bench_det", "Scratch folder for data and runs.", flag_values=FLAGS
+define_downstream_benchmark_flags(
+    FLAGS, task="detection", work_dir="/tmp/bench_det", coco_val_images=100, image_size_multiple=128
 )
-flags.DEFINE_string("model", "resnet18", "Backbone (model.name).", flag_values=FLAGS)
-flags.DEFINE_integer("pretrain_steps", 600, "Pretraining steps.", flag_values=FLAGS)
 flags.DEFINE_list(
     "budgets",
     ["50", "100", "300"],
     "Step budgets; each trains both runs this long.",
     flag_values=FLAGS,
 )
-flags.DEFINE_integer("batch_size", 8, "Global batch of the detection runs.", flag_values=FLAGS)
-flags.DEFINE_integer(
-    "image_size", 128, "detection.image_size (a multiple of 128).", flag_values=FLAGS
-)
 flags.DEFINE_integer("head_convs", 1, "detection.head_convs of both runs.", flag_values=FLAGS)
-flags.DEFINE_integer("coco_train_images", 160, "COCO-like train scenes.", flag_values=FLAGS)
-flags.DEFINE_integer("coco_val_images", 100, "COCO-like val scenes.", flag_values=FLAGS)
-flags.DEFINE_integer(
-    "classes", 12, "Pretraining classes = COCO-like categories.", flag_values=FLAGS
-)
 flags.DEFINE_enum(
     "heads_batchnorm",
     "train",
@@ -52,16 +46,6 @@ flags.DEFINE_float(
     "SGD LR of the pretrained run's phases at --batch_size (absolute).",
     flag_values=FLAGS,
 )
-flags.DEFINE_float(
-    "scratch_lr", 0.01, "SGD LR of the scratch run at --batch_size (absolute).", flag_values=FLAGS
-)
-flags.DEFINE_string(
-    "mixed_precision",
-    "auto",
-    "train.mixed_precision (auto: bfloat16 where native).",
-    flag_values=FLAGS,
-)
-flags.DEFINE_bool("markdown", False, "Also print the markdown table.", flag_values=FLAGS)
 flags.DEFINE_integer(
     "throughput_only",
     0,
@@ -82,28 +66,18 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
 
     size = dataclasses.replace(
         DetectionBenchmarkSize(),
-        model=flag_values.model,
-        pretrain_steps=flag_values.pretrain_steps,
-        classes=flag_values.classes,
+        **downstream_size_fields(flag_values),
         heads_batchnorm=flag_values.heads_batchnorm,
         budgets=tuple(int(b) for b in flag_values.budgets),
-        batch_size=flag_values.batch_size,
         detection_image_size=flag_values.image_size,
         head_convs=flag_values.head_convs,
-        coco_train_images=flag_values.coco_train_images,
-        coco_val_images=flag_values.coco_val_images,
         head_lr=flag_values.head_lr,
-        scratch_lr=flag_values.scratch_lr,
-        mixed_precision=flag_values.mixed_precision,
     )
     if flag_values.throughput_only > 0:
         size = dataclasses.replace(size, throughput_steps=flag_values.throughput_only)
         return json.dumps(detection_throughput(flag_values.work_dir, size))
     result = compare_detection(flag_values.work_dir, size)
-    out = json.dumps(result)
-    if flag_values.markdown:
-        out += "\n" + markdown_table(result)
-    return out
+    return result_output(result, markdown_table, flag_values)
 
 
 def main(argv: list[str]) -> None:

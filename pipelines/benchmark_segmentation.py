@@ -14,42 +14,32 @@ and runs under --work_dir are reused on a rerun.
 """
 
 import dataclasses
-import json
 
 from absl import flags
 
 from transfer_tf import cli
+from transfer_tf.benchmarks.downstream_flags import (
+    define_downstream_benchmark_flags,
+    downstream_size_fields,
+    result_output,
+)
 
 FLAGS = flags.FlagValues()
-flags.DEFINE_string(
-    "work_dir", "/tmp/bench_seg", "Scratch folder for data and runs.", flag_values=FLAGS
+define_downstream_benchmark_flags(
+    FLAGS,
+    task="segmentation",
+    work_dir="/tmp/bench_seg",
+    coco_val_images=60,
+    image_size_multiple=32,
 )
-flags.DEFINE_string("model", "resnet18", "Backbone (model.name).", flag_values=FLAGS)
-flags.DEFINE_integer("pretrain_steps", 600, "Pretraining steps.", flag_values=FLAGS)
 flags.DEFINE_integer("steps", 200, "Step budget of every segmentation run.", flag_values=FLAGS)
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Fine-tuning seeds.", flag_values=FLAGS)
-flags.DEFINE_integer("batch_size", 8, "Global batch of the segmentation runs.", flag_values=FLAGS)
-flags.DEFINE_integer(
-    "image_size", 128, "segmentation.image_size (a multiple of 32).", flag_values=FLAGS
-)
 flags.DEFINE_enum(
     "head", "semantic_fpn", ["semantic_fpn", "deeplabv3plus"], "segmentation.head.",
     flag_values=FLAGS,
 )  # fmt: skip
-flags.DEFINE_integer("coco_train_images", 160, "COCO-like train scenes.", flag_values=FLAGS)
-flags.DEFINE_integer("coco_val_images", 60, "COCO-like val scenes.", flag_values=FLAGS)
-flags.DEFINE_integer(
-    "classes", 12, "Pretraining classes = COCO-like categories.", flag_values=FLAGS
-)
 flags.DEFINE_float(
     "lr", 0.01, "SGD LR of the pretrained/frozen runs at --batch_size (absolute).",
-    flag_values=FLAGS,
-)  # fmt: skip
-flags.DEFINE_float(
-    "scratch_lr", 0.01, "SGD LR of the scratch run at --batch_size (absolute).", flag_values=FLAGS
-)
-flags.DEFINE_string(
-    "mixed_precision", "auto", "train.mixed_precision (auto: bfloat16 where native).",
     flag_values=FLAGS,
 )  # fmt: skip
 flags.DEFINE_enum(
@@ -59,7 +49,6 @@ flags.DEFINE_enum(
     flag_values=FLAGS,
 )  # fmt: skip
 flags.DEFINE_string("photo_dir", "", "Photographs for --data=photos.", flag_values=FLAGS)
-flags.DEFINE_bool("markdown", False, "Also print the markdown table.", flag_values=FLAGS)
 
 
 def _positive(name: str, value: int, minimum: int = 1) -> None:
@@ -92,26 +81,16 @@ def run_from_flags(flag_values: flags.FlagValues, argv: list[str]) -> str:
 
     size = dataclasses.replace(
         SegmentationBenchmarkSize(),
-        model=flag_values.model,
-        pretrain_steps=flag_values.pretrain_steps,
-        classes=flag_values.classes,
+        **downstream_size_fields(flag_values),
         steps=flag_values.steps,
         seeds=seeds,
-        batch_size=flag_values.batch_size,
         image_size=flag_values.image_size,
         head=flag_values.head,
-        coco_train_images=flag_values.coco_train_images,
-        coco_val_images=flag_values.coco_val_images,
         lr=flag_values.lr,
-        scratch_lr=flag_values.scratch_lr,
-        mixed_precision=flag_values.mixed_precision,
     )
     photo_dir = flag_values.photo_dir if flag_values.data == "photos" else ""
     result = compare_segmentation(flag_values.work_dir, size, photo_dir=photo_dir)
-    out = json.dumps(result)
-    if flag_values.markdown:
-        out += "\n" + markdown_table(result)
-    return out
+    return result_output(result, markdown_table, flag_values)
 
 
 def main(argv: list[str]) -> None:

@@ -45,13 +45,13 @@ def _prepare_transfer(work):
 
 
 def _prepare_detection(work):
-    from transfer_tf.benchmarks import detection
+    from transfer_tf.benchmarks import detection, downstream
 
     size = detection.DetectionBenchmarkSize(
         classes=2, pretrain_per_class=2, coco_train_images=4, coco_val_images=3,
         raw_image_size=(32, 40),
     )  # fmt: skip
-    return detection._prepare_data(work, size)
+    return downstream.prepare_data(work, size)
 
 
 def _prepare_photos(work):

@@ -1,29 +1,20 @@
 """A detection fine-tuning run (pipelines/finetune.py, transfer.task: detection) killed mid-phase
 resumes in that phase from its checkpoint, finishes, and evaluates with COCOeval."""
 
-import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
-import tensorflow as tf
-import yaml
+from resume_harness import (
+    backbone_weights,
+    evaluate_in_process,
+    finetune_command,
+    kill_mid_phase_and_resume,
+)
 
-from transfer_tf.config import ModelConfig
 from transfer_tf.data.builders import build_coco
 from transfer_tf.datagen.shapes import write_coco_like
-from transfer_tf.models.resnet import build_classifier
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEAD_STEPS, ALL_STEPS = 2, 8
-
-
-def _latest_step(model_dir):
-    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-    return int(latest.rsplit("-", 1)[1]) if latest else 0
 
 
 @pytest.mark.slow
@@ -33,9 +24,7 @@ def test_killed_detection_run_resumes(tmp_path):
     )
     shards = str(tmp_path / "tfr")
     build_coco([coco.image_dir], coco.annotations_file, os.path.join(shards, "train"), num_shards=2)
-    # The backbone source: a classifier's Keras weights (its head is not restored).
-    weights = str(tmp_path / "pretrained.weights.h5")
-    build_classifier(ModelConfig(name="resnet10"), 5).save_weights(weights)
+    weights = backbone_weights(tmp_path)
     config = {
         "seed": 0,
         "data": {
@@ -65,53 +54,15 @@ def test_killed_detection_run_resumes(tmp_path):
         },
         "detection": {"image_size": 128, "max_boxes": 8, "head_convs": 1},
     }  # fmt: skip
-    config_path = tmp_path / "det.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    model_dir = str(tmp_path / "run")
-    cmd = [
-        sys.executable,
-        "-m",
-        "pipelines.finetune",
-        f"--config={config_path}",
-        f"--init_checkpoint={weights}",
-        f"--model_dir={model_dir}",
-    ]
-    log = open(tmp_path / "first_run.log", "w")  # noqa: SIM115  (closed below)
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 300
-    try:
-        while _latest_step(model_dir) < HEAD_STEPS + 2:
-            if proc.poll() is not None:
-                pytest.fail(
-                    "exited before the kill: " + (tmp_path / "first_run.log").read_text()[-3000:]
-                )
-            assert time.time() < deadline, "no mid-phase checkpoint in time"
-            time.sleep(0.1)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        log.close()
-    killed_at = _latest_step(model_dir)
-    assert HEAD_STEPS < killed_at < HEAD_STEPS + ALL_STEPS  # inside the second phase
+    cmd, model_dir = finetune_command(tmp_path, config, weights)
+    # Killed inside phase 2, then rerun without the backbone source: the checkpoint is used.
+    kill_mid_phase_and_resume(
+        cmd, model_dir, tmp_path / "first_run.log", weights, (HEAD_STEPS, ALL_STEPS), "all"
+    )
     assert "Restored" in (tmp_path / "first_run.log").read_text()  # the backbone, strictly
 
-    # The rerun continues from the checkpoint (the source is gone: it is not read again).
-    os.remove(weights)
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "phase 1/2" not in done.stderr
-    assert "phase 2/2 'all'" in done.stderr and "resuming from step" in done.stderr
-    assert _latest_step(model_dir) == HEAD_STEPS + ALL_STEPS
-    assert json.loads(done.stdout.strip().splitlines()[-1])["global_step"] == HEAD_STEPS + ALL_STEPS
-
     # pipelines/evaluate.py's detection job on the finished run: COCOeval into the metrics JSON.
-    # In-process, on a parsed copy of the binary's flags (parsing evaluate.FLAGS themselves left
-    # this run's --eval_pattern behind for the next in-process evaluate in the worker).
-    from transfer_tf.demo.inprocess import run_call
-
-    args = [f"--model_dir={model_dir}", f"--eval_pattern={shards}/train-*"]
-    printed = json.loads(run_call("pipelines.evaluate", args))
-    written = json.loads((tmp_path / "run" / "eval_metrics.json").read_text())
+    printed, written = evaluate_in_process(model_dir, f"{shards}/train-*")
     assert {"AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(written)
     assert written["AP50"] == printed["AP50"] and 0.0 <= written["AP"] <= 1.0
     assert written["num_images"] == 12

@@ -32,14 +32,10 @@ import time
 from dataclasses import dataclass
 
 import keras
-import tensorflow as tf
 from absl import logging
 
-from transfer_tf.benchmarks import transfer as transfer_bench
-from transfer_tf.benchmarks.transfer import build_imagenet_shards
+from transfer_tf.benchmarks import downstream
 from transfer_tf.config import ExperimentConfig, config_from_dict
-from transfer_tf.datagen import shapes
-from transfer_tf.training.schedules import base_learning_rate_for
 
 RUNS = ("pretrained", "scratch")
 
@@ -78,54 +74,6 @@ class DetectionBenchmarkSize:
     seed: int = 0
 
 
-def _prepare_data(work_dir: str, size: DetectionBenchmarkSize) -> dict[str, str]:
-    """Generates the raw sets and their shards once; later calls reuse finished ones (same
-    seed)."""
-    raw, tfr = os.path.join(work_dir, "raw"), os.path.join(work_dir, "tfrecords")
-    inet_out = os.path.join(tfr, "imagenet")
-    if not transfer_bench.is_built(inet_out, *transfer_bench.IMAGENET_MANIFESTS):
-        inet = shapes.write_imagenet_like(
-            os.path.join(raw, "imagenet"),
-            num_classes=size.classes,
-            train_per_class=size.pretrain_per_class,
-            val_per_class=5,
-            image_size_range=(size.pretrain_image_size, 2 * size.pretrain_image_size),
-            seed=size.seed,
-        )
-        build_imagenet_shards(inet, inet_out, size.seed)
-    return {"imagenet": inet_out, "coco": prepare_scenes(work_dir, size)}
-
-
-def prepare_scenes(work_dir: str, size: DetectionBenchmarkSize) -> str:
-    """The COCO-like detection scenes of `size` (train and val, exact boxes) under `work_dir`,
-    generated and built once (same seed). Returns their shard folder."""
-    return transfer_bench.coco_like_scenes(
-        work_dir,
-        size.classes,
-        size.raw_image_size,
-        size.coco_train_images,
-        size.coco_val_images,
-        size.seed,
-    )
-
-
-def pretrain_config(size: DetectionBenchmarkSize, imagenet_dir: str) -> ExperimentConfig:
-    """The classification transfer benchmark's pretraining recipe at this benchmark's sizes."""
-    return transfer_bench.pretrain_config(
-        transfer_bench.BenchmarkSize(
-            model=size.model,
-            image_size=size.pretrain_image_size,
-            pretrain_classes=size.classes,
-            pretrain_per_class=size.pretrain_per_class,
-            pretrain_steps=size.pretrain_steps,
-            batch_size=size.pretrain_batch_size,
-            mixed_precision=size.mixed_precision,
-            seed=size.seed,
-        ),
-        imagenet_dir,
-    )
-
-
 def detection_config(
     size: DetectionBenchmarkSize, coco_dir: str, run: str, steps: int
 ) -> ExperimentConfig:
@@ -133,7 +81,7 @@ def detection_config(
     long."""
 
     def base(lr: float) -> float:
-        return base_learning_rate_for(lr, size.batch_size, "sgd")
+        return downstream.sgd_base_learning_rate(size, lr)
 
     if run == "pretrained":
         probe = steps // 4
@@ -145,37 +93,12 @@ def detection_config(
              "base_learning_rate": base(size.head_lr * size.finetune_lr_factor)},
         ]  # fmt: skip
     else:
-        phases = [
-            {"name": "scratch", "trainable": "all", "steps": steps,
-             "base_learning_rate": base(size.scratch_lr), "warmup_steps": steps // 10},
-        ]  # fmt: skip
+        phases = downstream.scratch_phases(size, steps)
     return config_from_dict(
         {
             "seed": size.seed,
             "model": {"name": size.model},
-            "data": {
-                "schema": "coco",
-                "train_pattern": os.path.join(coco_dir, "train-*"),
-                "eval_pattern": os.path.join(coco_dir, "val-*"),
-                "label_map_file": os.path.join(coco_dir, "label_map.json"),
-                "num_classes": size.classes,
-                "num_train_examples": size.coco_train_images,
-                "num_eval_examples": size.coco_val_images,
-                "shuffle_buffer": 1000,
-            },
-            "train": {
-                "global_batch_size": size.batch_size,
-                "strategy": "one_device",
-                "mixed_precision": size.mixed_precision,
-                "checkpoint_every_steps": 10_000,
-                "log_every_steps": 50,
-            },
-            "transfer": {
-                "task": "detection",
-                "optimizer": "sgd",
-                "weight_decay": 1e-4,
-                "phases": phases,
-            },
+            **downstream.finetune_sections(size, coco_dir, "detection", phases),
             "detection": {
                 "image_size": size.detection_image_size,
                 "max_boxes": 16,
@@ -223,7 +146,7 @@ def measure_throughput(cfg: ExperimentConfig, steps: int) -> dict:
 def detection_throughput(work_dir: str, size: DetectionBenchmarkSize) -> dict:
     """Only the images/s measure, for `size`'s model, input size, heads and batch (the data of
     `work_dir` is generated first if missing)."""
-    dirs = _prepare_data(work_dir, size)
+    dirs = downstream.prepare_data(work_dir, size)
     cfg = detection_config(size, dirs["coco"], "scratch", size.budgets[0])
     return {
         "benchmark": "detection_throughput",
@@ -243,18 +166,15 @@ def compare_detection(
     "target_met" (gain >= 0.15)}}, "target_met_at_steps", "throughput": {...}, "pretrain": {...},
     "size": {...}}. Existing runs in `work_dir` are resumed or reused (delete the folder for a
     fresh measurement)."""
-    from transfer_tf.training.pretrain import run_pretraining
     from transfer_tf.transfer.finetune import run_finetuning
 
     t0 = time.perf_counter()
-    dirs = _prepare_data(work_dir, size)
+    dirs = downstream.prepare_data(work_dir, size)
     data_seconds = time.perf_counter() - t0
     pretrain_dir = os.path.join(work_dir, "runs", "pretrain")
-    t0 = time.perf_counter()
-    reused = tf.train.latest_checkpoint(os.path.join(pretrain_dir, "checkpoints")) is not None
-    run_pretraining(pretrain_config(size, dirs["imagenet"]), pretrain_dir)
-    pretrain_seconds = time.perf_counter() - t0
-    keras.backend.clear_session()
+    pretrain_seconds = downstream.pretrain_once(
+        downstream.pretrain_config(size, dirs["imagenet"]), pretrain_dir
+    )
     budgets = {}
     for steps in size.budgets:
         runs = {}
@@ -285,7 +205,7 @@ def compare_detection(
         "throughput": throughput,
         "pretrain": {
             "steps": size.pretrain_steps,
-            "seconds": None if reused else round(pretrain_seconds, 1),  # None: reused run
+            "seconds": pretrain_seconds,  # None: reused run
         },
         "data_seconds": round(data_seconds, 1),
         "size": dataclasses.asdict(size),

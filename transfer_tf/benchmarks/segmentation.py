@@ -39,14 +39,12 @@ import time
 from dataclasses import dataclass
 
 import keras
-import tensorflow as tf
 from absl import logging
 
+from transfer_tf.benchmarks import downstream
 from transfer_tf.benchmarks import transfer as transfer_bench
 from transfer_tf.config import ExperimentConfig, config_from_dict
 from transfer_tf.data.builders import build_coco
-from transfer_tf.datagen import shapes
-from transfer_tf.training.schedules import base_learning_rate_for
 
 RUNS = ("pretrained", "frozen", "scratch")
 TARGET_GAIN = 0.10
@@ -78,40 +76,6 @@ class SegmentationBenchmarkSize:
     seeds: tuple[int, ...] = (0, 1, 2)
     mixed_precision: str = "auto"
     seed: int = 0  # pretraining and scenes
-
-
-def prepare_data(work_dir: str, size: SegmentationBenchmarkSize) -> dict[str, str]:
-    """Generates the raw sets and their shards once (the scenes with instance masks); later
-    calls reuse finished builds. Returns {"imagenet": shard dir, "coco": shard dir}."""
-    raw, tfr = os.path.join(work_dir, "raw"), os.path.join(work_dir, "tfrecords")
-    inet_out, coco_out = os.path.join(tfr, "imagenet"), os.path.join(tfr, "coco_masks")
-    if not transfer_bench.is_built(inet_out, *transfer_bench.IMAGENET_MANIFESTS):
-        inet = shapes.write_imagenet_like(
-            os.path.join(raw, "imagenet"),
-            num_classes=size.classes,
-            train_per_class=size.pretrain_per_class,
-            val_per_class=5,
-            image_size_range=(size.pretrain_image_size, 2 * size.pretrain_image_size),
-            seed=size.seed,
-        )
-        transfer_bench.build_imagenet_shards(inet, inet_out, size.seed)
-    if not transfer_bench.is_built(coco_out, *transfer_bench.COCO_MANIFESTS):
-        for split, n, seed, first in (
-            ("train", size.coco_train_images, size.seed, 1),
-            ("val", size.coco_val_images, size.seed + 1, 100_001),
-        ):
-            coco = shapes.write_coco_like(
-                os.path.join(raw, f"coco_{split}"),
-                num_images=n,
-                category_ids=list(transfer_bench.CATEGORY_IDS[: size.classes]),
-                seed=seed,
-                image_size_range=size.raw_image_size,
-                first_image_id=first,
-            )
-            prefix = os.path.join(coco_out, split)
-            build_coco([coco.image_dir], coco.annotations_file, prefix, num_shards=2,
-                       include_masks=True)  # fmt: skip
-    return {"imagenet": inet_out, "coco": coco_out}
 
 
 def prepare_photo_data(work_dir: str, photo_dir: str, size: SegmentationBenchmarkSize) -> dict:
@@ -157,75 +121,29 @@ def photo_size(size: SegmentationBenchmarkSize):
     )
 
 
-def pretrain_config(size: SegmentationBenchmarkSize, imagenet_dir: str) -> ExperimentConfig:
-    """The classification transfer benchmark's pretraining recipe at this benchmark's sizes."""
-    return transfer_bench.pretrain_config(
-        transfer_bench.BenchmarkSize(
-            model=size.model,
-            image_size=size.pretrain_image_size,
-            pretrain_classes=size.classes,
-            pretrain_per_class=size.pretrain_per_class,
-            pretrain_steps=size.pretrain_steps,
-            batch_size=size.pretrain_batch_size,
-            mixed_precision=size.mixed_precision,
-            seed=size.seed,
-        ),
-        imagenet_dir,
-    )
-
-
 def segmentation_config(
     size: SegmentationBenchmarkSize, coco_dir: str, run: str, seed: int
 ) -> ExperimentConfig:
     """One run's config (`pretrained`, `frozen` or `scratch`, see module doc) with `cfg.seed`."""
     steps = size.steps
-
-    def base(lr: float) -> float:
-        return base_learning_rate_for(lr, size.batch_size, "sgd")
-
-    heads = {"name": "heads", "trainable": "fpn,head", "base_learning_rate": base(size.lr),
+    lr = downstream.sgd_base_learning_rate(size, size.lr)
+    heads = {"name": "heads", "trainable": "fpn,head", "base_learning_rate": lr,
              "frozen_batchnorm": "train"}  # fmt: skip
     if run == "pretrained":
         probe = steps // 4
         phases = [
             {**heads, "steps": probe, "warmup_steps": probe // 5, "lr_schedule": "constant"},
-            {"name": "all", "trainable": "all", "steps": steps - probe,
-             "base_learning_rate": base(size.lr)},
+            {"name": "all", "trainable": "all", "steps": steps - probe, "base_learning_rate": lr},
         ]  # fmt: skip
     elif run == "frozen":
         phases = [{**heads, "steps": steps, "warmup_steps": steps // 10}]
     else:
-        phases = [
-            {"name": "scratch", "trainable": "all", "steps": steps,
-             "base_learning_rate": base(size.scratch_lr), "warmup_steps": steps // 10},
-        ]  # fmt: skip
+        phases = downstream.scratch_phases(size, steps)
     return config_from_dict(
         {
             "seed": seed,
             "model": {"name": size.model},
-            "data": {
-                "schema": "coco",
-                "train_pattern": os.path.join(coco_dir, "train-*"),
-                "eval_pattern": os.path.join(coco_dir, "val-*"),
-                "label_map_file": os.path.join(coco_dir, "label_map.json"),
-                "num_classes": size.classes,
-                "num_train_examples": size.coco_train_images,
-                "num_eval_examples": size.coco_val_images,
-                "shuffle_buffer": 1000,
-            },
-            "train": {
-                "global_batch_size": size.batch_size,
-                "strategy": "one_device",
-                "mixed_precision": size.mixed_precision,
-                "checkpoint_every_steps": 10_000,
-                "log_every_steps": 50,
-            },
-            "transfer": {
-                "task": "segmentation",
-                "optimizer": "sgd",
-                "weight_decay": 1e-4,
-                "phases": phases,
-            },
+            **downstream.finetune_sections(size, coco_dir, "segmentation", phases),
             "segmentation": {
                 "image_size": size.image_size,
                 "head": size.head,
@@ -251,7 +169,6 @@ def compare_segmentation(
     in `work_dir` are resumed or reused (delete the folder for a fresh measurement).
     `photo_dir`: the real-photo scenes instead (`prepare_photo_data`), pretrained with the photo
     transfer benchmark's recipe (`transfer_photos.pretrain_config`)."""
-    from transfer_tf.training.pretrain import run_pretraining
     from transfer_tf.transfer.finetune import run_finetuning
 
     t0 = time.perf_counter()
@@ -262,15 +179,11 @@ def compare_segmentation(
         size = dataclasses.replace(size, classes=dirs["coco_classes"])
         pretrain_cfg = transfer_photos.pretrain_config(photo_size(size), dirs)
     else:
-        dirs = prepare_data(work_dir, size)
-        pretrain_cfg = pretrain_config(size, dirs["imagenet"])
+        dirs = downstream.prepare_data(work_dir, size, include_masks=True)
+        pretrain_cfg = downstream.pretrain_config(size, dirs["imagenet"])
     data_seconds = time.perf_counter() - t0
     pretrain_dir = os.path.join(work_dir, "runs", "pretrain")
-    t0 = time.perf_counter()
-    reused = tf.train.latest_checkpoint(os.path.join(pretrain_dir, "checkpoints")) is not None
-    run_pretraining(pretrain_cfg, pretrain_dir)
-    pretrain_seconds = time.perf_counter() - t0
-    keras.backend.clear_session()
+    pretrain_seconds = downstream.pretrain_once(pretrain_cfg, pretrain_dir)
     seeds = {}
     for seed in size.seeds:
         runs = {}
@@ -309,7 +222,7 @@ def compare_segmentation(
             # The photo recipe's length is in epochs (transfer_photos.pretrain_config).
             "steps": None if photo_dir else size.pretrain_steps,
             "epochs": pretrain_cfg.train.epochs if photo_dir else None,
-            "seconds": None if reused else round(pretrain_seconds, 1),  # None: reused run
+            "seconds": pretrain_seconds,  # None: reused run
         },
         "data_seconds": round(data_seconds, 1),
         "size": dataclasses.asdict(size),

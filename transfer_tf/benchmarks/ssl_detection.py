@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from absl import logging
 
-from transfer_tf.benchmarks import detection
+from transfer_tf.benchmarks import detection, downstream
 
 METRICS = ("AP", "AP50", "AP75")
 
@@ -42,7 +42,7 @@ def detection_arms(
     {arm: {"AP": float, "AP50": float, "AP75": float}} (COCOeval on the val split)."""
     from transfer_tf.transfer.finetune import run_finetuning
 
-    coco_dir = detection.prepare_scenes(os.path.join(work_dir, "detection"), dsize)
+    coco_dir = downstream.prepare_scenes(os.path.join(work_dir, "detection"), dsize)
     scores = {}
     for name, source in backbones.items():
         cfg = detection.detection_config(

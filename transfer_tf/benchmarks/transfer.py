@@ -100,11 +100,12 @@ def write_coco_like_split(
     num_images: int,
     seed: int,
     first_image_id: int = 1,
+    include_masks: bool = False,
 ) -> None:
     """One COCO-like split: `num_images` generated scenes of the first `num_categories` of
     `CATEGORY_IDS`, sides in `image_size_range`, under `raw_dir`, through the real COCO builder
-    into `output_prefix-*` (2 shards). Each scene is drawn from (seed, index), so a smaller split
-    is the larger one's first scenes."""
+    into `output_prefix-*` (2 shards; `include_masks`: with the instance masks). Each scene is
+    drawn from (seed, index), so a smaller split is the larger one's first scenes."""
     coco = shapes.write_coco_like(
         raw_dir,
         num_images=num_images,
@@ -113,7 +114,8 @@ def write_coco_like_split(
         image_size_range=image_size_range,
         first_image_id=first_image_id,
     )
-    build_coco([coco.image_dir], coco.annotations_file, output_prefix, num_shards=2)
+    build_coco([coco.image_dir], coco.annotations_file, output_prefix, num_shards=2,
+               include_masks=include_masks)  # fmt: skip
 
 
 def coco_like_scenes(
@@ -123,11 +125,13 @@ def coco_like_scenes(
     train_images: int,
     val_images: int,
     seed: int,
+    include_masks: bool = False,
 ) -> str:
     """The train (`seed`) and val (`seed + 1`, ids from 100001) COCO-like splits under
     `work_dir/raw/coco_<split>` and their shards under `work_dir/tfrecords/coco`, built once (a
-    finished build is reused). Returns the shard folder."""
-    coco_out = os.path.join(work_dir, "tfrecords", "coco")
+    finished build is reused). Returns the shard folder. `include_masks`: shards with the
+    instance masks, in `tfrecords/coco_masks` (the same raw scenes, beside the unmasked ones)."""
+    coco_out = os.path.join(work_dir, "tfrecords", "coco_masks" if include_masks else "coco")
     if not is_built(coco_out, *COCO_MANIFESTS):
         for split, n, split_seed, first in (
             ("train", train_images, seed, 1),
@@ -141,6 +145,7 @@ def coco_like_scenes(
                 n,
                 split_seed,
                 first,
+                include_masks,
             )
     return coco_out
 

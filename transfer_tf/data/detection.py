@@ -68,6 +68,23 @@ def resize_and_pad(
     return tf.cast(padded + 0.5, tf.uint8), scaled / hw, offset
 
 
+def resize_and_pad_batch(images: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """`resize_and_pad` of each image of a decoded uint8 batch `[B, H, W, 3]` (the serving
+    signatures' image tensors). Returns (uint8 `[B, size, size, 3]`, scale float32 `[B, 2]`,
+    the original image_hw int32 `[B, 2]`: one H, W for the whole batch)."""
+    resized, scale, _ = tf.map_fn(
+        lambda im: resize_and_pad(im, size),
+        images,
+        fn_output_signature=(
+            tf.TensorSpec([size, size, 3], tf.uint8),
+            tf.TensorSpec([2], tf.float32),
+            tf.TensorSpec([2], tf.float32),
+        ),
+    )
+    hw = tf.tile(tf.shape(images)[1:3][None, :], [tf.shape(images)[0], 1])
+    return resized, scale, hw
+
+
 def decode_rgb(image_bytes: tf.Tensor) -> tf.Tensor:
     """Encoded JPEG/PNG/GIF (first frame)/BMP -> uint8 `[H, W, 3]` (grayscale/RGBA become RGB)."""
     return tf.io.decode_image(image_bytes, channels=3, expand_animations=False)

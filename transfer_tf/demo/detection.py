@@ -16,21 +16,24 @@ from __future__ import annotations
 import copy
 import os
 
-from transfer_tf.config import ExperimentConfig, PhaseConfig
-from transfer_tf.demo.plan import (
-    DemoPaths,
-    Stage,
-    coco_eval_pattern,
-    finetune_config,
-    plan_stages,
-    predict_image,
-)
+from transfer_tf.config import ExperimentConfig
+from transfer_tf.demo import downstream
+from transfer_tf.demo.plan import DemoPaths, Stage, finetune_config, plan_stages, predict_image
 
-RUNS = ("detect_finetune", "detect_scratch")
-TITLES = {
-    "detect_finetune": "Detection, RetinaNet from the pretrained backbone (fpn,head -> all)",
-    "detect_scratch": "Detection, RetinaNet from scratch, same budget",
-}
+DETECTION = downstream.DownstreamTask(
+    name="detection",
+    finetune_run="detect_finetune",
+    scratch_run="detect_scratch",
+    titles={
+        "detect_finetune": "Detection, RetinaNet from the pretrained backbone (fpn,head -> all)",
+        "detect_scratch": "Detection, RetinaNet from scratch, same budget",
+    },
+    evaluation="COCOeval on the COCO-like val split",
+    export_title="Export the fine-tuned detector as a SavedModel",
+    predict_title="Detect objects in one generated image through the SavedModel and draw them",
+)
+RUNS = DETECTION.runs
+
 # Sizes of the detection runs (CPU): the smallest input, one-conv heads, a short budget.
 # At 60 steps both runs stay near AP 0 on the demo data; at 150 both detect (AP50 ~0.85). At
 # 0.01 without a warmup of the `all` phase, ResNet-50 at batch 8 diverged once in three runs.
@@ -49,53 +52,14 @@ def detection_configs(cfg: ExperimentConfig, paths: DemoPaths) -> dict[str, Expe
     base.data.image_size = IMAGE_SIZE  # one input size (a detection run reads detection's)
     base.detection.head_convs = 1
     base.detection.max_boxes = 2 * cfg.demo.objects_per_image[1]
-    heads = STEPS // 4
-    finetune = copy.deepcopy(base)
-    finetune.name = f"{cfg.name}_detect_finetune"
-    finetune.transfer.phases = [
-        PhaseConfig(
-            name="heads",
-            trainable="fpn,head",
-            steps=heads,
-            base_learning_rate=BASE_LEARNING_RATE,
-            lr_schedule="constant",
-            warmup_steps=heads // 5,
-            # Batch-statistics BN, as in the `all` phase (BENCHMARKS.md, detection transfer).
-            frozen_batchnorm="train",
-        ),
-        PhaseConfig(
-            name="all",
-            trainable="all",
-            steps=STEPS - heads,
-            base_learning_rate=BASE_LEARNING_RATE,
-            warmup_steps=STEPS // 10,  # a fresh optimizer on newly unfrozen layers
-        ),
-    ]
-    scratch = copy.deepcopy(base)
-    scratch.name = f"{cfg.name}_detect_scratch"
-    scratch.transfer.phases = [
-        PhaseConfig(
-            name="scratch",
-            trainable="all",
-            steps=STEPS,
-            base_learning_rate=BASE_LEARNING_RATE,
-            warmup_steps=STEPS // 10,
-        )
-    ]
-    return {"detect_finetune": finetune, "detect_scratch": scratch}
-
-
-def export_dir(paths: DemoPaths) -> str:
-    return os.path.join(paths.work_dir, "export_detection")
+    return downstream.finetune_and_scratch_configs(
+        base, cfg.name, DETECTION, STEPS, BASE_LEARNING_RATE
+    )
 
 
 def drawn_image(paths: DemoPaths) -> str:
     """The predicted val image with its boxes drawn (`predict --draw_dir=plots/`)."""
     return os.path.join(paths.plots, os.path.basename(predict_image(paths))[:-4] + ".png")
-
-
-def predict_output(paths: DemoPaths) -> str:
-    return paths.metrics("predict_detection")
 
 
 def demo_stages(cfg: ExperimentConfig, paths: DemoPaths) -> list[Stage]:
@@ -107,86 +71,15 @@ def demo_stages(cfg: ExperimentConfig, paths: DemoPaths) -> list[Stage]:
 
 def detection_stages(paths: DemoPaths) -> list[Stage]:
     """Train, evaluate (COCOeval), export and predict-and-draw, in order."""
-    d = paths
-    stages = []
-    for run in RUNS:
-        args = [f"--config={d.config(run)}", f"--model_dir={d.run_dir(run)}"]
-        if run == "detect_finetune":
-            args.insert(1, f"--init_checkpoint={d.run_dir('pretrain')}")
-        needs = ("build_coco", "pretrain") if run == "detect_finetune" else ("build_coco",)
-        stages += [
-            Stage(
-                run,
-                TITLES[run],
-                [("pipelines.finetune", args)],
-                needs=needs,
-                outputs=(os.path.join(d.run_dir(run), "config.yaml"),),
-            ),
-            Stage(
-                f"evaluate_{run}",
-                f"Evaluate the {run} run (COCOeval on the COCO-like val split)",
-                [
-                    (
-                        "pipelines.evaluate",
-                        [
-                            f"--model_dir={d.run_dir(run)}",
-                            f"--output={d.metrics(run)}",
-                            f"--eval_pattern={coco_eval_pattern(d)}",
-                        ],
-                    )
-                ],
-                needs=(run,),
-                outputs=(d.metrics(run),),
-            ),
-        ]
-    stages += [
-        Stage(
-            "export_detection",
-            "Export the fine-tuned detector as a SavedModel",
-            [
-                (
-                    "pipelines.export",
-                    [
-                        f"--model_dir={d.run_dir('detect_finetune')}",
-                        f"--export_dir={export_dir(d)}",
-                    ],
-                )
-            ],
-            needs=("detect_finetune",),
-        ),
-        Stage(
-            "predict_detection",
-            "Detect objects in one generated image through the SavedModel and draw them",
-            [
-                (
-                    "pipelines.predict",
-                    [
-                        f"--saved_model={export_dir(d)}",
-                        "--json",
-                        f"--draw_dir={d.plots}",
-                        predict_image(d),
-                    ],
-                )
-            ],
-            needs=("export_detection",),
-            outputs=(predict_output(d),),
-            stdout_file=predict_output(d),
-        ),
-    ]
-    return stages
+    return downstream.downstream_stages(paths, DETECTION, draw_dir=paths.plots)
 
 
 def report_lines(paths: DemoPaths, read_json) -> list[str]:
     """The report's detection section: AP/AP50/AP75 per run and the drawn image."""
-    docs = {run: read_json(paths.metrics(run)) for run in RUNS}
-    if not any(docs.values()):
+    columns = {"AP": "AP", "AP50": "AP50", "AP75": "AP75"}
+    lines = downstream.runs_table(paths, read_json, DETECTION, columns)
+    if lines is None:
         return ["Not run (see the stage table)."]
-    lines = ["| run | AP | AP50 | AP75 | source |", "|---|---|---|---|---|"]
-    for run in RUNS:
-        doc = docs[run] or {}
-        cells = [f"{doc[k]:.4f}" if k in doc else "–" for k in ("AP", "AP50", "AP75")]
-        source = f"`metrics/{run}.json`" if docs[run] else "not run"
-        lines.append(f"| {TITLES[run]} | " + " | ".join(cells) + f" | {source} |")
     lines += [
         "",
         f"Both runs train {STEPS} steps of batch {BATCH} at {IMAGE_SIZE} px; COCOeval on the "
@@ -195,7 +88,7 @@ def report_lines(paths: DemoPaths, read_json) -> list[str]:
         "`pipelines/benchmark_detection.py` uses classes that share colours, where the "
         "pretrained backbone leads (BENCHMARKS.md).",
     ]
-    prediction = read_json(predict_output(paths))
+    prediction = read_json(downstream.predict_output(paths, DETECTION))
     if prediction and prediction.get("detections"):
         found = prediction["detections"][0]["detections"]
         names = ", ".join(f"{d['class']} {d['score']:.2f}" for d in found) or "none"

@@ -17,20 +17,25 @@ import copy
 import dataclasses
 import os
 
-from transfer_tf.config import ExperimentConfig, PhaseConfig
-from transfer_tf.demo.plan import (
-    DemoPaths,
-    Stage,
-    coco_eval_pattern,
-    finetune_config,
-    predict_image,
-)
+from transfer_tf.config import ExperimentConfig
+from transfer_tf.demo import downstream
+from transfer_tf.demo.plan import DemoPaths, Stage, finetune_config, predict_image
 
-RUNS = ("segment_finetune", "segment_scratch")
-TITLES = {
-    "segment_finetune": "Segmentation, Semantic-FPN from the pretrained backbone (fpn,head -> all)",
-    "segment_scratch": "Segmentation, Semantic-FPN from scratch, same budget",
-}
+SEGMENTATION = downstream.DownstreamTask(
+    name="segmentation",
+    finetune_run="segment_finetune",
+    scratch_run="segment_scratch",
+    titles={
+        "segment_finetune": "Segmentation, Semantic-FPN from the pretrained backbone "
+        "(fpn,head -> all)",
+        "segment_scratch": "Segmentation, Semantic-FPN from scratch, same budget",
+    },
+    evaluation="mIoU on the COCO-like val split, original size",
+    export_title="Export the fine-tuned segmenter as a SavedModel",
+    predict_title="Segment one generated image through the SavedModel and overlay its class map",
+)
+RUNS = SEGMENTATION.runs
+
 # Sizes of the segmentation runs (CPU): a small input and neck, a short budget. The LR is per 256
 # images (SGD: x BATCH/256).
 IMAGE_SIZE, BATCH, STEPS, BASE_LEARNING_RATE = 64, 8, 120, 0.32
@@ -63,43 +68,9 @@ def segmentation_configs(cfg: ExperimentConfig, paths: DemoPaths) -> dict[str, E
     base.segmentation.head_channels = 64
     base.segmentation.scale_jitter = (0.75, 1.5)
     base.segmentation.max_eval_size = max(cfg.demo.coco_image_size)
-    heads = STEPS // 4
-    finetune = copy.deepcopy(base)
-    finetune.name = f"{cfg.name}_segment_finetune"
-    finetune.transfer.phases = [
-        PhaseConfig(
-            name="heads",
-            trainable="fpn,head",
-            steps=heads,
-            base_learning_rate=BASE_LEARNING_RATE,
-            lr_schedule="constant",
-            warmup_steps=heads // 5,
-            frozen_batchnorm="train",
-        ),
-        PhaseConfig(
-            name="all",
-            trainable="all",
-            steps=STEPS - heads,
-            base_learning_rate=BASE_LEARNING_RATE,
-            warmup_steps=STEPS // 10,
-        ),
-    ]
-    scratch = copy.deepcopy(base)
-    scratch.name = f"{cfg.name}_segment_scratch"
-    scratch.transfer.phases = [
-        PhaseConfig(
-            name="scratch",
-            trainable="all",
-            steps=STEPS,
-            base_learning_rate=BASE_LEARNING_RATE,
-            warmup_steps=STEPS // 10,
-        )
-    ]
-    return {"segment_finetune": finetune, "segment_scratch": scratch}
-
-
-def export_dir(paths: DemoPaths) -> str:
-    return os.path.join(paths.work_dir, "export_segmentation")
+    return downstream.finetune_and_scratch_configs(
+        base, cfg.name, SEGMENTATION, STEPS, BASE_LEARNING_RATE
+    )
 
 
 def overlay_dir(paths: DemoPaths) -> str:
@@ -110,10 +81,6 @@ def overlay_image(paths: DemoPaths) -> str:
     """The predicted val image with its class map overlaid (`predict --draw_dir`)."""
     name = os.path.basename(predict_image(paths))[:-4] + ".png"
     return os.path.join(overlay_dir(paths), name)
-
-
-def predict_output(paths: DemoPaths) -> str:
-    return paths.metrics("predict_segmentation")
 
 
 def with_segmentation(cfg: ExperimentConfig, paths: DemoPaths, stages: list[Stage]) -> list[Stage]:
@@ -135,77 +102,22 @@ def with_segmentation(cfg: ExperimentConfig, paths: DemoPaths, stages: list[Stag
 
 def segmentation_stages(paths: DemoPaths) -> list[Stage]:
     """Train, evaluate (mIoU), export and predict-and-overlay, in order."""
-    d = paths
-    stages = []
-    for run in RUNS:
-        args = [f"--config={d.config(run)}", f"--model_dir={d.run_dir(run)}"]
-        if run == "segment_finetune":
-            args.insert(1, f"--init_checkpoint={d.run_dir('pretrain')}")
-        needs = ("build_coco", "pretrain") if run == "segment_finetune" else ("build_coco",)
-        evaluate = [
-            f"--model_dir={d.run_dir(run)}",
-            f"--output={d.metrics(run)}",
-            f"--eval_pattern={coco_eval_pattern(d)}",
-        ]
-        stages += [
-            Stage(
-                run,
-                TITLES[run],
-                [("pipelines.finetune", args)],
-                needs=needs,
-                outputs=(os.path.join(d.run_dir(run), "config.yaml"),),
-            ),
-            Stage(
-                f"evaluate_{run}",
-                f"Evaluate the {run} run (mIoU on the COCO-like val split, original size)",
-                [("pipelines.evaluate", evaluate)],
-                needs=(run,),
-                outputs=(d.metrics(run),),
-            ),
-        ]
-    export = [f"--model_dir={d.run_dir('segment_finetune')}", f"--export_dir={export_dir(d)}"]
-    predict = [
-        f"--saved_model={export_dir(d)}",
-        "--json",
-        f"--draw_dir={overlay_dir(d)}",
-        predict_image(d),
-    ]
-    return stages + [
-        Stage(
-            "export_segmentation",
-            "Export the fine-tuned segmenter as a SavedModel",
-            [("pipelines.export", export)],
-            needs=("segment_finetune",),
-        ),
-        Stage(
-            "predict_segmentation",
-            "Segment one generated image through the SavedModel and overlay its class map",
-            [("pipelines.predict", predict)],
-            needs=("export_segmentation",),
-            outputs=(predict_output(d),),
-            stdout_file=predict_output(d),
-        ),
-    ]
+    return downstream.downstream_stages(paths, SEGMENTATION, draw_dir=overlay_dir(paths))
 
 
 def report_lines(paths: DemoPaths, read_json) -> list[str]:
     """The report's segmentation section: mIoU and pixel accuracy per run, and the overlay."""
-    docs = {run: read_json(paths.metrics(run)) for run in RUNS}
-    if not any(docs.values()):
+    columns = {"mIoU": "mIoU", "pixel_accuracy": "pixel accuracy"}
+    lines = downstream.runs_table(paths, read_json, SEGMENTATION, columns)
+    if lines is None:
         return ["Not run (see the stage table)."]
-    lines = ["| run | mIoU | pixel accuracy | source |", "|---|---|---|---|"]
-    for run in RUNS:
-        doc = docs[run] or {}
-        cells = [f"{doc[k]:.4f}" if k in doc else "–" for k in ("mIoU", "pixel_accuracy")]
-        source = f"`metrics/{run}.json`" if docs[run] else "not run"
-        lines.append(f"| {TITLES[run]} | " + " | ".join(cells) + f" | {source} |")
     lines += [
         "",
         f"Both runs train {STEPS} steps of batch {BATCH} at {IMAGE_SIZE} px; class maps from the "
         "COCO-like instance masks (background + one class per category), compared at each val "
         "image's original size.",
     ]
-    prediction = read_json(predict_output(paths))
+    prediction = read_json(downstream.predict_output(paths, SEGMENTATION))
     if prediction and prediction.get("segments"):
         found = prediction["segments"][0]["classes"]
         names = ", ".join(f"{c['class']} {100 * c['pixel_fraction']:.0f}%" for c in found)

@@ -28,13 +28,15 @@ from __future__ import annotations
 import tensorflow as tf
 
 from transfer_tf.config import ExperimentConfig
-from transfer_tf.data.detection import preprocess_detection_eval, resize_and_pad
+from transfer_tf.data.detection import preprocess_detection_eval, resize_and_pad_batch
 from transfer_tf.data.label_maps import read_label_map
 from transfer_tf.detection.evaluation import category_ids
 from transfer_tf.detection.retinanet import decode
 from transfer_tf.export.saved_model import (
     TENSOR_INPUT,
+    Untracked,
     add_image_signatures,
+    image_signature_functions,
     labels_table,
 )
 
@@ -45,13 +47,6 @@ OUTPUTS = (
     "detection_scores",
     "num_detections",
 )
-
-
-class _Untracked:
-    """Holds an object without making it a SavedModel dependency."""
-
-    def __init__(self, value):
-        self.value = value
 
 
 class DetectionServingModule(tf.Module):
@@ -66,7 +61,7 @@ class DetectionServingModule(tf.Module):
     def __init__(self, model, cfg: ExperimentConfig, labels_path: str):
         super().__init__(name="detector_export")
         # As export.saved_model.ServingModule: only the raw variables are saved.
-        self._model = _Untracked(model)
+        self._model = Untracked(model)
         self.model_variables = [getattr(v, "value", v) for v in model.variables]
         self._det_cfg = cfg.detection
         self._size = int(cfg.detection.image_size)
@@ -89,10 +84,8 @@ class DetectionServingModule(tf.Module):
         )
 
     def signatures(self) -> dict:
-        return {
-            "serving_default": self.serve_bytes.get_concrete_function(),
-            "serving_image_tensor": self.serve_image_tensor.get_concrete_function(),
-        }
+        """The concrete functions to save, keyed by signature name."""
+        return image_signature_functions(self)
 
     def _detect(self, images, scale, hw) -> dict[str, tf.Tensor]:
         """Detections of preprocessed images, boxes mapped back through each image's scale."""
@@ -125,14 +118,5 @@ class DetectionServingModule(tf.Module):
         return self.detect(images, scale, hw)
 
     def _serve_image_tensor(self, images):
-        resized, scale, _ = tf.map_fn(
-            lambda im: resize_and_pad(im, self._size),
-            images,
-            fn_output_signature=(
-                tf.TensorSpec([self._size, self._size, 3], tf.uint8),
-                tf.TensorSpec([2], tf.float32),
-                tf.TensorSpec([2], tf.float32),
-            ),
-        )
-        hw = tf.tile(tf.shape(images)[1:3][None, :], [tf.shape(images)[0], 1])
+        resized, scale, hw = resize_and_pad_batch(images, self._size)
         return self.detect(resized, scale, hw)

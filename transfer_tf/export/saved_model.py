@@ -141,7 +141,16 @@ def add_image_signatures(module: tf.Module) -> None:
     )
 
 
-class _Untracked:
+def image_signature_functions(module: tf.Module) -> dict:
+    """The concrete functions of the two signatures `add_image_signatures` set on `module`, keyed
+    by signature name (what the detection and segmentation exports save)."""
+    return {
+        "serving_default": module.serve_bytes.get_concrete_function(),
+        "serving_image_tensor": module.serve_image_tensor.get_concrete_function(),
+    }
+
+
+class Untracked:
     """Holds an object without making it a SavedModel dependency."""
 
     def __init__(self, value):
@@ -161,7 +170,7 @@ class ServingModule(tf.Module):
         super().__init__(name="classifier_export")
         # Only the variables are saved, not Keras' object graph: walking and re-tracing the
         # layers makes saving ~2x slower and the loader never needs them (as keras ExportArchive).
-        self._model = _Untracked(model)
+        self._model = Untracked(model)
         # The raw tf.Variables, not keras.Variable wrappers: a wrapper exports as a second copy
         # of the variable that the TF1/C++ loader (TF Serving, saved_model_cli run) restores
         # while the graph reads the uninitialised original.

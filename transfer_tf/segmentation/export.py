@@ -30,20 +30,18 @@ from __future__ import annotations
 import tensorflow as tf
 
 from transfer_tf.config import ExperimentConfig
-from transfer_tf.data.detection import resize_and_pad
+from transfer_tf.data.detection import resize_and_pad_batch
 from transfer_tf.data.segmentation import preprocess_segmentation_eval
-from transfer_tf.export.saved_model import TENSOR_INPUT, add_image_signatures
+from transfer_tf.export.saved_model import (
+    TENSOR_INPUT,
+    Untracked,
+    add_image_signatures,
+    image_signature_functions,
+)
 from transfer_tf.segmentation.model import class_map_at_original
 from transfer_tf.segmentation.settings import IGNORE_LABEL, num_segmentation_classes
 
 OUTPUTS = ("class_map", "image_hw", "class_scores", "class_pixel_fraction", "class_names")
-
-
-class _Untracked:
-    """Holds an object without making it a SavedModel dependency."""
-
-    def __init__(self, value):
-        self.value = value
 
 
 def _read_names(path: str) -> list[str]:
@@ -63,7 +61,7 @@ class SegmentationServingModule(tf.Module):
     def __init__(self, model, cfg: ExperimentConfig, labels_path: str):
         super().__init__(name="segmenter_export")
         # As export.saved_model.ServingModule: only the raw variables are saved.
-        self._model = _Untracked(model)
+        self._model = Untracked(model)
         self.model_variables = [getattr(v, "value", v) for v in model.variables]
         self._size = int(cfg.segmentation.image_size)
         self._max_pixels = int(cfg.export.max_image_pixels)
@@ -86,10 +84,8 @@ class SegmentationServingModule(tf.Module):
         )
 
     def signatures(self) -> dict:
-        return {
-            "serving_default": self.serve_bytes.get_concrete_function(),
-            "serving_image_tensor": self.serve_image_tensor.get_concrete_function(),
-        }
+        """The concrete functions to save, keyed by signature name."""
+        return image_signature_functions(self)
 
     def _segment(self, images, hw) -> dict[str, tf.Tensor]:
         logits = tf.cast(self._model.value(images, training=False), tf.float32)
@@ -136,14 +132,5 @@ class SegmentationServingModule(tf.Module):
         return self.segment(images, hw)
 
     def _serve_image_tensor(self, images):
-        resized, _, _ = tf.map_fn(
-            lambda im: resize_and_pad(im, self._size),
-            images,
-            fn_output_signature=(
-                tf.TensorSpec([self._size, self._size, 3], tf.uint8),
-                tf.TensorSpec([2], tf.float32),
-                tf.TensorSpec([2], tf.float32),
-            ),
-        )
-        hw = tf.tile(tf.shape(images)[1:3][None, :], [tf.shape(images)[0], 1])
+        resized, _, hw = resize_and_pad_batch(images, self._size)
         return self.segment(resized, hw)

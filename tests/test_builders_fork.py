@@ -138,3 +138,29 @@ def test_with_forked_workers_the_caller_writes_no_shard():
     # No `init_local`: the pool is up at once, so this process only feeds it and waits.
     got = list(pool_drain.drain(_BusyPool(), list(range(5)), 2, lambda j: {"job": j}, None))
     assert sorted(r["job"] for r in got) == list(range(5)) and {r["by"] for r in got} == {"pool"}
+
+
+def test_the_coco_binary_forks_its_workers_on_local_paths(tmp_path):
+    # The binary's start-up (absl's init callbacks) creates TensorFlow's eager context object
+    # before any op runs; an uninitialized context has no thread pool and must not block a fork.
+    make_coco(str(tmp_path / "coco"))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.make_coco_tfrecords",
+            f"--image_dir={tmp_path}/coco/images",
+            f"--object_annotations_file={tmp_path}/coco/instances.json",
+            f"--output_file_prefix={tmp_path}/out/train",
+            "--num_shards=2",
+            "--num_workers=2",
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": REPO},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "workers start by fork:" in proc.stderr, proc.stderr[-3000:]
+    assert len(glob.glob(f"{tmp_path}/out/train-*")) == 2

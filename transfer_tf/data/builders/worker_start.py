@@ -35,11 +35,15 @@ def thread_count() -> int | None:
 
 def _threads_after_import() -> int | None:
     """The thread count now, or None when TensorFlow has already run an op (its eager context
-    exists, and with it the thread pools this count must not include: never fork then)."""
+    is initialized, and with it the thread pools this count must not include: never fork then).
+
+    The context object alone is not enough to refuse: absl's start-up callbacks (and
+    `list_physical_devices`) create it without initializing it, and it starts no thread then."""
     try:
         from tensorflow.python.eager import context
 
-        if context.context_safe() is not None:
+        ctx = context.context_safe()
+        if ctx is not None and getattr(ctx, "_initialized", True):
             return None
     except (ImportError, AttributeError):  # moved in another TensorFlow: the count alone decides
         pass

@@ -38,13 +38,10 @@ print("RESULT " + json.dumps(result))
 """
 
 
-@pytest.fixture(scope="module")
-def fresh_process_builds(tmp_path_factory):
-    """What the script above printed and logged (one TensorFlow import for the tests below)."""
-    root = tmp_path_factory.mktemp("fork")
-    make_coco(str(root / "coco"))
+def _python(*args: str) -> subprocess.CompletedProcess:
+    """A fresh interpreter with this repository importable, as a user runs a binary; must exit 0."""
     proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, str(root / "coco"), str(root / "out")],
+        [sys.executable, *args],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": REPO},
         capture_output=True,
@@ -52,6 +49,15 @@ def fresh_process_builds(tmp_path_factory):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def fresh_process_builds(tmp_path_factory):
+    """What the script above printed and logged (one TensorFlow import for the tests below)."""
+    root = tmp_path_factory.mktemp("fork")
+    make_coco(str(root / "coco"))
+    proc = _python("-c", _SCRIPT, str(root / "coco"), str(root / "out"))
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
     return json.loads(line[len("RESULT ") :]), proc.stderr, root / "out"
 
@@ -144,23 +150,14 @@ def test_the_coco_binary_forks_its_workers_on_local_paths(tmp_path):
     # The binary's start-up (absl's init callbacks) creates TensorFlow's eager context object
     # before any op runs; an uninitialized context has no thread pool and must not block a fork.
     make_coco(str(tmp_path / "coco"))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.make_coco_tfrecords",
-            f"--image_dir={tmp_path}/coco/images",
-            f"--object_annotations_file={tmp_path}/coco/instances.json",
-            f"--output_file_prefix={tmp_path}/out/train",
-            "--num_shards=2",
-            "--num_workers=2",
-        ],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": REPO},
-        capture_output=True,
-        text=True,
-        timeout=600,
+    proc = _python(
+        "-m",
+        "pipelines.make_coco_tfrecords",
+        f"--image_dir={tmp_path}/coco/images",
+        f"--object_annotations_file={tmp_path}/coco/instances.json",
+        f"--output_file_prefix={tmp_path}/out/train",
+        "--num_shards=2",
+        "--num_workers=2",
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     assert "workers start by fork:" in proc.stderr, proc.stderr[-3000:]
     assert len(glob.glob(f"{tmp_path}/out/train-*")) == 2

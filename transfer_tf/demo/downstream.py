@@ -103,9 +103,10 @@ def downstream_stages(paths: DemoPaths, task: DownstreamTask, draw_dir: str) -> 
     stages = []
     for run in task.runs:
         args = [f"--config={d.config(run)}", f"--model_dir={d.run_dir(run)}"]
+        needs: tuple[str, ...] = ("build_coco",)
         if run == task.finetune_run:
             args.insert(1, f"--init_checkpoint={d.run_dir('pretrain')}")
-        needs = ("build_coco", "pretrain") if run == task.finetune_run else ("build_coco",)
+            needs += ("pretrain",)
         evaluate = [
             f"--model_dir={d.run_dir(run)}",
             f"--output={d.metrics(run)}",

@@ -143,7 +143,7 @@ def add_image_signatures(module: tf.Module) -> None:
 
 def image_signature_functions(module: tf.Module) -> dict:
     """The concrete functions of the two signatures `add_image_signatures` set on `module`, keyed
-    by signature name (what the detection and segmentation exports save)."""
+    by signature name (what every task's export saves; the classifier adds `serve_examples`)."""
     return {
         "serving_default": module.serve_bytes.get_concrete_function(),
         "serving_image_tensor": module.serve_image_tensor.get_concrete_function(),
@@ -203,8 +203,7 @@ class ServingModule(tf.Module):
     def signatures(self) -> dict:
         """The concrete functions to save, keyed by signature name."""
         return {
-            "serving_default": self.serve_bytes.get_concrete_function(),
-            "serving_image_tensor": self.serve_image_tensor.get_concrete_function(),
+            **image_signature_functions(self),
             "serve_examples": self.serve_examples.get_concrete_function(),
         }
 

@@ -25,8 +25,9 @@ from __future__ import annotations
 import os
 
 # ~2 s of encoding per worker at ~130 images/s per core (full decode + checks, BENCHMARKS.md):
-# about the forkserver's start-up, so smaller shares lose (a forked pool starts faster). Start-up and encode both scale with
-# the core's speed, so the break-even count holds across CPU classes to first order.
+# about the forkserver's start-up, so smaller shares lose (a forked pool starts faster). Start-up
+# and encode both scale with the core's speed, so the break-even count holds across CPU classes
+# to first order.
 MIN_ITEMS_PER_DEFAULT_WORKER = 256
 
 

@@ -64,7 +64,7 @@ setup(
     extras_require={
         # transfer_tf.benchmarks measures process-tree memory; nothing else needs psutil.
         "benchmarks": ["psutil>=5.9"],
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "scikit-learn>=1.4", "psutil>=5.9"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "psutil>=5.9"],
     },
     entry_points={
         "console_scripts": [

@@ -73,7 +73,7 @@ from transfer_tf.data.skipping import (  # noqa: F401  (skipped_records: re-expo
     size_ledger,
     skipped_records,
 )
-from transfer_tf.data.stream import epoch_stream, tfrecord_epochs
+from transfer_tf.data.stream import as_written, epoch_stream, tfrecord_epochs
 from transfer_tf.data.task_parsers import TaskConfig, record_parser, task_name
 from transfer_tf.errors import UsageError
 
@@ -247,7 +247,7 @@ def build_dataset(
             tfds_records = records
 
             def records(epoch):
-                return tfds_records(epoch).map(lambda shard, index, e, tensors: tensors)
+                return tfds_records(epoch).map(as_written(lambda shard, index, e, tensors: tensors))
 
         parser = Parser(data_cfg, training=training, label_offset=0, label_map=None, views=views)
         decode, files = None, []
@@ -298,7 +298,7 @@ def build_dataset(
     # Traced as written, not through AutoGraph: decoders, parsers, crops and views use tf.cond
     # and tf.while_loop themselves, and converting their source took ~4.6 s of a new process's
     # first pipeline (a 16 px SimCLR run: 6.7 s of AutoGraph before, 2.1 s after).
-    @tf.autograph.experimental.do_not_convert
+    @as_written
     def model_inputs(payload, position):
         # Seed = (stream key, position in the stream): one op; a deterministic run replays the
         # same order, hence the same seeds, and a corrupt record skipped in skip mode shifts
@@ -310,6 +310,7 @@ def build_dataset(
 
     if skip:
 
+        @as_written
         def process(shard, index, epoch, payload):
             position, record = payload
             return model_inputs(record, position)
@@ -325,7 +326,7 @@ def build_dataset(
             dummy = (*parser.dummy(), dummy[2])
         # The position rides with the payload: guarded_map passes it through to `process`.
         positioned = source.map(
-            lambda position, r: (r[1][0], r[1][1], r[1][2], (position, r[1][3]))
+            as_written(lambda position, r: (r[1][0], r[1][1], r[1][2], (position, r[1][3])))
         )
         ds = guarded_map(positioned, process, dummy, log_py, order_fixed, parallel, ledger)
     else:
@@ -335,6 +336,7 @@ def build_dataset(
             pattern, files, (lambda r: parser.validate(decode(r))) if decode is not None else None
         )
 
+        @as_written
         def process(position, indexed):
             with tf.name_scope(tag):
                 return model_inputs(indexed[1], position)  # indexed: (index in epoch, payload)
@@ -348,7 +350,7 @@ def build_dataset(
         # colour ops work on blended pixels. Sequential in a deterministic run (see _options
         # and policies.py).
         ds = ds.map(
-            lambda image, label, key: (policy(image), label, key),
+            as_written(lambda image, label, key: (policy(image), label, key)),
             num_parallel_calls=None if deterministic else parallel,
             deterministic=None if deterministic else False,
         )
@@ -361,6 +363,7 @@ def build_dataset(
 
     if mixes:
 
+        @as_written
         def mix(images, labels, seeds):
             images, labels = mixing.mix_batch(
                 images, labels, seeds[0], data_cfg.mixup_alpha, data_cfg.cutmix_alpha
@@ -369,7 +372,7 @@ def build_dataset(
 
         ds = ds.map(mix, num_parallel_calls=parallel, deterministic=deterministic)
     else:
-        ds = ds.map(lambda images, labels, seeds: (images, labels))
+        ds = ds.map(as_written(lambda images, labels, seeds: (images, labels)))
 
     if training and data_cfg.tf_data_service:
         # distributed_epoch: the dispatcher hands each worker whole epochs/shards, so every

@@ -112,6 +112,7 @@ class SimCLR:
             "contrastive_accuracy": losses.contrastive_accuracy(z1, z2),
         }
 
+    @tf.autograph.experimental.do_not_convert  # called inside train_steps' AutoGraph loop
     def after_step(self, strategy: tf.distribute.Strategy, step: tf.Tensor) -> None:
         del strategy, step
 
@@ -204,6 +205,7 @@ class BYOL:
             "target_momentum": tf.identity(self.momentum),
         }
 
+    @tf.autograph.experimental.do_not_convert  # called inside train_steps' AutoGraph loop
     def after_step(self, strategy: tf.distribute.Strategy, step: tf.Tensor) -> None:
         """Cross-replica context, after the optimizer step for global step `step`."""
         self.momentum.assign(self.updater.update(strategy, step))

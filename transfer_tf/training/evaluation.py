@@ -40,7 +40,9 @@ def _eval_step(model: keras.Model, strategy: tf.distribute.Strategy) -> Callable
         return step
     model_ref = weakref.ref(model)
 
-    @tf.function(reduce_retracing=True)
+    # Traced as written: no Python control flow on tensors, and AutoGraph would convert the
+    # model's call path at every new process.
+    @tf.function(reduce_retracing=True, autograph=False)
     def eval_step(images, labels):
         def replica(images, labels):
             outputs = model_ref()(images, training=False)

@@ -95,6 +95,7 @@ def warmup_cosine(
     """Linear warmup from 0 to `peak` over `warmup_steps`, then cosine decay to `final` at
     `start_step + total_steps`. Steps before `start_step` count as 0 (phases start mid-run)."""
 
+    @tf.autograph.experimental.do_not_convert  # tf ops only; train_steps' AutoGraph skips it
     def schedule(step: tf.Tensor) -> tf.Tensor:
         t = tf.maximum(_f(step) - float(start_step), 0.0)
         warm = peak * t / float(max(warmup_steps, 1))
@@ -116,6 +117,7 @@ def warmup_step_decay(
 ) -> Schedule:
     """Linear warmup, then `peak * rate**k` after the k-th boundary (absolute steps from start)."""
 
+    @tf.autograph.experimental.do_not_convert  # tf ops only; train_steps' AutoGraph skips it
     def schedule(step: tf.Tensor) -> tf.Tensor:
         t = tf.maximum(_f(step) - float(start_step), 0.0)
         warm = peak * t / float(max(warmup_steps, 1))

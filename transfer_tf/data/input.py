@@ -350,7 +350,9 @@ def build_dataset(
         # colour ops work on blended pixels. Sequential in a deterministic run (see _options
         # and policies.py).
         ds = ds.map(
-            as_written(lambda image, label, key: (policy(image), label, key)),
+            # Converted by AutoGraph: keras-cv's policy layers (e.g. Equalization) branch in Python
+            # on tensors.
+            lambda image, label, key: (policy(image), label, key),
             num_parallel_calls=None if deterministic else parallel,
             deterministic=None if deterministic else False,
         )

@@ -62,7 +62,8 @@ def _pids(results: dict) -> set[int]:
 
 
 def test_write_shards_uses_the_default_worker_count(tmp_path, monkeypatch, caplog):
-    caplog.set_level(logging.INFO)
+    # On absl's own logger too: an earlier test on the xdist worker can leave it at WARNING.
+    caplog.set_level(logging.INFO, logger="absl")
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     specs = [ShardSpec("t", i, 4, str(tmp_path / f"t-{i}"), [f"a{i}", f"b{i}"]) for i in range(4)]
     # A tiny build (8 images): written in this process, no pool to start.

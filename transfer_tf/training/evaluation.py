@@ -40,8 +40,8 @@ def _eval_step(model: keras.Model, strategy: tf.distribute.Strategy) -> Callable
         return step
     model_ref = weakref.ref(model)
 
-    # Traced as written: no Python control flow on tensors, and AutoGraph would convert the
-    # model's call path at every new process.
+    # Traced as written: no Python control flow on tensors, and converting this function's
+    # source with AutoGraph cost time at every new process.
     @tf.function(reduce_retracing=True, autograph=False)
     def eval_step(images, labels):
         def replica(images, labels):
